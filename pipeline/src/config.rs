@@ -1,0 +1,506 @@
+//! Config: TOML in, runtime stages out.
+//!
+//! Like Vector, each component kind has a config type that builds the runtime
+//! object. Unlike a plain `toml::from_str`, every error in the file is collected and
+//! reported at once, each with its key path and line:column, because fixing a config
+//! one error per run is miserable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::stage::{Decoder, Sink, Source};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the config came from (a file name, or `command line`).
+    pub origin: String,
+    /// 1-based; 0 when the error has no position (e.g. a missing section).
+    pub line: usize,
+    pub column: usize,
+    /// Key path such as `sink[1].format`; empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every error found in one config, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A failure while turning a valid config into running stages (opening a file,
+/// loading a BPF program, ...). One line that says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+impl BuildError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        BuildError(msg.into())
+    }
+}
+
+pub trait SourceConfig: Send + Sync + fmt::Debug {
+    fn build(&self) -> Result<Box<dyn Source>, BuildError>;
+    /// True when building needs root (the BPF probe), so `spf` can say so early.
+    fn needs_root(&self) -> bool {
+        false
+    }
+}
+
+pub trait DecoderConfig: Send + Sync + fmt::Debug {
+    fn build(&self) -> Result<Box<dyn Decoder>, BuildError>;
+}
+
+pub trait SinkConfig: Send + Sync + fmt::Debug {
+    fn build(&self) -> Result<Box<dyn Sink>, BuildError>;
+}
+
+/// Reads one component's table (without its `type` key) into its config type.
+pub type Factory<T> = fn(&mut Section<'_>) -> Option<Box<T>>;
+
+/// The component types a config may name, by kind.
+#[derive(Default)]
+pub struct Registry {
+    sources: BTreeMap<&'static str, Factory<dyn SourceConfig>>,
+    decoders: BTreeMap<&'static str, Factory<dyn DecoderConfig>>,
+    sinks: BTreeMap<&'static str, Factory<dyn SinkConfig>>,
+}
+
+impl Registry {
+    /// A registry with the components this crate provides (the `file` source and
+    /// the `plugin` decoder and sink).
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        crate::file_source::register(&mut r);
+        r
+    }
+
+    pub fn source(&mut self, name: &'static str, f: Factory<dyn SourceConfig>) -> &mut Self {
+        self.sources.insert(name, f);
+        self
+    }
+
+    pub fn decoder(&mut self, name: &'static str, f: Factory<dyn DecoderConfig>) -> &mut Self {
+        self.decoders.insert(name, f);
+        self
+    }
+
+    pub fn sink(&mut self, name: &'static str, f: Factory<dyn SinkConfig>) -> &mut Self {
+        self.sinks.insert(name, f);
+        self
+    }
+
+    pub fn source_types(&self) -> Vec<&'static str> {
+        self.sources.keys().copied().collect()
+    }
+
+    pub fn decoder_types(&self) -> Vec<&'static str> {
+        self.decoders.keys().copied().collect()
+    }
+
+    pub fn sink_types(&self) -> Vec<&'static str> {
+        self.sinks.keys().copied().collect()
+    }
+}
+
+/// `[reorder]`: how long to wait for late events before handing events on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReorderConfig {
+    /// Kernel-time window in milliseconds; 0 passes events through as they come.
+    pub window_ms: u64,
+    /// Hard cap on buffered events; past it the oldest are handed on early.
+    pub max_events: usize,
+}
+
+impl Default for ReorderConfig {
+    fn default() -> Self {
+        ReorderConfig {
+            window_ms: 20,
+            max_events: 65_536,
+        }
+    }
+}
+
+/// A whole, validated config.
+#[derive(Debug)]
+pub struct Config {
+    pub source: Box<dyn SourceConfig>,
+    pub source_type: String,
+    pub reorder: ReorderConfig,
+    pub decoder: Box<dyn DecoderConfig>,
+    pub decoder_type: String,
+    pub sinks: Vec<Box<dyn SinkConfig>>,
+}
+
+/// One component's table, handed to its factory.
+pub struct Section<'a> {
+    key: String,
+    value: Spanned<DeValue<'a>>,
+    span: std::ops::Range<usize>,
+    errors: Errors<'a>,
+}
+
+impl Section<'_> {
+    /// The key path of this section, e.g. `sink[1]`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Deserializes the section into `T`, recording every error with its position.
+    pub fn parse<T: DeserializeOwned>(&mut self) -> Option<T> {
+        let de = ValueDeserializer::from(self.value.clone());
+        let mut track = serde_path_to_error::Track::new();
+        let result = T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let path = track.path().to_string();
+                let key = if path == "." || path.is_empty() {
+                    self.key.clone()
+                } else {
+                    format!("{}.{}", self.key, path)
+                };
+                let span = e.span().unwrap_or_else(|| self.span.clone());
+                self.errors.push(span.start, key, e.message().to_string());
+                None
+            }
+        }
+    }
+
+    /// The section as JSON (how plugins receive their config).
+    pub fn to_json(&mut self) -> Option<serde_json::Value> {
+        self.parse::<serde_json::Value>()
+    }
+
+    /// Records an error about `field` of this section (or the section itself when
+    /// `field` is empty), positioned at that field's value when it exists.
+    pub fn error(&mut self, field: &str, message: impl Into<String>) {
+        let (key, span) = match self.value.get_ref().as_table().and_then(|t| t.get(field)) {
+            Some(v) if !field.is_empty() => (format!("{}.{}", self.key, field), v.span()),
+            _ if field.is_empty() => (self.key.clone(), self.span.clone()),
+            _ => (format!("{}.{}", self.key, field), self.span.clone()),
+        };
+        self.errors.push(span.start, key, message.into());
+    }
+
+    /// Removes a key from the section before parsing, returning its string value
+    /// (used for keys that select what to parse, like a plugin's `path`).
+    pub fn take_str(&mut self, field: &str) -> Option<Result<String, ()>> {
+        let table = match self.value.get_mut() {
+            DeValue::Table(t) => t,
+            _ => return None,
+        };
+        let v = table.remove(field)?;
+        match v.get_ref().as_str() {
+            Some(s) => Some(Ok(s.to_string())),
+            None => {
+                let found = v.get_ref().type_str();
+                self.errors.push(
+                    v.span().start,
+                    format!("{}.{}", self.key, field),
+                    format!("expected a string, found {found}"),
+                );
+                Some(Err(()))
+            }
+        }
+    }
+}
+
+struct Errors<'a> {
+    origin: String,
+    text: &'a str,
+    list: Vec<(usize, ConfigError)>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, offset: usize, key: String, message: String) {
+        let (line, column) = line_col(self.text, offset);
+        self.list.push((
+            offset,
+            ConfigError {
+                origin: self.origin.clone(),
+                line,
+                column,
+                key,
+                message,
+            },
+        ));
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+const TOP_KEYS: &[&str] = &["source", "reorder", "decoder", "sink"];
+
+/// Reads a config file.
+pub fn load_file(registry: &Registry, path: &Path) -> Result<Config, ConfigErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    parse(registry, &origin, &text)
+}
+
+/// Parses and validates a config text. `origin` names it in error messages.
+pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, ConfigErrors> {
+    // The recoverable parser reports every syntax error, not just the first.
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    let mut errors = Errors {
+        origin: origin.to_string(),
+        text,
+        list: Vec::new(),
+    };
+    for e in syntax {
+        let at = e.span().map_or(0, |s| s.start);
+        errors.push(at, String::new(), e.message().to_string());
+    }
+    if !errors.list.is_empty() {
+        return Err(finish(errors));
+    }
+    let root_span = root.span();
+    let root = root.into_inner();
+
+    for (k, v) in root.iter() {
+        if !TOP_KEYS.contains(&k.get_ref().as_ref()) {
+            errors.push(
+                k.span().start.min(v.span().start),
+                k.get_ref().to_string(),
+                format!("unknown section, expected one of: {}", TOP_KEYS.join(", ")),
+            );
+        }
+    }
+
+    let source = match root.get("source") {
+        None => {
+            errors.push(
+                root_span.start,
+                "source".into(),
+                format!(
+                    "missing [source] section; add one with type = one of: {}",
+                    registry.source_types().join(", ")
+                ),
+            );
+            None
+        }
+        Some(v) => component(&mut errors, "source", v, &registry.sources, "source"),
+    };
+
+    let reorder = match root.get("reorder") {
+        None => Some(ReorderConfig::default()),
+        Some(v) => parse_plain::<ReorderConfig>(&mut errors, "reorder", v),
+    };
+
+    let decoder = match root.get("decoder") {
+        None => Some((
+            "raw".to_string(),
+            registry
+                .decoders
+                .get("raw")
+                .and_then(|f| {
+                    let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
+                    with_section(&mut errors, "decoder".into(), empty, |s| f(s))
+                }),
+        ))
+        .and_then(|(t, d)| d.map(|d| (t, d))),
+        Some(v) => component(&mut errors, "decoder", v, &registry.decoders, "decoder"),
+    };
+
+    let mut sinks = Vec::new();
+    match root.get("sink") {
+        None => {
+            if let Some(f) = registry.sinks.get("stdout") {
+                let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
+                if let Some(s) = with_section(&mut errors, "sink".into(), empty, |s| f(s)) {
+                    sinks.push(s);
+                }
+            }
+        }
+        Some(v) => match v.get_ref() {
+            DeValue::Array(arr) => {
+                if arr.is_empty() {
+                    errors.push(v.span().start, "sink".into(), "needs at least one [[sink]]".into());
+                }
+                for (i, item) in arr.iter().enumerate() {
+                    if let Some((_, s)) =
+                        component(&mut errors, &format!("sink[{i}]"), item, &registry.sinks, "sink")
+                    {
+                        sinks.push(s);
+                    }
+                }
+            }
+            other => errors.push(
+                v.span().start,
+                "sink".into(),
+                format!("expected a list of tables ([[sink]]), found {}", other.type_str()),
+            ),
+        },
+    }
+
+    if !errors.list.is_empty() {
+        return Err(finish(errors));
+    }
+    let (Some((source_type, source)), Some(reorder), Some((decoder_type, decoder))) =
+        (source, reorder, decoder)
+    else {
+        // Every `None` above pushed an error, so this is unreachable in practice;
+        // keep a message rather than a panic all the same.
+        return Err(ConfigErrors(vec![ConfigError {
+            origin: origin.to_string(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: "incomplete config".into(),
+        }]));
+    };
+    Ok(Config {
+        source,
+        source_type,
+        reorder,
+        decoder,
+        decoder_type,
+        sinks,
+    })
+}
+
+fn finish(errors: Errors<'_>) -> ConfigErrors {
+    let mut list = errors.list;
+    list.sort_by_key(|(off, _)| *off);
+    ConfigErrors(list.into_iter().map(|(_, e)| e).collect())
+}
+
+fn parse_plain<T: DeserializeOwned>(
+    errors: &mut Errors<'_>,
+    key: &str,
+    v: &Spanned<DeValue<'_>>,
+) -> Option<T> {
+    let de = ValueDeserializer::from(v.clone());
+    let mut track = serde_path_to_error::Track::new();
+    match T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = track.path().to_string();
+            let key = if path == "." || path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{key}.{path}")
+            };
+            errors.push(e.span().unwrap_or(v.span()).start, key, e.message().to_string());
+            None
+        }
+    }
+}
+
+fn with_section<'t, T: ?Sized>(
+    errors: &mut Errors<'t>,
+    key: String,
+    value: Spanned<DeValue<'t>>,
+    f: impl FnOnce(&mut Section<'_>) -> Option<Box<T>>,
+) -> Option<Box<T>> {
+    let span = value.span();
+    let mut section = Section {
+        key,
+        value,
+        span,
+        errors: Errors {
+            origin: errors.origin.clone(),
+            text: errors.text,
+            list: Vec::new(),
+        },
+    };
+    let out = f(&mut section);
+    let failed = !section.errors.list.is_empty();
+    errors.list.append(&mut section.errors.list);
+    if failed { None } else { out }
+}
+
+fn component<'t, T: ?Sized>(
+    errors: &mut Errors<'t>,
+    key: &str,
+    v: &Spanned<DeValue<'t>>,
+    factories: &BTreeMap<&'static str, Factory<T>>,
+    kind: &str,
+) -> Option<(String, Box<T>)> {
+    let known = || factories.keys().copied().collect::<Vec<_>>().join(", ");
+    let DeValue::Table(table) = v.get_ref() else {
+        errors.push(
+            v.span().start,
+            key.to_string(),
+            format!("expected a table, found {}", v.get_ref().type_str()),
+        );
+        return None;
+    };
+    let mut table = table.clone();
+    let Some(ty) = table.remove("type") else {
+        errors.push(
+            v.span().start,
+            format!("{key}.type"),
+            format!("missing; set type = one of: {}", known()),
+        );
+        return None;
+    };
+    let Some(name) = ty.get_ref().as_str() else {
+        errors.push(
+            ty.span().start,
+            format!("{key}.type"),
+            format!("expected a string, found {}", ty.get_ref().type_str()),
+        );
+        return None;
+    };
+    let Some(factory) = factories.get(name) else {
+        errors.push(
+            ty.span().start,
+            format!("{key}.type"),
+            format!("unknown {kind} type `{name}`; known types: {}", known()),
+        );
+        return None;
+    };
+    let name = name.to_string();
+    let value = Spanned::new(v.span(), DeValue::Table(table));
+    with_section(errors, key.to_string(), value, |s| factory(s)).map(|c| (name, c))
+}
