@@ -1,0 +1,548 @@
+//! The NDJSON contract: one JSON object per line, written by the ndjson and stdout
+//! sinks, read back by the `file` source. Field names are stable (see README).
+//!
+//! The encoder is hand-written rather than built on `serde_json::Value` because it
+//! runs once per record on the hot path; building a map per record would cost more
+//! than everything else the raw pipeline does.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use crate::event::{Direction, Event, Lost, SockKind, SourceItem};
+use crate::record::{Body, Record};
+
+/// How many captured bytes the escaped `text` preview shows; `data_b64` always has
+/// them all.
+pub const TEXT_PREVIEW: usize = 1024;
+
+/// Appends one record as a JSON line (with the trailing `\n`).
+pub fn encode(record: &Record, out: &mut Vec<u8>) {
+    match record {
+        Record::Lost(l) => encode_lost(l, out),
+        Record::Decoded(d) => {
+            out.push(b'{');
+            common_fields(&d.event, out);
+            out.extend_from_slice(b",\"decoder\":");
+            json_str(&d.decoder, out);
+            match &d.body {
+                Body::Raw => {
+                    out.extend_from_slice(b",\"data_b64\":\"");
+                    b64_into(&d.event.data, out);
+                    out.extend_from_slice(b"\",\"text\":\"");
+                    let preview = &d.event.data[..d.event.data.len().min(TEXT_PREVIEW)];
+                    escape_bytes(preview, true, out);
+                    if d.event.data.len() > TEXT_PREVIEW {
+                        out.extend_from_slice("\u{2026}".as_bytes());
+                    }
+                    out.push(b'"');
+                }
+                Body::Fields { json, .. } => {
+                    for (k, v) in json {
+                        out.push(b',');
+                        json_str(k, out);
+                        out.push(b':');
+                        // Writing into a Vec cannot fail, and a `Value` always
+                        // serializes.
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                }
+                Body::Error { code, message } => {
+                    out.extend_from_slice(b",\"error\":{\"code\":");
+                    match code {
+                        Some(c) => json_str(c, out),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                    out.extend_from_slice(b",\"message\":");
+                    json_str(message, out);
+                    out.push(b'}');
+                }
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+fn encode_lost(l: &Lost, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"ts_ns\":");
+    push_u64(l.ts_ns, out);
+    out.extend_from_slice(b",\"time\":\"");
+    rfc3339(l.time_ns, out);
+    out.extend_from_slice(b"\",\"lost\":");
+    push_u64(l.count, out);
+    out.extend_from_slice(b"}\n");
+}
+
+fn common_fields(e: &Event, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"ts_ns\":");
+    push_u64(e.ts_ns, out);
+    out.extend_from_slice(b",\"time\":\"");
+    rfc3339(e.time_ns, out);
+    out.extend_from_slice(b"\",\"pid\":");
+    push_u64(e.pid.into(), out);
+    out.extend_from_slice(b",\"tid\":");
+    push_u64(e.tid.into(), out);
+    out.extend_from_slice(b",\"comm\":");
+    json_str(&e.comm, out);
+    out.extend_from_slice(b",\"peer_pid\":");
+    push_u64(e.peer_pid.into(), out);
+    out.extend_from_slice(b",\"path\":");
+    json_str(&e.path, out);
+    out.extend_from_slice(b",\"sock\":\"");
+    out.extend_from_slice(e.sock.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"dir\":\"");
+    out.extend_from_slice(e.dir.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"conn\":");
+    push_u64(e.conn, out);
+    out.extend_from_slice(b",\"len\":");
+    push_u64(e.len, out);
+    out.extend_from_slice(b",\"captured\":");
+    push_u64(e.data.len() as u64, out);
+    out.extend_from_slice(if e.truncated {
+        b",\"truncated\":true"
+    } else {
+        b",\"truncated\":false"
+    });
+}
+
+fn push_u64(v: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn b64_into(data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    let n = B64
+        .encode_slice(data, &mut out[start..])
+        .expect("buffer sized by encoded_len");
+    out.truncate(start + n);
+}
+
+/// Writes `s` as a JSON string literal.
+pub fn json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => {
+                out.extend_from_slice(&bytes[run..i]);
+                control_escape(b, out);
+                run = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        out.extend_from_slice(esc);
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+fn control_escape(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\\u00");
+    out.push(HEX[(b >> 4) as usize]);
+    out.push(HEX[(b & 0xf) as usize]);
+}
+
+/// Escapes arbitrary bytes the way the original tool showed them: printable ASCII
+/// as is, `\n` `\r` `\t`, everything else as `\xNN`. With `json` set, the result is
+/// also escaped for use inside a JSON string.
+pub fn escape_bytes(data: &[u8], json: bool, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in data {
+        match b {
+            b'\n' => out.extend_from_slice(if json { b"\\\\n" } else { b"\\n" }),
+            b'\r' => out.extend_from_slice(if json { b"\\\\r" } else { b"\\r" }),
+            b'\t' => out.extend_from_slice(if json { b"\\\\t" } else { b"\\t" }),
+            b'\\' => out.extend_from_slice(if json { b"\\\\\\\\" } else { b"\\\\" }),
+            b'"' if json => out.extend_from_slice(b"\\\""),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                out.extend_from_slice(if json { b"\\\\x" } else { b"\\x" });
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+    }
+}
+
+/// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339(time_ns: u64, out: &mut Vec<u8>) {
+    let secs = time_ns / 1_000_000_000;
+    let nanos = time_ns % 1_000_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let mut buf = [0u8; 30];
+    let fields: [(u64, usize); 6] = [
+        (y as u64, 4),
+        (m as u64, 2),
+        (d as u64, 2),
+        (rem / 3600, 2),
+        (rem % 3600 / 60, 2),
+        (rem % 60, 2),
+    ];
+    let seps = [b'-', b'-', b'T', b':', b':', b'.'];
+    let mut i = 0;
+    for ((v, w), sep) in fields.iter().zip(seps) {
+        put_padded(*v, *w, &mut buf[i..i + w]);
+        i += w;
+        buf[i] = sep;
+        i += 1;
+    }
+    put_padded(nanos, 9, &mut buf[i..i + 9]);
+    i += 9;
+    buf[i] = b'Z';
+    out.extend_from_slice(&buf[..=i]);
+}
+
+fn put_padded(mut v: u64, width: usize, dst: &mut [u8]) {
+    for j in (0..width).rev() {
+        dst[j] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+// Howard Hinnant's civil-from-days: exact for the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses the `time` field as written by [`rfc3339`] (also accepts fewer fraction
+/// digits and a missing fraction).
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || *b.last()? != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut nanos = 0u64;
+    if b[19] == b'.' {
+        let frac = s.get(20..s.len() - 1)?;
+        if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        nanos = frac.parse::<u64>().ok()? * 10u64.pow(9 - frac.len() as u32);
+    } else if b.len() != 20 {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, mo as u32, d as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + se;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+/// Why a line could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("not JSON: {0}")]
+    Json(String),
+    #[error("invalid `{field}`: {why}")]
+    Field { field: &'static str, why: String },
+}
+
+/// What one NDJSON line turns back into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Item(SourceItem),
+    /// A record of another decoder (e.g. `http2`): not an event, nothing to replay.
+    Skip,
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    ts_ns: Option<u64>,
+    #[serde(borrow)]
+    time: Option<std::borrow::Cow<'a, str>>,
+    lost: Option<u64>,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    #[serde(borrow)]
+    comm: Option<std::borrow::Cow<'a, str>>,
+    peer_pid: Option<u32>,
+    #[serde(borrow)]
+    path: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    sock: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    dir: Option<std::borrow::Cow<'a, str>>,
+    conn: Option<u64>,
+    len: Option<u64>,
+    truncated: Option<bool>,
+    #[serde(borrow)]
+    decoder: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    data_b64: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Shares repeated strings (comm, path) between events read back from a file.
+#[derive(Default)]
+pub struct Interner {
+    last_comm: Option<Arc<str>>,
+    last_path: Option<Arc<str>>,
+    map: std::collections::HashMap<Box<str>, Arc<str>>,
+}
+
+impl Interner {
+    fn get(slot: &mut Option<Arc<str>>, map: &mut std::collections::HashMap<Box<str>, Arc<str>>, s: &str) -> Arc<str> {
+        if let Some(a) = slot
+            && &**a == s
+        {
+            return Arc::clone(a);
+        }
+        let a = match map.get(s) {
+            Some(a) => Arc::clone(a),
+            None => {
+                let a: Arc<str> = s.into();
+                // Bounded: a capture with endless distinct names must not grow
+                // memory without limit.
+                if map.len() < 4096 {
+                    map.insert(s.into(), Arc::clone(&a));
+                }
+                a
+            }
+        };
+        *slot = Some(Arc::clone(&a));
+        a
+    }
+}
+
+/// Reads one NDJSON line back. `seq` becomes the event's sequence number.
+pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Parsed, ParseError> {
+    let l: Line<'_> = serde_json::from_slice(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    let ts_ns = l.ts_ns.unwrap_or(0);
+    let time_ns = match &l.time {
+        Some(t) => parse_rfc3339(t).ok_or_else(|| ParseError::Field {
+            field: "time",
+            why: format!("`{t}` is not an RFC 3339 UTC time"),
+        })?,
+        None => 0,
+    };
+    if let Some(count) = l.lost {
+        return Ok(Parsed::Item(SourceItem::Lost(Lost {
+            ts_ns,
+            time_ns,
+            count,
+        })));
+    }
+    // Only raw records carry the bytes of an event. Other decoders' records are
+    // derived data: replaying them would duplicate what the raw lines already hold.
+    match l.decoder.as_deref() {
+        Some("raw") => {}
+        Some(_) => return Ok(Parsed::Skip),
+        None => {
+            return Err(ParseError::Field {
+                field: "decoder",
+                why: "missing (and no `lost` field either)".into(),
+            });
+        }
+    }
+    let b64 = l.data_b64.ok_or(ParseError::Field {
+        field: "data_b64",
+        why: "missing in a raw record".into(),
+    })?;
+    let data = B64.decode(b64.as_bytes()).map_err(|e| ParseError::Field {
+        field: "data_b64",
+        why: e.to_string(),
+    })?;
+    let sock = match l.sock.as_deref() {
+        None => SockKind::Stream,
+        Some(s) => SockKind::parse(s).ok_or_else(|| ParseError::Field {
+            field: "sock",
+            why: format!("`{s}` is not stream, dgram or seqpacket"),
+        })?,
+    };
+    let dir = match l.dir.as_deref() {
+        None => Direction::Send,
+        Some(s) => Direction::parse(s).ok_or_else(|| ParseError::Field {
+            field: "dir",
+            why: format!("`{s}` is not send or recv"),
+        })?,
+    };
+    let len = l.len.unwrap_or(data.len() as u64);
+    if len < data.len() as u64 {
+        return Err(ParseError::Field {
+            field: "len",
+            why: format!("{len} is less than the {} bytes captured", data.len()),
+        });
+    }
+    let comm = Interner::get(&mut interner.last_comm, &mut interner.map, l.comm.as_deref().unwrap_or(""));
+    let path = Interner::get(&mut interner.last_path, &mut interner.map, l.path.as_deref().unwrap_or(""));
+    Ok(Parsed::Item(SourceItem::Event(Arc::new(Event {
+        seq,
+        ts_ns,
+        time_ns,
+        pid: l.pid.unwrap_or(0),
+        tid: l.tid.unwrap_or(0),
+        comm,
+        peer_pid: l.peer_pid.unwrap_or(0),
+        path,
+        sock,
+        dir,
+        conn: l.conn.unwrap_or(0),
+        len,
+        truncated: l.truncated.unwrap_or(len > data.len() as u64),
+        data: data.into(),
+    }))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: &[u8]) -> Arc<Event> {
+        Arc::new(Event {
+            seq: 7,
+            ts_ns: 123_456_789,
+            time_ns: 1_764_154_645_123_456_789,
+            pid: 10,
+            tid: 11,
+            comm: "cur\"l".into(),
+            peer_pid: 12,
+            path: "@abs\\name".into(),
+            sock: SockKind::Seqpacket,
+            dir: Direction::Recv,
+            conn: 99,
+            len: data.len() as u64 + 5,
+            data: data.to_vec().into(),
+            truncated: true,
+        })
+    }
+
+    #[test]
+    fn raw_round_trip_is_lossless() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let rec = Record::raw(event(&all), "raw".into());
+        let mut out = Vec::new();
+        encode(&rec, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["comm"], "cur\"l");
+        assert_eq!(v["path"], "@abs\\name");
+        assert_eq!(v["captured"], 256);
+        assert_eq!(v["len"], 261);
+        let mut interner = Interner::default();
+        let Parsed::Item(SourceItem::Event(back)) = parse_line(&out, 7, &mut interner).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!(back, event(&all));
+    }
+
+    #[test]
+    fn text_preview_escapes_like_the_original() {
+        let rec = Record::raw(event(b"hi\n\x00\"\\"), "raw".into());
+        let mut out = Vec::new();
+        encode(&rec, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["text"], "hi\\n\\x00\"\\\\");
+    }
+
+    #[test]
+    fn lost_round_trip() {
+        let rec = Record::Lost(Lost {
+            ts_ns: 5,
+            time_ns: 1_000_000_000,
+            count: 42,
+        });
+        let mut out = Vec::new();
+        encode(&rec, &mut out);
+        assert_eq!(out, b"{\"ts_ns\":5,\"time\":\"1970-01-01T00:00:01.000000000Z\",\"lost\":42}\n");
+        let back = parse_line(&out, 0, &mut Interner::default()).unwrap();
+        assert_eq!(
+            back,
+            Parsed::Item(SourceItem::Lost(Lost {
+                ts_ns: 5,
+                time_ns: 1_000_000_000,
+                count: 42
+            }))
+        );
+    }
+
+    #[test]
+    fn time_formats_and_parses() {
+        for t in [0u64, 951_782_400_000_000_001, 1_764_154_645_999_999_999, 4_102_444_800_000_000_000] {
+            let mut out = Vec::new();
+            rfc3339(t, &mut out);
+            let s = String::from_utf8(out).unwrap();
+            assert_eq!(parse_rfc3339(&s), Some(t), "{s}");
+        }
+        let mut out = Vec::new();
+        rfc3339(951_782_400_000_000_001, &mut out);
+        assert_eq!(out, b"2000-02-29T00:00:00.000000001Z");
+        assert_eq!(parse_rfc3339("2026-11-26T10:57:25Z"), Some(1_795_690_645_000_000_000));
+        assert_eq!(parse_rfc3339("2026-13-26T10:57:25Z"), None);
+    }
+
+    #[test]
+    fn fields_and_errors_encode() {
+        let mut json = serde_json::Map::new();
+        json.insert("http2".into(), serde_json::json!({"type": "PING", "stream_id": 0}));
+        let rec = Record::fields(event(b""), "http2".into(), json, "PING".into());
+        let mut out = Vec::new();
+        encode(&rec, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["http2"]["type"], "PING");
+        assert_eq!(parse_line(&out, 0, &mut Interner::default()).unwrap(), Parsed::Skip);
+
+        let rec = Record::error(event(b""), "http2".into(), Some("FRAME_SIZE_ERROR".into()), "too big");
+        out.clear();
+        encode(&rec, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["code"], "FRAME_SIZE_ERROR");
+        assert_eq!(v["error"]["message"], "too big");
+    }
+
+    #[test]
+    fn bad_lines_are_errors_not_panics() {
+        let mut i = Interner::default();
+        for bad in [&b"{"[..], b"[]", b"{\"decoder\":\"raw\"}", b"{\"decoder\":\"raw\",\"data_b64\":\"!!\"}",
+            b"{\"decoder\":\"raw\",\"data_b64\":\"\",\"dir\":\"up\"}", b"{}", b"{\"time\":\"yesterday\",\"lost\":1}"] {
+            assert!(parse_line(bad, 0, &mut i).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
