@@ -1,3 +1,227 @@
-//! `[source] type = "file"`: replay.
-use crate::config::Registry;
-pub(crate) fn register(_r: &mut Registry) {}
+//! `[source] type = "file"`: replay without root.
+//!
+//! * `format = "ndjson"` re-reads a capture written by the ndjson sink (raw records
+//!   and lost markers; other decoders' records are skipped), so a capture can be
+//!   decoded again later with any decoder.
+//! * `format = "bytes"` treats a file as one connection's byte stream in one
+//!   direction, for decoding dumps of raw protocol bytes.
+//!
+//! Reading is blocking I/O on its own thread: the input may be a FIFO that blocks
+//! for as long as its writer likes, and shutdown must not wait for it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::{BuildError, Registry, Section, SourceConfig};
+use crate::event::{Direction, Event, SockKind, SourceItem};
+use crate::ndjson::{Interner, Parsed, parse_line};
+use crate::stage::{Batch, BoxFuture, Emitter, Source, SourceError, SourceSummary};
+
+const BATCH: usize = 1024;
+/// Malformed lines reported one by one before only counting them.
+const REPORT_LINES: u64 = 10;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.source("file", |s: &mut Section<'_>| {
+        let cfg = s.parse::<FileSourceConfig>()?;
+        if cfg.path.as_os_str().is_empty() {
+            s.error("path", "must name a file");
+            return None;
+        }
+        if let Err(e) = std::fs::metadata(&cfg.path) {
+            s.error("path", format!("cannot open `{}`: {e}", cfg.path.display()));
+            return None;
+        }
+        if cfg.chunk == 0 {
+            s.error("chunk", "must be at least 1");
+            return None;
+        }
+        Some(Box::new(cfg) as Box<dyn SourceConfig>)
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    #[default]
+    Ndjson,
+    Bytes,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The file (or FIFO) to read.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: FileFormat,
+    /// `bytes` only: the direction the bytes travelled.
+    #[serde(default = "default_dir")]
+    pub dir: String,
+    /// `bytes` only: bytes per event.
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+}
+
+fn default_dir() -> String {
+    "send".into()
+}
+
+fn default_chunk() -> usize {
+    64 * 1024
+}
+
+impl SourceConfig for FileSourceConfig {
+    fn build(&self) -> Result<Box<dyn Source>, BuildError> {
+        let dir = Direction::parse(&self.dir)
+            .ok_or_else(|| BuildError::new(format!("source.dir: `{}` is not send or recv", self.dir)))?;
+        let file = File::open(&self.path)
+            .map_err(|e| BuildError::new(format!("cannot open `{}`: {e}", self.path.display())))?;
+        Ok(Box::new(FileSource {
+            cfg: self.clone(),
+            dir,
+            file,
+        }))
+    }
+}
+
+pub struct FileSource {
+    cfg: FileSourceConfig,
+    dir: Direction,
+    file: File,
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("file {}", self.cfg.path.display())
+    }
+
+    fn run(self: Box<Self>, out: Emitter) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || match self.cfg.format {
+                FileFormat::Ndjson => read_ndjson(self.file, &self.cfg.path, &out),
+                FileFormat::Bytes => read_bytes(self.file, &self.cfg, self.dir, &out),
+            })
+            .await
+            .map_err(|e| SourceError(format!("file source thread failed: {e}")))?
+        })
+    }
+}
+
+fn read_ndjson(file: File, path: &std::path::Path, out: &Emitter) -> Result<SourceSummary, SourceError> {
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut interner = Interner::default();
+    let mut summary = SourceSummary::default();
+    let mut batch: Batch = Vec::with_capacity(BATCH);
+    let mut line = Vec::new();
+    let mut lineno = 0u64;
+    let mut seq = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| SourceError(format!("reading `{}`: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match parse_line(text, seq, &mut interner) {
+            Ok(Parsed::Item(item)) => {
+                if let SourceItem::Lost(l) = &item {
+                    summary.lost += l.count;
+                }
+                seq += 1;
+                batch.push(item);
+            }
+            Ok(Parsed::Skip) => {}
+            Err(e) => {
+                summary.skipped += 1;
+                if summary.skipped <= REPORT_LINES {
+                    eprintln!("spf: {}:{lineno}: skipped: {e}", path.display());
+                }
+            }
+        }
+        // Send when the batch is full, or when no more input is buffered, so that
+        // a slow writer (a FIFO) sees its events decoded without waiting for more.
+        if batch.len() >= BATCH || (!batch.is_empty() && reader.buffer().is_empty()) {
+            if !out.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))) {
+                return Ok(summary);
+            }
+        }
+    }
+    out.blocking_send(batch);
+    if summary.skipped > REPORT_LINES {
+        eprintln!(
+            "spf: {}: {} malformed lines skipped in all",
+            path.display(),
+            summary.skipped
+        );
+    }
+    Ok(summary)
+}
+
+fn read_bytes(
+    mut file: File,
+    cfg: &FileSourceConfig,
+    dir: Direction,
+    out: &Emitter,
+) -> Result<SourceSummary, SourceError> {
+    let comm: Arc<str> = "file".into();
+    let path: Arc<str> = cfg.path.display().to_string().into();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut seq = 0u64;
+    let mut batch: Batch = Vec::new();
+    let mut buf = vec![0u8; cfg.chunk];
+    loop {
+        // Fill a whole chunk unless the input ends: chunk boundaries then do not
+        // depend on how the kernel split the reads.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SourceError(format!("reading `{}`: {e}", cfg.path.display()))),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        batch.push(SourceItem::Event(Arc::new(Event {
+            seq,
+            ts_ns: seq,
+            time_ns: start,
+            pid: 0,
+            tid: 0,
+            comm: Arc::clone(&comm),
+            peer_pid: 0,
+            path: Arc::clone(&path),
+            sock: SockKind::Stream,
+            dir,
+            conn: 1,
+            len: filled as u64,
+            data: buf[..filled].to_vec().into(),
+            truncated: false,
+        })));
+        seq += 1;
+        if batch.len() >= 64 && !out.blocking_send(std::mem::take(&mut batch)) {
+            return Ok(SourceSummary::default());
+        }
+        if filled < buf.len() {
+            break;
+        }
+    }
+    out.blocking_send(batch);
+    Ok(SourceSummary::default())
+}

@@ -3,6 +3,8 @@
 
 pub mod event;
 pub mod record;
+pub mod reorder;
+pub mod runner;
 pub mod stage;
 
 pub use event::{Direction, Event, Flow, Lost, SockKind, SourceItem};

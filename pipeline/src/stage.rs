@@ -29,6 +29,9 @@ pub trait Source: Send {
 pub struct SourceSummary {
     /// Events the kernel could not hand over (already reported as `Lost` items too).
     pub lost: u64,
+    /// Input the source could not read (e.g. malformed replay lines), each already
+    /// reported on stderr.
+    pub skipped: u64,
 }
 
 /// A source failure: a one-line message that says what is wrong and what to do.

@@ -1,1 +1,13 @@
-//! placeholder
+//! spf's built-in sinks, one module per sink.
+
+pub mod ndjson;
+pub mod pretty;
+pub mod stdout;
+
+use spf_pipeline::config::Registry;
+
+/// Adds every built-in sink to `reg`.
+pub fn register(reg: &mut Registry) {
+    stdout::register(reg);
+    ndjson::register(reg);
+}

@@ -1,0 +1,457 @@
+//! The runner: source task → channel → reorder → decoder → sinks.
+//!
+//! The source runs as its own task (often on a blocking thread). Everything after
+//! the channel runs in one task, in order, so decoders and sinks need no locking
+//! and records come out in the order their events were handed on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{BuildError, Config, ReorderConfig};
+use crate::event::SourceItem;
+use crate::record::Record;
+use crate::reorder::Reorder;
+use crate::stage::tokio_stop::StopFlag;
+use crate::stage::{Decoder, Emitter, Sink, SinkError, Source, SourceError};
+
+/// Batches in flight between the source and the pipeline. Bounded so a source that
+/// outruns the decoder is slowed down (or, for the kernel, drops and counts) rather
+/// than growing memory.
+const CHANNEL_BATCHES: usize = 64;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// The stages of one run, built from a [`Config`].
+pub struct Pipeline {
+    source: Box<dyn Source>,
+    reorder: ReorderConfig,
+    decoder: Box<dyn Decoder>,
+    decoder_is_raw: bool,
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Pipeline {
+    pub fn build(config: &Config) -> Result<Self, BuildError> {
+        // Sinks first: a sink that cannot open its file should fail before a BPF
+        // program is loaded.
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|s| s.build())
+            .collect::<Result<Vec<_>, _>>()?;
+        let decoder = config.decoder.build()?;
+        let source = config.source.build()?;
+        Ok(Pipeline {
+            source,
+            reorder: config.reorder,
+            decoder,
+            decoder_is_raw: config.decoder_type == "raw",
+            sinks,
+        })
+    }
+
+    /// Assembles a pipeline from already built stages (tests, benchmarks).
+    pub fn from_parts(
+        source: Box<dyn Source>,
+        reorder: ReorderConfig,
+        decoder: Box<dyn Decoder>,
+        sinks: Vec<Box<dyn Sink>>,
+    ) -> Self {
+        let decoder_is_raw = decoder.name() == "raw";
+        Pipeline {
+            source,
+            reorder,
+            decoder,
+            decoder_is_raw,
+            sinks,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Show a live one-line status on stderr (only honoured when stderr is a TTY).
+    pub live_status: bool,
+}
+
+/// What happened in a run, for the exit summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    pub bytes: u64,
+    /// Records written, by decoder name (plus `lost` markers under `lost`).
+    pub records: BTreeMap<String, u64>,
+    pub errors: u64,
+    /// Events lost before the pipeline saw them.
+    pub lost: u64,
+    /// Input the source skipped as unreadable.
+    pub skipped: u64,
+    pub connections: u64,
+    /// True when the output's reader went away (`| head`): a normal end.
+    pub output_closed: bool,
+    /// Items the reorder stage had to hand on before their window passed.
+    pub reorder_forced: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events, {}, {} connections",
+            self.events,
+            human_bytes(self.bytes),
+            self.connections
+        )?;
+        let recs: Vec<String> = self.records.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        if !recs.is_empty() {
+            write!(f, "; records: {}", recs.join(", "))?;
+        }
+        write!(f, "; errors {}; dropped {}", self.errors, self.lost)?;
+        if self.skipped > 0 {
+            write!(f, "; skipped input {}", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("source failed: {0}")]
+    Source(#[from] SourceError),
+    #[error("sink {sink}: {error}")]
+    Sink { sink: String, error: SinkError },
+}
+
+/// A run's outcome: the summary is there even when it failed, so the exit line can
+/// still say what was processed.
+pub struct Outcome {
+    pub summary: Summary,
+    pub result: Result<(), RunError>,
+}
+
+struct Core {
+    reorder: Reorder,
+    decoder: Box<dyn Decoder>,
+    decoder_is_raw: bool,
+    sinks: Vec<Box<dyn Sink>>,
+    event_sinks: bool,
+    records: Vec<Record>,
+    summary: Summary,
+    conns: HashSet<u64>,
+    per_decoder: BTreeMap<Arc<str>, u64>,
+    failure: Option<RunError>,
+}
+
+impl Core {
+    fn handle(&mut self, item: SourceItem) {
+        if self.summary.output_closed || self.failure.is_some() {
+            return;
+        }
+        match item {
+            SourceItem::Event(ev) => {
+                self.summary.events += 1;
+                self.summary.bytes += ev.len;
+                // Bounded: only for the status line, so forgetting old connections
+                // under extreme churn is fine.
+                if self.conns.len() < 1_000_000 && self.conns.insert(ev.conn) {
+                    self.summary.connections += 1;
+                }
+                if self.event_sinks && !self.decoder_is_raw {
+                    let raw = Record::raw(Arc::clone(&ev), "raw".into());
+                    self.write_to(&raw, true);
+                }
+                self.decoder.decode(&ev, &mut self.records);
+            }
+            SourceItem::Lost(l) => {
+                self.decoder.lost(l.count, &mut self.records);
+                self.records.push(Record::Lost(l));
+            }
+            SourceItem::Closed { conn, .. } => {
+                self.conns.remove(&conn);
+                self.decoder.closed(conn, &mut self.records);
+            }
+        }
+        self.emit();
+    }
+
+    fn emit(&mut self) {
+        let records = std::mem::take(&mut self.records);
+        for r in &records {
+            match r {
+                Record::Lost(l) => {
+                    self.summary.lost += l.count;
+                    *self.summary.records.entry("lost".into()).or_default() += 1;
+                }
+                Record::Decoded(d) => {
+                    if r.is_error() {
+                        self.summary.errors += 1;
+                    }
+                    // Keyed by the shared name: no String allocated per record.
+                    *self.per_decoder.entry(Arc::clone(&d.decoder)).or_default() += 1;
+                }
+            }
+            self.write_to(r, false);
+        }
+        let mut records = records;
+        records.clear();
+        self.records = records;
+    }
+
+    /// Writes one record to every sink (or, with `events_only`, to the sinks that
+    /// asked for raw events).
+    fn write_to(&mut self, r: &Record, events_only: bool) {
+        for s in &mut self.sinks {
+            if events_only && !s.wants_events() {
+                continue;
+            }
+            if let Err(e) = s.write(r) {
+                self.sink_failed(e, None);
+                return;
+            }
+        }
+    }
+
+    fn sink_failed(&mut self, e: SinkError, which: Option<String>) {
+        match e {
+            SinkError::Closed => self.summary.output_closed = true,
+            error => {
+                if self.failure.is_none() {
+                    self.failure = Some(RunError::Sink {
+                        sink: which.unwrap_or_else(|| "output".into()),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut failed = None;
+        for s in &mut self.sinks {
+            if let Err(e) = s.flush() {
+                failed = Some((e, s.describe()));
+                break;
+            }
+        }
+        if let Some((e, which)) = failed {
+            self.sink_failed(e, Some(which));
+        }
+    }
+
+    fn finish(&mut self) {
+        let mut released = Vec::new();
+        self.reorder.drain(&mut |i| released.push(i));
+        for i in released {
+            self.handle(i);
+        }
+        self.decoder.finish(&mut self.records);
+        self.emit();
+        self.flush();
+        self.summary.reorder_forced = self.reorder.forced;
+        for (k, v) in &self.per_decoder {
+            *self.summary.records.entry(k.to_string()).or_default() += v;
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.summary.output_closed || self.failure.is_some()
+    }
+}
+
+/// Runs a pipeline until its source ends, `stop` is set (Ctrl-C), or its output
+/// closes. On every path the reorder buffer is drained and every sink flushed.
+pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcome {
+    let Pipeline {
+        source,
+        reorder,
+        decoder,
+        decoder_is_raw,
+        sinks,
+    } = pipeline;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+    let emitter = Emitter::new(tx, stop.clone());
+    let mut source_task = tokio::spawn(source.run(emitter));
+    let event_sinks = sinks.iter().any(|s| s.wants_events());
+    let mut core = Core {
+        reorder: Reorder::new(&reorder),
+        decoder,
+        decoder_is_raw,
+        sinks,
+        event_sinks,
+        records: Vec::new(),
+        summary: Summary::default(),
+        conns: HashSet::new(),
+        per_decoder: BTreeMap::new(),
+        failure: None,
+    };
+    let mut status = Status::new(opts.live_status && std::io::stderr().is_terminal());
+    let mut ticker = tokio::time::interval(STATUS_EVERY.min(Duration::from_millis(
+        reorder.window_ms.clamp(5, 250),
+    )));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_flush = Instant::now();
+    let mut released = Vec::new();
+    let mut source_result = None;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait() => break,
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                let now = Instant::now();
+                for item in batch {
+                    core.reorder.push(item, now, &mut |i| released.push(i));
+                }
+                for i in released.drain(..) {
+                    core.handle(i);
+                }
+                // Caught up with the source: push output out now, so a quiet
+                // capture shows up at once rather than at the next periodic flush.
+                if rx.is_empty() {
+                    core.flush();
+                    last_flush = now;
+                }
+                if core.done() {
+                    break;
+                }
+            }
+            r = &mut source_task, if source_result.is_none() => {
+                // The source ended; keep reading until the channel is empty.
+                source_result = Some(r);
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                core.reorder.tick(now, &mut |i| released.push(i));
+                for i in released.drain(..) {
+                    core.handle(i);
+                }
+                if now.duration_since(last_flush) >= FLUSH_EVERY {
+                    core.flush();
+                    last_flush = now;
+                }
+                if core.done() {
+                    break;
+                }
+                status.update(&core.summary, core.conns.len());
+            }
+        }
+    }
+
+    // Shutdown: stop the source, take whatever it already handed over, drain the
+    // reorder buffer, flush every sink.
+    stop.set();
+    rx.close();
+    while let Ok(batch) = rx.try_recv() {
+        let now = Instant::now();
+        for item in batch {
+            core.reorder.push(item, now, &mut |i| released.push(i));
+        }
+        for i in released.drain(..) {
+            core.handle(i);
+        }
+    }
+    core.finish();
+    status.clear();
+
+    let source_result = match source_result {
+        Some(r) => Some(r),
+        // A source blocked on input (a quiet FIFO, an idle socket) cannot be
+        // interrupted; give it a moment to notice the stop flag, then leave it.
+        None => tokio::time::timeout(Duration::from_millis(500), &mut source_task).await.ok(),
+    };
+    let mut result = match core.failure.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    match source_result {
+        Some(Ok(Ok(s))) => {
+            // Lost markers were counted as they passed; the source's own count can
+            // only be higher (markers it could not deliver during shutdown).
+            core.summary.lost = core.summary.lost.max(s.lost);
+            core.summary.skipped = s.skipped;
+        }
+        Some(Ok(Err(e))) => {
+            if result.is_ok() && !core.summary.output_closed {
+                result = Err(RunError::Source(e));
+            }
+        }
+        Some(Err(join)) => {
+            if result.is_ok() {
+                result = Err(RunError::Source(SourceError(format!("source task failed: {join}"))));
+            }
+        }
+        None => source_task.abort(),
+    }
+    Outcome {
+        summary: core.summary,
+        result,
+    }
+}
+
+/// The live status line on stderr.
+struct Status {
+    enabled: bool,
+    last: Instant,
+    last_events: u64,
+    last_bytes: u64,
+    shown: bool,
+}
+
+impl Status {
+    fn new(enabled: bool) -> Self {
+        Status {
+            enabled,
+            last: Instant::now(),
+            last_events: 0,
+            last_bytes: 0,
+            shown: false,
+        }
+    }
+
+    fn update(&mut self, s: &Summary, conns: usize) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        if dt < STATUS_EVERY.as_secs_f64() {
+            return;
+        }
+        let eps = (s.events - self.last_events) as f64 / dt;
+        let bps = (s.bytes - self.last_bytes) as f64 / dt;
+        eprint!(
+            "\r\x1b[K{:.0} events/s, {}/s, {conns} connections, {} dropped",
+            eps,
+            human_bytes(bps as u64),
+            s.lost
+        );
+        self.shown = true;
+        self.last = now;
+        self.last_events = s.events;
+        self.last_bytes = s.bytes;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
+}

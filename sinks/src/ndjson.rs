@@ -1,0 +1,128 @@
+//! `[[sink]] type = "ndjson"`: records as NDJSON in a file.
+//!
+//! Captures hold whatever the traced processes said, secrets included, so the file
+//! is created with mode 0600.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use spf_pipeline::config::{BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::{Record, Sink, SinkError};
+
+pub fn register(reg: &mut Registry) {
+    reg.sink("ndjson", |s: &mut Section<'_>| {
+        let cfg = s.parse::<NdjsonConfig>()?;
+        if cfg.path.as_os_str().is_empty() {
+            s.error("path", "must name a file");
+            return None;
+        }
+        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            s.error("path", format!("directory `{}` does not exist", dir.display()));
+            return None;
+        }
+        Some(Box::new(cfg) as Box<dyn SinkConfig>)
+    });
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NdjsonConfig {
+    pub path: PathBuf,
+    /// Add to the file instead of replacing it.
+    #[serde(default)]
+    pub append: bool,
+    /// Also write every event as a raw record, so the file can be replayed with the
+    /// `file` source whatever the decoder was.
+    #[serde(default)]
+    pub events: bool,
+}
+
+impl SinkConfig for NdjsonConfig {
+    fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(self.append)
+            .truncate(!self.append)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|e| BuildError::new(format!("cannot open `{}` for writing: {e}", self.path.display())))?;
+        Ok(Box::new(NdjsonFile {
+            path: self.path.clone(),
+            file,
+            events: self.events,
+            buf: Vec::with_capacity(BUF),
+        }))
+    }
+}
+
+const BUF: usize = 256 * 1024;
+
+pub struct NdjsonFile {
+    path: PathBuf,
+    file: File,
+    events: bool,
+    buf: Vec<u8>,
+}
+
+impl Sink for NdjsonFile {
+    fn describe(&self) -> String {
+        format!("ndjson {}", self.path.display())
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        spf_pipeline::ndjson::encode(record, &mut self.buf);
+        if self.buf.len() >= BUF {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.buf);
+        self.buf.clear();
+        r.map_err(|e| SinkError::io(format!("writing `{}`", self.path.display()), e))
+    }
+
+    fn wants_events(&self) -> bool {
+        self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn creates_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cap.ndjson");
+        let cfg = NdjsonConfig {
+            path: path.clone(),
+            append: false,
+            events: false,
+        };
+        let mut sink = cfg.build().unwrap();
+        sink.write(&Record::Lost(spf_pipeline::Lost {
+            ts_ns: 1,
+            time_ns: 2,
+            count: 3,
+        }))
+        .unwrap();
+        sink.flush().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["lost"], 3);
+    }
+}

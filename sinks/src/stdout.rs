@@ -1,0 +1,114 @@
+//! `[[sink]] type = "stdout"`: pretty text for people, or NDJSON for `jq`.
+
+use std::io::{IsTerminal as _, Write as _};
+
+use serde::Deserialize;
+use spf_pipeline::config::{BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::{Record, Sink, SinkError};
+
+use crate::pretty::Pretty;
+
+pub fn register(reg: &mut Registry) {
+    reg.sink("stdout", |s: &mut Section<'_>| {
+        s.parse::<StdoutConfig>()
+            .map(|c| Box::new(c) as Box<dyn SinkConfig>)
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Pretty,
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    #[serde(default)]
+    pub format: Format,
+    /// Pretty only. `auto`: colour on a terminal unless NO_COLOR is set.
+    #[serde(default)]
+    pub color: Color,
+    /// Pretty only: raw bytes shown per record, 0 for all.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// NDJSON only: also write every event as a raw record, so the output can be
+    /// replayed with the `file` source whatever the decoder.
+    #[serde(default)]
+    pub events: bool,
+}
+
+fn default_max_bytes() -> usize {
+    4096
+}
+
+impl SinkConfig for StdoutConfig {
+    fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
+        let tty = std::io::stdout().is_terminal();
+        let color = match self.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        Ok(Box::new(Stdout {
+            format: self.format,
+            pretty: Pretty {
+                color,
+                max_bytes: self.max_bytes,
+            },
+            events: self.events && self.format == Format::Ndjson,
+            buf: Vec::with_capacity(BUF),
+        }))
+    }
+}
+
+const BUF: usize = 64 * 1024;
+
+pub struct Stdout {
+    format: Format,
+    pretty: Pretty,
+    events: bool,
+    buf: Vec<u8>,
+}
+
+impl Sink for Stdout {
+    fn describe(&self) -> String {
+        "stdout".into()
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        match self.format {
+            Format::Ndjson => spf_pipeline::ndjson::encode(record, &mut self.buf),
+            Format::Pretty => self.pretty.render(record, &mut self.buf),
+        }
+        if self.buf.len() >= BUF {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        let r = out.write_all(&self.buf).and_then(|()| out.flush());
+        self.buf.clear();
+        r.map_err(|e| SinkError::io("writing to stdout", e))
+    }
+
+    fn wants_events(&self) -> bool {
+        self.events
+    }
+}
