@@ -1,1 +1,22 @@
-fn main() {}
+//! spf: sniff Unix domain socket traffic with eBPF and decode it.
+//!
+//! `main` stays thin: parse arguments, dispatch, print errors with context, map
+//! them onto exit codes (0 success, 1 runtime failure, 2 usage or config error).
+
+mod cli;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spf: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Watch containerd's gRPC traffic, decoded, as it happens
+  sudo spf run --path /run/containerd/containerd.sock --decoder http2
+
+  # Everything on sockets under /run, as NDJSON for jq
+  sudo spf run --path '/run/*' --format ndjson | jq 'select(.dir == \"send\")'
+
+  # Capture now (raw events, replayable), decode later without root
+  sudo spf run --path /var/run/docker.sock --output capture.ndjson
+  spf run --replay capture.ndjson --decoder http2
+
+  # The full pipeline from a config file; check it first
+  spf validate -c spf.toml
+  sudo spf run -c spf.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spf",
+    version,
+    about = "Sniff Unix domain socket traffic with eBPF and decode it",
+    long_about = "spf captures every byte sent and received on the Unix domain sockets you \
+choose, using eBPF, and runs it through a pipeline: source -> reorder -> decoder -> sinks. \
+The pipeline comes from a TOML file (-c spf.toml) or from the quick flags of `spf run`.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a capture (or replay) pipeline until its input ends or Ctrl-C.
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// Check a config file and report every error in it, without running anything.
+    Validate {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Read the pipeline from this TOML file (see spf.toml for a commented example).
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "snaplen"])]
+    pub config: Option<PathBuf>,
+
+    /// Capture sockets with this path: exact, prefix with a trailing `*`, or an
+    /// abstract name as `@name`. Repeatable. Without --path, --pid or --comm every
+    /// Unix socket is captured.
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<String>,
+
+    /// Capture only traffic of this process (either end). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+
+    /// Capture only traffic of processes with this command name. Repeatable.
+    #[arg(long, value_name = "COMM")]
+    pub comm: Vec<String>,
+
+    /// Bytes captured per syscall (default 65536).
+    #[arg(long, value_name = "BYTES")]
+    pub snaplen: Option<u64>,
+
+    /// Replay a capture written with --output (or an ndjson sink) instead of
+    /// capturing live. Needs no root.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen"])]
+    pub replay: Option<PathBuf>,
+
+    /// How to decode the bytes.
+    /// (default: raw)
+    #[arg(long, value_name = "DECODER")]
+    pub decoder: Option<String>,
+
+    /// How to print records on stdout.
+    #[arg(long, value_enum)]
+    pub format: Option<OutFormat>,
+
+    /// Also write a replayable NDJSON capture (every raw event plus the decoded
+    /// records) to this file, created with mode 0600.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// No live status line and no summary at exit.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutFormat {
+    /// One header line per record, content indented below; coloured on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => crate::run::run(args),
+        Command::Validate { config } => crate::run::validate(&config),
+    }
+}

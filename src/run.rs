@@ -1,0 +1,152 @@
+//! `spf run` and `spf validate`.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use spf_pipeline::config::{self, Config, ConfigErrors, Registry};
+use spf_pipeline::runner::{self, Pipeline, RunOptions};
+use spf_pipeline::stage::tokio_stop::StopFlag;
+
+use crate::cli::{OutFormat, RunArgs};
+
+/// Every component type this build knows.
+pub fn registry() -> Registry {
+    let mut reg = Registry::new();
+    spf_decoders::register(&mut reg);
+    spf_sinks::register(&mut reg);
+    reg
+}
+
+const CONFIG_ERROR: u8 = 2;
+
+fn report_config(errors: &ConfigErrors) -> ExitCode {
+    let n = errors.0.len();
+    for e in &errors.0 {
+        eprintln!("spf: {e}");
+    }
+    if n > 1 {
+        eprintln!("spf: {n} errors in the config");
+    }
+    ExitCode::from(CONFIG_ERROR)
+}
+
+pub fn validate(path: &Path) -> Result<ExitCode> {
+    match config::load_file(&registry(), path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok (source {}, decoder {}, {} sink{})",
+                path.display(),
+                cfg.source_type,
+                cfg.decoder_type,
+                cfg.sinks.len(),
+                if cfg.sinks.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(report_config(&e)),
+    }
+}
+
+/// The quick flags, written as the config file they stand for, so that they go
+/// through exactly the same validation and assembly as `-c`.
+fn config_from_flags(args: &RunArgs) -> String {
+    let mut doc = toml::Table::new();
+    let mut source = toml::Table::new();
+    if let Some(replay) = &args.replay {
+        source.insert("type".into(), "file".into());
+        source.insert("path".into(), replay.display().to_string().into());
+    } else {
+        source.insert("type".into(), "unix".into());
+        if !args.path.is_empty() {
+            source.insert("path".into(), toml::Value::Array(args.path.iter().map(|p| p.as_str().into()).collect()));
+        }
+        if !args.pid.is_empty() {
+            source.insert("pid".into(), toml::Value::Array(args.pid.iter().map(|&p| i64::from(p).into()).collect()));
+        }
+        if !args.comm.is_empty() {
+            source.insert("comm".into(), toml::Value::Array(args.comm.iter().map(|c| c.as_str().into()).collect()));
+        }
+        if let Some(s) = args.snaplen {
+            source.insert("snaplen".into(), i64::try_from(s).unwrap_or(i64::MAX).into());
+        }
+    }
+    doc.insert("source".into(), source.into());
+    let mut decoder = toml::Table::new();
+    decoder.insert("type".into(), args.decoder.as_deref().unwrap_or("raw").into());
+    doc.insert("decoder".into(), decoder.into());
+    let mut sinks = Vec::new();
+    let mut stdout = toml::Table::new();
+    stdout.insert("type".into(), "stdout".into());
+    let format = match args.format.unwrap_or(OutFormat::Pretty) {
+        OutFormat::Pretty => "pretty",
+        OutFormat::Ndjson => "ndjson",
+    };
+    stdout.insert("format".into(), format.into());
+    sinks.push(toml::Value::Table(stdout));
+    if let Some(out) = &args.output {
+        let mut f = toml::Table::new();
+        f.insert("type".into(), "ndjson".into());
+        f.insert("path".into(), out.display().to_string().into());
+        f.insert("events".into(), true.into());
+        sinks.push(toml::Value::Table(f));
+    }
+    doc.insert("sink".into(), toml::Value::Array(sinks));
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let reg = registry();
+    let loaded = match &args.config {
+        Some(path) => config::load_file(&reg, path),
+        None => config::parse(&reg, "command line", &config_from_flags(&args)),
+    };
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => return Ok(report_config(&e)),
+    };
+    run_config(&cfg, args.quiet)
+}
+
+/// Runs a validated config to completion and prints the summary.
+pub fn run_config(cfg: &Config, quiet: bool) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stop = StopFlag::default();
+        spawn_signal_handler(stop.clone())?;
+        let outcome = runner::run(pipeline, RunOptions { live_status: !quiet }, stop).await;
+        // After `| head` closed the output, leave quietly, as other Unix tools do.
+        if !quiet && !outcome.summary.output_closed {
+            // stderr may be closed too; the summary is not worth failing over.
+            let _ = writeln!(std::io::stderr(), "spf: {}", outcome.summary);
+        }
+        outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// First SIGINT/SIGTERM: stop cleanly (drain, flush). A second one: leave now.
+fn spawn_signal_handler(stop: StopFlag) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                std::process::exit(130);
+            }
+            stop.set();
+        }
+    });
+    Ok(())
+}
