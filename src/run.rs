@@ -116,7 +116,7 @@ pub fn run_config(cfg: &Config, quiet: bool) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let stop = StopFlag::default();
         spawn_signal_handler(stop.clone())?;
@@ -128,7 +128,11 @@ pub fn run_config(cfg: &Config, quiet: bool) -> Result<ExitCode> {
         }
         outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // A source thread may still be blocked on input (a quiet FIFO); everything it
+    // handed over has been written, so do not wait for it.
+    rt.shutdown_background();
+    result
 }
 
 /// First SIGINT/SIGTERM: stop cleanly (drain, flush). A second one: leave now.

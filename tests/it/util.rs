@@ -1,1 +1,64 @@
 //! Small helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The spf binary under test.
+pub fn spf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spf"))
+}
+
+/// Runs spf with `args` and returns its output.
+pub fn spf_output(args: &[&str]) -> Output {
+    spf().args(args).output().expect("spawning spf")
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("writing test file");
+    p
+}
+
+/// Every line of an NDJSON file, parsed; panics on a line that is not JSON.
+pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("reading ndjson output");
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), covering every byte value.
+pub fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i < 256 { i as u8 } else { (x >> 24) as u8 }
+        })
+        .collect()
+}
+
+pub fn stderr_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether tests that need BPF must run: as root, unless told otherwise. Under
+/// `SPF_REQUIRE_BPF=1` a missing capability fails the test instead of skipping it.
+pub fn bpf_available(test: &str) -> bool {
+    let required = std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    assert!(!required, "{test}: SPF_REQUIRE_BPF=1 but not running as root");
+    eprintln!("skipping {test}: needs root for BPF (set SPF_REQUIRE_BPF=1 to fail instead)");
+    false
+}
