@@ -103,6 +103,7 @@ impl Registry {
     pub fn new() -> Self {
         let mut r = Registry::default();
         crate::file_source::register(&mut r);
+        crate::plugin::register(&mut r);
         r
     }
 

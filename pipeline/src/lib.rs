@@ -13,3 +13,4 @@ pub use stage::{Batch, BoxFuture, Decoder, Emitter, Sink, SinkError, Source, Sou
 pub mod config;
 pub mod ndjson;
 pub mod file_source;
+pub mod plugin;

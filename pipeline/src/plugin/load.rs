@@ -1,0 +1,407 @@
+//! Finding, vetting and loading a plugin library, and the handshake.
+
+use std::ffi::c_char;
+use std::fmt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use spf_plugin::{
+    SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER, SPF_KIND_SINK, SPF_PLUGIN_MAGIC,
+    SpfDecoderVtable, SpfPluginDeclaration, SpfSinkVtable,
+};
+
+/// What a plugin provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Decoder,
+    Sink,
+}
+
+impl Kind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Decoder => "decoder",
+            Kind::Sink => "sink",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "decoder" => Some(Kind::Decoder),
+            "sink" => Some(Kind::Sink),
+            _ => None,
+        }
+    }
+
+    /// The config section that uses this kind.
+    const fn section(self) -> &'static str {
+        match self {
+            Kind::Decoder => "[decoder]",
+            Kind::Sink => "[[sink]]",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the handshake learned about a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub path: PathBuf,
+    pub kind: Kind,
+    pub name: String,
+    pub version: String,
+    pub abi_major: u32,
+    pub abi_minor: u32,
+}
+
+impl PluginInfo {
+    /// How messages name the plugin: `plugin `resp` 0.1.0 (/usr/lib/spf/libresp.so)`.
+    pub fn label(&self) -> String {
+        format!(
+            "plugin `{}` {} ({})",
+            self.name,
+            self.version,
+            self.path.display()
+        )
+    }
+}
+
+/// Why a plugin was refused. Every message names the file and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "plugin path `{0}` is not absolute; spf loads plugins only from an absolute path (e.g. /usr/local/lib/spf/libfoo.so)"
+    )]
+    NotAbsolute(PathBuf),
+    #[error("cannot read plugin {path}: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("refusing plugin {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
+    #[error("{path} is not a shared library spf can load: {message}")]
+    NotLibrary { path: PathBuf, message: String },
+    #[error(
+        "{path} is a shared library but not an spf plugin: it exports no `spf_plugin_declaration` (build it with the spf-plugin crate's export_decoder!/export_sink!, or define the declaration from spf_plugin.h)"
+    )]
+    NoDeclaration { path: PathBuf },
+    #[error(
+        "{path} exports `spf_plugin_declaration` but it is not an spf plugin declaration (magic {magic:#010x}, expected {expected:#010x})",
+        expected = SPF_PLUGIN_MAGIC
+    )]
+    BadMagic { path: PathBuf, magic: u32 },
+    #[error(
+        "plugin `{name}` {version} ({path}) was built for plugin ABI {major}.{minor}, but this spf speaks ABI {host_major}.{host_minor}: rebuild the plugin against an spf-plugin SDK with ABI {host_major}.x, or use an spf that speaks ABI {major}",
+        host_major = SPF_ABI_MAJOR,
+        host_minor = SPF_ABI_MINOR
+    )]
+    AbiMajor {
+        path: PathBuf,
+        name: String,
+        version: String,
+        major: u32,
+        minor: u32,
+    },
+    #[error(
+        "plugin `{name}` {version} ({path}) needs plugin ABI {major}.{minor}, but this spf speaks only ABI {host_major}.{host_minor}: upgrade spf, or rebuild the plugin against the spf-plugin SDK of this spf",
+        host_major = SPF_ABI_MAJOR,
+        host_minor = SPF_ABI_MINOR
+    )]
+    AbiMinor {
+        path: PathBuf,
+        name: String,
+        version: String,
+        major: u32,
+        minor: u32,
+    },
+    #[error(
+        "{path}: malformed spf plugin declaration: {what}; rebuild the plugin with the spf-plugin SDK"
+    )]
+    Malformed { path: PathBuf, what: String },
+    #[error(
+        "plugin `{name}` {version} ({path}) is a {found} plugin, but {wanted_section} needs a {wanted} plugin; use it in a {found_section} section instead",
+        wanted_section = wanted.section(),
+        found_section = found.section()
+    )]
+    WrongKind {
+        path: PathBuf,
+        name: String,
+        version: String,
+        found: Kind,
+        wanted: Kind,
+    },
+}
+
+/// A plugin that passed the handshake. Its library stays loaded for the life of
+/// the process, so the declaration and vtables are `'static`.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub info: PluginInfo,
+    pub(crate) vtable: Vtable,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Vtable {
+    Decoder(&'static SpfDecoderVtable),
+    Sink(&'static SpfSinkVtable),
+}
+
+/// Loads the plugin at `path` and runs the handshake; with `want`, also checks
+/// its kind. This is what `spf plugins check` and the config both use.
+pub fn check(path: &Path, want: Option<Kind>) -> Result<PluginInfo, LoadError> {
+    load(path, want).map(|l| l.info)
+}
+
+/// Vets the file, loads it (for good: libraries are never unloaded, because a
+/// plugin may have started threads or registered destructors that point into it),
+/// and reads its declaration before calling anything in it.
+pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
+    vet_file(path, is_root())?;
+    let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    // SAFETY: loading a library runs its initialisers; that is the point of a
+    // plugin, and the file passed the ownership and permission checks above.
+    let lib = unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map_err(|e| {
+        LoadError::NotLibrary {
+            path: path.to_path_buf(),
+            message: dl_message(&e),
+        }
+    })?;
+    // SAFETY: the symbol is only read as an address here; its contents are checked
+    // field by field below, the frozen header first.
+    let decl = match unsafe { lib.get::<*const SpfPluginDeclaration>(b"spf_plugin_declaration\0") }
+    {
+        Ok(sym) => *sym,
+        Err(_) => {
+            return Err(LoadError::NoDeclaration {
+                path: path.to_path_buf(),
+            });
+        }
+    };
+    std::mem::forget(lib);
+    if decl.is_null() {
+        return Err(LoadError::NoDeclaration {
+            path: path.to_path_buf(),
+        });
+    }
+    // SAFETY: the library stays loaded forever, so its static lives as long.
+    let decl: &'static SpfPluginDeclaration = unsafe { &*decl };
+    handshake(path, decl, want)
+}
+
+/// Checks a declaration. Split from `load` so that it can be tested on
+/// declarations built in memory.
+pub(crate) fn handshake(
+    path: &Path,
+    decl: &'static SpfPluginDeclaration,
+    want: Option<Kind>,
+) -> Result<Loaded, LoadError> {
+    let path_buf = || path.to_path_buf();
+    let malformed = |what: &str| LoadError::Malformed {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+    };
+    if decl.magic != SPF_PLUGIN_MAGIC {
+        return Err(LoadError::BadMagic {
+            path: path_buf(),
+            magic: decl.magic,
+        });
+    }
+    // The header (magic, versions, kind, name, version) has the same layout in
+    // every ABI, so name and version can be read even when the majors differ.
+    // SAFETY: the magic matched, so these are the declaration's string pointers.
+    let name = unsafe { c_string(decl.name) }
+        .ok_or_else(|| malformed("name is missing, too long or not UTF-8"))?;
+    // SAFETY: as above.
+    let version = unsafe { c_string(decl.version) }
+        .ok_or_else(|| malformed("version is missing, too long or not UTF-8"))?;
+    if decl.abi_major != SPF_ABI_MAJOR {
+        return Err(LoadError::AbiMajor {
+            path: path_buf(),
+            name,
+            version,
+            major: decl.abi_major,
+            minor: decl.abi_minor,
+        });
+    }
+    if decl.abi_minor > SPF_ABI_MINOR {
+        return Err(LoadError::AbiMinor {
+            path: path_buf(),
+            name,
+            version,
+            major: decl.abi_major,
+            minor: decl.abi_minor,
+        });
+    }
+    if !spf_plugin::valid_name_bytes(name.as_bytes()) {
+        return Err(malformed(&format!(
+            "name `{name}` must be 1 to 64 lowercase letters, digits, `-` or `_`"
+        )));
+    }
+    let (kind, vtable) = match decl.kind {
+        SPF_KIND_DECODER => {
+            // SAFETY: a decoder declaration points at a static decoder vtable.
+            let vt = unsafe { decl.decoder.as_ref() }
+                .ok_or_else(|| malformed("decoder vtable is null"))?;
+            for (f, present) in [
+                ("init", vt.init.is_some()),
+                ("decode", vt.decode.is_some()),
+                ("last_error", vt.last_error.is_some()),
+                ("destroy", vt.destroy.is_some()),
+            ] {
+                if !present {
+                    return Err(malformed(&format!("decoder function `{f}` is null")));
+                }
+            }
+            (Kind::Decoder, Vtable::Decoder(vt))
+        }
+        SPF_KIND_SINK => {
+            // SAFETY: a sink declaration points at a static sink vtable.
+            let vt =
+                unsafe { decl.sink.as_ref() }.ok_or_else(|| malformed("sink vtable is null"))?;
+            for (f, present) in [
+                ("init", vt.init.is_some()),
+                ("write", vt.write.is_some()),
+                ("last_error", vt.last_error.is_some()),
+                ("destroy", vt.destroy.is_some()),
+            ] {
+                if !present {
+                    return Err(malformed(&format!("sink function `{f}` is null")));
+                }
+            }
+            (Kind::Sink, Vtable::Sink(vt))
+        }
+        other => {
+            return Err(malformed(&format!(
+                "kind {other} is neither decoder ({SPF_KIND_DECODER}) nor sink ({SPF_KIND_SINK})"
+            )));
+        }
+    };
+    if let Some(wanted) = want
+        && wanted != kind
+    {
+        return Err(LoadError::WrongKind {
+            path: path_buf(),
+            name,
+            version,
+            found: kind,
+            wanted,
+        });
+    }
+    Ok(Loaded {
+        info: PluginInfo {
+            path: path_buf(),
+            kind,
+            name,
+            version,
+            abi_major: decl.abi_major,
+            abi_minor: decl.abi_minor,
+        },
+        vtable,
+    })
+}
+
+/// Reads a NUL-terminated string of at most 256 bytes.
+///
+/// # Safety
+/// `p` must be null or point to readable memory up to its NUL or 256 bytes.
+unsafe fn c_string(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    let p = p.cast::<u8>();
+    let mut len = 0;
+    // SAFETY: the caller guarantees readability up to the NUL or the cap.
+    while unsafe { *p.add(len) } != 0 {
+        len += 1;
+        if len > 256 {
+            return None;
+        }
+    }
+    // SAFETY: the `len` bytes before the NUL were just read.
+    let bytes = unsafe { std::slice::from_raw_parts(p, len) };
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_string())
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The checks that keep a root spf from running code someone else could have put
+/// there: an absolute path, a regular file, and (as root) owned by root with no
+/// group or other write bit, in directories others cannot rewrite either.
+pub(crate) fn vet_file(path: &Path, root: bool) -> Result<(), LoadError> {
+    if !path.is_absolute() {
+        return Err(LoadError::NotAbsolute(path.to_path_buf()));
+    }
+    let unreadable = |e: std::io::Error| LoadError::Unreadable {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(LoadError::Unreadable {
+            path: path.to_path_buf(),
+            message: "not a regular file".into(),
+        });
+    }
+    if !root {
+        return Ok(());
+    }
+    let unsafe_ = |reason: String| LoadError::Unsafe {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(unsafe_(format!(
+            "it is writable by group or others (mode {:04o}) and spf runs as root; run `chmod go-w {}`",
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    if meta.uid() != 0 {
+        return Err(unsafe_(format!(
+            "it is owned by uid {}, not root, and spf runs as root; run `chown root {}` (or run spf as that user)",
+            meta.uid(),
+            path.display()
+        )));
+    }
+    // Whoever can rename entries in a directory on the way can swap the file.
+    let canonical = std::fs::canonicalize(path).map_err(unreadable)?;
+    for dir in canonical.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = m.permissions().mode();
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky {
+            return Err(unsafe_(format!(
+                "its directory {} is writable by group or others (mode {:04o}) and spf runs as root; run `chmod go-w {}` or move the plugin",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            )));
+        }
+        if m.uid() != 0 {
+            return Err(unsafe_(format!(
+                "its directory {} is owned by uid {}, not root, and spf runs as root; move the plugin to a root-owned directory",
+                dir.display(),
+                m.uid()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn dl_message(e: &libloading::Error) -> String {
+    e.to_string()
+}

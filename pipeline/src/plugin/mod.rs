@@ -1,0 +1,225 @@
+//! The plugin host: decoders and sinks loaded at run time from shared libraries.
+//!
+//! ```toml
+//! [decoder]
+//! type = "plugin"
+//! path = "/usr/local/lib/spf/libspf_resp.so"   # absolute
+//! max_errors = 100                             # optional, host key
+//! # every other key goes to the plugin's init as JSON
+//! max_buffer = 1048576
+//! ```
+//!
+//! The ABI lives in the `spf-plugin` crate. Loading happens while the config is
+//! read, so `spf validate` refuses a bad plugin exactly like `spf run` does; `init`
+//! runs when the pipeline is built.
+//!
+//! Faults stay inside: a decoder call that fails or panics costs that event (an
+//! error record with code `PLUGIN_ERROR` naming the plugin), a sink call that fails
+//! is reported on stderr, and `max_errors` failed calls in a row (default 100; 0 for
+//! no limit) switch the plugin off for the rest of the run.
+
+mod decoder;
+mod load;
+mod sink;
+
+use std::ffi::c_void;
+use std::path::Path;
+
+pub use decoder::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT, PluginDecoder};
+pub use load::{Kind, LoadError, Loaded, PluginInfo, check, load};
+pub use sink::PluginSink;
+
+use crate::config::{BuildError, DecoderConfig, Registry, Section, SinkConfig};
+use crate::stage::{Decoder, Sink};
+use load::Vtable;
+
+/// Failed calls in a row after which a plugin is switched off.
+pub const DEFAULT_MAX_ERRORS: u64 = 100;
+
+/// Keys of a plugin's section that spf reads itself rather than handing on.
+const HOST_KEYS: &[&str] = &["path", "max_errors"];
+
+/// Registers `type = "plugin"` for decoders and sinks.
+pub fn register(r: &mut Registry) {
+    r.decoder("plugin", decoder_factory);
+    r.sink("plugin", sink_factory);
+}
+
+/// A `[decoder] type = "plugin"` section, loaded and handshaken.
+#[derive(Debug)]
+pub struct PluginDecoderConfig {
+    pub info: PluginInfo,
+    vt: &'static spf_plugin::SpfDecoderVtable,
+    /// The plugin's own keys as a JSON object.
+    pub config: String,
+    pub max_errors: u64,
+}
+
+impl PluginDecoderConfig {
+    /// Loads the decoder plugin at `path` (for tools and benchmarks that build a
+    /// decoder without a config file).
+    pub fn open(
+        path: &Path,
+        config: &serde_json::Value,
+        max_errors: u64,
+    ) -> Result<Self, LoadError> {
+        let loaded = load(path, Some(Kind::Decoder))?;
+        let Vtable::Decoder(vt) = loaded.vtable else {
+            unreachable!("load checked the kind")
+        };
+        Ok(PluginDecoderConfig {
+            info: loaded.info,
+            vt,
+            config: config.to_string(),
+            max_errors,
+        })
+    }
+
+    pub fn build_plugin(&self) -> Result<PluginDecoder, BuildError> {
+        PluginDecoder::new(self.info.clone(), self.vt, &self.config, self.max_errors)
+    }
+}
+
+impl DecoderConfig for PluginDecoderConfig {
+    fn build(&self) -> Result<Box<dyn Decoder>, BuildError> {
+        Ok(Box::new(self.build_plugin()?))
+    }
+}
+
+/// A `[[sink]] type = "plugin"` section, loaded and handshaken.
+#[derive(Debug)]
+pub struct PluginSinkConfig {
+    pub info: PluginInfo,
+    vt: &'static spf_plugin::SpfSinkVtable,
+    pub config: String,
+    pub max_errors: u64,
+}
+
+impl PluginSinkConfig {
+    pub fn open(
+        path: &Path,
+        config: &serde_json::Value,
+        max_errors: u64,
+    ) -> Result<Self, LoadError> {
+        let loaded = load(path, Some(Kind::Sink))?;
+        let Vtable::Sink(vt) = loaded.vtable else {
+            unreachable!("load checked the kind")
+        };
+        Ok(PluginSinkConfig {
+            info: loaded.info,
+            vt,
+            config: config.to_string(),
+            max_errors,
+        })
+    }
+
+    pub fn build_plugin(&self) -> Result<PluginSink, BuildError> {
+        PluginSink::new(self.info.clone(), self.vt, &self.config, self.max_errors)
+    }
+}
+
+impl SinkConfig for PluginSinkConfig {
+    fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
+        Ok(Box::new(self.build_plugin()?))
+    }
+}
+
+fn decoder_factory(s: &mut Section<'_>) -> Option<Box<dyn DecoderConfig>> {
+    let (loaded, config, max_errors) = read_section(s, Kind::Decoder)?;
+    match loaded.vtable {
+        Vtable::Decoder(vt) => Some(Box::new(PluginDecoderConfig {
+            info: loaded.info,
+            vt,
+            config,
+            max_errors,
+        })),
+        Vtable::Sink(_) => None,
+    }
+}
+
+fn sink_factory(s: &mut Section<'_>) -> Option<Box<dyn SinkConfig>> {
+    let (loaded, config, max_errors) = read_section(s, Kind::Sink)?;
+    match loaded.vtable {
+        Vtable::Sink(vt) => Some(Box::new(PluginSinkConfig {
+            info: loaded.info,
+            vt,
+            config,
+            max_errors,
+        })),
+        Vtable::Decoder(_) => None,
+    }
+}
+
+/// Splits a plugin section into the host's keys and the plugin's, and loads the
+/// library. Every problem becomes a config error positioned at its key.
+fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<(Loaded, String, u64)> {
+    let mut json = s.to_json()?;
+    let serde_json::Value::Object(map) = &mut json else {
+        s.error("", "expected a table");
+        return None;
+    };
+    let path = match map.get("path") {
+        None => {
+            s.error(
+                "",
+                format!(
+                    "missing `path`: set path = the absolute path of the {kind} plugin's shared library (lib<name>.so)"
+                ),
+            );
+            return None;
+        }
+        Some(serde_json::Value::String(p)) => p.clone(),
+        Some(_) => {
+            s.error(
+                "path",
+                "expected a string: the absolute path of the plugin's shared library",
+            );
+            return None;
+        }
+    };
+    let max_errors = match map.get("max_errors") {
+        None => DEFAULT_MAX_ERRORS,
+        Some(v) => match v.as_u64() {
+            Some(n) => n,
+            None => {
+                s.error(
+                    "max_errors",
+                    "expected a non-negative integer: failed calls in a row before the plugin is switched off (0: never)",
+                );
+                return None;
+            }
+        },
+    };
+    for k in HOST_KEYS {
+        map.remove(*k);
+    }
+    match load(Path::new(&path), Some(kind)) {
+        Ok(loaded) => Some((loaded, json.to_string(), max_errors)),
+        Err(e) => {
+            s.error("path", e.to_string());
+            None
+        }
+    }
+}
+
+/// Copies the plugin's last error message.
+///
+/// # Safety
+/// `instance` must be null (after a failed `init`) or a live instance of the
+/// plugin that `f` belongs to.
+pub(crate) unsafe fn last_error(
+    f: Option<unsafe extern "C" fn(*mut c_void, *mut usize) -> *const u8>,
+    instance: *mut c_void,
+) -> String {
+    let Some(f) = f else { return String::new() };
+    let mut len = 0usize;
+    // SAFETY: forwarded from the caller; the message is copied before any further
+    // call into the plugin.
+    unsafe {
+        let p = f(instance, &mut len);
+        String::from_utf8_lossy(spf_plugin::SpfBytes { ptr: p, len }.as_slice()).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

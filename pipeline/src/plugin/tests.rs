@@ -1,0 +1,545 @@
+//! Host tests on plugins built in memory with the SDK's own shims: the same vtables
+//! the export macros put in a shared library, minus `dlopen`. Loading real
+//! libraries is covered by the integration tests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use spf_plugin::__private::{DecoderShim, SinkShim};
+use spf_plugin::{
+    DecoderOutput, DecoderPlugin, Error, SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER,
+    SPF_KIND_SINK, SPF_PLUGIN_MAGIC, SinkPlugin, SpfDecoderVtable, SpfPluginDeclaration,
+    SpfSinkVtable,
+};
+
+use super::load::{Vtable, handshake, vet_file};
+use super::*;
+use crate::event::{Direction, Event, SockKind};
+use crate::record::{Body, Record};
+
+/// Echoes each event's length; fails or panics on request, driven by the data.
+struct Probe {
+    prefix: String,
+}
+
+impl DecoderPlugin for Probe {
+    fn init(config: &str) -> Result<Self, Error> {
+        if config.contains("\"refuse\"") {
+            return Err("config says refuse".into());
+        }
+        Ok(Probe {
+            prefix: if config.contains("\"loud\"") {
+                "LOUD ".into()
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    fn decode(
+        &mut self,
+        event: &spf_plugin::Event<'_>,
+        out: &mut DecoderOutput<'_>,
+    ) -> Result<(), Error> {
+        match event.data {
+            b"panic" => panic!("asked to panic on seq {}", event.seq),
+            b"fail" => return Err(format!("asked to fail on seq {}", event.seq).into()),
+            b"badjson" => {
+                out.record("{not json", "");
+            }
+            b"array" => {
+                out.record("[1,2]", "");
+            }
+            b"reserved" => {
+                out.record("{\"pid\":1}", "");
+            }
+            b"proto" => out.error(Some("BAD_FRAME"), "frame makes no sense"),
+            _ => {
+                let json = format!(
+                    "{{\"probe\":{{\"bytes\":{},\"conn\":{}}}}}",
+                    event.data.len(),
+                    event.conn
+                );
+                out.record(
+                    &json,
+                    &format!(
+                        "{}{} bytes from {}",
+                        self.prefix,
+                        event.data.len(),
+                        event.comm
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn closed(&mut self, conn: u64, out: &mut DecoderOutput<'_>) -> Result<(), Error> {
+        out.record(&format!("{{\"probe\":{{\"closed\":{conn}}}}}"), "closed");
+        Ok(())
+    }
+}
+
+static PROBE_VT: SpfDecoderVtable = DecoderShim::<Probe>::VTABLE;
+
+struct Collect {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+static SINK_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl SinkPlugin for Collect {
+    fn init(_config: &str) -> Result<Self, Error> {
+        Ok(Collect {
+            lines: Arc::new(std::sync::Mutex::new(Vec::new())),
+        })
+    }
+
+    fn write(&mut self, line: &str) -> Result<(), Error> {
+        if line.contains("\"decoder\":\"boom\"") {
+            panic!("sink panics on boom");
+        }
+        self.lines.lock().unwrap().push(line.to_string());
+        SINK_LINES.lock().unwrap().push(line.to_string());
+        Ok(())
+    }
+}
+
+static COLLECT_VT: SpfSinkVtable = SinkShim::<Collect>::VTABLE;
+
+fn decl(major: u32, minor: u32, kind: u32, name: &'static [u8]) -> &'static SpfPluginDeclaration {
+    Box::leak(Box::new(SpfPluginDeclaration {
+        magic: SPF_PLUGIN_MAGIC,
+        abi_major: major,
+        abi_minor: minor,
+        kind,
+        name: name.as_ptr().cast(),
+        version: c"9.8.7".as_ptr(),
+        decoder: &PROBE_VT,
+        sink: &COLLECT_VT,
+    }))
+}
+
+fn path() -> &'static Path {
+    Path::new("/opt/spf/libprobe.so")
+}
+
+fn event(seq: u64, conn: u64, data: &'static [u8]) -> Arc<Event> {
+    Arc::new(Event {
+        seq,
+        ts_ns: seq * 10,
+        time_ns: 1_700_000_000_000_000_000 + seq,
+        pid: 42,
+        tid: 43,
+        comm: Arc::from("client"),
+        peer_pid: 7,
+        path: Arc::from("/run/x.sock"),
+        sock: SockKind::Stream,
+        dir: Direction::Send,
+        conn,
+        len: data.len() as u64,
+        data: bytes::Bytes::from_static(data),
+        truncated: false,
+    })
+}
+
+fn decoder(max_errors: u64, config: &str) -> PluginDecoder {
+    let loaded = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER, b"probe\0"),
+        None,
+    )
+    .unwrap();
+    let Vtable::Decoder(vt) = loaded.vtable else {
+        panic!("not a decoder")
+    };
+    PluginDecoder::new(loaded.info, vt, config, max_errors).unwrap()
+}
+
+fn error_of(r: &Record) -> (Option<String>, String) {
+    match r {
+        Record::Decoded(d) => match &d.body {
+            Body::Error { code, message } => (code.clone(), message.clone()),
+            other => panic!("not an error record: {other:?}"),
+        },
+        other => panic!("not a decoded record: {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_reads_declaration() {
+    let l = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0"),
+        Some(Kind::Decoder),
+    )
+    .unwrap();
+    assert_eq!(l.info.name, "probe");
+    assert_eq!(l.info.version, "9.8.7");
+    assert_eq!(l.info.kind, Kind::Decoder);
+    assert_eq!((l.info.abi_major, l.info.abi_minor), (SPF_ABI_MAJOR, 0));
+    let l = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0"),
+        Some(Kind::Sink),
+    )
+    .unwrap();
+    assert!(matches!(l.vtable, Vtable::Sink(_)));
+}
+
+#[test]
+fn handshake_refuses_other_major_naming_both_versions() {
+    let e = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR + 1, 4, SPF_KIND_DECODER, b"probe\0"),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, LoadError::AbiMajor { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("`probe` 9.8.7"), "{msg}");
+    assert!(
+        msg.contains(&format!("ABI {}.4", SPF_ABI_MAJOR + 1)),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("ABI {SPF_ABI_MAJOR}.{SPF_ABI_MINOR}")),
+        "{msg}"
+    );
+    assert!(msg.contains("rebuild"), "{msg}");
+}
+
+#[test]
+fn handshake_refuses_newer_minor() {
+    let e = handshake(
+        path(),
+        decl(
+            SPF_ABI_MAJOR,
+            SPF_ABI_MINOR + 1,
+            SPF_KIND_DECODER,
+            b"probe\0",
+        ),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, LoadError::AbiMinor { .. }), "{e:?}");
+    assert!(e.to_string().contains("upgrade spf"), "{e}");
+}
+
+#[test]
+fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
+    let e = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0"),
+        Some(Kind::Decoder),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("is a sink plugin") && msg.contains("[decoder]") && msg.contains("[[sink]]"),
+        "{msg}"
+    );
+
+    let bad: &'static mut SpfPluginDeclaration = Box::leak(Box::new(SpfPluginDeclaration {
+        magic: 0xdead_beef,
+        ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0")
+    }));
+    assert!(matches!(
+        handshake(path(), bad, None),
+        Err(LoadError::BadMagic {
+            magic: 0xdead_beef,
+            ..
+        })
+    ));
+
+    let e = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"Bad Name\0"),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, LoadError::Malformed { .. }) && e.to_string().contains("Bad Name"),
+        "{e}"
+    );
+
+    let e = handshake(path(), decl(SPF_ABI_MAJOR, 0, 7, b"probe\0"), None).unwrap_err();
+    assert!(e.to_string().contains("kind 7"), "{e}");
+
+    let no_decode: &'static SpfDecoderVtable = Box::leak(Box::new(SpfDecoderVtable {
+        decode: None,
+        ..PROBE_VT
+    }));
+    let d: &'static SpfPluginDeclaration = Box::leak(Box::new(SpfPluginDeclaration {
+        decoder: no_decode,
+        ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0")
+    }));
+    let e = handshake(path(), d, None).unwrap_err();
+    assert!(e.to_string().contains("`decode` is null"), "{e}");
+}
+
+#[test]
+fn decode_passes_event_and_copies_output() {
+    let mut d = decoder(100, "{\"mode\":\"loud\"}");
+    let mut out = Vec::new();
+    let e = event(1, 5, b"hello");
+    d.decode(&e, &mut out);
+    assert_eq!(out.len(), 1);
+    let Record::Decoded(r) = &out[0] else {
+        panic!()
+    };
+    assert_eq!(&*r.decoder, "probe");
+    assert!(Arc::ptr_eq(&r.event, &e));
+    match &r.body {
+        Body::Fields { json, text } => {
+            assert_eq!(json["probe"]["bytes"], 5);
+            assert_eq!(json["probe"]["conn"], 5);
+            assert_eq!(text, "LOUD 5 bytes from client");
+        }
+        other => panic!("{other:?}"),
+    }
+    out.clear();
+    d.decode(&event(2, 5, b"proto"), &mut out);
+    assert_eq!(
+        error_of(&out[0]),
+        (Some("BAD_FRAME".into()), "frame makes no sense".into())
+    );
+}
+
+#[test]
+fn init_error_is_reported_with_the_plugin_message() {
+    let loaded = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0"),
+        None,
+    )
+    .unwrap();
+    let Vtable::Decoder(vt) = loaded.vtable else {
+        panic!()
+    };
+    let e = PluginDecoder::new(loaded.info, vt, "{\"mode\":\"refuse\"}", 100)
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("`probe`") && msg.contains("init failed: config says refuse"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn failures_and_panics_cost_one_event_each() {
+    let mut d = decoder(100, "{}");
+    let mut out = Vec::new();
+    for (i, data) in [&b"a"[..], b"panic", b"bb", b"fail", b"ccc"]
+        .into_iter()
+        .enumerate()
+    {
+        let data: &'static [u8] = data;
+        d.decode(&event(i as u64, 1, data), &mut out);
+    }
+    assert_eq!(out.len(), 5);
+    let (code, msg) = error_of(&out[1]);
+    assert_eq!(code.as_deref(), Some(PLUGIN_ERROR));
+    assert!(
+        msg.contains("plugin `probe`")
+            && msg.contains("panicked")
+            && msg.contains("asked to panic on seq 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("tests.rs:"), "panic location missing: {msg}");
+    let (code, msg) = error_of(&out[3]);
+    assert_eq!(code.as_deref(), Some(PLUGIN_ERROR));
+    assert!(msg.contains("failed: asked to fail on seq 3"), "{msg}");
+    for i in [0, 2, 4] {
+        assert!(matches!(&out[i], Record::Decoded(r) if matches!(r.body, Body::Fields { .. })));
+    }
+}
+
+#[test]
+fn bad_output_is_an_error_record() {
+    let mut d = decoder(100, "{}");
+    let mut out = Vec::new();
+    d.decode(&event(1, 1, b"badjson"), &mut out);
+    d.decode(&event(2, 1, b"array"), &mut out);
+    d.decode(&event(3, 1, b"reserved"), &mut out);
+    let msgs: Vec<_> = out.iter().map(error_of).collect();
+    assert!(
+        msgs.iter()
+            .all(|(c, _)| c.as_deref() == Some(PLUGIN_OUTPUT)),
+        "{msgs:?}"
+    );
+    assert!(msgs[0].1.contains("not valid JSON"), "{msgs:?}");
+    assert!(
+        msgs[1].1.contains("not a JSON object but an array"),
+        "{msgs:?}"
+    );
+    assert!(msgs[2].1.contains("field `pid`"), "{msgs:?}");
+}
+
+#[test]
+fn plugin_failing_in_a_row_is_disabled_once() {
+    let mut d = decoder(3, "{}");
+    let mut out = Vec::new();
+    // Failures that are not in a row do not add up.
+    for data in [&b"fail"[..], b"fail", b"ok", b"fail", b"fail"] {
+        let data: &'static [u8] = data;
+        d.decode(&event(0, 1, data), &mut out);
+    }
+    assert!(
+        !out.iter()
+            .any(|r| error_of_opt(r).is_some_and(|c| c == PLUGIN_DISABLED))
+    );
+    out.clear();
+    d.decode(&event(9, 1, b"panic"), &mut out);
+    assert_eq!(out.len(), 2);
+    let (code, msg) = error_of(&out[1]);
+    assert_eq!(code.as_deref(), Some(PLUGIN_DISABLED));
+    assert!(
+        msg.contains("`probe`") && msg.contains("3 calls in a row") && msg.contains("max_errors"),
+        "{msg}"
+    );
+    out.clear();
+    d.decode(&event(10, 1, b"fine"), &mut out);
+    d.finish(&mut out);
+    assert!(out.is_empty(), "a disabled plugin is not called: {out:?}");
+}
+
+fn error_of_opt(r: &Record) -> Option<String> {
+    match r {
+        Record::Decoded(d) => match &d.body {
+            Body::Error { code, .. } => code.clone(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[test]
+fn closed_records_carry_that_connection() {
+    let mut d = decoder(100, "{}");
+    let mut out = Vec::new();
+    let a = event(1, 10, b"x");
+    let b = event(2, 20, b"y");
+    d.decode(&a, &mut out);
+    d.decode(&b, &mut out);
+    out.clear();
+    d.closed(10, &mut out);
+    let Record::Decoded(r) = &out[0] else {
+        panic!()
+    };
+    assert!(Arc::ptr_eq(&r.event, &a));
+}
+
+#[test]
+fn sink_gets_ndjson_lines_and_survives_panics() {
+    let loaded = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0"),
+        Some(Kind::Sink),
+    )
+    .unwrap();
+    let Vtable::Sink(vt) = loaded.vtable else {
+        panic!()
+    };
+    let mut s = PluginSink::new(loaded.info, vt, "{}", 100).unwrap();
+    let e = event(1, 77, b"ping");
+    s.write(&Record::raw(e.clone(), Arc::from("raw"))).unwrap();
+    s.write(&Record::raw(e.clone(), Arc::from("boom"))).unwrap();
+    s.write(&Record::raw(e, Arc::from("raw2"))).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.failures(), 1);
+    let lines: Vec<String> = SINK_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("\"conn\":77"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert!(!l.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["data_b64"], "cGluZw==");
+    }
+}
+
+#[test]
+fn vet_file_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("libx.so");
+    std::fs::write(&f, b"not elf").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let e = vet_file(Path::new("libx.so"), false).unwrap_err();
+    assert!(
+        matches!(e, LoadError::NotAbsolute(_)) && e.to_string().contains("absolute"),
+        "{e}"
+    );
+    let e = vet_file(&dir.path().join("missing.so"), false).unwrap_err();
+    assert!(matches!(e, LoadError::Unreadable { .. }), "{e}");
+    let e = vet_file(dir.path(), false).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Not root: a user may load a file they can write.
+    vet_file(&f, false).unwrap();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping the root-only ownership checks: not running as root");
+        return;
+    }
+    let e = vet_file(&f, true).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("writable by group or others (mode 0666)"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("chmod go-w"), "{e}");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    vet_file(&f, true).unwrap();
+
+    std::os::unix::fs::chown(&f, Some(1000), None).unwrap();
+    let e = vet_file(&f, true).unwrap_err();
+    assert!(e.to_string().contains("owned by uid 1000"), "{e}");
+    std::os::unix::fs::chown(&f, Some(0), None).unwrap();
+
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = vet_file(&f, true).unwrap_err();
+    assert!(
+        e.to_string().contains("its directory") && e.to_string().contains("0777"),
+        "{e}"
+    );
+    // Sticky, like /tmp: others cannot rename our file away.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    vet_file(&f, true).unwrap();
+}
+
+#[test]
+fn config_errors_point_at_the_plugin_section() {
+    let reg = crate::config::Registry::new();
+    let text = "[source]\ntype = \"file\"\npath = \"x.ndjson\"\n\n[decoder]\ntype = \"plugin\"\npath = \"librel.so\"\n";
+    let errs = crate::config::parse(&reg, "t.toml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("t.toml:7:8: decoder.path: plugin path `librel.so` is not absolute"),
+        "{errs}"
+    );
+
+    let text = "[source]\ntype = \"file\"\npath = \"x.ndjson\"\n\n[decoder]\ntype = \"plugin\"\n";
+    let errs = crate::config::parse(&reg, "t.toml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("decoder: missing `path`"), "{errs}");
+
+    let text = "[source]\ntype = \"file\"\npath = \"x.ndjson\"\n\n[[sink]]\ntype = \"plugin\"\npath = \"/nonexistent/libs.so\"\nmax_errors = -1\n";
+    let errs = crate::config::parse(&reg, "t.toml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("sink[0].max_errors: expected a non-negative integer"),
+        "{errs}"
+    );
+}
