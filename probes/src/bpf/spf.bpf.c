@@ -1,0 +1,779 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * Captures the data of every read/write/send/recv family syscall on AF_UNIX
+ * sockets, in both directions.
+ *
+ * The syscall tracepoints are the only hooks that work on every kernel spf
+ * targets (no kprobes, fentry refused), so: at sys_enter, pick out the data
+ * syscalls on AF_UNIX sockets and remember their arguments per thread; at
+ * sys_exit, the return value says how many bytes really moved, and exactly
+ * those bytes are copied from the process's buffers into the ring buffer.
+ *
+ * Every syscall of every process on the machine passes through sys_enter and
+ * sys_exit, so the path for unrelated syscalls is kept to a switch on the
+ * syscall number and, for data syscalls, a look at the fd's inode mode.
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "spf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+const volatile struct spf_config spf_cfg = {
+	.snaplen = 65536,
+	.dir_mask = 3,
+};
+
+/* Events (or parts of events) that could not be placed in the ring buffer. User
+ * space reads it through the mmapped .bss, no syscall needed. */
+__u64 spf_lost = 0;
+
+/* Always 0, but the verifier cannot know that: loop counters started from it
+ * are not tracked as exact constants, so a loop's states converge at once
+ * instead of being explored once per iteration. */
+__u64 spf_opaque_zero = 0;
+
+/* Never used by the program: they make the skeleton carry the record layouts to
+ * Rust. */
+struct spf_event spf_event_layout = {};
+struct spf_chunk spf_chunk_layout = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} spf_ring SEC(".maps");
+
+enum call_kind {
+	K_NONE = 0,
+	K_PLAIN, /* write, read, sendto, recvfrom: one buffer */
+	K_IOV,   /* writev, readv */
+	K_MSG,   /* sendmsg, recvmsg */
+	K_MMSG,  /* sendmmsg, recvmmsg */
+};
+
+enum { DIR_SEND = 0, DIR_RECV = 1 };
+
+/* What sys_enter saw, for sys_exit of the same thread. */
+struct stash {
+	struct sock *sk;
+	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array */
+	__u64 count;   /* buffer size, iovec count or message count */
+	__u64 addr;    /* sendto's destination sockaddr */
+	__u64 addrlen;
+	__u64 cookie;  /* last cookie handed out on this thread */
+	__u8 kind;
+	__u8 dir;
+	__u8 active;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct stash);
+} spf_stash SEC(".maps");
+
+/* Connection id by socket inode, so that a connection keeps its id once the
+ * peer is closed and its inode can no longer be read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} spf_conns SEC(".maps");
+
+/* Per-CPU scratch for the event header being built: too big for the stack once
+ * the copy loop's context is there too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spf_event);
+} spf_scratch SEC(".maps");
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_read 0
+#define NR_write 1
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_recvmmsg 299
+#define NR_sendmmsg 307
+#define SYSCALL_NR(regs) ((long)(regs)->orig_ax)
+#define ARG1(regs) ((regs)->di)
+#define ARG2(regs) ((regs)->si)
+#define ARG3(regs) ((regs)->dx)
+#define ARG4(regs) ((regs)->r10)
+#define ARG5(regs) ((regs)->r8)
+#define ARG6(regs) ((regs)->r9)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_read 63
+#define NR_write 64
+#define NR_readv 65
+#define NR_writev 66
+#define NR_sendto 206
+#define NR_recvfrom 207
+#define NR_sendmsg 211
+#define NR_recvmsg 212
+#define NR_recvmmsg 243
+#define NR_sendmmsg 269
+#define SYSCALL_NR(regs) ((long)(regs)->syscallno)
+#define ARG1(regs) ((regs)->orig_x0)
+#define ARG2(regs) ((regs)->regs[1])
+#define ARG3(regs) ((regs)->regs[2])
+#define ARG4(regs) ((regs)->regs[3])
+#define ARG5(regs) ((regs)->regs[4])
+#define ARG6(regs) ((regs)->regs[5])
+#endif
+
+static __always_inline int classify(long nr, __u8 *dir)
+{
+	switch (nr) {
+	case NR_write:
+	case NR_sendto:
+		*dir = DIR_SEND;
+		return K_PLAIN;
+	case NR_read:
+	case NR_recvfrom:
+		*dir = DIR_RECV;
+		return K_PLAIN;
+	case NR_writev:
+		*dir = DIR_SEND;
+		return K_IOV;
+	case NR_readv:
+		*dir = DIR_RECV;
+		return K_IOV;
+	case NR_sendmsg:
+		*dir = DIR_SEND;
+		return K_MSG;
+	case NR_recvmsg:
+		*dir = DIR_RECV;
+		return K_MSG;
+	case NR_sendmmsg:
+		*dir = DIR_SEND;
+		return K_MMSG;
+	case NR_recvmmsg:
+		*dir = DIR_RECV;
+		return K_MMSG;
+	}
+	return K_NONE;
+}
+
+/* The sock behind `fd` if it is an AF_UNIX socket, else NULL. */
+static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, int fd)
+{
+	struct files_struct *files = task->files;
+	if (!files)
+		return NULL;
+	struct fdtable *fdt = files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	struct file **fds = fdt->fd;
+	struct file *file = NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (!inode)
+		return NULL;
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return NULL;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+		return NULL;
+	return sk;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(spf_sys_enter, struct pt_regs *regs, long id)
+{
+	__u8 dir = 0;
+	int kind = classify(id, &dir);
+	if (kind == K_NONE)
+		return 0;
+	if (!(spf_cfg.dir_mask & (1u << dir)))
+		return 0;
+	int fd = (int)ARG1(regs);
+	if (fd < 0)
+		return 0;
+	if (spf_cfg.exclude_tgid && (bpf_get_current_pid_tgid() >> 32) == spf_cfg.exclude_tgid)
+		return 0;
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sock *sk = unix_sock_of_fd(task, fd);
+	if (!sk)
+		return 0;
+
+	/* A peek hands the same bytes over again on the next read: capture
+	 * them once, when they are really taken. */
+	if (dir == DIR_RECV) {
+		__u64 flags = 0;
+		if (id == NR_recvfrom || id == NR_recvmmsg)
+			flags = ARG4(regs);
+		else if (id == NR_recvmsg)
+			flags = ARG3(regs);
+		if (flags & MSG_PEEK)
+			return 0;
+	}
+
+	struct stash *st = bpf_task_storage_get(&spf_stash, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	st->sk = sk;
+	st->arg = ARG2(regs);
+	st->count = ARG3(regs);
+	if (id == NR_sendto) {
+		st->addr = ARG5(regs);
+		st->addrlen = ARG6(regs);
+	} else {
+		st->addr = 0;
+		st->addrlen = 0;
+	}
+	st->kind = kind;
+	st->dir = dir;
+	st->active = 1;
+	return 0;
+}
+
+/* ---- data copy ---------------------------------------------------------- */
+
+#define INLINE_MAX 4096
+#define CHUNK_MAX 32768
+
+#define DEFINE_INLINE(N)                                                                   \
+	struct rec_event_##N {                                                              \
+		struct spf_event h;                                                         \
+		__u8 data[N];                                                               \
+	}
+#define DEFINE_CHUNK(N)                                                                    \
+	struct rec_chunk_##N {                                                              \
+		struct spf_chunk h;                                                         \
+		__u8 data[N];                                                               \
+	}
+DEFINE_INLINE(64);
+DEFINE_INLINE(512);
+DEFINE_INLINE(4096);
+DEFINE_CHUNK(512);
+DEFINE_CHUNK(4096);
+DEFINE_CHUNK(32768);
+
+/* State of one event's copy, advanced by bpf_loop one step at a time: a step
+ * either reads the next iovec or emits one chunk of the current one. */
+struct copy_ctx {
+	__u64 iov;      /* user address of the iovec array, 0 for one buffer */
+	__u64 iovcnt;
+	__u64 iov_idx;
+	__u64 seg;      /* current buffer and what is left of it */
+	__u64 seg_left;
+	__u64 remaining; /* bytes still to capture */
+	__u64 copied;
+	__u64 cookie;
+	__u32 tid;
+	__u32 flags;    /* SPF_F_DROPPED / SPF_F_FAULT when the copy stopped early */
+};
+
+/* Emits one chunk record of size class N holding `n` (<= N) bytes from `src`.
+ * Returns 0, -1 when the ring is full, -2 when the read faulted. */
+#define EMIT_CHUNK(N, c, src, n)                                                           \
+	({                                                                                  \
+		int __r = 0;                                                                \
+		struct rec_chunk_##N *__rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*__rec), 0); \
+		if (!__rec) {                                                               \
+			__r = -1;                                                           \
+		} else {                                                                    \
+			__u32 __n = (n);                                                    \
+			if (__n > N)                                                        \
+				__n = N;                                                    \
+			if (bpf_probe_read_user(__rec->data, __n, (void *)(src))) {         \
+				bpf_ringbuf_discard(__rec, BPF_RB_NO_WAKEUP);               \
+				__r = -2;                                                   \
+			} else {                                                            \
+				__rec->h.kind = SPF_REC_CHUNK;                              \
+				__rec->h.len = __n;                                         \
+				__rec->h.cookie = (c)->cookie;                              \
+				__rec->h.tid = (c)->tid;                                    \
+				__rec->h._pad = 0;                                          \
+				bpf_ringbuf_submit(__rec, 0);                               \
+			}                                                                   \
+		}                                                                           \
+		__r;                                                                        \
+	})
+
+static long copy_step(__u32 i, void *arg)
+{
+	struct copy_ctx *c = arg;
+
+	if (c->remaining == 0)
+		return 1;
+	if (c->seg_left == 0) {
+		/* bpf_loop's count bounds the iovecs read; the kernel refuses more
+		 * than SPF_MAX_IOV before any data moves. */
+		if (!c->iov || c->iov_idx >= c->iovcnt)
+			return 1;
+		struct spf_iovec v = {};
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(c->iov + c->iov_idx * sizeof(v)))) {
+			c->flags |= SPF_F_FAULT;
+			return 1;
+		}
+		c->iov_idx++;
+		c->seg = v.iov_base;
+		c->seg_left = v.iov_len;
+		return 0;
+	}
+
+	__u64 n = c->seg_left;
+	if (n > c->remaining)
+		n = c->remaining;
+	if (n > CHUNK_MAX)
+		n = CHUNK_MAX;
+	int r;
+	if (n <= 512)
+		r = EMIT_CHUNK(512, c, c->seg, n);
+	else if (n <= 4096)
+		r = EMIT_CHUNK(4096, c, c->seg, n);
+	else
+		r = EMIT_CHUNK(32768, c, c->seg, n);
+	if (r == -1) {
+		c->flags |= SPF_F_DROPPED;
+		return 1;
+	}
+	if (r == -2) {
+		c->flags |= SPF_F_FAULT;
+		return 1;
+	}
+	c->seg += n;
+	c->seg_left -= n;
+	c->remaining -= n;
+	c->copied += n;
+	return 0;
+}
+
+#define EMIT_INLINE(N, hdr, src, n)                                                        \
+	({                                                                                  \
+		int __r = 0;                                                                \
+		struct rec_event_##N *__rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*__rec), 0); \
+		if (!__rec) {                                                               \
+			__r = -1;                                                           \
+		} else {                                                                    \
+			__u32 __n = (n);                                                    \
+			if (__n > N)                                                        \
+				__n = N;                                                    \
+			__rec->h = *(hdr);                                                  \
+			if (bpf_probe_read_user(__rec->data, __n, (void *)(src))) {         \
+				__rec->h.flags |= SPF_F_FAULT | SPF_F_TRUNCATED;            \
+				__rec->h.captured = 0;                                      \
+			} else {                                                            \
+				__rec->h.captured = __n;                                    \
+			}                                                                   \
+			bpf_ringbuf_submit(__rec, 0);                                       \
+		}                                                                           \
+		__r;                                                                        \
+	})
+
+static __always_inline void count_lost(void)
+{
+	__sync_fetch_and_add(&spf_lost, 1);
+}
+
+/* Hands over the data of one event: hdr->len bytes moved, found in either one
+ * buffer (`addr`, `count` bytes) or, with `is_iov`, an array of `count` iovecs.
+ * `hdr` is complete but for the data fields. */
+static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 addr, __u64 count,
+				int is_iov)
+{
+	if (!hdr || !st)
+		return 0;
+	__u64 len = hdr->len;
+	__u64 cap = len;
+	if (cap > spf_cfg.snaplen)
+		cap = spf_cfg.snaplen;
+
+	struct copy_ctx c = {};
+	c.iov_idx = spf_opaque_zero;
+	c.copied = spf_opaque_zero;
+	c.tid = hdr->tid;
+	c.remaining = cap;
+	if (is_iov) {
+		/* One iovec covering all the data is by far the common case (and
+		 * read/write are that case): treat it as a plain buffer. */
+		c.iov = addr;
+		c.iovcnt = count;
+		if (count > 0) {
+			struct spf_iovec v = {};
+			if (bpf_probe_read_user(&v, sizeof(v), (void *)addr) == 0) {
+				c.iov_idx += 1;
+				c.seg = v.iov_base;
+				c.seg_left = v.iov_len;
+			}
+		}
+	} else {
+		c.seg = addr;
+		c.seg_left = count;
+	}
+
+	st->cookie++;
+	hdr->cookie = st->cookie;
+	c.cookie = st->cookie;
+
+	if (cap <= INLINE_MAX && c.seg_left >= cap) {
+		int r;
+		__u64 n = cap;
+		if (n <= 64)
+			r = EMIT_INLINE(64, hdr, c.seg, n);
+		else if (n <= 512)
+			r = EMIT_INLINE(512, hdr, c.seg, n);
+		else
+			r = EMIT_INLINE(4096, hdr, c.seg, n);
+		if (r < 0)
+			count_lost();
+		return 0;
+	}
+
+	bpf_loop(2 * SPF_MAX_IOV + 2 + (spf_cfg.snaplen / CHUNK_MAX), copy_step, &c, 0);
+
+	hdr->flags |= SPF_F_CHUNKED | c.flags;
+	hdr->captured = c.copied;
+	if (c.copied < len)
+		hdr->flags |= SPF_F_TRUNCATED;
+	if (c.flags & SPF_F_DROPPED)
+		count_lost();
+	struct spf_event *rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*rec), 0);
+	if (!rec) {
+		if (!(c.flags & SPF_F_DROPPED))
+			count_lost();
+		return 0;
+	}
+	*rec = *hdr;
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
+
+/* ---- metadata ----------------------------------------------------------- */
+
+static __always_inline __u64 sock_ino(struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	if (!sock)
+		return 0;
+	struct socket_alloc *sa = (void *)sock;
+	return BPF_CORE_READ(sa, vfs_inode.i_ino);
+}
+
+/* Reads the bound name of `sk` into hdr->path; returns false if unnamed. */
+static __always_inline bool read_sock_path(struct spf_event *hdr, struct sock *sk)
+{
+	struct unix_sock *u = (void *)sk;
+	struct unix_address *addr = BPF_CORE_READ(u, addr);
+	if (!addr)
+		return false;
+	int alen = BPF_CORE_READ(addr, len);
+	/* len counts sun_family and, for filesystem names, the trailing NUL. */
+	int plen = alen - (int)sizeof(unsigned short);
+	if (plen <= 0)
+		return false;
+	if (plen > SPF_PATH_MAX)
+		plen = SPF_PATH_MAX;
+	bpf_probe_read_kernel(hdr->path, sizeof(hdr->path), &addr->name[0].sun_path);
+	if (hdr->path[0] != 0) {
+		/* Filesystem name: up to its NUL. */
+		int n = 0;
+		for (int i = 0; i < SPF_PATH_MAX; i++) {
+			if (hdr->path[i] == 0)
+				break;
+			n++;
+		}
+		plen = n;
+	}
+	hdr->path_len = plen;
+	return true;
+}
+
+/* Reads a destination sockaddr_un from the process's memory into hdr->path. */
+static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen)
+{
+	if (!uaddr || ulen <= sizeof(unsigned short))
+		return false;
+	__u64 plen = ulen - sizeof(unsigned short);
+	if (plen > SPF_PATH_MAX)
+		plen = SPF_PATH_MAX;
+	if (bpf_probe_read_user(hdr->path, sizeof(hdr->path), (void *)(uaddr + sizeof(unsigned short))))
+		return false;
+	if (hdr->path[0] != 0) {
+		int n = 0;
+		for (int i = 0; i < SPF_PATH_MAX; i++) {
+			if (i >= plen || hdr->path[i] == 0)
+				break;
+			n++;
+		}
+		plen = n;
+	}
+	hdr->path_len = plen;
+	return true;
+}
+
+static __always_inline __u64 conn_of(__u64 own, __u64 peer)
+{
+	if (!peer)
+		return own;
+	if (!own)
+		return peer;
+	return own < peer ? own : peer;
+}
+
+static __always_inline bool match_filters(struct spf_event *hdr)
+{
+	if (spf_cfg.n_pids) {
+		bool ok = false;
+		for (int i = 0; i < SPF_MAX_PIDS; i++) {
+			if (i >= spf_cfg.n_pids)
+				break;
+			__u32 p = spf_cfg.pids[i];
+			if (p == hdr->pid || (hdr->peer_pid && p == hdr->peer_pid)) {
+				ok = true;
+				break;
+			}
+		}
+		if (!ok)
+			return false;
+	}
+	if (spf_cfg.n_comms) {
+		bool ok = false;
+		for (int i = 0; i < SPF_MAX_COMMS; i++) {
+			if (i >= spf_cfg.n_comms)
+				break;
+			bool same = true;
+			for (int j = 0; j < SPF_COMM_LEN; j++) {
+				char a = spf_cfg.comms[i][j];
+				if (a != hdr->comm[j]) {
+					same = false;
+					break;
+				}
+				if (a == 0)
+					break;
+			}
+			if (same) {
+				ok = true;
+				break;
+			}
+		}
+		if (!ok)
+			return false;
+	}
+	if (spf_cfg.n_paths) {
+		bool ok = false;
+		for (int i = 0; i < SPF_MAX_PATHS; i++) {
+			if (i >= spf_cfg.n_paths)
+				break;
+			__u32 flen = spf_cfg.paths[i].len;
+			if (flen > hdr->path_len)
+				continue;
+			if (!spf_cfg.paths[i].prefix && flen != hdr->path_len)
+				continue;
+			bool same = true;
+			for (int j = 0; j < SPF_PATH_MAX; j++) {
+				if (j >= flen)
+					break;
+				if (spf_cfg.paths[i].bytes[j] != hdr->path[j]) {
+					same = false;
+					break;
+				}
+			}
+			if (same) {
+				ok = true;
+				break;
+			}
+		}
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* Fills the parts of the header that depend on the socket. */
+static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 dir)
+{
+	if (!hdr || !sk)
+		return 0;
+	struct unix_sock *u = (void *)sk;
+	struct sock *peer = BPF_CORE_READ(u, peer);
+	__u64 own = sock_ino(sk);
+	__u16 type = BPF_CORE_READ(sk, sk_type);
+	hdr->sock_type = type;
+	hdr->own_ino = own;
+
+	struct pid *pp = BPF_CORE_READ(sk, sk_peer_pid);
+	hdr->peer_pid = pp ? BPF_CORE_READ(pp, numbers[0].nr) : 0;
+
+	if (!read_sock_path(hdr, sk) && peer)
+		read_sock_path(hdr, peer);
+
+	__u64 *cached = bpf_map_lookup_elem(&spf_conns, &own);
+	if (cached) {
+		hdr->conn = *cached;
+		return 0;
+	}
+	__u64 conn = own;
+	bool stable = true;
+	if (type == 2 /* SOCK_DGRAM */) {
+		/* A datagram "connection" is its receiving socket, unless the two
+		 * sockets are connected to each other (socketpair). */
+		if (peer) {
+			struct sock *back = BPF_CORE_READ((struct unix_sock *)peer, peer);
+			__u64 pino = sock_ino(peer);
+			if (back == sk)
+				conn = conn_of(own, pino);
+			else if (dir == DIR_SEND)
+				conn = pino;
+			stable = pino != 0;
+		}
+	} else if (peer) {
+		__u64 pino = sock_ino(peer);
+		conn = conn_of(own, pino);
+		stable = pino != 0;
+	} else {
+		/* A stream socket without peer moves no data; keep the own inode
+		 * but do not remember it as the connection. */
+		stable = false;
+	}
+	hdr->conn = conn;
+	if (stable && own && conn && type != 2)
+		bpf_map_update_elem(&spf_conns, &own, &conn, 0);
+	return 0;
+}
+
+/* ---- sys_exit ----------------------------------------------------------- */
+
+struct mmsg_ctx {
+	struct spf_event *hdr;
+	struct stash *st;
+	__u64 vec;
+	__u64 n;
+	__u8 dir;
+	__u8 send_path;
+};
+
+static __always_inline void emit_msg(struct spf_event *hdr, struct stash *st, __u64 msgaddr, __u64 len,
+				     __u8 dir)
+{
+	struct spf_msghdr m = {};
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)msgaddr))
+		return;
+	hdr->len = len;
+	hdr->flags &= SPF_F_RECV;
+	if (dir == DIR_SEND && hdr->sock_type != 1 && m.msg_name && m.msg_namelen > 2) {
+		if (read_user_path(hdr, m.msg_name, m.msg_namelen)) {
+			hdr->flags |= SPF_F_CONN_BY_PATH;
+			hdr->conn = 0;
+		}
+	}
+	if (!match_filters(hdr))
+		return;
+	emit_data(hdr, st, m.msg_iov, m.msg_iovlen, 1);
+}
+
+static long mmsg_step(__u32 i, void *arg)
+{
+	struct mmsg_ctx *c = arg;
+	if (i >= c->n || i >= SPF_MAX_MMSG)
+		return 1;
+	struct spf_event *hdr = c->hdr;
+	if (!hdr)
+		return 1;
+	__u64 at = c->vec + (__u64)i * sizeof(struct spf_mmsghdr);
+	__u32 mlen = 0;
+	if (bpf_probe_read_user(&mlen, sizeof(mlen), (void *)(at + __builtin_offsetof(struct spf_mmsghdr, msg_len))))
+		return 1;
+	/* Messages to other addresses change path and conn: start from the
+	 * socket's own each time. */
+	__u64 conn = hdr->conn;
+	__u16 plen = hdr->path_len;
+	emit_msg(hdr, c->st, at, mlen, c->dir);
+	hdr->conn = conn;
+	hdr->path_len = plen;
+	return 0;
+}
+
+static __noinline int handle_exit(struct stash *st, long ret)
+{
+	if (!st)
+		return 0;
+	__u32 zero = 0;
+	struct spf_event *hdr = bpf_map_lookup_elem(&spf_scratch, &zero);
+	if (!hdr)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u8 dir = st->dir;
+	__builtin_memset(hdr, 0, sizeof(*hdr));
+	hdr->kind = SPF_REC_EVENT;
+	hdr->flags = dir == DIR_RECV ? SPF_F_RECV : 0;
+	hdr->ts_ns = bpf_ktime_get_ns();
+	hdr->pid = pid_tgid >> 32;
+	hdr->tid = (__u32)pid_tgid;
+	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
+	fill_meta(hdr, st->sk, dir);
+
+	switch (st->kind) {
+	case K_PLAIN:
+		hdr->len = ret;
+		if (dir == DIR_SEND && hdr->sock_type != 1 && st->addr && st->addrlen > 2) {
+			if (read_user_path(hdr, st->addr, st->addrlen)) {
+				hdr->flags |= SPF_F_CONN_BY_PATH;
+				hdr->conn = 0;
+			}
+		}
+		if (!match_filters(hdr))
+			return 0;
+		emit_data(hdr, st, st->arg, st->count, 0);
+		break;
+	case K_IOV:
+		hdr->len = ret;
+		if (!match_filters(hdr))
+			return 0;
+		emit_data(hdr, st, st->arg, st->count, 1);
+		break;
+	case K_MSG:
+		emit_msg(hdr, st, st->arg, ret, dir);
+		break;
+	case K_MMSG: {
+		struct mmsg_ctx c = {
+			.hdr = hdr,
+			.st = st,
+			.vec = st->arg,
+			.n = ret,
+			.dir = dir,
+		};
+		bpf_loop(SPF_MAX_MMSG, mmsg_step, &c, 0);
+		break;
+	}
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
+{
+	__u8 dir = 0;
+	if (classify(SYSCALL_NR(regs), &dir) == K_NONE)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct stash *st = bpf_task_storage_get(&spf_stash, task, 0, 0);
+	if (!st || !st->active)
+		return 0;
+	st->active = 0;
+	if (ret <= 0)
+		return 0;
+	handle_exit(st, ret);
+	return 0;
+}

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * The one definition of what the probe hands to user space and of the settings
+ * user space hands to the probe. The Rust side sees these structs only through
+ * the generated skeleton types, so a change here cannot drift out of sync.
+ */
+#ifndef SPF_H
+#define SPF_H
+
+#define SPF_COMM_LEN 16
+#define SPF_PATH_MAX 108
+
+#define SPF_MAX_PIDS 64
+#define SPF_MAX_COMMS 16
+#define SPF_MAX_PATHS 16
+
+/* Most iovecs one message may carry (the kernel's UIO_MAXIOV). */
+#define SPF_MAX_IOV 1024
+/* Most messages one sendmmsg/recvmmsg may carry (also UIO_MAXIOV). */
+#define SPF_MAX_MMSG 1024
+
+/* Ring records. Every record starts with a __u32 kind. */
+enum spf_rec_kind {
+	/* struct spf_event, then `captured` bytes of data unless SPF_F_CHUNKED. */
+	SPF_REC_EVENT = 1,
+	/* struct spf_chunk, then `len` bytes: part of the data of the next
+	 * event of the same tid with the same cookie. */
+	SPF_REC_CHUNK = 2,
+};
+
+enum spf_event_flags {
+	SPF_F_RECV = 1 << 0,
+	/* Fewer bytes captured than the syscall moved. */
+	SPF_F_TRUNCATED = 1 << 1,
+	/* The data came before this header, in SPF_REC_CHUNK records. */
+	SPF_F_CHUNKED = 1 << 2,
+	/* Unconnected datagram sent to an address: `conn` is the receiving
+	 * socket's inode, which user space looks up from `path`. */
+	SPF_F_CONN_BY_PATH = 1 << 3,
+	/* Some data could not be placed in the ring buffer (also counted in
+	 * spf_lost). */
+	SPF_F_DROPPED = 1 << 4,
+	/* Reading the process's buffer failed part way. */
+	SPF_F_FAULT = 1 << 5,
+};
+
+struct spf_event {
+	__u32 kind;
+	__u32 flags;
+	/* bpf_ktime_get_ns(): CLOCK_MONOTONIC. */
+	__u64 ts_ns;
+	/* Ties the chunks of one event to it (unique per thread). */
+	__u64 cookie;
+	/* Bytes the syscall moved (for mmsg: this message's msg_len). */
+	__u64 len;
+	/* Bytes of data handed over. */
+	__u64 captured;
+	__u64 conn;
+	__u64 own_ino;
+	__u32 pid;
+	__u32 tid;
+	__u32 peer_pid;
+	/* SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_SEQPACKET (5). */
+	__u16 sock_type;
+	/* Bytes of `path` used: sun_path as the kernel keeps it, a leading NUL
+	 * for abstract names; 0 for unnamed sockets. */
+	__u16 path_len;
+	char comm[SPF_COMM_LEN];
+	__u8 path[SPF_PATH_MAX];
+	__u32 _pad;
+};
+
+struct spf_chunk {
+	__u32 kind;
+	__u32 len;
+	__u64 cookie;
+	__u32 tid;
+	__u32 _pad;
+};
+
+struct spf_path_filter {
+	/* Raw sun_path bytes: a leading NUL for abstract names. */
+	__u8 bytes[SPF_PATH_MAX];
+	__u32 len;
+	/* Non-zero: match every path that starts with `bytes`. */
+	__u32 prefix;
+};
+
+struct spf_config {
+	/* Most bytes captured per event. */
+	__u32 snaplen;
+	/* Bit 0: send, bit 1: recv. */
+	__u32 dir_mask;
+	/* Traffic of this process is ignored (spf's own output), 0 for none. */
+	__u32 exclude_tgid;
+	__u32 n_pids;
+	__u32 n_comms;
+	__u32 n_paths;
+	__u32 pids[SPF_MAX_PIDS];
+	char comms[SPF_MAX_COMMS][SPF_COMM_LEN];
+	struct spf_path_filter paths[SPF_MAX_PATHS];
+};
+
+#endif

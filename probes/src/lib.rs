@@ -1,0 +1,37 @@
+//! The eBPF probe and the `unix` source: every byte sent and received on AF_UNIX
+//! sockets, as [`spf_pipeline::Event`]s.
+//!
+//! The BPF program (`src/bpf/spf.bpf.c`) hooks the syscall tracepoints; the record
+//! layouts and the settings live in one C header (`src/bpf/spf.h`) and reach Rust
+//! through the skeleton that `build.rs` generates.
+
+mod config;
+mod probe;
+mod proc_net;
+mod source;
+
+mod skel {
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        non_camel_case_types,
+        dead_code,
+        unused_imports,
+        missing_docs
+    )]
+    #![allow(unsafe_op_in_unsafe_fn)]
+    include!(concat!(env!("OUT_DIR"), "/spf.skel.rs"));
+}
+
+pub use config::{
+    DEFAULT_RING_SIZE, DEFAULT_SNAPLEN, DirectionFilter, MAX_SNAPLEN, PathFilter, UnixConfig,
+};
+pub use probe::bpf_unavailable_reason;
+pub use source::UnixSource;
+
+use spf_pipeline::config::Registry;
+
+/// Registers the `unix` source type.
+pub fn register(reg: &mut Registry) {
+    reg.source("unix", config::factory);
+}

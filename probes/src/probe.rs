@@ -1,0 +1,184 @@
+//! Loading and attaching the BPF program, with errors that say what to do.
+
+use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::sync::{Mutex, Once};
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{OpenObject, PrintLevel};
+use spf_pipeline::config::BuildError;
+
+use crate::config::UnixConfig;
+use crate::skel::{SpfSkel, SpfSkelBuilder};
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// The last lines libbpf printed: the verifier's log ends up here.
+static LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+const LOG_LINES: usize = 400;
+
+fn libbpf_print(_level: PrintLevel, msg: String) {
+    let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    for line in msg.lines() {
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line.to_string());
+    }
+}
+
+fn take_log() -> Vec<String> {
+    let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    log.drain(..).collect()
+}
+
+/// Why BPF cannot be used here, if it cannot: not root or missing capabilities,
+/// or no kernel BTF. `None` says nothing stands in the way that can be seen
+/// without trying.
+pub fn bpf_unavailable_reason() -> Option<String> {
+    if !Path::new(BTF_PATH).exists() {
+        return Some(format!(
+            "the kernel has no BTF ({BTF_PATH} is missing); spf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let caps = effective_caps();
+        const CAP_SYS_ADMIN: u32 = 21;
+        const CAP_PERFMON: u32 = 38;
+        const CAP_BPF: u32 = 39;
+        let has = |c: u32| caps & (1u64 << c) != 0;
+        if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+            return Some(
+                "loading the BPF probe needs root: run spf with sudo, or give it CAP_BPF and CAP_PERFMON \
+                 (setcap cap_bpf,cap_perfmon+ep spf)"
+                    .to_string(),
+            );
+        }
+    }
+    None
+}
+
+fn effective_caps() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// The loaded and attached probe. Detaches when dropped.
+pub(crate) struct Probe {
+    pub(crate) skel: SpfSkel<'static>,
+}
+
+impl Probe {
+    pub(crate) fn load(cfg: &UnixConfig) -> Result<Probe, BuildError> {
+        if let Some(reason) = bpf_unavailable_reason() {
+            return Err(BuildError::new(reason));
+        }
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
+        });
+        let _ = take_log();
+
+        // The skeleton borrows this storage for its whole life; one small box
+        // per probe loaded is the price of not being self-referential.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = SpfSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| BuildError::new(format!("cannot open the BPF program: {e}")))?;
+
+        let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+            BuildError::new("the BPF program has no settings section (build problem)")
+        })?;
+        rodata.spf_cfg = cfg.to_bpf();
+        let ring = u32::try_from(cfg.ring_size)
+            .map_err(|_| BuildError::new(format!("ring_size {} is too large", cfg.ring_size)))?;
+        open.maps.spf_ring.set_max_entries(ring).map_err(|e| {
+            BuildError::new(format!("cannot size the ring buffer to {ring} bytes: {e}"))
+        })?;
+
+        let mut skel = open.load().map_err(|e| load_error(&e))?;
+        skel.attach().map_err(|e| {
+            BuildError::new(format!(
+                "cannot attach the probe to the syscall tracepoints (tp_btf/sys_enter, tp_btf/sys_exit): {e}; \
+                 spf needs a kernel with BTF-enabled raw tracepoints (Linux 5.5 or later)"
+            ))
+        })?;
+        let _ = take_log();
+        Ok(Probe { skel })
+    }
+
+    /// Ring buffer reservations that failed in the kernel, ever.
+    pub(crate) fn lost(&self) -> u64 {
+        match self.skel.maps.bss_data.as_deref() {
+            // SAFETY: the kernel updates this counter concurrently; a volatile
+            // read of an aligned u64 sees either the old or the new value.
+            Some(bss) => unsafe { std::ptr::read_volatile(&bss.spf_lost) },
+            None => 0,
+        }
+    }
+}
+
+fn load_error(e: &libbpf_rs::Error) -> BuildError {
+    let log = take_log();
+    // The whole log is far too long for a one-line error, but is what a bug
+    // report needs.
+    if std::env::var_os("SPF_BPF_LOG").is_some() {
+        for l in &log {
+            eprintln!("{l}");
+        }
+    }
+    let errno = e.kind();
+    let text = e.to_string();
+    // The verifier's own words sit between these markers.
+    let start = log
+        .iter()
+        .rposition(|l| l.contains("-- BEGIN PROG LOAD LOG --"));
+    let end = log
+        .iter()
+        .rposition(|l| l.contains("-- END PROG LOAD LOG --"));
+    if let (Some(s), Some(end)) = (start, end) {
+        if s < end {
+            let body: Vec<&str> = log[s + 1..end]
+                .iter()
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty() && !l.starts_with("processed "))
+                .collect();
+            let tail = body[body.len().saturating_sub(4)..].join(" | ");
+            let prog = log
+                .iter()
+                .rev()
+                .find_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
+                .unwrap_or("?");
+            return BuildError::new(format!(
+                "the kernel's verifier rejected the BPF program `{prog}`: {tail}; this kernel is not supported \
+                 by this build of spf, please report it with `uname -r`"
+            ));
+        }
+    }
+    if matches!(errno, libbpf_rs::ErrorKind::PermissionDenied) {
+        return BuildError::new(format!(
+            "loading the BPF probe was refused ({text}): run spf as root, or give it CAP_BPF and CAP_PERFMON; \
+             a lockdown or seccomp policy can also forbid BPF"
+        ));
+    }
+    let last = log
+        .iter()
+        .rev()
+        .find(|l| l.contains("libbpf:"))
+        .cloned()
+        .unwrap_or_default();
+    BuildError::new(format!(
+        "cannot load the BPF probe: {text}{}{}",
+        if last.is_empty() { "" } else { "; " },
+        last.trim()
+    ))
+}

@@ -1,0 +1,94 @@
+//! Socket inode by bound name, from /proc/net/unix.
+//!
+//! A datagram sent with an address names its receiver only by path; the kernel
+//! resolves that path inside the send, where the syscall tracepoints cannot see
+//! it. The receiving socket's inode, which is the datagram "connection", is read
+//! here instead.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long a path that could not be found stays unfound before looking again.
+const NEGATIVE_TTL: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+pub(crate) struct Resolver {
+    by_name: HashMap<String, u64>,
+    last_read: Option<Instant>,
+}
+
+impl Resolver {
+    /// Inode of the socket bound to `name` (`/path` or `@abstract`).
+    pub(crate) fn inode(&mut self, name: &str) -> Option<u64> {
+        if let Some(i) = self.by_name.get(name) {
+            return Some(*i);
+        }
+        let stale = self.last_read.is_none_or(|t| t.elapsed() >= NEGATIVE_TTL);
+        if stale {
+            self.reload();
+        }
+        self.by_name.get(name).copied()
+    }
+
+    fn reload(&mut self) {
+        self.last_read = Some(Instant::now());
+        if let Ok(text) = std::fs::read_to_string("/proc/net/unix") {
+            self.by_name = parse(&text);
+        }
+    }
+}
+
+/// Parses /proc/net/unix: `Num RefCount Protocol Flags Type St Inode Path`.
+/// A name listed for several sockets (a path unlinked and bound again, or a
+/// listener's accepted connections) maps to the highest inode: the newest, the
+/// one a send to that path reaches.
+fn parse(text: &str) -> HashMap<String, u64> {
+    let mut map: HashMap<String, u64> = HashMap::new();
+    for line in text.lines().skip(1) {
+        let mut cols = line.splitn(8, ' ').filter(|c| !c.is_empty());
+        let Some(inode) = cols.nth(6).and_then(|c| c.parse::<u64>().ok()) else {
+            continue;
+        };
+        let Some(path) = cols.next() else { continue };
+        let path = path.trim_end();
+        if path.is_empty() {
+            continue;
+        }
+        map.entry(path.to_string())
+            .and_modify(|i| *i = (*i).max(inode))
+            .or_insert(inode);
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_named_and_abstract() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+ffff8c1c0ad52800: 00000002 00000000 00010000 0001 01 21034 /run/systemd/private\n\
+ffff8c1c0ad56000: 00000002 00000000 00000000 0002 01 5501 @/tmp/abs one\n\
+ffff8c1c0ad55400: 00000003 00000000 00000000 0001 03 9000\n\
+ffff8c1c0ad55401: 00000003 00000000 00000000 0001 03 20000 /run/systemd/private\n";
+        let m = parse(text);
+        assert_eq!(m.get("/run/systemd/private"), Some(&21034));
+        assert_eq!(m.get("@/tmp/abs one"), Some(&5501));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn finds_a_real_socket() {
+        let dir = std::env::temp_dir().join(format!("spf-procnet-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("d.sock");
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let mut r = Resolver::default();
+        let ino = r.inode(path.to_str().unwrap());
+        assert!(ino.is_some_and(|i| i > 0));
+        drop(sock);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

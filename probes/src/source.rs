@@ -1,0 +1,423 @@
+//! The `unix` source: drains the probe's ring buffer on a blocking thread and
+//! turns its records into events.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use libbpf_rs::RingBufferBuilder;
+use spf_pipeline::config::BuildError;
+use spf_pipeline::{
+    Batch, BoxFuture, Direction, Emitter, Event, Lost, SockKind, Source, SourceError, SourceItem,
+    SourceSummary,
+};
+
+use crate::config::UnixConfig;
+use crate::probe::Probe;
+use crate::proc_net::Resolver;
+use crate::skel::types::{spf_chunk, spf_event};
+
+// Mirrors of the C enums: bindgen-style constants are not generated for enums
+// that no variable uses, and these only name bits of fields that are.
+const REC_EVENT: u32 = 1;
+const REC_CHUNK: u32 = 2;
+const F_RECV: u32 = 1 << 0;
+const F_TRUNCATED: u32 = 1 << 1;
+const F_CHUNKED: u32 = 1 << 2;
+const F_CONN_BY_PATH: u32 = 1 << 3;
+
+/// Items per batch handed to the pipeline.
+const BATCH: usize = 1024;
+/// How long one poll waits for data, which bounds how late a stop is noticed.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The running probe and what it needs to turn records into events.
+pub struct UnixSource {
+    cfg: UnixConfig,
+    probe: Probe,
+}
+
+impl UnixSource {
+    pub(crate) fn new(cfg: UnixConfig) -> Result<UnixSource, BuildError> {
+        let probe = Probe::load(&cfg)?;
+        Ok(UnixSource { cfg, probe })
+    }
+
+    fn run_blocking(self, out: Emitter) -> Result<SourceSummary, SourceError> {
+        let conv = RefCell::new(Converter::new());
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.probe.skel.maps.spf_ring, |data: &[u8]| {
+                let mut c = conv.borrow_mut();
+                c.record(data);
+                if c.batch.len() >= BATCH {
+                    let batch = std::mem::take(&mut c.batch);
+                    // A refusal means shutdown; the loop below notices it.
+                    let _ = out.blocking_send(batch);
+                }
+                0
+            })
+            .map_err(|e| SourceError(format!("cannot read the probe's ring buffer: {e}")))?;
+        let ring = builder
+            .build()
+            .map_err(|e| SourceError(format!("cannot read the probe's ring buffer: {e}")))?;
+
+        let mut lost_seen = self.probe.lost();
+        let mut lost_total = 0u64;
+        loop {
+            let stopping = out.stopping();
+            let r = if stopping {
+                ring.consume()
+            } else {
+                ring.poll(POLL)
+            };
+            if let Err(e) = r {
+                if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                    return Err(SourceError(format!(
+                        "reading the probe's ring buffer failed: {e}"
+                    )));
+                }
+            }
+            let lost_now = self.probe.lost();
+            let mut c = conv.borrow_mut();
+            if lost_now > lost_seen {
+                let count = lost_now - lost_seen;
+                lost_seen = lost_now;
+                lost_total += count;
+                let ts_ns = monotonic_ns();
+                let time_ns = c.wall(ts_ns);
+                c.batch.push(SourceItem::Lost(Lost {
+                    ts_ns,
+                    time_ns,
+                    count,
+                }));
+            }
+            if !c.batch.is_empty() {
+                let batch = std::mem::take(&mut c.batch);
+                if !out.blocking_send(batch) && !stopping {
+                    // The pipeline stopped taking input: one last drain, then end.
+                    drop(c);
+                    let _ = ring.consume();
+                    let mut c = conv.borrow_mut();
+                    let batch = std::mem::take(&mut c.batch);
+                    let _ = out.blocking_send(batch);
+                    return Ok(SourceSummary {
+                        lost: lost_total,
+                        ..SourceSummary::default()
+                    });
+                }
+            }
+            if stopping {
+                return Ok(SourceSummary {
+                    lost: lost_total,
+                    ..SourceSummary::default()
+                });
+            }
+        }
+    }
+}
+
+impl Source for UnixSource {
+    fn describe(&self) -> String {
+        self.cfg.describe()
+    }
+
+    fn run(
+        self: Box<Self>,
+        out: Emitter,
+    ) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.run_blocking(out))
+                .await
+                .map_err(|e| SourceError(format!("the probe's reader thread failed: {e}")))?
+        })
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+/// Data of an event still arriving in chunks, by thread.
+struct Pending {
+    cookie: u64,
+    data: Vec<u8>,
+    /// Record count when last touched, to drop what a lost header orphaned.
+    touched: u64,
+}
+
+/// Turns ring records into items. Kept apart from the ring so it can be tested
+/// on bytes.
+pub(crate) struct Converter {
+    pub(crate) batch: Batch,
+    seq: u64,
+    records: u64,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, measured once.
+    wall_offset: i128,
+    pending: HashMap<u32, Pending>,
+    comms: HashMap<[u8; 16], Arc<str>>,
+    paths: HashMap<Box<[u8]>, Arc<str>>,
+    empty: Arc<str>,
+    resolver: Resolver,
+}
+
+impl Converter {
+    pub(crate) fn new() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let mono2 = clock_ns(libc::CLOCK_MONOTONIC);
+        Converter {
+            batch: Vec::with_capacity(BATCH),
+            seq: 0,
+            records: 0,
+            wall_offset: real - (mono + mono2) / 2,
+            pending: HashMap::new(),
+            comms: HashMap::new(),
+            paths: HashMap::new(),
+            empty: Arc::from(""),
+            resolver: Resolver::default(),
+        }
+    }
+
+    fn wall(&self, ts_ns: u64) -> u64 {
+        (i128::from(ts_ns) + self.wall_offset).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    pub(crate) fn record(&mut self, data: &[u8]) {
+        self.records += 1;
+        if self.records % 65_536 == 0 {
+            let horizon = self.records.saturating_sub(65_536);
+            self.pending.retain(|_, p| p.touched >= horizon);
+        }
+        let Some(kind) = data
+            .get(..4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return;
+        };
+        match kind {
+            REC_CHUNK => self.chunk(data),
+            REC_EVENT => self.event(data),
+            _ => {}
+        }
+    }
+
+    fn chunk(&mut self, data: &[u8]) {
+        let hsize = std::mem::size_of::<spf_chunk>();
+        if data.len() < hsize {
+            return;
+        }
+        // SAFETY: length checked; the struct is plain old data.
+        let h: spf_chunk = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        let body = &data[hsize..];
+        let body = &body[..(h.len as usize).min(body.len())];
+        let records = self.records;
+        let p = self.pending.entry(h.tid).or_insert_with(|| Pending {
+            cookie: h.cookie,
+            data: Vec::new(),
+            touched: records,
+        });
+        if p.cookie != h.cookie {
+            // The header of the previous event of this thread never came.
+            p.cookie = h.cookie;
+            p.data.clear();
+        }
+        p.touched = records;
+        p.data.extend_from_slice(body);
+    }
+
+    fn event(&mut self, data: &[u8]) {
+        let hsize = std::mem::size_of::<spf_event>();
+        if data.len() < hsize {
+            return;
+        }
+        // SAFETY: length checked; the struct is plain old data.
+        let h: spf_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        let bytes = if h.flags & F_CHUNKED != 0 {
+            match self.pending.remove(&h.tid) {
+                Some(p) if p.cookie == h.cookie => Bytes::from(p.data),
+                _ => Bytes::new(),
+            }
+        } else {
+            let body = &data[hsize..];
+            Bytes::copy_from_slice(&body[..(h.captured as usize).min(body.len())])
+        };
+        let path = self.path(&h);
+        let conn = if h.flags & F_CONN_BY_PATH != 0 {
+            self.resolver.inode(&path).unwrap_or(h.own_ino)
+        } else {
+            h.conn
+        };
+        let comm = self.comm(&h.comm);
+        self.seq += 1;
+        let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) < h.len;
+        let ev = Event {
+            seq: self.seq,
+            ts_ns: h.ts_ns,
+            time_ns: self.wall(h.ts_ns),
+            pid: h.pid,
+            tid: h.tid,
+            comm,
+            peer_pid: h.peer_pid,
+            path,
+            sock: match h.sock_type {
+                2 => SockKind::Dgram,
+                5 => SockKind::Seqpacket,
+                _ => SockKind::Stream,
+            },
+            dir: if h.flags & F_RECV != 0 {
+                Direction::Recv
+            } else {
+                Direction::Send
+            },
+            conn,
+            len: h.len,
+            data: bytes,
+            truncated,
+        };
+        self.batch.push(SourceItem::Event(Arc::new(ev)));
+    }
+
+    fn comm(&mut self, raw: &[i8; 16]) -> Arc<str> {
+        let key: [u8; 16] = raw.map(|c| c as u8);
+        if let Some(c) = self.comms.get(&key) {
+            return c.clone();
+        }
+        let end = key.iter().position(|&b| b == 0).unwrap_or(16);
+        let s: Arc<str> = Arc::from(String::from_utf8_lossy(&key[..end]).as_ref());
+        if self.comms.len() > 4096 {
+            self.comms.clear();
+        }
+        self.comms.insert(key, s.clone());
+        s
+    }
+
+    fn path(&mut self, h: &spf_event) -> Arc<str> {
+        let raw = &h.path[..(h.path_len as usize).min(h.path.len())];
+        if raw.is_empty() {
+            return self.empty.clone();
+        }
+        if let Some(p) = self.paths.get(raw) {
+            return p.clone();
+        }
+        let s = match raw.split_first() {
+            Some((0, name)) => format!("@{}", String::from_utf8_lossy(name)),
+            _ => String::from_utf8_lossy(raw).into_owned(),
+        };
+        let s: Arc<str> = Arc::from(s);
+        if self.paths.len() > 4096 {
+            self.paths.clear();
+        }
+        self.paths.insert(raw.into(), s.clone());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain C struct.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    fn header(flags: u32, len: u64, captured: u64) -> spf_event {
+        let mut h = spf_event {
+            kind: REC_EVENT,
+            flags,
+            ts_ns: 1000,
+            cookie: 7,
+            len,
+            captured,
+            conn: 42,
+            pid: 10,
+            tid: 11,
+            peer_pid: 12,
+            sock_type: 5,
+            ..Default::default()
+        };
+        h.comm[..3].copy_from_slice(&[b'c' as i8, b'a' as i8, b't' as i8]);
+        h.path[..4].copy_from_slice(b"\0abs");
+        h.path_len = 4;
+        h
+    }
+
+    fn only_event(c: &mut Converter) -> Arc<Event> {
+        assert_eq!(c.batch.len(), 1);
+        match c.batch.pop() {
+            Some(SourceItem::Event(e)) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inline_event() {
+        let mut c = Converter::new();
+        let mut rec = as_bytes(&header(F_RECV, 5, 5));
+        rec.extend_from_slice(b"hello\0\0\0");
+        c.record(&rec);
+        let e = only_event(&mut c);
+        assert_eq!(&e.data[..], b"hello");
+        assert_eq!(
+            (&*e.path, &*e.comm, e.dir, e.sock, e.truncated),
+            ("@abs", "cat", Direction::Recv, SockKind::Seqpacket, false)
+        );
+        assert_eq!(
+            (e.pid, e.tid, e.peer_pid, e.conn, e.seq),
+            (10, 11, 12, 42, 1)
+        );
+        assert!(e.time_ns > e.ts_ns);
+    }
+
+    #[test]
+    fn chunks_reassemble_and_orphans_are_dropped() {
+        let mut c = Converter::new();
+        let chunk = |cookie: u64, body: &[u8]| {
+            let h = spf_chunk {
+                kind: REC_CHUNK,
+                len: body.len() as u32,
+                cookie,
+                tid: 11,
+                _pad: 0,
+            };
+            let mut v = as_bytes(&h);
+            v.extend_from_slice(body);
+            v.resize(v.len() + 16, 0);
+            v
+        };
+        c.record(&chunk(6, b"stale"));
+        c.record(&chunk(7, b"abc"));
+        c.record(&chunk(7, b"def"));
+        c.record(&as_bytes(&header(F_CHUNKED | F_TRUNCATED, 10, 6)));
+        let e = only_event(&mut c);
+        assert_eq!(&e.data[..], b"abcdef");
+        assert!(e.truncated);
+        assert_eq!(e.len, 10);
+        assert!(c.pending.is_empty());
+    }
+
+    #[test]
+    fn short_records_are_ignored() {
+        let mut c = Converter::new();
+        c.record(&[1, 0]);
+        c.record(&[1, 0, 0, 0, 9]);
+        c.record(&[2, 0, 0, 0]);
+        assert!(c.batch.is_empty());
+    }
+}
