@@ -1,0 +1,182 @@
+//! replay -> http2 -> NDJSON on one core, next to replay -> raw -> NDJSON on the
+//! same events as the baseline (the ratio is what the http2 decoder costs).
+//!
+//!     cargo bench -p spf-decoders --bench http2
+//!
+//! Two workloads: DATA-heavy traffic (16 KiB DATA frames, 64 KiB writes) in
+//! bytes per second, and typical gRPC request HEADERS (one per write, as a gRPC
+//! client sends them, later ones using the dynamic table) in frames per second.
+
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use spf_decoders::http2::hpack::encode as henc;
+use spf_decoders::http2::{Http2, Http2Config, frame};
+use spf_pipeline::{Decoder, Direction, Event, Record, SockKind};
+
+fn event(seq: u64, data: Vec<u8>) -> Arc<Event> {
+    Arc::new(Event {
+        seq,
+        ts_ns: seq,
+        time_ns: 1_700_000_000_000_000_000 + seq,
+        pid: 1234,
+        tid: 1234,
+        comm: Arc::from("client"),
+        peer_pid: 4321,
+        path: Arc::from("/run/app/grpc.sock"),
+        sock: SockKind::Stream,
+        dir: Direction::Send,
+        conn: 99,
+        len: data.len() as u64,
+        data: data.into(),
+        truncated: false,
+    })
+}
+
+fn frame(kind: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + payload.len());
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    v.push(kind);
+    v.push(flags);
+    v.extend_from_slice(&sid.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The request headers a gRPC client sends, HPACK-encoded the way an encoder
+/// with a dynamic table does it: the first call inserts, later ones index,
+/// except for the values that change per call.
+fn grpc_headers(n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut b = Vec::new();
+        henc::indexed(&mut b, 3); // :method POST
+        henc::indexed(&mut b, 6); // :scheme http
+        if i == 0 {
+            henc::literal_indexed_name(&mut b, 4, b"/helloworld.Greeter/SayHello", true);
+            henc::literal_indexed_name(&mut b, 1, b"localhost:50051", true);
+            henc::literal_indexed_name(&mut b, 31, b"application/grpc", true);
+            henc::literal_indexed(&mut b, b"te", b"trailers", true);
+            henc::literal_indexed_name(&mut b, 58, b"tonic/0.14.2", true);
+            henc::literal_indexed(&mut b, b"grpc-accept-encoding", b"identity, deflate, gzip", true);
+        } else {
+            for idx in [67, 66, 65, 64, 63, 62] {
+                henc::indexed(&mut b, idx);
+            }
+        }
+        henc::literal_plain(&mut b, 0, b"grpc-timeout", format!("{}m", 1000 + i % 9000).as_bytes(), true);
+        henc::literal_plain(&mut b, 0, b"x-request-id", format!("{:016x}", i * 7919).as_bytes(), true);
+        out.push(frame(frame::HEADERS, frame::END_HEADERS, 1 + 2 * i as u32, &b));
+    }
+    out
+}
+
+fn data_heavy(total: usize) -> Vec<Arc<Event>> {
+    let mut evs = Vec::new();
+    let mut first = frame::PREFACE.to_vec();
+    first.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0, 0x10, 0, 0]));
+    first.extend(&grpc_headers(1)[0]);
+    evs.push(event(0, first));
+    let payload: Vec<u8> = (0..16384u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut bytes = 0;
+    let mut seq = 1;
+    while bytes < total {
+        let mut w = Vec::with_capacity(4 * (9 + payload.len()));
+        for _ in 0..4 {
+            // Not gRPC-framed on purpose: plain DATA, the case the 300 MB/s is for.
+            w.extend(frame(frame::DATA, 0, 3, &payload));
+        }
+        bytes += w.len();
+        evs.push(event(seq, w));
+        seq += 1;
+    }
+    evs
+}
+
+fn headers_heavy(n: usize) -> Vec<Arc<Event>> {
+    let mut evs = vec![event(0, frame::PREFACE.to_vec())];
+    for (i, f) in grpc_headers(n).into_iter().enumerate() {
+        evs.push(event(1 + i as u64, f));
+    }
+    evs
+}
+
+fn run(dec: &mut dyn Decoder, evs: &[Arc<Event>], recs: &mut Vec<Record>, out: &mut Vec<u8>) -> usize {
+    let mut n = 0;
+    for e in evs {
+        dec.decode(e, recs);
+        for r in recs.drain(..) {
+            spf_pipeline::ndjson::encode(&r, out);
+            n += 1;
+        }
+        // A sink writes out and reuses its buffer.
+        out.clear();
+    }
+    n
+}
+
+fn http2() -> Http2 {
+    Http2::new(Http2Config::default())
+}
+
+fn raw() -> Box<dyn Decoder> {
+    let mut reg = spf_pipeline::config::Registry::new();
+    spf_decoders::register(&mut reg);
+    let cfg = spf_pipeline::config::parse(
+        &reg,
+        "bench",
+        "[source]\ntype = \"file\"\npath = \"/dev/null\"\n[decoder]\ntype = \"raw\"\n",
+    )
+    .expect("raw decoder config");
+    cfg.decoder.build().expect("raw decoder")
+}
+
+fn bench(c: &mut Criterion) {
+    let evs = data_heavy(32 << 20);
+    let bytes: usize = evs.iter().map(|e| e.data.len()).sum();
+    let mut g = c.benchmark_group("data_heavy");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.sample_size(10);
+    g.bench_function("http2_ndjson", |b| {
+        b.iter_batched(
+            http2,
+            |mut d| run(&mut d, &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 20)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("raw_ndjson", |b| {
+        b.iter_batched(
+            raw,
+            |mut d| run(d.as_mut(), &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 20)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+
+    let n = 200_000;
+    let evs = headers_heavy(n);
+    let mut g = c.benchmark_group("grpc_headers");
+    g.throughput(Throughput::Elements(n as u64));
+    g.sample_size(10);
+    g.bench_function("http2_ndjson", |b| {
+        b.iter_batched(
+            http2,
+            |mut d| {
+                let recs = run(&mut d, &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 16));
+                assert_eq!(recs, n + 1);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("raw_ndjson", |b| {
+        b.iter_batched(
+            raw,
+            |mut d| run(d.as_mut(), &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 16)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
