@@ -48,6 +48,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Inspect plugin libraries (decoders and sinks loaded from shared libraries).
+    #[command(subcommand)]
+    Plugins(crate::plugins_cmd::PluginsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -110,5 +113,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => crate::run::run(args),
         Command::Validate { config } => crate::run::validate(&config),
+        Command::Plugins(cmd) => crate::plugins_cmd::run(cmd),
     }
 }

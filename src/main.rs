@@ -20,3 +20,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+// Events are allocated on the source's thread and freed on the pipeline's; glibc's
+// allocator serialises that pattern, mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

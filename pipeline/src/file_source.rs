@@ -114,59 +114,90 @@ impl Source for FileSource {
 
 fn read_ndjson(file: File, path: &std::path::Path, out: &Emitter) -> Result<SourceSummary, SourceError> {
     let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let mut interner = Interner::default();
-    let mut summary = SourceSummary::default();
-    let mut batch: Batch = Vec::with_capacity(BATCH);
-    let mut line = Vec::new();
-    let mut lineno = 0u64;
-    let mut seq = 0u64;
+    let mut st = LineState {
+        interner: Interner::default(),
+        summary: SourceSummary::default(),
+        batch: Vec::with_capacity(BATCH),
+        lineno: 0,
+        seq: 0,
+    };
+    let read_err = |e: std::io::Error| SourceError(format!("reading `{}`: {e}", path.display()));
+    let mut partial = Vec::new();
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| SourceError(format!("reading `{}`: {e}", path.display())))?;
-        if n == 0 {
+        let buf = reader.fill_buf().map_err(read_err)?;
+        if buf.is_empty() {
             break;
         }
-        lineno += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match parse_line(text, seq, &mut interner) {
-            Ok(Parsed::Item(item)) => {
-                if let SourceItem::Lost(l) = &item {
-                    summary.lost += l.count;
-                }
-                seq += 1;
-                batch.push(item);
+        // Parse straight out of the read buffer; only a line that straddles two
+        // reads is copied.
+        let used = match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                st.line(&buf[..i], path);
+                i + 1
             }
-            Ok(Parsed::Skip) => {}
-            Err(e) => {
-                summary.skipped += 1;
-                if summary.skipped <= REPORT_LINES {
-                    eprintln!("spf: {}:{lineno}: skipped: {e}", path.display());
-                }
+            None => {
+                partial.clear();
+                partial.extend_from_slice(buf);
+                let n = buf.len();
+                reader.consume(n);
+                reader.read_until(b'\n', &mut partial).map_err(read_err)?;
+                let line = partial.strip_suffix(b"\n").unwrap_or(&partial);
+                st.line(line, path);
+                0
             }
-        }
+        };
+        reader.consume(used);
         // Send when the batch is full, or when no more input is buffered, so that
         // a slow writer (a FIFO) sees its events decoded without waiting for more.
-        if batch.len() >= BATCH || (!batch.is_empty() && reader.buffer().is_empty()) {
-            if !out.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))) {
-                return Ok(summary);
-            }
+        if (st.batch.len() >= BATCH || (!st.batch.is_empty() && reader.buffer().is_empty()))
+            && !out.blocking_send(std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH)))
+        {
+            return Ok(st.summary);
         }
     }
-    out.blocking_send(batch);
-    if summary.skipped > REPORT_LINES {
+    out.blocking_send(st.batch);
+    if st.summary.skipped > REPORT_LINES {
         eprintln!(
             "spf: {}: {} malformed lines skipped in all",
             path.display(),
-            summary.skipped
+            st.summary.skipped
         );
     }
-    Ok(summary)
+    Ok(st.summary)
+}
+
+struct LineState {
+    interner: Interner,
+    summary: SourceSummary,
+    batch: Batch,
+    lineno: u64,
+    seq: u64,
+}
+
+impl LineState {
+    fn line(&mut self, text: &[u8], path: &std::path::Path) {
+        self.lineno += 1;
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match parse_line(text, self.seq, &mut self.interner) {
+            Ok(Parsed::Item(item)) => {
+                if let SourceItem::Lost(l) = &item {
+                    self.summary.lost += l.count;
+                }
+                self.seq += 1;
+                self.batch.push(item);
+            }
+            Ok(Parsed::Skip) => {}
+            Err(e) => {
+                self.summary.skipped += 1;
+                if self.summary.skipped <= REPORT_LINES {
+                    eprintln!("spf: {}:{}: skipped: {e}", path.display(), self.lineno);
+                }
+            }
+        }
+    }
 }
 
 fn read_bytes(

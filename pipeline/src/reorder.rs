@@ -10,7 +10,9 @@
 //! * at most `max_events` items are held, so memory stays bounded under any load.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::ReorderConfig;
@@ -44,10 +46,13 @@ pub struct Reorder {
     window_ns: u64,
     window: Duration,
     max: usize,
+    /// Items that arrived in key order (the common case): a queue, O(1) each way.
+    run: VecDeque<Entry>,
+    /// Items that arrived out of order.
     heap: BinaryHeap<Reverse<Entry>>,
     /// Largest sort key given to a held item of each flow. Only flows with held
     /// items need an entry, so the map is cleared whenever the heap empties.
-    flow_key: HashMap<Flow, u64>,
+    flow_key: FxHashMap<Flow, u64>,
     newest: u64,
     arrivals: u64,
     /// Items released early because the buffer was full.
@@ -60,8 +65,9 @@ impl Reorder {
             window_ns: cfg.window_ms.saturating_mul(1_000_000),
             window: Duration::from_millis(cfg.window_ms),
             max: cfg.max_events.max(1),
+            run: VecDeque::new(),
             heap: BinaryHeap::new(),
-            flow_key: HashMap::new(),
+            flow_key: FxHashMap::default(),
             newest: 0,
             arrivals: 0,
             forced: 0,
@@ -69,7 +75,17 @@ impl Reorder {
     }
 
     pub fn held(&self) -> usize {
-        self.heap.len()
+        self.run.len() + self.heap.len()
+    }
+
+    /// The held item that leaves next.
+    fn peek(&self) -> Option<&Entry> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if a <= b { a } else { b }),
+            (Some(a), None) => Some(a),
+            (None, Some(Reverse(b))) => Some(b),
+            (None, None) => None,
+        }
     }
 
     /// Takes one item; releases (through `out`) whatever is now old enough.
@@ -94,18 +110,23 @@ impl Reorder {
         };
         self.newest = self.newest.max(ts);
         self.arrivals += 1;
-        self.heap.push(Reverse(Entry {
+        let entry = Entry {
             key,
             arrival: self.arrivals,
             at: now,
             item,
-        }));
-        while self.heap.len() > self.max {
+        };
+        if self.run.back().is_none_or(|b| b.key <= key) {
+            self.run.push_back(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
+        while self.held() > self.max {
             self.forced += 1;
             self.pop(out);
         }
         let limit = self.newest.saturating_sub(self.window_ns);
-        while self.heap.peek().is_some_and(|Reverse(e)| e.key <= limit) {
+        while self.peek().is_some_and(|e| e.key <= limit) {
             self.pop(out);
         }
     }
@@ -116,30 +137,42 @@ impl Reorder {
         // The heap is ordered by key, not arrival, so look for the oldest arrival
         // among the smallest keys: release from the top while the top has waited long
         // enough or anything held has waited twice as long.
-        while let Some(Reverse(top)) = self.heap.peek() {
+        while let Some(top) = self.peek() {
             if now.duration_since(top.at) >= self.window {
                 self.pop(out);
             } else {
                 break;
             }
         }
-        if self.heap.iter().any(|Reverse(e)| now.duration_since(e.at) >= self.window * 2) {
+        let stale = |e: &Entry| now.duration_since(e.at) >= self.window * 2;
+        if self.run.front().is_some_and(stale) || self.heap.iter().any(|Reverse(e)| stale(e)) {
             self.drain(out);
         }
     }
 
     /// Releases everything, in order (end of input, shutdown).
     pub fn drain(&mut self, out: &mut impl FnMut(SourceItem)) {
-        while !self.heap.is_empty() {
+        while self.held() > 0 {
             self.pop(out);
         }
     }
 
     fn pop(&mut self, out: &mut impl FnMut(SourceItem)) {
-        if let Some(Reverse(e)) = self.heap.pop() {
-            if self.heap.is_empty() {
-                self.flow_key.clear();
-            }
+        let from_run = match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => a <= b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return,
+        };
+        let e = if from_run {
+            self.run.pop_front()
+        } else {
+            self.heap.pop().map(|Reverse(e)| e)
+        };
+        if self.held() == 0 {
+            self.flow_key.clear();
+        }
+        if let Some(e) = e {
             out(e.item);
         }
     }
@@ -280,7 +313,7 @@ mod tests {
         let cfg = ReorderConfig { window_ms: 2, max_events: 64 };
         let out = run(cfg, items);
         assert_eq!(out.len(), 5000);
-        let mut last: HashMap<Flow, u64> = HashMap::new();
+        let mut last: std::collections::HashMap<Flow, u64> = std::collections::HashMap::new();
         for i in &out {
             let SourceItem::Event(e) = i else { unreachable!() };
             if let Some(prev) = last.insert(e.flow(), e.seq) {

@@ -4,7 +4,9 @@
 //! the channel runs in one task, in order, so decoders and sinks need no locking
 //! and records come out in the order their events were handed on.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,7 +156,7 @@ struct Core {
     event_sinks: bool,
     records: Vec<Record>,
     summary: Summary,
-    conns: HashSet<u64>,
+    conns: FxHashSet<u64>,
     per_decoder: BTreeMap<Arc<str>, u64>,
     failure: Option<RunError>,
 }
@@ -297,7 +299,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         event_sinks,
         records: Vec::new(),
         summary: Summary::default(),
-        conns: HashSet::new(),
+        conns: FxHashSet::default(),
         per_decoder: BTreeMap::new(),
         failure: None,
     };

@@ -122,7 +122,7 @@ pub enum LoadError {
     )]
     Malformed { path: PathBuf, what: String },
     #[error(
-        "plugin `{name}` {version} ({path}) is a {found} plugin, but {wanted_section} needs a {wanted} plugin; use it in a {found_section} section instead",
+        "plugin `{name}` {version} ({path}) is a {found} plugin, not a {wanted} plugin: use it in a {found_section} section, not in {wanted_section}",
         wanted_section = wanted.section(),
         found_section = found.section()
     )]
@@ -403,5 +403,9 @@ pub(crate) fn vet_file(path: &Path, root: bool) -> Result<(), LoadError> {
 }
 
 fn dl_message(e: &libloading::Error) -> String {
-    e.to_string()
+    // libloading's own text is just "dlopen failed"; dlerror()'s is the useful part.
+    match std::error::Error::source(e) {
+        Some(cause) => cause.to_string(),
+        None => e.to_string(),
+    }
 }

@@ -5,6 +5,7 @@
 //! type = "plugin"
 //! path = "/usr/local/lib/spf/libspf_resp.so"   # absolute
 //! max_errors = 100                             # optional, host key
+//! # events = true     # sinks only, host key: also receive every event as a raw record
 //! # every other key goes to the plugin's init as JSON
 //! max_buffer = 1048576
 //! ```
@@ -33,11 +34,14 @@ use crate::config::{BuildError, DecoderConfig, Registry, Section, SinkConfig};
 use crate::stage::{Decoder, Sink};
 use load::Vtable;
 
+/// The plugin ABI this spf speaks (major, minor).
+pub const HOST_ABI: (u32, u32) = (spf_plugin::SPF_ABI_MAJOR, spf_plugin::SPF_ABI_MINOR);
+
 /// Failed calls in a row after which a plugin is switched off.
 pub const DEFAULT_MAX_ERRORS: u64 = 100;
 
 /// Keys of a plugin's section that spf reads itself rather than handing on.
-const HOST_KEYS: &[&str] = &["path", "max_errors"];
+const HOST_KEYS: &[&str] = &["path", "max_errors", "events"];
 
 /// Registers `type = "plugin"` for decoders and sinks.
 pub fn register(r: &mut Registry) {
@@ -93,6 +97,8 @@ pub struct PluginSinkConfig {
     vt: &'static spf_plugin::SpfSinkVtable,
     pub config: String,
     pub max_errors: u64,
+    /// `events = true`: also receive every event as a raw record.
+    pub events: bool,
 }
 
 impl PluginSinkConfig {
@@ -100,6 +106,7 @@ impl PluginSinkConfig {
         path: &Path,
         config: &serde_json::Value,
         max_errors: u64,
+        events: bool,
     ) -> Result<Self, LoadError> {
         let loaded = load(path, Some(Kind::Sink))?;
         let Vtable::Sink(vt) = loaded.vtable else {
@@ -110,11 +117,18 @@ impl PluginSinkConfig {
             vt,
             config: config.to_string(),
             max_errors,
+            events,
         })
     }
 
     pub fn build_plugin(&self) -> Result<PluginSink, BuildError> {
-        PluginSink::new(self.info.clone(), self.vt, &self.config, self.max_errors)
+        PluginSink::new(
+            self.info.clone(),
+            self.vt,
+            &self.config,
+            self.max_errors,
+            self.events,
+        )
     }
 }
 
@@ -125,7 +139,14 @@ impl SinkConfig for PluginSinkConfig {
 }
 
 fn decoder_factory(s: &mut Section<'_>) -> Option<Box<dyn DecoderConfig>> {
-    let (loaded, config, max_errors) = read_section(s, Kind::Decoder)?;
+    let (loaded, config, max_errors, events) = read_section(s, Kind::Decoder)?;
+    if events {
+        s.error(
+            "events",
+            "only a [[sink]] plugin takes `events`; a decoder sees every event anyway",
+        );
+        return None;
+    }
     match loaded.vtable {
         Vtable::Decoder(vt) => Some(Box::new(PluginDecoderConfig {
             info: loaded.info,
@@ -138,13 +159,14 @@ fn decoder_factory(s: &mut Section<'_>) -> Option<Box<dyn DecoderConfig>> {
 }
 
 fn sink_factory(s: &mut Section<'_>) -> Option<Box<dyn SinkConfig>> {
-    let (loaded, config, max_errors) = read_section(s, Kind::Sink)?;
+    let (loaded, config, max_errors, events) = read_section(s, Kind::Sink)?;
     match loaded.vtable {
         Vtable::Sink(vt) => Some(Box::new(PluginSinkConfig {
             info: loaded.info,
             vt,
             config,
             max_errors,
+            events,
         })),
         Vtable::Decoder(_) => None,
     }
@@ -152,7 +174,7 @@ fn sink_factory(s: &mut Section<'_>) -> Option<Box<dyn SinkConfig>> {
 
 /// Splits a plugin section into the host's keys and the plugin's, and loads the
 /// library. Every problem becomes a config error positioned at its key.
-fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<(Loaded, String, u64)> {
+fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<(Loaded, String, u64, bool)> {
     let mut json = s.to_json()?;
     let serde_json::Value::Object(map) = &mut json else {
         s.error("", "expected a table");
@@ -190,11 +212,22 @@ fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<(Loaded, String, u64)
             }
         },
     };
+    let events = match map.get("events") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => {
+            s.error(
+                "events",
+                "expected true or false: whether the sink also receives every event as a raw record",
+            );
+            return None;
+        }
+    };
     for k in HOST_KEYS {
         map.remove(*k);
     }
     match load(Path::new(&path), Some(kind)) {
-        Ok(loaded) => Some((loaded, json.to_string(), max_errors)),
+        Ok(loaded) => Some((loaded, json.to_string(), max_errors, events)),
         Err(e) => {
             s.error("path", e.to_string());
             None

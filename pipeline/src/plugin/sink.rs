@@ -19,6 +19,7 @@ pub struct PluginSink {
     failures_in_a_row: u64,
     failures: u64,
     disabled: bool,
+    events: bool,
 }
 
 // SAFETY: as for the decoder: calls on one instance never overlap (`&mut self`).
@@ -30,6 +31,7 @@ impl PluginSink {
         vt: &'static SpfSinkVtable,
         config: &str,
         max_errors: u64,
+        events: bool,
     ) -> Result<Self, BuildError> {
         let label = info.label();
         let init = vt
@@ -60,6 +62,7 @@ impl PluginSink {
             failures_in_a_row: 0,
             failures: 0,
             disabled: false,
+            events,
         })
     }
 
@@ -111,6 +114,10 @@ impl Drop for PluginSink {
 impl Sink for PluginSink {
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    fn wants_events(&self) -> bool {
+        self.events
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {

@@ -237,7 +237,8 @@ fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
     .unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("is a sink plugin") && msg.contains("[decoder]") && msg.contains("[[sink]]"),
+        msg.contains("is a sink plugin, not a decoder plugin")
+            && msg.contains("in a [[sink]] section, not in [decoder]"),
         "{msg}"
     );
 
@@ -443,7 +444,7 @@ fn sink_gets_ndjson_lines_and_survives_panics() {
     let Vtable::Sink(vt) = loaded.vtable else {
         panic!()
     };
-    let mut s = PluginSink::new(loaded.info, vt, "{}", 100).unwrap();
+    let mut s = PluginSink::new(loaded.info, vt, "{}", 100, false).unwrap();
     let e = event(1, 77, b"ping");
     s.write(&Record::raw(e.clone(), Arc::from("raw"))).unwrap();
     s.write(&Record::raw(e.clone(), Arc::from("boom"))).unwrap();
