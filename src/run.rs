@@ -16,6 +16,7 @@ pub fn registry() -> Registry {
     let mut reg = Registry::new();
     spf_decoders::register(&mut reg);
     spf_sinks::register(&mut reg);
+    spf_probes::register(&mut reg);
     reg
 }
 
