@@ -1,1 +1,545 @@
-//! Integration tests: plugins.
+//! Integration tests: plugins. Every plugin here is a real shared library built by
+//! the test (the example crates with cargo, the C ones with the system compiler),
+//! loaded by the real spf binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use spf_pipeline::plugin::HOST_ABI;
+
+use crate::util::{read_ndjson, spf, stderr_text, write_file};
+
+fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the example plugin crates once per test run. They get their own target
+/// directory so that the build never waits on the lock of the `cargo test` that
+/// runs this binary.
+fn example_plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = root_dir().join("target").join("plugin-tests");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(root_dir())
+            .args([
+                "build",
+                "-p",
+                "spf-plugin-resp",
+                "-p",
+                "spf-plugin-conn-summary",
+                "-p",
+                "spf-plugin-echo",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .output()
+            .expect("running cargo to build the example plugins");
+        assert!(
+            out.status.success(),
+            "building the example plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("debug")
+    })
+}
+
+/// Copies a library into `dir` with mode 0755: how a plugin is installed, and
+/// what a root spf accepts (a root-owned file nobody else can write, in a
+/// directory nobody else can write).
+fn install(lib: &Path, dir: &Path) -> PathBuf {
+    let to = dir.join(lib.file_name().unwrap());
+    std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copying {}: {e}", lib.display()));
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    to
+}
+
+fn example(name: &str, dir: &Path) -> PathBuf {
+    install(&example_plugins().join(format!("lib{name}.so")), dir)
+}
+
+/// Compiles C source into a shared library in `dir`, against the SDK's header.
+fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = write_file(dir, &format!("{name}.c"), source);
+    compile_c_file(dir, name, &src)
+}
+
+fn compile_c_file(dir: &Path, name: &str, src: &Path) -> PathBuf {
+    let lib = dir.join(format!("lib{name}.so"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args([
+            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I",
+        ])
+        .arg(root_dir().join("plugin-sdk/include"))
+        .arg("-o")
+        .arg(&lib)
+        .arg(src)
+        .output()
+        .unwrap_or_else(|e| panic!("running the C compiler `{cc}`: {e}"));
+    assert!(
+        out.status.success(),
+        "compiling {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).unwrap();
+    lib
+}
+
+fn redis_capture() -> PathBuf {
+    root_dir().join("examples/plugins/resp/testdata/redis.ndjson")
+}
+
+fn toml_str(p: &Path) -> String {
+    serde_json::to_string(&p.display().to_string()).unwrap()
+}
+
+/// A replay of `capture` through the decoder section `decoder` into an ndjson
+/// file, plus any extra sink sections.
+fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (PathBuf, PathBuf) {
+    let out = dir.join("out.ndjson");
+    let text = format!(
+        "[source]\ntype = \"file\"\npath = {}\nformat = \"ndjson\"\n\n[decoder]\n{decoder}\n\n[[sink]]\ntype = \"ndjson\"\npath = {}\n{extra_sinks}",
+        toml_str(capture),
+        toml_str(&out)
+    );
+    (write_file(dir, "spf.toml", text), out)
+}
+
+fn run(config: &Path) -> Output {
+    spf()
+        .args(["run", "-q", "-c"])
+        .arg(config)
+        .output()
+        .expect("spawning spf")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn resp_of(records: &[Value]) -> Vec<&Value> {
+    records.iter().filter_map(|r| r.get("resp")).collect()
+}
+
+#[test]
+fn resp_plugin_decodes_a_real_redis_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let resp = example("spf_resp", dir.path());
+    let summary_lib = example("spf_conn_summary", dir.path());
+    let summary = dir.path().join("summary.json");
+    let (cfg, out) = config(
+        dir.path(),
+        &redis_capture(),
+        &format!("type = \"plugin\"\npath = {}", toml_str(&resp)),
+        &format!(
+            "\n[[sink]]\ntype = \"plugin\"\npath = {}\nevents = true\noutput = {}\n",
+            toml_str(&summary_lib),
+            toml_str(&summary)
+        ),
+    );
+    let o = run(&cfg);
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+
+    let records = read_ndjson(&out);
+    let errors: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
+    assert!(errors.is_empty(), "error records: {errors:#?}");
+    assert!(
+        records.iter().all(|r| r["decoder"] == "resp"),
+        "{records:#?}"
+    );
+    let resp = resp_of(&records);
+    let has = |want: Value| resp.iter().any(|r| **r == want);
+
+    // One connection per redis-cli run; see capture_redis.py for the script.
+    assert!(has(
+        serde_json::json!({"role":"request","command":"SET","args":["greeting","hello world"]})
+    ));
+    assert!(has(
+        serde_json::json!({"role":"reply","type":"simple","value":"OK"})
+    ));
+    // Read by the relay 5 bytes at a time: split across many events.
+    let conn3: Vec<_> = records
+        .iter()
+        .filter(|r| r["conn"] == 3)
+        .map(|r| &r["resp"])
+        .collect();
+    assert_eq!(
+        conn3,
+        vec![
+            &serde_json::json!({"role":"request","command":"GET","args":["greeting"]}),
+            &serde_json::json!({"role":"reply","type":"bulk","value":"hello world"}),
+        ]
+    );
+    assert!(has(
+        serde_json::json!({"role":"reply","type":"array","value":["a","b","c"]})
+    ));
+    // RESP3 (redis-cli -3), read 3 bytes at a time.
+    assert!(has(
+        serde_json::json!({"role":"reply","type":"map","value":[["name","ada"],["lang","en"]]})
+    ));
+    assert!(has(
+        serde_json::json!({"role":"reply","type":"bulk","value":null})
+    ));
+    assert!(resp.iter().any(|r| {
+        r["type"] == "error"
+            && r["value"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("ERR unknown command 'NOSUCHCOMMAND'"))
+    }));
+    let big = resp
+        .iter()
+        .find(|r| r["role"] == "reply" && r["value"].as_str().is_some_and(|v| v.len() == 30_000))
+        .expect("the 30000-byte GET reply");
+    assert!(big["value"].as_str().unwrap().bytes().all(|b| b == b'x'));
+    // The pipelined connection: four requests in one write, replies in order.
+    let conn12: Vec<_> = records
+        .iter()
+        .filter(|r| r["conn"] == 12)
+        .map(|r| &r["resp"])
+        .collect();
+    let commands: Vec<_> = conn12
+        .iter()
+        .filter_map(|r| r["command"].as_str())
+        .collect();
+    assert_eq!(commands, ["SET", "INCR", "MGET", "DEL", "ECHO"]);
+    assert!(conn12.contains(
+        &&serde_json::json!({"role":"reply","type":"array","value":["2","hello world"]})
+    ));
+    assert!(has(
+        serde_json::json!({"role":"request","command":"PING","args":[],"inline":true})
+    ));
+
+    // The sink plugin saw every record and (events = true) every event.
+    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["records"], records.len());
+    let conns = s["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 13);
+    let capture = read_ndjson(&redis_capture());
+    let total: u64 = capture.iter().map(|e| e["len"].as_u64().unwrap()).sum();
+    let summed: u64 = conns
+        .iter()
+        .map(|c| c["send"]["bytes"].as_u64().unwrap() + c["recv"]["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summed, total);
+    let events: u64 = conns
+        .iter()
+        .map(|c| c["send"]["events"].as_u64().unwrap() + c["recv"]["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(events, capture.len() as u64);
+    assert!(
+        conns
+            .iter()
+            .all(|c| c["decoders"] == serde_json::json!(["resp"]))
+    );
+}
+
+#[test]
+fn panicking_plugin_costs_only_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = example("spf_echo", dir.path());
+    let (cfg, out) = config(
+        dir.path(),
+        &redis_capture(),
+        &format!(
+            "type = \"plugin\"\npath = {}\npanic_every = 3",
+            toml_str(&echo)
+        ),
+        "",
+    );
+    let o = run(&cfg);
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+    let records = read_ndjson(&out);
+    let n = read_ndjson(&redis_capture()).len();
+    assert_eq!(records.len(), n, "one record per event");
+    for (i, r) in records.iter().enumerate() {
+        if (i + 1) % 3 == 0 {
+            assert_eq!(r["error"]["code"], "PLUGIN_ERROR", "{r}");
+            let msg = r["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("plugin `echo` 0.1.0"), "{msg}");
+            assert!(msg.contains("panicked"), "{msg}");
+            assert!(
+                msg.contains(&format!("echo panics on event {}", i + 1)),
+                "{msg}"
+            );
+        } else {
+            assert!(r["echo"]["text"].is_string(), "event {i} not decoded: {r}");
+        }
+    }
+    // The plugin's own panic output is kept out of spf's stderr: the records say it.
+    assert!(!stderr_text(&o).contains("panicked"), "{}", stderr_text(&o));
+}
+
+#[test]
+fn plugin_failing_in_a_row_is_disabled_with_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = example("spf_echo", dir.path());
+    let (cfg, out) = config(
+        dir.path(),
+        &redis_capture(),
+        &format!(
+            "type = \"plugin\"\npath = {}\nfail_every = 1\nmax_errors = 5",
+            toml_str(&echo)
+        ),
+        "",
+    );
+    let o = run(&cfg);
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+    let records = read_ndjson(&out);
+    let codes: Vec<_> = records
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["PLUGIN_ERROR"; 5]
+            .into_iter()
+            .chain(["PLUGIN_DISABLED"])
+            .collect::<Vec<_>>()
+    );
+    let msg = records[5]["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("plugin `echo`")
+            && msg.contains("5 calls in a row")
+            && msg.contains("disabled"),
+        "{msg}"
+    );
+}
+
+const C_NO_DECLARATION: &str = r#"
+int spf_something_else(int x) { return x + 1; }
+"#;
+
+const C_WRONG_MAJOR: &str = r#"
+#include <stddef.h>
+#include "spf_plugin.h"
+const SpfPluginDeclaration spf_plugin_declaration = {
+    .magic = SPF_PLUGIN_MAGIC,
+    .abi_major = SPF_ABI_MAJOR + 1,
+    .abi_minor = 0,
+    .kind = SPF_KIND_DECODER,
+    .name = "future",
+    .version = "3.1.4",
+    .decoder = NULL,
+    .sink = NULL,
+};
+"#;
+
+fn expect_refused(cfg: &Path, needles: &[&str]) {
+    for cmd in ["validate", "run"] {
+        let o = spf().arg(cmd).arg("-c").arg(cfg).output().unwrap();
+        let err = stderr_text(&o);
+        assert_eq!(o.status.code(), Some(2), "spf {cmd}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "spf {cmd}: expected {n:?} in:\n{err}");
+        }
+        // Positioned at the offending key.
+        assert!(
+            err.contains("decoder.path") || err.contains("sink[1].path"),
+            "{err}"
+        );
+    }
+}
+
+fn check(path: &Path, kind: Option<&str>) -> Output {
+    let mut c = spf();
+    c.args(["plugins", "check"]).arg(path);
+    if let Some(k) = kind {
+        c.args(["--kind", k]);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn bad_plugins_are_refused_each_with_its_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = redis_capture();
+    let decoder_cfg = |name: &str, lib: &Path| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        config(
+            &sub,
+            &capture,
+            &format!("type = \"plugin\"\npath = {}", toml_str(lib)),
+            "",
+        )
+        .0
+    };
+
+    let wrong = compile_c(dir.path(), "future", C_WRONG_MAJOR);
+    let (host_major, host_minor) = HOST_ABI;
+    let major = format!("ABI {}.0", host_major + 1);
+    let host = format!("ABI {host_major}.{host_minor}");
+    let needles = [
+        "plugin `future` 3.1.4",
+        major.as_str(),
+        host.as_str(),
+        "rebuild the plugin",
+    ];
+    expect_refused(&decoder_cfg("major", &wrong), &needles);
+    let o = check(&wrong, None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        needles.iter().all(|n| stderr_text(&o).contains(n)),
+        "{}",
+        stderr_text(&o)
+    );
+
+    let none = compile_c(dir.path(), "nodecl", C_NO_DECLARATION);
+    let needles = [
+        "is a shared library but not an spf plugin",
+        "spf_plugin_declaration",
+    ];
+    expect_refused(&decoder_cfg("nodecl", &none), &needles);
+    assert_eq!(check(&none, None).status.code(), Some(2));
+
+    // A real system library is no plugin either.
+    let libc_path = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.exists());
+    if let Some(libc_path) = libc_path {
+        let o = check(libc_path, None);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr_text(&o).contains("not an spf plugin"),
+            "{}",
+            stderr_text(&o)
+        );
+    }
+
+    let text = write_file(dir.path(), "libtext.so", "this is not ELF\n");
+    std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).unwrap();
+    expect_refused(
+        &decoder_cfg("text", &text),
+        &["libtext.so is not a shared library spf can load"],
+    );
+
+    expect_refused(
+        &decoder_cfg("relative", Path::new("libspf_resp.so")),
+        &["is not absolute"],
+    );
+
+    // A decoder plugin where a sink is wanted.
+    let resp = example("spf_resp", dir.path());
+    let sub = dir.path().join("kind");
+    std::fs::create_dir(&sub).unwrap();
+    let (cfg, _) = config(
+        &sub,
+        &capture,
+        "type = \"raw\"",
+        &format!(
+            "\n[[sink]]\ntype = \"plugin\"\npath = {}\n",
+            toml_str(&resp)
+        ),
+    );
+    expect_refused(
+        &cfg,
+        &[
+            "plugin `resp` 0.1.0",
+            "is a decoder plugin, not a sink plugin",
+            "[decoder]",
+        ],
+    );
+    let o = check(&resp, Some("sink"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_text(&o).contains("is a decoder plugin, not a sink plugin"));
+
+    if !is_root() {
+        eprintln!(
+            "skipping the world-writable plugin case: spf refuses those only when running as root"
+        );
+        return;
+    }
+    let writable = dir.path().join("writable");
+    std::fs::create_dir(&writable).unwrap();
+    let lib = example("spf_resp", &writable);
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let needles = [
+        "refusing plugin",
+        "writable by group or others (mode 0666)",
+        "chmod go-w",
+    ];
+    expect_refused(&decoder_cfg("writable-cfg", &lib), &needles);
+    let o = check(&lib, None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_text(&o).contains("mode 0666"));
+}
+
+#[test]
+fn plugins_check_reports_kind_name_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = example("spf_conn_summary", dir.path());
+    let o = check(&summary, Some("sink"));
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "kind     sink",
+        "name     conn-summary",
+        "version  0.1.0",
+        &format!("abi      {}.{}", HOST_ABI.0, HOST_ABI.1),
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn c_plugin_built_from_the_header_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compile_c_file(
+        dir.path(),
+        "spf_length",
+        &root_dir().join("examples/plugins/c/spf_length.c"),
+    );
+    let (cfg, out) = config(
+        dir.path(),
+        &redis_capture(),
+        &format!("type = \"plugin\"\npath = {}", toml_str(&lib)),
+        "",
+    );
+    let o = run(&cfg);
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+    let records = read_ndjson(&out);
+    let capture = read_ndjson(&redis_capture());
+    assert_eq!(records.len(), capture.len());
+    let mut total = 0;
+    for (r, e) in records.iter().zip(&capture) {
+        total += e["len"].as_u64().unwrap();
+        assert_eq!(r["decoder"], "length");
+        assert_eq!(r["conn"], e["conn"]);
+        assert_eq!(r["length"]["bytes"], e["len"]);
+        assert_eq!(r["length"]["total"], total);
+    }
+
+    // Its init error reaches the user through last_error(NULL).
+    let (cfg, _) = config(
+        dir.path(),
+        &redis_capture(),
+        &format!(
+            "type = \"plugin\"\npath = {}\ncolour = \"red\"",
+            toml_str(&lib)
+        ),
+        "",
+    );
+    let o = run(&cfg);
+    assert!(!o.status.success());
+    let err = stderr_text(&o);
+    assert!(
+        err.contains("plugin `length` 1.0.0")
+            && err.contains("init failed: length takes no config keys"),
+        "{err}"
+    );
+}

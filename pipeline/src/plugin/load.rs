@@ -166,7 +166,7 @@ pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
     let lib = unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map_err(|e| {
         LoadError::NotLibrary {
             path: path.to_path_buf(),
-            message: dl_message(&e),
+            message: dl_message(path, &e),
         }
     })?;
     // SAFETY: the symbol is only read as an address here; its contents are checked
@@ -402,10 +402,14 @@ pub(crate) fn vet_file(path: &Path, root: bool) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn dl_message(e: &libloading::Error) -> String {
-    // libloading's own text is just "dlopen failed"; dlerror()'s is the useful part.
-    match std::error::Error::source(e) {
+fn dl_message(path: &Path, e: &libloading::Error) -> String {
+    // libloading's own text is just "dlopen failed"; dlerror()'s is the useful
+    // part, minus the file name the message already starts with.
+    let text = match std::error::Error::source(e) {
         Some(cause) => cause.to_string(),
         None => e.to_string(),
-    }
+    };
+    let prefix = format!("{}: ", path.display());
+    text.strip_prefix(&prefix)
+        .map_or(text.clone(), str::to_string)
 }
