@@ -170,41 +170,101 @@ fn control_escape(b: u8, out: &mut Vec<u8>) {
 /// as is, `\n` `\r` `\t`, everything else as `\xNN`. With `json` set, the result is
 /// also escaped for use inside a JSON string.
 pub fn escape_bytes(data: &[u8], json: bool, out: &mut Vec<u8>) {
+    let table = if json { &ESCAPE_JSON } else { &ESCAPE_TEXT };
+    // Binary payloads escape nearly every byte, so the per-byte work is one table
+    // look-up and one fixed-size copy; reserve the worst case once.
+    out.reserve(data.len() * 6);
+    for &b in data {
+        let (bytes, len) = &table[b as usize];
+        out.extend_from_slice(&bytes[..*len as usize]);
+    }
+}
+
+type EscapeTable = [([u8; 6], u8); 256];
+static ESCAPE_TEXT: EscapeTable = escape_table(false);
+static ESCAPE_JSON: EscapeTable = escape_table(true);
+
+const fn escape_table(json: bool) -> EscapeTable {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Copy runs of plain printable bytes at once: they are nearly all of most text.
-    let plain = |b: u8| (0x20..=0x7e).contains(&b) && b != b'\\' && !(json && b == b'"');
-    let mut i = 0;
-    while i < data.len() {
-        let start = i;
-        while i < data.len() && plain(data[i]) {
+    let mut t = [([0u8; 6], 0u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        // The escape as text, then (for JSON) with each backslash and quote escaped.
+        let mut plain = [0u8; 4];
+        let plain_len = match c {
+            b'\n' | b'\r' | b'\t' | b'\\' => {
+                plain[0] = b'\\';
+                plain[1] = match c {
+                    b'\n' => b'n',
+                    b'\r' => b'r',
+                    b'\t' => b't',
+                    _ => b'\\',
+                };
+                2
+            }
+            0x20..=0x7e => {
+                plain[0] = c;
+                1
+            }
+            _ => {
+                plain[0] = b'\\';
+                plain[1] = b'x';
+                plain[2] = HEX[(c >> 4) as usize];
+                plain[3] = HEX[(c & 0xf) as usize];
+                4
+            }
+        };
+        let mut out = [0u8; 6];
+        let mut n = 0;
+        let mut i = 0;
+        while i < plain_len {
+            let p = plain[i];
+            if json && (p == b'\\' || p == b'"') {
+                out[n] = b'\\';
+                n += 1;
+            }
+            out[n] = p;
+            n += 1;
             i += 1;
         }
-        out.extend_from_slice(&data[start..i]);
-        let Some(&b) = data.get(i) else { break };
-        i += 1;
-        match b {
-            b'\n' => out.extend_from_slice(if json { b"\\\\n" } else { b"\\n" }),
-            b'\r' => out.extend_from_slice(if json { b"\\\\r" } else { b"\\r" }),
-            b'\t' => out.extend_from_slice(if json { b"\\\\t" } else { b"\\t" }),
-            b'\\' => out.extend_from_slice(if json { b"\\\\\\\\" } else { b"\\\\" }),
-            b'"' => out.extend_from_slice(b"\\\""),
-            _ => {
-                out.extend_from_slice(if json { b"\\\\x" } else { b"\\x" });
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-            }
-        }
+        t[b] = (out, n as u8);
+        b += 1;
     }
+    t
 }
 
 /// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nanoseconds.
 pub fn rfc3339(time_ns: u64, out: &mut Vec<u8>) {
     let secs = time_ns / 1_000_000_000;
     let nanos = time_ns % 1_000_000_000;
+    // Records come in bursts within one second; the calendar arithmetic is done
+    // once per second and thread.
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
+    let prefix = LAST.with(|last| {
+        let (s, p) = last.get();
+        if s == secs {
+            return p;
+        }
+        let p = date_time_prefix(secs);
+        last.set((secs, p));
+        p
+    });
+    let mut buf = [0u8; 30];
+    buf[..20].copy_from_slice(&prefix);
+    put_padded(nanos, 9, &mut buf[20..29]);
+    buf[29] = b'Z';
+    out.extend_from_slice(&buf);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for seconds since the epoch.
+fn date_time_prefix(secs: u64) -> [u8; 20] {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
-    let mut buf = [0u8; 30];
+    let mut buf = [0u8; 20];
     let fields: [(u64, usize); 6] = [
         (y as u64, 4),
         (m as u64, 2),
@@ -221,10 +281,7 @@ pub fn rfc3339(time_ns: u64, out: &mut Vec<u8>) {
         buf[i] = sep;
         i += 1;
     }
-    put_padded(nanos, 9, &mut buf[i..i + 9]);
-    i += 9;
-    buf[i] = b'Z';
-    out.extend_from_slice(&buf[..=i]);
+    buf
 }
 
 fn put_padded(mut v: u64, width: usize, dst: &mut [u8]) {
@@ -392,6 +449,9 @@ impl Interner {
 
 /// Reads one NDJSON line back. `seq` becomes the event's sequence number.
 pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Parsed, ParseError> {
+    if let Some(item) = fast::raw_event(line, seq, interner) {
+        return Ok(Parsed::Item(item));
+    }
     let l: Line<'_> = serde_json::from_slice(line).map_err(|e| ParseError::Json(e.to_string()))?;
     let ts_ns = l.ts_ns.unwrap_or(0);
     let time_ns = match &l.time {
@@ -469,9 +529,201 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
     }))))
 }
 
+/// A fast path for the exact shape [`encode`] writes for raw records: fields in
+/// encoder order, no escapes in strings. Anything else returns `None` and goes
+/// through serde, which accepts any valid JSON; both give the same event.
+mod fast {
+    use super::*;
+
+    struct Cur<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Cur<'a> {
+        fn lit(&mut self, s: &[u8]) -> Option<()> {
+            if self.b.get(self.i..self.i + s.len())? == s {
+                self.i += s.len();
+                Some(())
+            } else {
+                None
+            }
+        }
+
+        fn uint(&mut self) -> Option<u64> {
+            let start = self.i;
+            let mut v: u64 = 0;
+            while let Some(&c) = self.b.get(self.i) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                self.i += 1;
+            }
+            // JSON forbids leading zeros; leave such input to serde's verdict.
+            let n = self.i - start;
+            if n == 0 || (n > 1 && self.b[start] == b'0') {
+                return None;
+            }
+            Some(v)
+        }
+
+        /// A string without escapes or control characters, as raw bytes.
+        fn plain_str(&mut self) -> Option<&'a [u8]> {
+            self.lit(b"\"")?;
+            let start = self.i;
+            let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
+            if self.b[start + len] != b'"' || self.b[start..start + len].iter().any(|&c| c < 0x20) {
+                return None;
+            }
+            self.i = start + len + 1;
+            Some(&self.b[start..start + len])
+        }
+
+        fn text_str(&mut self) -> Option<&'a str> {
+            std::str::from_utf8(self.plain_str()?).ok()
+        }
+
+        /// Skips a string that may hold escapes (the `text` preview), checking
+        /// that the escapes are valid JSON.
+        fn skip_str(&mut self) -> Option<()> {
+            self.lit(b"\"")?;
+            loop {
+                let rel = memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+                if self.b[self.i..self.i + rel].iter().any(|&c| c < 0x20) {
+                    return None;
+                }
+                self.i += rel;
+                if self.b[self.i] == b'"' {
+                    self.i += 1;
+                    return Some(());
+                }
+                match *self.b.get(self.i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                    b'u' => {
+                        let hex = self.b.get(self.i + 2..self.i + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        self.i += 6;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    pub(super) fn raw_event(line: &[u8], seq: u64, interner: &mut Interner) -> Option<SourceItem> {
+        let mut c = Cur { b: line, i: 0 };
+        c.lit(b"{\"ts_ns\":")?;
+        let ts_ns = c.uint()?;
+        c.lit(b",\"time\":")?;
+        let time_ns = parse_rfc3339(c.text_str()?)?;
+        c.lit(b",\"pid\":")?;
+        let pid = u32::try_from(c.uint()?).ok()?;
+        c.lit(b",\"tid\":")?;
+        let tid = u32::try_from(c.uint()?).ok()?;
+        c.lit(b",\"comm\":")?;
+        let comm = c.text_str()?;
+        c.lit(b",\"peer_pid\":")?;
+        let peer_pid = u32::try_from(c.uint()?).ok()?;
+        c.lit(b",\"path\":")?;
+        let path = c.text_str()?;
+        c.lit(b",\"sock\":")?;
+        let sock = SockKind::parse(c.text_str()?)?;
+        c.lit(b",\"dir\":")?;
+        let dir = Direction::parse(c.text_str()?)?;
+        c.lit(b",\"conn\":")?;
+        let conn = c.uint()?;
+        c.lit(b",\"len\":")?;
+        let len = c.uint()?;
+        c.lit(b",\"captured\":")?;
+        let captured = c.uint()?;
+        c.lit(b",\"truncated\":")?;
+        let truncated = if c.lit(b"true").is_some() {
+            true
+        } else {
+            c.lit(b"false")?;
+            false
+        };
+        c.lit(b",\"decoder\":\"raw\",\"data_b64\":")?;
+        let b64 = c.plain_str()?;
+        if c.lit(b",\"text\":").is_some() {
+            c.skip_str()?;
+        }
+        c.lit(b"}")?;
+        if c.i != line.len() {
+            return None;
+        }
+        let data = B64.decode(b64).ok()?;
+        if data.len() as u64 != captured || len < captured {
+            return None;
+        }
+        let comm = Interner::get(&mut interner.last_comm, &mut interner.map, comm);
+        let path = Interner::get(&mut interner.last_path, &mut interner.map, path);
+        Some(SourceItem::Event(Arc::new(Event {
+            seq,
+            ts_ns,
+            time_ns,
+            pid,
+            tid,
+            comm,
+            peer_pid,
+            path,
+            sock,
+            dir,
+            conn,
+            len,
+            data: data.into(),
+            truncated,
+        })))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path and serde must agree on every line the fast path accepts.
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let mut lines = Vec::new();
+        for (i, data) in [&b""[..], b"x", b"\x00\xff\"\\\n\t", &[0xe2, 0x82, 0xac][..]].iter().enumerate() {
+            let mut e = (*event(data)).clone();
+            e.truncated = i % 2 == 0;
+            e.len = data.len() as u64 + i as u64;
+            e.comm = if i == 3 { "caf\u{e9}".into() } else { "c".into() };
+            e.path = "/run/p.sock".into();
+            let mut out = Vec::new();
+            encode(&Record::raw(Arc::new(e), "raw".into()), &mut out);
+            out.pop();
+            lines.push(out);
+        }
+        for line in &lines {
+            let mut i = Interner::default();
+            let fast = fast::raw_event(line, 3, &mut i).expect("fast path takes encoder output");
+            let l: Line<'_> = serde_json::from_slice(line).unwrap();
+            assert_eq!(l.decoder.as_deref(), Some("raw"));
+            // Force the serde path by reordering the keys.
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let mut keys: Vec<_> = v.as_object().unwrap().iter().collect();
+            keys.reverse();
+            let reordered = serde_json::to_vec(&keys.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>()).unwrap();
+            assert!(fast::raw_event(&reordered, 3, &mut i).is_none());
+            let slow = parse_line(&reordered, 3, &mut i).unwrap();
+            assert_eq!(Parsed::Item(fast), slow);
+        }
+        // Near misses fall back rather than being misread.
+        let good = String::from_utf8(lines[1].clone()).unwrap();
+        for bad in [
+            good.replace("\"captured\":1", "\"captured\":2"),
+            good.replace("\"pid\":10", "\"pid\":010"),
+            format!("{good} "),
+            good.replace("}", ",\"x\":1}"),
+        ] {
+            assert!(fast::raw_event(bad.as_bytes(), 0, &mut Interner::default()).is_none(), "{bad}");
+        }
+    }
 
     fn event(data: &[u8]) -> Arc<Event> {
         Arc::new(Event {

@@ -21,7 +21,7 @@ use crate::stage::{Decoder, Emitter, Sink, SinkError, Source, SourceError};
 /// Batches in flight between the source and the pipeline. Bounded so a source that
 /// outruns the decoder is slowed down (or, for the kernel, drops and counts) rather
 /// than growing memory.
-const CHANNEL_BATCHES: usize = 64;
+const CHANNEL_BATCHES: usize = 16;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
