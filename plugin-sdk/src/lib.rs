@@ -525,8 +525,8 @@ pub mod __private {
                 if IN_CALL.with(|c| c.get()) {
                     let msg = payload_str(info.payload());
                     let text = match info.location() {
-                        Some(l) => format!("panicked at {}:{}: {msg}", l.file(), l.line()),
-                        None => format!("panicked: {msg}"),
+                        Some(l) => format!("{msg} (at {}:{})", l.file(), l.line()),
+                        None => msg.to_string(),
                     };
                     PANIC_MESSAGE.with(|p| *p.borrow_mut() = Some(text));
                 } else {
@@ -558,7 +558,7 @@ pub mod __private {
             Err(payload) => {
                 let msg = PANIC_MESSAGE
                     .with(|p| p.borrow_mut().take())
-                    .unwrap_or_else(|| format!("panicked: {}", payload_str(&*payload)));
+                    .unwrap_or_else(|| payload_str(&*payload).to_string());
                 // A payload whose Drop panics would unwind into the host; leaking
                 // it is the safe choice for a value that is about to go anyway.
                 std::mem::forget(payload);
