@@ -248,3 +248,37 @@ fn sigint_drains_and_flushes_everything_received() {
         .collect();
     assert_eq!(firsts, (0..n as u32).collect::<Vec<_>>());
 }
+
+#[test]
+fn capture_decoded_with_another_decoder_stays_replayable() {
+    // Decode a byte dump with http2 (it is not HTTP/2, so error records come out)
+    // while an ndjson sink with `events = true` keeps the raw events beside them.
+    let dir = tempfile::tempdir().unwrap();
+    let data = test_bytes(50_000, 7);
+    let dump = write_file(dir.path(), "dump.bin", &data);
+    let out = dir.path().join("decoded.ndjson");
+    let cfg = write_file(
+        dir.path(),
+        "c.toml",
+        format!(
+            "[source]\ntype = \"file\"\npath = \"{}\"\nformat = \"bytes\"\nchunk = 1000\n\n\
+             [decoder]\ntype = \"http2\"\n\n[[sink]]\ntype = \"ndjson\"\npath = \"{}\"\nevents = true\n",
+            dump.display(),
+            out.display()
+        ),
+    );
+    let o = spf_output(&["run", "-q", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    let lines = read_ndjson(&out);
+    assert!(lines.iter().any(|l| l["decoder"] == "http2"), "decoder records are there too");
+    // Replaying keeps only the raw events: exactly the dump's bytes, in order.
+    let o = spf_output(&["run", "-q", "--replay", out.to_str().unwrap(), "--format", "ndjson"]);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    let mut back = Vec::new();
+    for l in String::from_utf8(o.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["decoder"], "raw");
+        back.extend(b64(v["data_b64"].as_str().unwrap()));
+    }
+    assert_eq!(back, data);
+}
