@@ -46,13 +46,13 @@ impl DecoderPlugin for Echo {
 
     fn decode(&mut self, event: &Event<'_>, out: &mut DecoderOutput<'_>) -> Result<(), Error> {
         self.seen += 1;
-        if self.panic_every > 0 && self.seen.is_multiple_of(self.panic_every) {
+        if self.panic_every > 0 && self.seen % self.panic_every == 0 {
             panic!(
                 "echo panics on event {} as configured (panic_every = {})",
                 self.seen, self.panic_every
             );
         }
-        if self.fail_every > 0 && self.seen.is_multiple_of(self.fail_every) {
+        if self.fail_every > 0 && self.seen % self.fail_every == 0 {
             return Err(format!(
                 "echo fails on event {} as configured (fail_every = {})",
                 self.seen, self.fail_every

@@ -49,9 +49,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, ProtocolError> {
     }
 }
 
+/// The words of a command: its name, then its arguments.
+pub type Words = Vec<Vec<u8>>;
+
 /// An inline command (`PING\r\n`, as typed into telnet): `Ok(None)` until the line
 /// ends.
-pub fn parse_inline(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, ProtocolError> {
+pub fn parse_inline(buf: &[u8]) -> Result<Option<(Words, usize)>, ProtocolError> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > MAX_LINE {
             return Err(ProtocolError(format!(
