@@ -143,6 +143,9 @@ pub struct ReorderConfig {
     pub window_ms: u64,
     /// Hard cap on buffered events; past it the oldest are handed on early.
     pub max_events: usize,
+    /// Hard cap on buffered payload bytes, for the same reason: with large
+    /// payloads an event count alone would not bound memory.
+    pub max_bytes: usize,
 }
 
 impl Default for ReorderConfig {
@@ -150,6 +153,7 @@ impl Default for ReorderConfig {
         ReorderConfig {
             window_ms: 20,
             max_events: 65_536,
+            max_bytes: 64 << 20,
         }
     }
 }

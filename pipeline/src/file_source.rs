@@ -22,6 +22,9 @@ use crate::ndjson::{Interner, Parsed, parse_line};
 use crate::stage::{Batch, BoxFuture, Emitter, Source, SourceError, SourceSummary};
 
 const BATCH: usize = 1024;
+/// Payload bytes per batch: with large events a count alone would let the channel
+/// hold gigabytes.
+const BATCH_BYTES: usize = 1 << 20;
 /// Malformed lines reported one by one before only counting them.
 const REPORT_LINES: u64 = 10;
 
@@ -120,6 +123,7 @@ fn read_ndjson(file: File, path: &std::path::Path, out: &Emitter) -> Result<Sour
         batch: Vec::with_capacity(BATCH),
         lineno: 0,
         seq: 0,
+        bytes: 0,
     };
     let read_err = |e: std::io::Error| SourceError(format!("reading `{}`: {e}", path.display()));
     let mut partial = Vec::new();
@@ -149,10 +153,14 @@ fn read_ndjson(file: File, path: &std::path::Path, out: &Emitter) -> Result<Sour
         reader.consume(used);
         // Send when the batch is full, or when no more input is buffered, so that
         // a slow writer (a FIFO) sees its events decoded without waiting for more.
-        if (st.batch.len() >= BATCH || (!st.batch.is_empty() && reader.buffer().is_empty()))
-            && !out.blocking_send(std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH)))
+        if st.batch.len() >= BATCH
+            || st.bytes >= BATCH_BYTES
+            || (!st.batch.is_empty() && reader.buffer().is_empty())
         {
-            return Ok(st.summary);
+            st.bytes = 0;
+            if !out.blocking_send(std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH))) {
+                return Ok(st.summary);
+            }
         }
     }
     out.blocking_send(st.batch);
@@ -172,6 +180,7 @@ struct LineState {
     batch: Batch,
     lineno: u64,
     seq: u64,
+    bytes: usize,
 }
 
 impl LineState {
@@ -183,8 +192,10 @@ impl LineState {
         }
         match parse_line(text, self.seq, &mut self.interner) {
             Ok(Parsed::Item(item)) => {
-                if let SourceItem::Lost(l) = &item {
-                    self.summary.lost += l.count;
+                match &item {
+                    SourceItem::Lost(l) => self.summary.lost += l.count,
+                    SourceItem::Event(e) => self.bytes += e.data.len(),
+                    SourceItem::Closed { .. } => {}
                 }
                 self.seq += 1;
                 self.batch.push(item);
@@ -246,7 +257,9 @@ fn read_bytes(
             truncated: false,
         })));
         seq += 1;
-        if batch.len() >= 64 && !out.blocking_send(std::mem::take(&mut batch)) {
+        if (batch.len() >= BATCH || batch.len() * cfg.chunk >= BATCH_BYTES)
+            && !out.blocking_send(std::mem::take(&mut batch))
+        {
             return Ok(SourceSummary::default());
         }
         if filled < buf.len() {

@@ -46,6 +46,8 @@ pub struct Reorder {
     window_ns: u64,
     window: Duration,
     max: usize,
+    max_bytes: usize,
+    bytes: usize,
     /// Items that arrived in key order (the common case): a queue, O(1) each way.
     run: VecDeque<Entry>,
     /// Items that arrived out of order.
@@ -65,6 +67,8 @@ impl Reorder {
             window_ns: cfg.window_ms.saturating_mul(1_000_000),
             window: Duration::from_millis(cfg.window_ms),
             max: cfg.max_events.max(1),
+            max_bytes: cfg.max_bytes,
+            bytes: 0,
             run: VecDeque::new(),
             heap: BinaryHeap::new(),
             flow_key: FxHashMap::default(),
@@ -110,6 +114,7 @@ impl Reorder {
         };
         self.newest = self.newest.max(ts);
         self.arrivals += 1;
+        self.bytes += payload(&item);
         let entry = Entry {
             key,
             arrival: self.arrivals,
@@ -121,7 +126,7 @@ impl Reorder {
         } else {
             self.heap.push(Reverse(entry));
         }
-        while self.held() > self.max {
+        while self.held() > self.max || (self.bytes > self.max_bytes && self.held() > 1) {
             self.forced += 1;
             self.pop(out);
         }
@@ -173,8 +178,16 @@ impl Reorder {
             self.flow_key.clear();
         }
         if let Some(e) = e {
+            self.bytes -= payload(&e.item);
             out(e.item);
         }
+    }
+}
+
+fn payload(item: &SourceItem) -> usize {
+    match item {
+        SourceItem::Event(e) => e.data.len(),
+        _ => 0,
     }
 }
 
@@ -229,14 +242,14 @@ mod tests {
 
     #[test]
     fn sorts_by_kernel_time_across_flows() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100 };
+        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
         let out = run(cfg, vec![ev(1, 5 * MS, 1, Direction::Send), ev(2, 3 * MS, 2, Direction::Send), ev(3, 4 * MS, 3, Direction::Recv)]);
         assert_eq!(seqs(&out), vec![2, 3, 1]);
     }
 
     #[test]
     fn never_reorders_one_flow() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100 };
+        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
         // Same flow, timestamps going backwards (two threads on one socket): arrival
         // order wins. The other flow still sorts around them.
         let out = run(
@@ -248,7 +261,7 @@ mod tests {
 
     #[test]
     fn releases_once_window_passed() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100 };
+        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
@@ -263,7 +276,7 @@ mod tests {
 
     #[test]
     fn cap_bounds_memory() {
-        let cfg = ReorderConfig { window_ms: 1000, max_events: 3 };
+        let cfg = ReorderConfig { window_ms: 1000, max_events: 3, ..Default::default() };
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
@@ -276,15 +289,29 @@ mod tests {
     }
 
     #[test]
+    fn byte_cap_bounds_memory() {
+        let cfg = ReorderConfig { window_ms: 1000, max_events: 1000, max_bytes: 2 };
+        let mut r = Reorder::new(&cfg);
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for i in 0..10 {
+            // Each test event carries one byte.
+            r.push(ev(i, 100 + i, 1, Direction::Send), now, &mut |x| out.push(x));
+            assert!(r.held() <= 2);
+        }
+        assert_eq!(seqs(&out), (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn zero_window_passes_through() {
-        let cfg = ReorderConfig { window_ms: 0, max_events: 1 };
+        let cfg = ReorderConfig { window_ms: 0, max_events: 1, ..Default::default() };
         let out = run(cfg, vec![ev(1, 9, 1, Direction::Send), ev(2, 1, 2, Direction::Send)]);
         assert_eq!(seqs(&out), vec![1, 2]);
     }
 
     #[test]
     fn close_waits_for_its_connection() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100 };
+        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
         let out = run(
             cfg,
             vec![
@@ -310,7 +337,7 @@ mod tests {
             let dir = if x & 256 == 0 { Direction::Send } else { Direction::Recv };
             items.push(ev(seq, seq * 1000 + (x >> 40) % 5_000_000, conn, dir));
         }
-        let cfg = ReorderConfig { window_ms: 2, max_events: 64 };
+        let cfg = ReorderConfig { window_ms: 2, max_events: 64, ..Default::default() };
         let out = run(cfg, items);
         assert_eq!(out.len(), 5000);
         let mut last: std::collections::HashMap<Flow, u64> = std::collections::HashMap::new();
