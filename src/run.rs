@@ -97,6 +97,20 @@ fn config_from_flags(args: &RunArgs) -> String {
     toml::to_string(&doc).unwrap_or_default()
 }
 
+fn flag_for_key(key: &str, replay: bool) -> &str {
+    let base = key.split('.').take(2).collect::<Vec<_>>().join(".");
+    match base.as_str() {
+        "source.path" if replay => "--replay",
+        "source.path" => "--path",
+        "source.pid" => "--pid",
+        "source.comm" => "--comm",
+        "source.snaplen" => "--snaplen",
+        "decoder.type" | "decoder" => "--decoder",
+        "sink[1].path" => "--output",
+        _ => key,
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let reg = registry();
     let loaded = match &args.config {
@@ -105,6 +119,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let cfg = match loaded {
         Ok(c) => c,
+        Err(mut e) if args.config.is_none() => {
+            // Positions in the generated config mean nothing to the user: name the
+            // flag instead.
+            for err in &mut e.0 {
+                err.line = 0;
+                err.key = flag_for_key(&err.key, args.replay.is_some()).to_string();
+            }
+            return Ok(report_config(&e));
+        }
         Err(e) => return Ok(report_config(&e)),
     };
     run_config(&cfg, args.quiet)

@@ -282,3 +282,15 @@ fn capture_decoded_with_another_decoder_stays_replayable() {
     }
     assert_eq!(back, data);
 }
+
+#[test]
+fn quick_flag_errors_name_the_flag() {
+    let o = spf_output(&["run", "--replay", "/nonexistent/cap.ndjson", "--decoder", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr_text(&o);
+    assert!(err.contains("--replay: cannot open `/nonexistent/cap.ndjson`"), "{err}");
+    assert!(err.contains("--decoder: unknown decoder type `nope`; known types:"), "{err}");
+    // Usage errors are exit 2 as well.
+    let o = spf_output(&["run", "--format", "xml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
