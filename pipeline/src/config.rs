@@ -349,7 +349,7 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
                 .get("raw")
                 .and_then(|f| {
                     let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
-                    with_section(&mut errors, "decoder".into(), empty, |s| f(s))
+                    with_section(&mut errors, "decoder".into(), empty, f)
                 }),
         ))
         .and_then(|(t, d)| d.map(|d| (t, d))),
@@ -361,7 +361,7 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         None => {
             if let Some(f) = registry.sinks.get("stdout") {
                 let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
-                if let Some(s) = with_section(&mut errors, "sink".into(), empty, |s| f(s)) {
+                if let Some(s) = with_section(&mut errors, "sink".into(), empty, f) {
                     sinks.push(s);
                 }
             }
@@ -507,5 +507,5 @@ fn component<'t, T: ?Sized>(
     };
     let name = name.to_string();
     let value = Spanned::new(v.span(), DeValue::Table(table));
-    with_section(errors, key.to_string(), value, |s| factory(s)).map(|c| (name, c))
+    with_section(errors, key.to_string(), value, factory).map(|c| (name, c))
 }
