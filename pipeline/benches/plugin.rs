@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use spf_pipeline::plugin::{DEFAULT_MAX_ERRORS, PluginDecoderConfig};
 use spf_pipeline::{Decoder, Direction, Event, Record, SockKind};
 
-const EVENTS: usize = 200_000;
+const EVENTS: usize = 100_000;
 const EVENT_SIZE: usize = 64;
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 21;
 
 /// The echo plugin's logic as a built-in decoder.
 struct BuiltinEcho {
@@ -116,9 +116,12 @@ fn pass(d: &mut dyn Decoder, events: &[Arc<Event>], encode: bool) -> f64 {
     events.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// (best, median) of a set of rates. The ratio uses the best: on a busy machine
+/// other processes only ever slow a round down, so the fastest round of each
+/// variant is the closest to its own cost.
+fn best_and_median(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    (v[v.len() - 1], v[v.len() / 2])
 }
 
 fn main() {
@@ -140,7 +143,7 @@ fn main() {
     assert_eq!(a, b, "built-in and plugin disagree");
 
     println!(
-        "plugin overhead: {EVENTS} events of {EVENT_SIZE} bytes, median of {ROUNDS} rounds, alternating"
+        "plugin overhead: {EVENTS} events of {EVENT_SIZE} bytes, best of {ROUNDS} alternating rounds"
     );
     for encode in [false, true] {
         let (mut pb, mut pp) = (Vec::new(), Vec::new());
@@ -152,13 +155,16 @@ fn main() {
             pp.push(pass(&mut plugin, &events, encode));
             std::thread::sleep(Duration::from_millis(10));
         }
-        let (b, p) = (median(pb), median(pp));
+        let ((b, bm), (p, pm)) = (best_and_median(pb), best_and_median(pp));
         println!(
-            "{:<14} built-in {:>6.2} M events/s   plugin {:>6.2} M events/s   plugin/built-in {:.2}x",
+            "{:<14} built-in {:>5.2} M events/s (median {:>5.2})   plugin {:>5.2} M events/s (median {:>5.2})   plugin/built-in {:.2}x (medians {:.2}x)",
             if encode { "decode+ndjson" } else { "decode" },
             b / 1e6,
+            bm / 1e6,
             p / 1e6,
-            p / b
+            pm / 1e6,
+            p / b,
+            pm / bm
         );
     }
 }

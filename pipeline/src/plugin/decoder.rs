@@ -1,10 +1,10 @@
 //! A decoder plugin behind the [`Decoder`] trait.
 
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use spf_plugin::{
     SPF_DIR_RECV, SPF_DIR_SEND, SPF_ERROR, SPF_OK, SPF_SOCK_DGRAM, SPF_SOCK_SEQPACKET,
     SPF_SOCK_STREAM, SpfBytes, SpfDecoderOut, SpfDecoderVtable, SpfEventView,
@@ -54,10 +54,12 @@ pub struct PluginDecoder {
     max_errors: u64,
     failures_in_a_row: u64,
     disabled: bool,
-    /// The last event of each connection, so that records a plugin emits when the
-    /// connection closes carry that connection's metadata.
-    last_by_conn: HashMap<u64, Arc<Event>>,
+    /// The latest event, and the last event of every other connection seen, so
+    /// that records a plugin emits when a connection closes carry that
+    /// connection's metadata. The map is touched only when the connection changes
+    /// from one event to the next, not on every event.
     last: Option<Arc<Event>>,
+    earlier: FxHashMap<u64, Arc<Event>>,
 }
 
 // SAFETY: the ABI lets successive calls on one instance come from different
@@ -101,8 +103,8 @@ impl PluginDecoder {
             max_errors,
             failures_in_a_row: 0,
             disabled: false,
-            last_by_conn: HashMap::new(),
             last: None,
+            earlier: FxHashMap::default(),
         })
     }
 
@@ -169,7 +171,13 @@ impl PluginDecoder {
 
     /// The event records of a call without one (lost, finish) are attached to.
     fn anchor(&mut self, conn: Option<u64>) -> Arc<Event> {
-        let by_conn = conn.and_then(|c| self.last_by_conn.remove(&c));
+        let by_conn = conn.and_then(|c| {
+            let earlier = self.earlier.remove(&c);
+            match &self.last {
+                Some(l) if l.conn == c => Some(l.clone()),
+                _ => earlier,
+            }
+        });
         by_conn.or_else(|| self.last.clone()).unwrap_or_else(|| {
             Arc::new(Event {
                 seq: 0,
@@ -209,13 +217,11 @@ impl Decoder for PluginDecoder {
         if self.disabled {
             return;
         }
-        match self.last_by_conn.get_mut(&event.conn) {
-            Some(slot) => *slot = event.clone(),
-            None => {
-                self.last_by_conn.insert(event.conn, event.clone());
-            }
+        if let Some(prev) = self.last.replace(event.clone())
+            && prev.conn != event.conn
+        {
+            self.earlier.insert(prev.conn, prev);
         }
-        self.last = Some(event.clone());
         let view = SpfEventView {
             seq: event.seq,
             ts_ns: event.ts_ns,
@@ -311,22 +317,28 @@ unsafe extern "C" fn on_record(
         // SAFETY: ctx is the `Ctx` of the call in progress; the plugin lends both
         // buffers for this call, and they are copied before returning.
         let (ctx, json, text) = unsafe { (&mut *ctx.cast::<Ctx<'_>>(), bytes(json, json_len), bytes(text, text_len)) };
-        let map = match serde_json::from_slice::<serde_json::Value>(json) {
-            Ok(serde_json::Value::Object(m)) => m,
-            Ok(other) => {
-                return ctx.reject(format!(
-                    "emitted a record that is not a JSON object but {}",
-                    json_kind(&other)
-                ));
+        let map = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json) {
+            Ok(m) => m,
+            Err(e) => {
+                // Say what was wrong: valid JSON of another shape, or no JSON.
+                return match serde_json::from_slice::<serde_json::Value>(json) {
+                    Ok(other) => ctx.reject(format!(
+                        "emitted a record that is not a JSON object but {}",
+                        json_kind(&other)
+                    )),
+                    Err(_) => ctx.reject(format!("emitted a record that is not valid JSON: {e}")),
+                };
             }
-            Err(e) => return ctx.reject(format!("emitted a record that is not valid JSON: {e}")),
         };
         if let Some(k) = map.keys().find(|k| RESERVED.contains(&k.as_str())) {
             return ctx.reject(format!(
                 "emitted a record with field `{k}`, which spf sets itself; put the plugin's fields under one key named after it"
             ));
         }
-        let text = String::from_utf8_lossy(text).into_owned();
+        let text = match std::str::from_utf8(text) {
+            Ok(t) => t.to_owned(),
+            Err(_) => String::from_utf8_lossy(text).into_owned(),
+        };
         ctx.out.push(Record::fields(ctx.event.clone(), ctx.decoder.clone(), map, text));
         SPF_OK
     }))

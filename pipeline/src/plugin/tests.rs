@@ -423,14 +423,24 @@ fn closed_records_carry_that_connection() {
     let mut out = Vec::new();
     let a = event(1, 10, b"x");
     let b = event(2, 20, b"y");
-    d.decode(&a, &mut out);
-    d.decode(&b, &mut out);
+    let c = event(3, 10, b"z");
+    let e = event(4, 30, b"w");
+    for ev in [&a, &b, &c, &e] {
+        d.decode(ev, &mut out);
+    }
     out.clear();
-    d.closed(10, &mut out);
-    let Record::Decoded(r) = &out[0] else {
-        panic!()
+    let anchored = |d: &mut PluginDecoder, conn: u64| {
+        let mut out = Vec::new();
+        d.closed(conn, &mut out);
+        let Record::Decoded(r) = &out[0] else {
+            panic!()
+        };
+        r.event.clone()
     };
-    assert!(Arc::ptr_eq(&r.event, &a));
+    // The latest event of each connection, whether or not it is the latest overall.
+    assert!(Arc::ptr_eq(&anchored(&mut d, 10), &c));
+    assert!(Arc::ptr_eq(&anchored(&mut d, 20), &b));
+    assert!(Arc::ptr_eq(&anchored(&mut d, 30), &e));
 }
 
 #[test]
