@@ -9,6 +9,9 @@
 
 use std::sync::Arc;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use spf_decoders::http2::hpack::encode as henc;
 use spf_decoders::http2::{Http2, Http2Config, frame};

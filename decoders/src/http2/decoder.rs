@@ -26,6 +26,9 @@ const RESYNC_MAX_LEN: u32 = 256 * 1024;
 /// Skipped bytes are reported at least this often while no boundary is found.
 const SKIP_REPORT: u64 = 64 * 1024;
 /// Streams remembered per connection (path, gRPC) before the oldest are dropped.
+/// They are not dropped when a stream ends: when both ends of a connection are
+/// captured, the receiving end's view decodes the stream's last frames after
+/// the sending end's view saw it end.
 const MAX_STREAMS: usize = 4096;
 
 /// The `http2` decoder.
@@ -37,7 +40,12 @@ pub struct Http2 {
     /// the other's recv); keying by process keeps the two byte streams of each
     /// (connection, direction) apart.
     views: HashMap<(u64, u32), View>,
+    /// What is known of each stream (path, gRPC), per connection: shared by
+    /// the views of both ends, since only one end may be captured per direction.
+    conns: HashMap<u64, Streams>,
 }
+
+type Streams = HashMap<u32, StreamInfo>;
 
 impl Http2 {
     pub fn new(cfg: Http2Config) -> Self {
@@ -45,6 +53,7 @@ impl Http2 {
             name: Arc::from("http2"),
             cfg,
             views: HashMap::new(),
+            conns: HashMap::new(),
         }
     }
 }
@@ -53,14 +62,12 @@ impl Http2 {
 struct View {
     /// Index 0: bytes this process sent; 1: bytes it received.
     flows: [Flow; 2],
-    streams: HashMap<u32, StreamInfo>,
 }
 
 #[derive(Default)]
 struct StreamInfo {
     path: Option<String>,
     grpc: bool,
-    ended: [bool; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,6 +128,7 @@ struct Block {
 /// Where records go, with what they are tied to.
 struct Ctx<'a> {
     event: &'a Arc<Event>,
+    streams: &'a mut Streams,
     name: &'a Arc<str>,
     cfg: &'a Http2Config,
     out: &'a mut Vec<Record>,
@@ -128,7 +136,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn record(&mut self, http2: Map<String, Value>, text: String) {
-        let mut json = Map::new();
+        let mut json = Map::with_capacity(1);
         json.insert("http2".into(), Value::Object(http2));
         self.out.push(Record::fields(
             Arc::clone(self.event),
@@ -165,6 +173,7 @@ impl Decoder for Http2 {
         let idx = dir_index(event.dir);
         let mut ctx = Ctx {
             event,
+            streams: self.conns.entry(event.conn).or_default(),
             name: &self.name,
             cfg: &self.cfg,
             out,
@@ -192,8 +201,10 @@ impl Decoder for Http2 {
                     f.max_frame = self.cfg.max_frame_size;
                     continue;
                 };
+                let mut scratch = Streams::new();
                 let mut ctx = Ctx {
                     event: &event,
+                    streams: &mut scratch,
                     name: &self.name,
                     cfg: &self.cfg,
                     out,
@@ -210,6 +221,7 @@ impl Decoder for Http2 {
                 view.flush(&self.name, &self.cfg, "connection closed", out);
             }
         }
+        self.conns.remove(&conn);
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
@@ -220,6 +232,7 @@ impl Decoder for Http2 {
                 view.flush(&self.name, &self.cfg, "input ended", out);
             }
         }
+        self.conns.clear();
     }
 }
 
@@ -230,8 +243,10 @@ impl View {
             let Some(event) = self.flows[idx].last_event.clone() else {
                 continue;
             };
+            let mut scratch = Streams::new();
             let mut ctx = Ctx {
                 event: &event,
+                streams: &mut scratch,
                 name,
                 cfg,
                 out,
@@ -519,7 +534,7 @@ impl View {
                 return;
             }
         };
-        let mut m = Map::new();
+        let mut m = Map::with_capacity(8);
         let name = kind_name(h.kind);
         m.insert("type".into(), json!(name));
         if frame::type_name(h.kind).is_none() {
@@ -532,7 +547,7 @@ impl View {
             Value::Array(flags.iter().map(|f| json!(f)).collect()),
         );
         m.insert("length".into(), json!(h.length));
-        let mut text = String::with_capacity(64);
+        let mut text = String::with_capacity(256);
         let _ = write!(
             text,
             "{name} frame <length={}, flags=0x{:02x}, stream_id={}>",
@@ -559,7 +574,7 @@ impl View {
                         Value::String(base64::engine::general_purpose::STANDARD.encode(data)),
                     );
                 }
-                let grpc = ctx.cfg.grpc && self.streams.get(&h.stream_id).is_some_and(|s| s.grpc);
+                let grpc = ctx.cfg.grpc && ctx.streams.get(&h.stream_id).is_some_and(|s| s.grpc);
                 let mut grpc_err = None;
                 if grpc {
                     let mut msgs = Vec::new();
@@ -567,12 +582,12 @@ impl View {
                     if let Err(e) = acc.push(data, GRPC_MAX_MESSAGE, &mut msgs) {
                         grpc_err = Some(e);
                         self.flows[idx].grpc.remove(&h.stream_id);
-                        if let Some(s) = self.streams.get_mut(&h.stream_id) {
+                        if let Some(s) = ctx.streams.get_mut(&h.stream_id) {
                             s.grpc = false;
                         }
                     }
                     let mut g = Map::new();
-                    if let Some(path) = self.streams.get(&h.stream_id).and_then(|s| s.path.clone())
+                    if let Some(path) = ctx.streams.get(&h.stream_id).and_then(|s| s.path.clone())
                     {
                         g.insert("method".into(), json!(path));
                     }
@@ -681,10 +696,9 @@ impl View {
                 let _ = write!(text, "\n  (error_code={name}(0x{code:02x}))");
                 m.insert("error_code".into(), json!(name));
                 ctx.record(m, text);
-                self.streams.remove(&h.stream_id);
-                for f in &mut self.flows {
-                    f.grpc.remove(&h.stream_id);
-                }
+                // The stream's facts stay: with both ends captured, the other
+                // end's view may still have frames of it to decode.
+                self.flows[idx].grpc.remove(&h.stream_id);
             }
             Payload::Settings { params } => {
                 let _ = write!(text, "\n  (niv={})", params.len());
@@ -767,7 +781,7 @@ impl View {
             promised,
             continuations,
         } = block;
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(16);
         if let Err(e) = self.flows[idx].hpack.decode(&fragment, &mut fields) {
             self.flows[idx].hpack.forget();
             let mut msg = format!("{} frame on stream {stream_id}: {e}", kind_name(kind));
@@ -785,35 +799,38 @@ impl View {
         let mut content_type_grpc = false;
         let mut grpc_status = None;
         let mut grpc_message = None;
-        for f in &fields {
-            let n = lossy(&f.name);
-            let v = lossy(&f.value);
-            text.push_str("\n  ");
-            text.push_str(&n);
-            text.push_str(": ");
-            text.push_str(&v);
+        for f in fields {
             if !f.unknown {
                 match f.name.as_slice() {
-                    b":path" => path = Some(v.clone()),
+                    b":path" => path = Some(lossy(&f.value)),
                     b"content-type" => content_type_grpc = f.value.starts_with(b"application/grpc"),
-                    b"grpc-status" => grpc_status = v.parse::<u32>().ok(),
+                    b"grpc-status" => {
+                        grpc_status = std::str::from_utf8(&f.value).ok().and_then(|v| v.parse::<u32>().ok())
+                    }
                     b"grpc-message" => grpc_message = Some(grpc::percent_decode(&f.value)),
                     _ => {}
                 }
             }
+            // Moved, not copied: header bytes are nearly always valid UTF-8.
+            let n = lossy_owned(f.name);
+            let v = lossy_owned(f.value);
+            text.push_str("\n  ");
+            text.push_str(&n);
+            text.push_str(": ");
+            text.push_str(&v);
             list.push(Value::Array(vec![Value::String(n), Value::String(v)]));
         }
         m.insert("headers".into(), Value::Array(list));
 
         let target = promised.unwrap_or(stream_id);
-        if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&target) {
-            let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        if ctx.streams.len() >= MAX_STREAMS && !ctx.streams.contains_key(&target) {
+            let mut ids: Vec<u32> = ctx.streams.keys().copied().collect();
             ids.sort_unstable();
             for id in &ids[..ids.len() / 2] {
-                self.streams.remove(id);
+                ctx.streams.remove(id);
             }
         }
-        let info = self.streams.entry(target).or_default();
+        let info = ctx.streams.entry(target).or_default();
         if let Some(p) = path {
             info.path = Some(p);
         }
@@ -863,12 +880,7 @@ impl View {
                 ),
             );
         }
-        if let Some(info) = self.streams.get_mut(&sid) {
-            info.ended[idx] = true;
-            if info.ended == [true, true] {
-                self.streams.remove(&sid);
-            }
-        }
+
     }
 }
 
@@ -889,6 +901,10 @@ fn kind_name(kind: u8) -> String {
         Some(n) => n.to_string(),
         None => "UNKNOWN".to_string(),
     }
+}
+
+fn lossy_owned(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| lossy(e.as_bytes()))
 }
 
 /// Bytes as text: UTF-8 as is, other bytes as `\xNN`.

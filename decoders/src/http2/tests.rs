@@ -704,3 +704,54 @@ fn config_is_strict() {
     let e = parse(&reg, "t", small).unwrap_err().to_string();
     assert!(e.contains("decoder.max_frame_size"), "{e}");
 }
+
+/// Both ends of one connection captured: every byte appears as one end's send
+/// and the other's recv. Each process's view decodes on its own, and the
+/// stream facts (method, gRPC) are shared across them.
+#[test]
+fn both_ends_captured() {
+    let (c, s, sent) = conversation(3, true);
+    let ev = |seq: u64, pid: u32, dir: Direction, data: &[u8]| {
+        let mut e = (*event(seq, dir, data)).clone();
+        e.pid = pid;
+        Arc::new(e)
+    };
+    for only_sends in [false, true] {
+        let mut d = decoder();
+        let mut out = Vec::new();
+        let mut seq = 0;
+        for i in 0..c.len().max(s.len()) {
+            if let Some(w) = c.get(i) {
+                d.decode(&ev(seq, 100, Direction::Send, w), &mut out);
+                if !only_sends {
+                    d.decode(&ev(seq + 1, 200, Direction::Recv, w), &mut out);
+                }
+            }
+            if let Some(w) = s.get(i) {
+                d.decode(&ev(seq + 2, 200, Direction::Send, w), &mut out);
+                if !only_sends {
+                    d.decode(&ev(seq + 3, 100, Direction::Recv, w), &mut out);
+                }
+            }
+            seq += 4;
+        }
+        d.finish(&mut out);
+        assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+        let got: Vec<Hdrs> = headers_of(&out).into_iter().map(|x| x.1).collect();
+        let copies = if only_sends { 1 } else { 2 };
+        assert_eq!(got.len(), sent.len() * copies);
+        let mut got = got;
+        let mut want: Vec<Hdrs> = (0..copies).flat_map(|_| sent.iter().cloned()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        // The server's response messages carry the method learnt from the
+        // request, whichever end's view saw it.
+        let l = lines(&out).join("\n");
+        assert_eq!(
+            l.matches("\"method\":\"/demo.Echo/Say\",\"messages\":[{\"compressed\":false,\"length\":4").count(),
+            3 * copies,
+            "{l}"
+        );
+    }
+}
