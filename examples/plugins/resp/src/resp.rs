@@ -602,4 +602,35 @@ mod tests {
         assert_eq!(s, "\"hello world\" plain \"\\xff\\x00\"");
         assert_eq!(text_of(b"ok\xffok"), "ok\\xffok");
     }
+
+    /// Mangled real messages and random bytes: errors or "need more", never a panic.
+    #[test]
+    fn garbage_never_panics() {
+        let seed: &[u8] = b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n%1\r\n+k\r\n|1\r\n+a\r\n:1\r\n~2\r\n,1.5\r\n=7\r\ntxt:abc\r\n";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut buf = seed.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() % buf.len() as u64) as usize;
+                buf[i] = next() as u8;
+            }
+            let cut = (next() % (buf.len() as u64 + 1)) as usize;
+            let mut rest = &buf[..cut];
+            while let Ok(Some((v, n))) = parse(rest) {
+                let _ = v.to_json();
+                let mut s = String::new();
+                v.render(&mut s, 0);
+                rest = &rest[n..];
+            }
+            let _ = parse_inline(&buf);
+            let random: Vec<u8> = (0..(next() % 64)).map(|_| next() as u8).collect();
+            let _ = parse(&random);
+        }
+    }
 }
