@@ -868,3 +868,170 @@ fn http2_is_registered() {
     spf_decoders::register(&mut reg);
     assert!(reg.decoder_types().contains(&"http2"));
 }
+
+// ---- live capture with the real probe ----
+
+static LIVE_LOCK: Mutex<()> = Mutex::new(());
+
+/// A running `unix` source filtered on one socket path, on its own runtime.
+struct Live {
+    rt: tokio::runtime::Runtime,
+    source: tokio::task::JoinHandle<Result<spf_pipeline::SourceSummary, spf_pipeline::SourceError>>,
+    collect: tokio::task::JoinHandle<Vec<spf_pipeline::SourceItem>>,
+    stop: spf_pipeline::stage::tokio_stop::StopFlag,
+}
+
+fn live_start(name: &str, path: &std::path::Path) -> Option<Live> {
+    use spf_pipeline::Source as _;
+    let required = std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
+        assert!(
+            !required,
+            "{name}: BPF required (SPF_REQUIRE_BPF=1) but unavailable: {reason}"
+        );
+        eprintln!("skipping {name}: {reason}");
+        return None;
+    }
+    let cfg = spf_probes::UnixConfig {
+        paths: vec![spf_probes::PathFilter::parse(path.to_str().unwrap()).unwrap()],
+        // The server runs in this process.
+        include_self: true,
+        ..spf_probes::UnixConfig::default()
+    };
+    let source = match cfg.build_source() {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(
+                !required,
+                "{name}: BPF required (SPF_REQUIRE_BPF=1) but the probe failed: {e}"
+            );
+            eprintln!("skipping {name}: {e}");
+            return None;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (emitter, mut rx, stop) = spf_pipeline::Emitter::channel(64);
+    let source = rt.spawn(Box::new(source).run(emitter));
+    let collect = rt.spawn(async move {
+        let mut all = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            all.extend(batch);
+        }
+        all
+    });
+    Some(Live {
+        rt,
+        source,
+        collect,
+        stop,
+    })
+}
+
+impl Live {
+    fn finish(self) -> Vec<Arc<Event>> {
+        self.stop.set();
+        let summary = self.rt.block_on(self.source).unwrap().unwrap();
+        assert_eq!(summary.lost, 0, "the probe lost events");
+        let items = self.rt.block_on(self.collect).unwrap();
+        items
+            .into_iter()
+            .filter_map(|i| match i {
+                spf_pipeline::SourceItem::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// curl (its own process) against a hyper server in this process, captured by
+/// the eBPF probe: both ends' views decode to exactly what each peer sent.
+#[test]
+fn live_probe_curl_against_hyper() {
+    let _g = LIVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if !curl_has_http2() {
+        eprintln!("skipping live_probe_curl_against_hyper: curl without HTTP/2 support");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("live-h2.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = {
+        let _e = rt.enter();
+        UnixListener::bind(&sock).unwrap()
+    };
+    let Some(live) = live_start("live_probe_curl_against_hyper", &sock) else {
+        return;
+    };
+    let seen = {
+        let _e = rt.enter();
+        hyper_server(listener)
+    };
+    let mut received = Vec::new();
+    let mut curl_pids = Vec::new();
+    for (i, extra) in ["x-live: one", "x-live: two"].iter().enumerate() {
+        let dump = dir.path().join(format!("live-{i}.txt"));
+        let child = std::process::Command::new("curl")
+            .args([
+                "--http2-prior-knowledge",
+                "-s",
+                "-S",
+                "-o",
+                "/dev/null",
+                "-D",
+            ])
+            .arg(&dump)
+            .arg("--unix-socket")
+            .arg(&sock)
+            .args(["-H", extra, &format!("http://localhost/live/{i}")])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        curl_pids.push(child.id());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        received.extend(parse_curl_dump(&std::fs::read_to_string(&dump).unwrap()));
+    }
+    let events = live.finish();
+    drop(rt);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let me = std::process::id();
+    for (i, &pid) in curl_pids.iter().enumerate() {
+        // curl's own view: its sends are the request, its receives the response.
+        let client: Vec<Arc<Event>> = events.iter().filter(|e| e.pid == pid).cloned().collect();
+        assert!(!client.is_empty(), "no events of curl pid {pid}");
+        let conn = client[0].conn;
+        let recs = decode(&client);
+        assert_clean(&recs);
+        check_exchange(&recs, &seen[i..=i], &received[i..=i]);
+        // The server's view of the same connection: the same headers, the
+        // other way round.
+        let server: Vec<Arc<Event>> = events
+            .iter()
+            .filter(|e| e.pid == me && e.conn == conn)
+            .map(|e| {
+                let mut e = (**e).clone();
+                e.dir = match e.dir {
+                    Direction::Send => Direction::Recv,
+                    Direction::Recv => Direction::Send,
+                };
+                Arc::new(e)
+            })
+            .collect();
+        let recs = decode(&server);
+        assert_clean(&recs);
+        check_exchange(&recs, &seen[i..=i], &received[i..=i]);
+    }
+}
