@@ -3,6 +3,10 @@
 //!
 //!     cargo bench -p spf-decoders --bench http2
 //!
+//! Rounds alternate between the variants and the best round of each is
+//! reported (with the median), because on a shared machine other processes only
+//! ever slow a round down.
+//!
 //! Two workloads: DATA-heavy traffic (16 KiB DATA frames, 64 KiB writes) in
 //! bytes per second, and typical gRPC request HEADERS (one per write, as a gRPC
 //! client sends them, later ones using the dynamic table) in frames per second.
@@ -12,10 +16,11 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use std::time::{Duration, Instant};
+
 use spf_decoders::http2::hpack::encode as henc;
 use spf_decoders::http2::{Http2, Http2Config, frame};
-use spf_pipeline::{Decoder, Direction, Event, Record, SockKind};
+use spf_pipeline::{Decoder, Direction, Event, SockKind};
 
 fn event(seq: u64, data: Vec<u8>) -> Arc<Event> {
     Arc::new(Event {
@@ -61,15 +66,37 @@ fn grpc_headers(n: usize) -> Vec<Vec<u8>> {
             henc::literal_indexed_name(&mut b, 31, b"application/grpc", true);
             henc::literal_indexed(&mut b, b"te", b"trailers", true);
             henc::literal_indexed_name(&mut b, 58, b"tonic/0.14.2", true);
-            henc::literal_indexed(&mut b, b"grpc-accept-encoding", b"identity, deflate, gzip", true);
+            henc::literal_indexed(
+                &mut b,
+                b"grpc-accept-encoding",
+                b"identity, deflate, gzip",
+                true,
+            );
         } else {
             for idx in [67, 66, 65, 64, 63, 62] {
                 henc::indexed(&mut b, idx);
             }
         }
-        henc::literal_plain(&mut b, 0, b"grpc-timeout", format!("{}m", 1000 + i % 9000).as_bytes(), true);
-        henc::literal_plain(&mut b, 0, b"x-request-id", format!("{:016x}", i * 7919).as_bytes(), true);
-        out.push(frame(frame::HEADERS, frame::END_HEADERS, 1 + 2 * i as u32, &b));
+        henc::literal_plain(
+            &mut b,
+            0,
+            b"grpc-timeout",
+            format!("{}m", 1000 + i % 9000).as_bytes(),
+            true,
+        );
+        henc::literal_plain(
+            &mut b,
+            0,
+            b"x-request-id",
+            format!("{:016x}", i * 7919).as_bytes(),
+            true,
+        );
+        out.push(frame(
+            frame::HEADERS,
+            frame::END_HEADERS,
+            1 + 2 * i as u32,
+            &b,
+        ));
     }
     out
 }
@@ -104,22 +131,23 @@ fn headers_heavy(n: usize) -> Vec<Arc<Event>> {
     evs
 }
 
-fn run(dec: &mut dyn Decoder, evs: &[Arc<Event>], recs: &mut Vec<Record>, out: &mut Vec<u8>) -> usize {
+/// Decodes every event and encodes every record as an NDJSON line, as a run
+/// does; returns the number of records.
+fn run(dec: &mut dyn Decoder, evs: &[Arc<Event>]) -> usize {
+    let mut recs = Vec::new();
+    let mut out = Vec::with_capacity(1 << 20);
     let mut n = 0;
     for e in evs {
-        dec.decode(e, recs);
+        dec.decode(e, &mut recs);
         for r in recs.drain(..) {
-            spf_pipeline::ndjson::encode(&r, out);
+            spf_pipeline::ndjson::encode(&r, &mut out);
             n += 1;
         }
-        // A sink writes out and reuses its buffer.
+        // A sink writes the buffer out and reuses it.
         out.clear();
     }
+    std::hint::black_box(&out);
     n
-}
-
-fn http2() -> Http2 {
-    Http2::new(Http2Config::default())
 }
 
 fn raw() -> Box<dyn Decoder> {
@@ -134,52 +162,101 @@ fn raw() -> Box<dyn Decoder> {
     cfg.decoder.build().expect("raw decoder")
 }
 
-fn bench(c: &mut Criterion) {
-    let evs = data_heavy(32 << 20);
-    let bytes: usize = evs.iter().map(|e| e.data.len()).sum();
-    let mut g = c.benchmark_group("data_heavy");
-    g.throughput(Throughput::Bytes(bytes as u64));
-    g.sample_size(10);
-    g.bench_function("http2_ndjson", |b| {
-        b.iter_batched(
-            http2,
-            |mut d| run(&mut d, &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 20)),
-            BatchSize::PerIteration,
-        )
-    });
-    g.bench_function("raw_ndjson", |b| {
-        b.iter_batched(
-            raw,
-            |mut d| run(d.as_mut(), &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 20)),
-            BatchSize::PerIteration,
-        )
-    });
-    g.finish();
-
-    let n = 200_000;
-    let evs = headers_heavy(n);
-    let mut g = c.benchmark_group("grpc_headers");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(10);
-    g.bench_function("http2_ndjson", |b| {
-        b.iter_batched(
-            http2,
-            |mut d| {
-                let recs = run(&mut d, &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 16));
-                assert_eq!(recs, n + 1);
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    g.bench_function("raw_ndjson", |b| {
-        b.iter_batched(
-            raw,
-            |mut d| run(d.as_mut(), &evs, &mut Vec::new(), &mut Vec::with_capacity(1 << 16)),
-            BatchSize::PerIteration,
-        )
-    });
-    g.finish();
+struct Stats {
+    best: Duration,
+    median: Duration,
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn rounds(n: usize, mut f: impl FnMut() -> Duration) -> Stats {
+    let mut v: Vec<Duration> = (0..n).map(|_| f()).collect();
+    v.sort();
+    Stats {
+        best: v[0],
+        median: v[n / 2],
+    }
+}
+
+fn time(f: impl FnOnce() -> usize) -> (Duration, usize) {
+    let t = Instant::now();
+    let n = f();
+    (t.elapsed(), n)
+}
+
+fn main() {
+    const ROUNDS: usize = 15;
+    let data = data_heavy(64 << 20);
+    let bytes: usize = data.iter().map(|e| e.data.len()).sum();
+    let headers = headers_heavy(200_000);
+    let frames = headers.len() - 1;
+
+    // Alternate the variants within each round.
+    let mut d_h2 = Vec::new();
+    let mut d_raw = Vec::new();
+    let mut h_h2 = Vec::new();
+    let mut h_raw = Vec::new();
+    for _ in 0..ROUNDS {
+        let (t, n) = time(|| run(&mut Http2::new(Http2Config::default()), &data));
+        assert_eq!(
+            n,
+            data.len() * 4 - 1,
+            "one record per frame (preface, SETTINGS, HEADERS, DATA)"
+        );
+        d_h2.push(t);
+        d_raw.push(time(|| run(raw().as_mut(), &data)).0);
+        let (t, n) = time(|| run(&mut Http2::new(Http2Config::default()), &headers));
+        assert_eq!(
+            n,
+            frames + 1,
+            "one record per HEADERS frame and the preface"
+        );
+        h_h2.push(t);
+        h_raw.push(time(|| run(raw().as_mut(), &headers)).0);
+    }
+    let mut it = [d_h2, d_raw, h_h2, h_raw].into_iter().map(|v| {
+        let mut v = v.into_iter();
+        rounds(ROUNDS, || v.next().unwrap())
+    });
+    let (d_h2, d_raw, h_h2, h_raw) = (
+        it.next().unwrap(),
+        it.next().unwrap(),
+        it.next().unwrap(),
+        it.next().unwrap(),
+    );
+    let mbps = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
+    let fps = |d: Duration| frames as f64 / d.as_secs_f64();
+    println!(
+        "DATA-heavy ({:.0} MB in 64 KiB writes of four 16 KiB DATA frames):",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "  http2 -> ndjson: best {:.0} MB/s, median {:.0} MB/s",
+        mbps(d_h2.best),
+        mbps(d_h2.median)
+    );
+    println!(
+        "  raw   -> ndjson: best {:.0} MB/s, median {:.0} MB/s",
+        mbps(d_raw.best),
+        mbps(d_raw.median)
+    );
+    println!(
+        "  http2 / raw: {:.2}x (best), {:.2}x (median)",
+        d_raw.best.as_secs_f64() / d_h2.best.as_secs_f64(),
+        d_raw.median.as_secs_f64() / d_h2.median.as_secs_f64()
+    );
+    println!("gRPC request HEADERS ({frames} frames, one per write):");
+    println!(
+        "  http2 -> ndjson: best {:.0} frames/s, median {:.0} frames/s",
+        fps(h_h2.best),
+        fps(h_h2.median)
+    );
+    println!(
+        "  raw   -> ndjson: best {:.0} events/s, median {:.0} events/s",
+        fps(h_raw.best),
+        fps(h_raw.median)
+    );
+    println!(
+        "  http2 / raw: {:.2}x (best), {:.2}x (median)",
+        h_raw.best.as_secs_f64() / h_h2.best.as_secs_f64(),
+        h_raw.median.as_secs_f64() / h_h2.median.as_secs_f64()
+    );
+}

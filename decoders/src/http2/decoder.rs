@@ -88,6 +88,8 @@ struct Flow {
     max_frame: u32,
     block: Option<Block>,
     grpc: HashMap<u32, grpc::Messages>,
+    /// Reused for each header block's fields.
+    scratch: Vec<hpack::Field>,
     /// Bytes dropped while looking for a frame boundary, not yet reported.
     skipped: u64,
     /// The resync began at the first byte of an event and has not moved since.
@@ -104,6 +106,7 @@ impl Default for Flow {
             max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             block: None,
             grpc: HashMap::new(),
+            scratch: Vec::new(),
             skipped: 0,
             fresh: false,
             last_event: None,
@@ -587,8 +590,7 @@ impl View {
                         }
                     }
                     let mut g = Map::new();
-                    if let Some(path) = ctx.streams.get(&h.stream_id).and_then(|s| s.path.clone())
-                    {
+                    if let Some(path) = ctx.streams.get(&h.stream_id).and_then(|s| s.path.clone()) {
                         g.insert("method".into(), json!(path));
                     }
                     let mut list = Vec::with_capacity(msgs.len());
@@ -781,7 +783,8 @@ impl View {
             promised,
             continuations,
         } = block;
-        let mut fields = Vec::with_capacity(16);
+        let mut fields = std::mem::take(&mut self.flows[idx].scratch);
+        fields.clear();
         if let Err(e) = self.flows[idx].hpack.decode(&fragment, &mut fields) {
             self.flows[idx].hpack.forget();
             let mut msg = format!("{} frame on stream {stream_id}: {e}", kind_name(kind));
@@ -799,13 +802,15 @@ impl View {
         let mut content_type_grpc = false;
         let mut grpc_status = None;
         let mut grpc_message = None;
-        for f in fields {
+        for f in fields.drain(..) {
             if !f.unknown {
                 match f.name.as_slice() {
                     b":path" => path = Some(lossy(&f.value)),
                     b"content-type" => content_type_grpc = f.value.starts_with(b"application/grpc"),
                     b"grpc-status" => {
-                        grpc_status = std::str::from_utf8(&f.value).ok().and_then(|v| v.parse::<u32>().ok())
+                        grpc_status = std::str::from_utf8(&f.value)
+                            .ok()
+                            .and_then(|v| v.parse::<u32>().ok())
                     }
                     b"grpc-message" => grpc_message = Some(grpc::percent_decode(&f.value)),
                     _ => {}
@@ -821,6 +826,7 @@ impl View {
             list.push(Value::Array(vec![Value::String(n), Value::String(v)]));
         }
         m.insert("headers".into(), Value::Array(list));
+        self.flows[idx].scratch = fields;
 
         let target = promised.unwrap_or(stream_id);
         if ctx.streams.len() >= MAX_STREAMS && !ctx.streams.contains_key(&target) {
@@ -880,7 +886,6 @@ impl View {
                 ),
             );
         }
-
     }
 }
 
@@ -896,11 +901,8 @@ fn priority_fields(pr: &frame::Priority, m: &mut Map<String, Value>, text: &mut 
     );
 }
 
-fn kind_name(kind: u8) -> String {
-    match frame::type_name(kind) {
-        Some(n) => n.to_string(),
-        None => "UNKNOWN".to_string(),
-    }
+fn kind_name(kind: u8) -> &'static str {
+    frame::type_name(kind).unwrap_or("UNKNOWN")
 }
 
 fn lossy_owned(b: Vec<u8>) -> String {

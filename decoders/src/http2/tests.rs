@@ -749,7 +749,10 @@ fn both_ends_captured() {
         // request, whichever end's view saw it.
         let l = lines(&out).join("\n");
         assert_eq!(
-            l.matches("\"method\":\"/demo.Echo/Say\",\"messages\":[{\"compressed\":false,\"length\":4").count(),
+            l.matches(
+                "\"method\":\"/demo.Echo/Say\",\"messages\":[{\"compressed\":false,\"length\":4"
+            )
+            .count(),
             3 * copies,
             "{l}"
         );
