@@ -51,6 +51,9 @@ pub enum Command {
     /// Inspect plugin libraries (decoders and sinks loaded from shared libraries).
     #[command(subcommand)]
     Plugins(crate::plugins_cmd::PluginsCommand),
+    /// Show spf at work: a real gRPC server and client talk over a temporary Unix
+    /// socket, captured with the eBPF probe and decoded as HTTP/2 (needs root).
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,5 +117,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => crate::run::run(args),
         Command::Validate { config } => crate::run::validate(&config),
         Command::Plugins(cmd) => crate::plugins_cmd::run(cmd),
+        Command::Demo(args) => crate::demo::run(args),
     }
 }

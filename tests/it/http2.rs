@@ -1035,3 +1035,79 @@ fn live_probe_curl_against_hyper() {
         check_exchange(&recs, &seen[i..=i], &received[i..=i]);
     }
 }
+
+/// `spf demo`: a real tonic server and client in their own processes, captured
+/// by the probe, decoded: every call's method, messages and status come out,
+/// with no error and no placeholder.
+#[test]
+fn spf_demo_shows_the_grpc_conversation() {
+    let _g = LIVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let required = std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
+        assert!(
+            !required,
+            "spf demo: BPF required (SPF_REQUIRE_BPF=1) but unavailable: {reason}"
+        );
+        eprintln!("skipping spf_demo_shows_the_grpc_conversation: {reason}");
+        return;
+    }
+    let out = crate::util::spf_output(&["demo", "--ndjson"]);
+    assert!(
+        out.status.success(),
+        "spf demo failed: {}",
+        crate::util::stderr_text(&out)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().all(|l| l.get("error").is_none()),
+        "error records in the demo"
+    );
+    let h2: Vec<&Value> = lines.iter().filter_map(|l| l.get("http2")).collect();
+    let paths: Vec<&str> = h2
+        .iter()
+        .filter(|h| h["type"] == "HEADERS")
+        .flat_map(|h| h["headers"].as_array().unwrap())
+        .filter(|p| p[0] == ":path")
+        .map(|p| p[1].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/demo.Echo/Say", "/demo.Echo/Say", "/demo.Echo/Count"]
+    );
+    for h in h2.iter().filter(|h| h["type"] == "HEADERS") {
+        for p in h["headers"].as_array().unwrap() {
+            assert!(
+                !p[0].as_str().unwrap().starts_with("<unknown"),
+                "placeholder: {p}"
+            );
+        }
+    }
+    let texts: Vec<&str> = h2
+        .iter()
+        .filter_map(|h| h.get("grpc")?.get("messages")?.as_array())
+        .flatten()
+        .filter_map(|m| m["protobuf"][0]["string"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "hello, spf",
+            "echo: hello, spf",
+            "hello again",
+            "echo: hello again",
+            "count",
+            "item 1",
+            "item 2",
+            "item 3"
+        ]
+    );
+    let ok = h2
+        .iter()
+        .filter(|h| h.get("grpc").and_then(|g| g.get("status")) == Some(&Value::from(0)))
+        .count();
+    assert_eq!(ok, 3, "three calls ended with grpc-status 0");
+}

@@ -1,6 +1,7 @@
 //! A schema-less view of protobuf messages, like `protoc --decode_raw`: field
 //! numbers and wire types, length-delimited fields shown as nested messages where
-//! they parse as one, else as text or bytes.
+//! they parse as one, else as text or bytes (printable text wins over a message
+//! reading, see `len_delimited`).
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -97,6 +98,16 @@ fn parse_fields<'a>(
 }
 
 fn len_delimited(b: &[u8], depth: usize) -> Wire<'_> {
+    // Printable text with no control character at all is shown as text even
+    // when it also parses as a message (as "echo: hi" does): a nested message
+    // almost always has a tag or length below 0x20 somewhere. protoc prefers
+    // the message; the text is the likelier reading.
+    if let Ok(s) = std::str::from_utf8(b)
+        && s.len() >= 2
+        && s.chars().all(|c| !c.is_control())
+    {
+        return Wire::Text(s);
+    }
     if !b.is_empty()
         && depth < MAX_DEPTH
         && let Some(m) = {
@@ -222,6 +233,14 @@ mod tests {
         assert_eq!(j[0], json!({"field": 1, "wire": "varint", "value": 150}));
         assert_eq!(j[1]["message"][0]["string"], "testing");
         assert_eq!(j[3]["bytes_b64"], "/wA=");
+    }
+
+    #[test]
+    fn printable_text_is_text_even_when_it_parses() {
+        let mut m = vec![0x0a, 16];
+        m.extend_from_slice(b"echo: hello, spf");
+        let f = parse(&m).unwrap();
+        assert_eq!(f[0].wire, Wire::Text("echo: hello, spf"));
     }
 
     #[test]
