@@ -68,6 +68,10 @@ struct View {
 struct StreamInfo {
     path: Option<String>,
     grpc: bool,
+    /// Some content-type of this stream was decoded (not a placeholder).
+    content_type_known: bool,
+    /// gRPC was inferred from the DATA itself, the content-type being unknown.
+    inferred: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -577,6 +581,20 @@ impl View {
                         Value::String(base64::engine::general_purpose::STANDARD.encode(data)),
                     );
                 }
+                if ctx.cfg.grpc && looks_like_grpc(data) {
+                    // Joined midway, the stream's content-type may be unknown
+                    // (never seen, or a table entry from before): a DATA frame
+                    // that is exactly one gRPC message is taken as gRPC, marked
+                    // as inferred.
+                    let info = ctx.streams.entry(h.stream_id).or_default();
+                    if !info.grpc
+                        && !info.content_type_known
+                        && !self.flows[idx].grpc.contains_key(&h.stream_id)
+                    {
+                        info.grpc = true;
+                        info.inferred = true;
+                    }
+                }
                 let grpc = ctx.cfg.grpc && ctx.streams.get(&h.stream_id).is_some_and(|s| s.grpc);
                 let mut grpc_err = None;
                 if grpc {
@@ -590,8 +608,13 @@ impl View {
                         }
                     }
                     let mut g = Map::new();
-                    if let Some(path) = ctx.streams.get(&h.stream_id).and_then(|s| s.path.clone()) {
-                        g.insert("method".into(), json!(path));
+                    if let Some(info) = ctx.streams.get(&h.stream_id) {
+                        if let Some(path) = &info.path {
+                            g.insert("method".into(), json!(path));
+                        }
+                        if info.inferred {
+                            g.insert("inferred".into(), json!(true));
+                        }
                     }
                     let mut list = Vec::with_capacity(msgs.len());
                     for msg in &msgs {
@@ -800,13 +823,18 @@ impl View {
         let mut list = Vec::with_capacity(fields.len());
         let mut path = None;
         let mut content_type_grpc = false;
+        let mut content_type_known = false;
+        let any_unknown = fields.iter().any(|f| f.unknown);
         let mut grpc_status = None;
         let mut grpc_message = None;
         for f in fields.drain(..) {
             if !f.unknown {
                 match f.name.as_slice() {
                     b":path" => path = Some(lossy(&f.value)),
-                    b"content-type" => content_type_grpc = f.value.starts_with(b"application/grpc"),
+                    b"content-type" => {
+                        content_type_known = true;
+                        content_type_grpc = f.value.starts_with(b"application/grpc");
+                    }
                     b"grpc-status" => {
                         grpc_status = std::str::from_utf8(&f.value)
                             .ok()
@@ -839,6 +867,12 @@ impl View {
         let info = ctx.streams.entry(target).or_default();
         if let Some(p) = path {
             info.path = Some(p);
+        }
+        // A block decoded without placeholders and without a content-type also
+        // settles it: there is none.
+        if content_type_known || !any_unknown {
+            info.content_type_known = true;
+            info.inferred = false;
         }
         if content_type_grpc {
             info.grpc = true;
@@ -924,6 +958,13 @@ pub(crate) fn lossy(b: &[u8]) -> String {
             out
         }
     }
+}
+
+/// One whole gRPC message, exactly: flag 0 or 1, then a length that matches.
+fn looks_like_grpc(data: &[u8]) -> bool {
+    data.len() >= 5
+        && data[0] <= 1
+        && u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize == data.len() - 5
 }
 
 enum Scan {

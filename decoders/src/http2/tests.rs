@@ -468,6 +468,11 @@ fn attach_mid_stream_shows_placeholders_and_nothing_wrong() {
                 placeholders > 0,
                 "entries from before the attach must be placeholders"
             );
+            // The responses' content-type is a placeholder: their gRPC messages
+            // are recognised from the DATA itself.
+            let all = lines(&recs).join("\n");
+            assert!(all.contains("\"inferred\":true"), "{all}");
+            assert!(all.contains("1: \"ok\""), "{all}");
             // Later calls re-reference entries inserted after the attach: those
             // are exact. x-request-id values are new per call, always literal.
             let errs = errors(&recs);
