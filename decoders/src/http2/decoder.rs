@@ -25,6 +25,8 @@ const RESYNC_WINDOW: usize = 1 << 20;
 const RESYNC_MAX_LEN: u32 = 256 * 1024;
 /// Skipped bytes are reported at least this often while no boundary is found.
 const SKIP_REPORT: u64 = 64 * 1024;
+/// Connection views kept before the longest idle ones are dropped.
+pub(crate) const MAX_VIEWS: usize = 8192;
 /// Streams remembered per connection (path, gRPC) before the oldest are dropped.
 /// They are not dropped when a stream ends: when both ends of a connection are
 /// captured, the receiving end's view decodes the stream's last frames after
@@ -48,6 +50,11 @@ pub struct Http2 {
 type Streams = HashMap<u32, StreamInfo>;
 
 impl Http2 {
+    /// Connections (per process) currently tracked.
+    pub fn view_count(&self) -> usize {
+        self.views.len()
+    }
+
     pub fn new(cfg: Http2Config) -> Self {
         Http2 {
             name: Arc::from("http2"),
@@ -62,6 +69,8 @@ impl Http2 {
 struct View {
     /// Index 0: bytes this process sent; 1: bytes it received.
     flows: [Flow; 2],
+    /// Sequence number of the latest event, to drop the longest idle first.
+    last_seq: u64,
 }
 
 #[derive(Default)]
@@ -176,7 +185,12 @@ impl Decoder for Http2 {
     }
 
     fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
-        let view = self.views.entry((event.conn, event.pid)).or_default();
+        let key = (event.conn, event.pid);
+        if self.views.len() >= MAX_VIEWS && !self.views.contains_key(&key) {
+            self.evict_idle(out);
+        }
+        let view = self.views.entry(key).or_default();
+        view.last_seq = event.seq;
         let idx = dir_index(event.dir);
         let mut ctx = Ctx {
             event,
@@ -240,6 +254,25 @@ impl Decoder for Http2 {
             }
         }
         self.conns.clear();
+    }
+}
+
+impl Http2 {
+    /// Sources may never say that a connection closed: past MAX_VIEWS, the
+    /// longest idle quarter of the connections is forgotten. If one of them
+    /// speaks again, it is decoded as a connection joined midway (placeholders
+    /// for what its tables held), never with stale state.
+    fn evict_idle(&mut self, out: &mut Vec<Record>) {
+        let mut by_age: Vec<(u64, (u64, u32))> =
+            self.views.iter().map(|(k, v)| (v.last_seq, *k)).collect();
+        by_age.sort_unstable();
+        for (_, k) in by_age.into_iter().take(MAX_VIEWS / 4) {
+            if let Some(mut view) = self.views.remove(&k) {
+                view.flush(&self.name, &self.cfg, "connection idle, state dropped", out);
+            }
+        }
+        let live: std::collections::HashSet<u64> = self.views.keys().map(|k| k.0).collect();
+        self.conns.retain(|c, _| live.contains(c));
     }
 }
 

@@ -7,7 +7,7 @@
 //! decoding began are shown as `<unknown index N>` while everything else decodes
 //! exactly (see [`hpack::table`]).
 
-mod decoder;
+pub(crate) mod decoder;
 pub mod frame;
 pub mod grpc;
 pub mod hpack;

@@ -763,3 +763,34 @@ fn both_ends_captured() {
         );
     }
 }
+
+/// Without close notices, idle connections are dropped past a limit; one that
+/// speaks again decodes as joined midway, with placeholders, never stale state.
+#[test]
+fn idle_connections_are_dropped_and_rejoin_safely() {
+    let (c, _, _) = conversation(3, false);
+    let mut d = decoder();
+    let mut out = Vec::new();
+    let ev = |seq: u64, conn: u64, data: &[u8]| {
+        let mut e = (*event(seq, Direction::Send, data)).clone();
+        e.conn = conn;
+        Arc::new(e)
+    };
+    // Connection 1: preface and the first call.
+    for (i, w) in c[..6].iter().enumerate() {
+        d.decode(&ev(i as u64, 1, w), &mut out);
+    }
+    // Many other connections, each one preface.
+    for k in 0..decoder::MAX_VIEWS as u64 + 10 {
+        d.decode(&ev(100 + k, 1000 + k, frame::PREFACE), &mut out);
+    }
+    assert!(d.view_count() <= decoder::MAX_VIEWS);
+    out.clear();
+    // Connection 1 again: the second call's HEADERS refer to entries from the
+    // first call, now forgotten.
+    d.decode(&ev(1_000_000, 1, &c[6]), &mut out);
+    let h = headers_of(&out);
+    assert_eq!(h.len(), 1, "{:?}", lines(&out));
+    assert!(h[0].1.iter().any(|(n, _)| n.starts_with("<unknown index")));
+    assert!(h[0].1.contains(&("x-request-id".into(), "req-1".into())));
+}
