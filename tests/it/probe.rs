@@ -1,1 +1,1043 @@
-//! Integration tests: probe.
+//! The `unix` source with the real BPF probe: real sockets of every kind, real
+//! peers (Rust std, raw libc calls, a Python process), every byte compared.
+//!
+//! BPF programs see the whole machine, and the other tests of this binary run in
+//! threads of this same process, so every test filters tightly (a unique path, a
+//! connection's socket inodes, a thread name) and one lock keeps probe tests from
+//! overlapping.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use spf_pipeline::{Direction, Emitter, Event, Lost, SockKind, Source, SourceItem, SourceSummary};
+use spf_probes::{DirectionFilter, PathFilter, UnixConfig};
+
+use crate::util::test_bytes;
+
+static PROBE_LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    PROBE_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn required() -> bool {
+    std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1")
+}
+
+/// A running capture: the source on its own runtime, a task collecting what it
+/// hands over.
+struct Capture {
+    rt: tokio::runtime::Runtime,
+    source: tokio::task::JoinHandle<Result<SourceSummary, spf_pipeline::SourceError>>,
+    collect: tokio::task::JoinHandle<Vec<SourceItem>>,
+    stop: spf_pipeline::stage::tokio_stop::StopFlag,
+}
+
+struct Captured {
+    events: Vec<Arc<Event>>,
+    lost: Vec<Lost>,
+    summary: SourceSummary,
+}
+
+/// Starts a capture, or returns None (after saying why) where BPF cannot run
+/// and the environment does not require it.
+fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
+    cfg.include_self = true;
+    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
+        assert!(
+            !required(),
+            "{name}: BPF required (SPF_REQUIRE_BPF=1) but unavailable: {reason}"
+        );
+        eprintln!("skipping {name}: {reason}");
+        return None;
+    }
+    let source = match cfg.build_source() {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(
+                !required(),
+                "{name}: BPF required (SPF_REQUIRE_BPF=1) but the probe failed: {e}"
+            );
+            eprintln!("skipping {name}: {e}");
+            return None;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (emitter, mut rx, stop) = Emitter::channel(64);
+    let source = rt.spawn(Box::new(source).run(emitter));
+    let collect = rt.spawn(async move {
+        let mut all = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            all.extend(batch);
+        }
+        all
+    });
+    Some(Capture {
+        rt,
+        source,
+        collect,
+        stop,
+    })
+}
+
+impl Capture {
+    /// Stops the source. Every syscall made before this call has already passed
+    /// its tracepoint, so the source's last drain sees all of it.
+    fn finish(self) -> Captured {
+        self.stop.set();
+        let summary = self
+            .rt
+            .block_on(self.source)
+            .expect("source task")
+            .expect("source result");
+        let items = self.rt.block_on(self.collect).expect("collector task");
+        let mut events = Vec::new();
+        let mut lost = Vec::new();
+        let mut last_seq = 0;
+        for it in items {
+            match it {
+                SourceItem::Event(e) => {
+                    assert!(
+                        e.seq > last_seq,
+                        "seq must strictly increase: {} after {last_seq}",
+                        e.seq
+                    );
+                    last_seq = e.seq;
+                    events.push(e);
+                }
+                SourceItem::Lost(l) => lost.push(l),
+                SourceItem::Closed { .. } => {}
+            }
+        }
+        Captured {
+            events,
+            lost,
+            summary,
+        }
+    }
+}
+
+impl Captured {
+    fn of_conn(&self, conn: u64) -> Vec<&Arc<Event>> {
+        self.events.iter().filter(|e| e.conn == conn).collect()
+    }
+
+    fn assert_no_loss(&self) {
+        assert!(self.lost.is_empty(), "lost: {:?}", self.lost);
+        assert_eq!(self.summary.lost, 0);
+    }
+}
+
+/// Concatenated captured data of the events matching `f`, checking that none was
+/// cut short.
+fn stream<'a>(events: impl IntoIterator<Item = &'a Arc<Event>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        assert!(
+            !e.truncated,
+            "unexpected truncated event: len {} captured {}",
+            e.len,
+            e.data.len()
+        );
+        assert_eq!(e.len as usize, e.data.len());
+        out.extend_from_slice(&e.data);
+    }
+    out
+}
+
+fn ino(fd: RawFd) -> u64 {
+    // SAFETY: fstat into a zeroed stat buffer on an open fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+    st.st_ino
+}
+
+fn conn_of(a: RawFd, b: RawFd) -> u64 {
+    ino(a).min(ino(b))
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("spf-probe-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn path_cfg(p: &str) -> UnixConfig {
+    UnixConfig {
+        paths: vec![PathFilter::parse(p).unwrap()],
+        ..UnixConfig::default()
+    }
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+fn c_write(fd: RawFd, data: &[u8]) {
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writing from a live slice.
+        let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), data.len() - off) };
+        assert!(n > 0, "write: {}", std::io::Error::last_os_error());
+        off += n as usize;
+    }
+}
+
+fn c_read_exact(fd: RawFd, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    let mut off = 0;
+    while off < n {
+        // SAFETY: reading into a live buffer.
+        let r = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), n - off) };
+        assert!(r > 0, "read: {}", std::io::Error::last_os_error());
+        off += r as usize;
+    }
+    buf
+}
+
+#[test]
+fn stream_socketpair_both_directions() {
+    let _g = lock();
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let conn = conn_of(a.as_raw_fd(), b.as_raw_fd());
+    let Some(cap) = start(
+        "stream_socketpair_both_directions",
+        UnixConfig {
+            pids: vec![pid()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let ab = test_bytes(3000, 1);
+    let ba = test_bytes(777, 2);
+    // Rust's write (sendto) one way, libc write/read the other.
+    for chunk in ab.chunks(100) {
+        a.write_all(chunk).unwrap();
+    }
+    let got = c_read_exact(b.as_raw_fd(), ab.len());
+    assert_eq!(got, ab);
+    c_write(b.as_raw_fd(), &ba);
+    let mut back = vec![0u8; ba.len()];
+    a.read_exact(&mut back).unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+
+    let evs = c.of_conn(conn);
+    let send: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Send)
+        .collect();
+    let recv: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Recv)
+        .collect();
+    let mut want_send = ab.clone();
+    want_send.extend_from_slice(&ba);
+    assert_eq!(stream(send.iter().copied()), want_send);
+    assert_eq!(stream(recv.iter().copied()), want_send);
+    for e in &evs {
+        assert_eq!(e.sock, SockKind::Stream);
+        assert_eq!(&*e.path, "");
+        assert_eq!(e.pid, pid());
+        assert_eq!(e.peer_pid, pid());
+        assert!(
+            e.time_ns > 1_600_000_000_000_000_000,
+            "wall clock time: {}",
+            e.time_ns
+        );
+    }
+    assert_eq!(send.len(), 30 + 1);
+}
+
+#[test]
+fn named_listener_connect_accept() {
+    let _g = lock();
+    let dir = tmpdir("named");
+    let path = dir.join("srv.sock");
+    let p = path.to_str().unwrap().to_string();
+    let listener = UnixListener::bind(&path).unwrap();
+    let Some(cap) = start("named_listener_connect_accept", path_cfg(&p)) else {
+        return;
+    };
+    let req = test_bytes(5000, 3);
+    let resp = test_bytes(64, 4);
+    let (req2, resp2) = (req.clone(), resp.clone());
+    let client = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(&req2).unwrap();
+        let mut r = vec![0u8; resp2.len()];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(r, resp2);
+        s
+    });
+    let (mut srv, _) = listener.accept().unwrap();
+    let mut got = vec![0u8; req.len()];
+    srv.read_exact(&mut got).unwrap();
+    srv.write_all(&resp).unwrap();
+    let cli = client.join().unwrap();
+    let lower = conn_of(cli.as_raw_fd(), srv.as_raw_fd());
+    let cli_ino = ino(cli.as_raw_fd());
+    let c = cap.finish();
+    c.assert_no_loss();
+
+    assert!(!c.events.is_empty());
+    let conn = c.events[0].conn;
+    // The lower inode of the two, unless the client sent before accept() gave
+    // the server's socket an inode: then the client's.
+    assert!(conn == lower || conn == cli_ino, "conn {conn}");
+    for e in &c.events {
+        assert_eq!(&*e.path, p, "both ends report the listener's path");
+        assert_eq!(e.conn, conn, "one conn for both ends and directions");
+        assert_eq!((e.pid, e.peer_pid), (pid(), pid()));
+    }
+    // Which end sent what: the client's socket is the one whose send carried req.
+    let send = stream(c.events.iter().filter(|e| e.dir == Direction::Send));
+    let recv = stream(c.events.iter().filter(|e| e.dir == Direction::Recv));
+    let mut both = req.clone();
+    both.extend_from_slice(&resp);
+    assert_eq!(send, both);
+    assert_eq!(recv, both);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn abstract_socket() {
+    let _g = lock();
+    let name = format!("spf-test-abstract-{}", pid());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = UnixListener::bind_addr(&addr).unwrap();
+    let Some(cap) = start("abstract_socket", path_cfg(&format!("@{name}"))) else {
+        return;
+    };
+    let msg = test_bytes(1234, 5);
+    let mut cli = UnixStream::connect_addr(&addr).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    cli.write_all(&msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    srv.read_exact(&mut got).unwrap();
+    let conn = conn_of(cli.as_raw_fd(), srv.as_raw_fd());
+    let c = cap.finish();
+    c.assert_no_loss();
+    assert_eq!(c.events.len(), 2, "{:?}", c.events);
+    for e in &c.events {
+        assert_eq!(&*e.path, format!("@{name}"));
+        assert_eq!(e.conn, conn);
+        assert_eq!(&e.data[..], &msg[..]);
+    }
+}
+
+#[test]
+fn dgram_sendto_path() {
+    let _g = lock();
+    let dir = tmpdir("dgram");
+    let path = dir.join("rx.sock");
+    let p = path.to_str().unwrap().to_string();
+    let rx = UnixDatagram::bind(&path).unwrap();
+    let tx = UnixDatagram::unbound().unwrap();
+    let Some(cap) = start("dgram_sendto_path", path_cfg(&p)) else {
+        return;
+    };
+    let msgs: Vec<Vec<u8>> = (0..20).map(|i| test_bytes(10 + i * 37, i as u64)).collect();
+    let rx_ino = ino(rx.as_raw_fd());
+    // The receive queue holds few datagrams: read while sending.
+    let want = msgs.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        for m in &want {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &m[..]);
+        }
+    });
+    for m in &msgs {
+        assert_eq!(tx.send_to(m, &path).unwrap(), m.len());
+    }
+    reader.join().unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+    let send: Vec<_> = c
+        .events
+        .iter()
+        .filter(|e| e.dir == Direction::Send)
+        .collect();
+    let recv: Vec<_> = c
+        .events
+        .iter()
+        .filter(|e| e.dir == Direction::Recv)
+        .collect();
+    assert_eq!(send.len(), msgs.len());
+    assert_eq!(recv.len(), msgs.len());
+    for (e, m) in send.iter().zip(&msgs) {
+        assert_eq!(&e.data[..], &m[..], "one event per datagram, in order");
+    }
+    for (e, m) in recv.iter().zip(&msgs) {
+        assert_eq!(&e.data[..], &m[..]);
+    }
+    for e in &c.events {
+        assert_eq!(e.sock, SockKind::Dgram);
+        assert_eq!(&*e.path, p);
+        assert_eq!(e.conn, rx_ino, "a datagram's conn is its receiving socket");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn socketpair(kind: libc::c_int) -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two fds into the array.
+    assert_eq!(
+        unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                kind | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        },
+        0
+    );
+    (fds[0], fds[1])
+}
+
+fn close(fd: RawFd) {
+    // SAFETY: closing an fd this test owns.
+    unsafe { libc::close(fd) };
+}
+
+#[test]
+fn seqpacket_keeps_message_boundaries() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_SEQPACKET);
+    let conn = conn_of(a, b);
+    let Some(cap) = start(
+        "seqpacket_keeps_message_boundaries",
+        UnixConfig {
+            pids: vec![pid()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let msgs: Vec<Vec<u8>> = (0..10)
+        .map(|i| test_bytes(1 + i * 300, 100 + i as u64))
+        .collect();
+    for m in &msgs {
+        c_write(a, m);
+    }
+    let mut buf = vec![0u8; 8192];
+    for m in &msgs {
+        // SAFETY: reading into a live buffer.
+        let n = unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(n as usize, m.len());
+    }
+    let c = cap.finish();
+    c.assert_no_loss();
+    let evs = c.of_conn(conn);
+    let send: Vec<_> = evs.iter().filter(|e| e.dir == Direction::Send).collect();
+    let recv: Vec<_> = evs.iter().filter(|e| e.dir == Direction::Recv).collect();
+    assert_eq!(send.len(), msgs.len());
+    assert_eq!(recv.len(), msgs.len());
+    for ((s, r), m) in send.iter().zip(&recv).zip(&msgs) {
+        assert_eq!(&s.data[..], &m[..]);
+        assert_eq!(&r.data[..], &m[..]);
+        assert_eq!(s.sock, SockKind::Seqpacket);
+    }
+    close(a);
+    close(b);
+}
+
+#[test]
+fn sendmsg_with_64_iovecs() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let conn = conn_of(a, b);
+    let Some(cap) = start(
+        "sendmsg_with_64_iovecs",
+        UnixConfig {
+            pids: vec![pid()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let parts: Vec<Vec<u8>> = (0..64)
+        .map(|i| test_bytes(1 + (i * 131) % 700, 7 + i as u64))
+        .collect();
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    let total: usize = parts.iter().map(Vec::len).sum();
+    // SAFETY: a zeroed msghdr with the iovec array set is a valid argument.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: every iovec points into a live buffer.
+    let n = unsafe { libc::sendmsg(a, &msg, 0) };
+    assert_eq!(n as usize, total);
+    // Read it back scattered over 16 iovecs with recvmsg.
+    // Exactly `total` bytes of buffers, or MSG_WAITALL would wait for more.
+    let per = total.div_ceil(16);
+    let mut back: Vec<Vec<u8>> = (0..16)
+        .map(|i| vec![0u8; per.min(total - (per * i).min(total))])
+        .collect();
+    let mut riov: Vec<libc::iovec> = back
+        .iter_mut()
+        .map(|p| libc::iovec {
+            iov_base: p.as_mut_ptr().cast(),
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: as above.
+    let mut rmsg: libc::msghdr = unsafe { std::mem::zeroed() };
+    rmsg.msg_iov = riov.as_mut_ptr();
+    rmsg.msg_iovlen = riov.len();
+    // SAFETY: every iovec points into a live buffer.
+    let r = unsafe { libc::recvmsg(b, &mut rmsg, libc::MSG_WAITALL) };
+    assert_eq!(r as usize, total);
+    let c = cap.finish();
+    c.assert_no_loss();
+    let want: Vec<u8> = parts.concat();
+    let evs = c.of_conn(conn);
+    let send: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Send)
+        .collect();
+    let recv: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Recv)
+        .collect();
+    assert_eq!(send.len(), 1);
+    assert_eq!(recv.len(), 1);
+    assert_eq!(stream(send), want);
+    assert_eq!(stream(recv), want);
+    close(a);
+    close(b);
+}
+
+fn big_write(snaplen: Option<u32>) -> Option<(Captured, Vec<u8>, u64)> {
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let conn = conn_of(a, b);
+    let mut cfg = UnixConfig {
+        pids: vec![pid()],
+        ..Default::default()
+    };
+    if let Some(s) = snaplen {
+        cfg.snaplen = s;
+    }
+    let cap = start("big_write", cfg)?;
+    let data = test_bytes(1 << 20, 9);
+    let n = data.len();
+    let reader = std::thread::spawn(move || {
+        let got = c_read_exact(b, n);
+        close(b);
+        got
+    });
+    // SAFETY: one write of the whole buffer; a blocking stream socket takes it all.
+    let w = unsafe { libc::write(a, data.as_ptr().cast(), data.len()) };
+    assert_eq!(w as usize, data.len());
+    assert_eq!(reader.join().unwrap(), data);
+    close(a);
+    Some((cap.finish(), data, conn))
+}
+
+#[test]
+fn one_mib_write_default_snaplen_is_truncated() {
+    let _g = lock();
+    let Some((c, data, conn)) = big_write(None) else {
+        return;
+    };
+    c.assert_no_loss();
+    let send: Vec<_> = c
+        .of_conn(conn)
+        .into_iter()
+        .filter(|e| e.dir == Direction::Send)
+        .collect();
+    assert_eq!(send.len(), 1);
+    let e = send[0];
+    assert!(e.truncated);
+    assert_eq!(e.len, 1 << 20, "the real length is kept");
+    assert_eq!(e.data.len(), 65_536);
+    assert_eq!(&e.data[..], &data[..65_536]);
+}
+
+#[test]
+fn one_mib_write_with_raised_snaplen_is_whole() {
+    let _g = lock();
+    let Some((c, data, conn)) = big_write(Some(2 << 20)) else {
+        return;
+    };
+    c.assert_no_loss();
+    let evs = c.of_conn(conn);
+    let send: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Send)
+        .collect();
+    assert_eq!(send.len(), 1);
+    assert_eq!(stream(send), data);
+    let recv: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Recv)
+        .collect();
+    assert_eq!(stream(recv), data);
+}
+
+const PY_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b"hello from python " * 3)
+data = b""
+while len(data) < 11:
+    chunk = s.recv(100)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.decode())
+"#;
+
+fn python() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some("python3")
+    } else {
+        assert!(!required(), "python3 is needed for this test");
+        eprintln!("skipping: python3 not found");
+        None
+    }
+}
+
+#[test]
+fn python_peer_is_captured_with_its_pid() {
+    let _g = lock();
+    let Some(py) = python() else { return };
+    let dir = tmpdir("py");
+    let path = dir.join("py.sock");
+    let p = path.to_str().unwrap().to_string();
+    let listener = UnixListener::bind(&path).unwrap();
+    let Some(cap) = start("python_peer_is_captured_with_its_pid", path_cfg(&p)) else {
+        return;
+    };
+    let mut child = Command::new(py)
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child_pid = child.id();
+    let (mut srv, _) = listener.accept().unwrap();
+    let want = b"hello from python ".repeat(3);
+    let mut got = vec![0u8; want.len()];
+    srv.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+    srv.write_all(b"hi, python!").unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out, "hi, python!");
+    let c = cap.finish();
+    c.assert_no_loss();
+    let py_send = stream(
+        c.events
+            .iter()
+            .filter(|e| e.pid == child_pid && e.dir == Direction::Send),
+    );
+    let py_recv = stream(
+        c.events
+            .iter()
+            .filter(|e| e.pid == child_pid && e.dir == Direction::Recv),
+    );
+    let our_recv = stream(
+        c.events
+            .iter()
+            .filter(|e| e.pid == pid() && e.dir == Direction::Recv),
+    );
+    assert_eq!(py_send, want);
+    assert_eq!(our_recv, want);
+    assert_eq!(py_recv, b"hi, python!");
+    for e in &c.events {
+        let other = if e.pid == child_pid { pid() } else { child_pid };
+        assert_eq!(e.peer_pid, other, "peer pid of {e:?}");
+        if e.pid == child_pid {
+            assert!(e.comm.starts_with("python"), "comm {}", e.comm);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const PY_SERVER: &str = r#"
+import socket, sys, os
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(1)
+sys.stdout.write("ready\n"); sys.stdout.flush()
+c, _ = s.accept()
+data = c.recv(100)
+c.sendall(data.upper())
+c.close()
+"#;
+
+const PY_CONNECT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b"ping")
+sys.stdout.write(s.recv(100).decode())
+"#;
+
+#[test]
+fn pid_filter_matches_either_end() {
+    let _g = lock();
+    let Some(py) = python() else { return };
+    let dir = tmpdir("pidf");
+    let path = dir.join("s.sock");
+    let p = path.to_str().unwrap().to_string();
+    let mut server = Command::new(py)
+        .arg("-c")
+        .arg(PY_SERVER)
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_pid = server.id();
+    let mut sout = server.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    sout.read_exact(&mut ready).unwrap();
+    let Some(cap) = start(
+        "pid_filter_matches_either_end",
+        UnixConfig {
+            pids: vec![server_pid],
+            ..Default::default()
+        },
+    ) else {
+        let _ = server.kill();
+        let _ = server.wait();
+        return;
+    };
+    // Traffic of this process that does not involve the server: not captured.
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    a.write_all(b"not for the filter").unwrap();
+    let mut sink = [0u8; 18];
+    b.read_exact(&mut sink).unwrap();
+    let client = Command::new(py)
+        .arg("-c")
+        .arg(PY_CONNECT)
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(client.status.success());
+    assert_eq!(client.stdout, b"PING");
+    assert!(server.wait().unwrap().success());
+    let c = cap.finish();
+    c.assert_no_loss();
+    assert_eq!(
+        c.events.len(),
+        4,
+        "client send/recv and server recv/send: {:?}",
+        c.events
+    );
+    for e in &c.events {
+        assert!(e.pid == server_pid || e.peer_pid == server_pid, "{e:?}");
+        assert_eq!(&*e.path, p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn path_prefix_abstract_comm_and_direction_filters() {
+    let _g = lock();
+    let dir = tmpdir("filters");
+    let keep = dir.join("keep-1.sock");
+    let drop_ = dir.join("other.sock");
+    let l_keep = UnixListener::bind(&keep).unwrap();
+    let l_drop = UnixListener::bind(&drop_).unwrap();
+    let abs_name = format!("spf-test-filter-{}", pid());
+    let abs = SocketAddr::from_abstract_name(abs_name.as_bytes()).unwrap();
+    let l_abs = UnixListener::bind_addr(&abs).unwrap();
+
+    let talk = |l: &UnixListener, mut c: UnixStream, msg: &[u8]| {
+        let (mut s, _) = l.accept().unwrap();
+        c.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(msg).unwrap();
+        c.read_exact(&mut got).unwrap();
+    };
+
+    // Prefix: only keep-*.
+    let prefix = format!("{}/keep-*", dir.display());
+    let Some(cap) = start("filters/prefix", path_cfg(&prefix)) else {
+        return;
+    };
+    talk(&l_keep, UnixStream::connect(&keep).unwrap(), b"kept");
+    talk(&l_drop, UnixStream::connect(&drop_).unwrap(), b"dropped");
+    talk(&l_abs, UnixStream::connect_addr(&abs).unwrap(), b"abstract");
+    let c = cap.finish();
+    assert_eq!(c.events.len(), 4);
+    assert!(
+        c.events
+            .iter()
+            .all(|e| *e.path == *keep.to_str().unwrap() && &e.data[..] == b"kept")
+    );
+
+    // Abstract, send direction only.
+    let cfg = UnixConfig {
+        direction: DirectionFilter::Send,
+        ..path_cfg(&format!("@{abs_name}"))
+    };
+    let Some(cap) = start("filters/abstract+direction", cfg) else {
+        return;
+    };
+    talk(&l_keep, UnixStream::connect(&keep).unwrap(), b"kept");
+    talk(&l_abs, UnixStream::connect_addr(&abs).unwrap(), b"abstract");
+    let c = cap.finish();
+    assert_eq!(c.events.len(), 2, "{:?}", c.events);
+    assert!(
+        c.events
+            .iter()
+            .all(|e| e.dir == Direction::Send && &e.data[..] == b"abstract")
+    );
+
+    // Comm: the thread's name is its comm.
+    let tname = format!("spfc{}", pid() % 100_000);
+    let cfg = UnixConfig {
+        comms: vec![tname.clone()],
+        ..Default::default()
+    };
+    let Some(cap) = start("filters/comm", cfg) else {
+        return;
+    };
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let t = std::thread::Builder::new()
+        .name(tname.clone())
+        .spawn(move || {
+            a.write_all(b"from the named thread").unwrap();
+            a
+        })
+        .unwrap();
+    let _a = t.join().unwrap();
+    let mut got = [0u8; 21];
+    b.read_exact(&mut got).unwrap();
+    let c = cap.finish();
+    assert_eq!(c.events.len(), 1, "{:?}", c.events);
+    assert_eq!(&*c.events[0].comm, tname);
+    assert_eq!(&c.events[0].data[..], b"from the named thread");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_connections_every_byte_in_order() {
+    let _g = lock();
+    const CONNS: usize = 32;
+    const MSGS: usize = 1000;
+    let dir = tmpdir("many");
+    let path = dir.join("many.sock");
+    let p = path.to_str().unwrap().to_string();
+    let listener = UnixListener::bind(&path).unwrap();
+    // The client's reader takes everything in one read_exact, which can be one
+    // big read: capture it whole.
+    let cfg = UnixConfig {
+        ring_size: 64 << 20,
+        snaplen: 1 << 20,
+        ..path_cfg(&p)
+    };
+    let Some(cap) = start("concurrent_connections_every_byte_in_order", cfg) else {
+        return;
+    };
+    let gettid = || {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() as u32 }
+    };
+    let server = std::thread::spawn(move || {
+        let mut handles = Vec::new();
+        for _ in 0..CONNS {
+            let (mut s, _) = listener.accept().unwrap();
+            handles.push(std::thread::spawn(move || {
+                // Echo everything back until the client closes.
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    s.write_all(&buf[..n]).unwrap();
+                }
+                (ino(s.as_raw_fd()), gettid())
+            }));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let clients: Vec<_> = (0..CONNS)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&path).unwrap();
+                let mut r = s.try_clone().unwrap();
+                let total: usize = (0..MSGS).map(|m| 1 + (m * 7 + i) % 200).sum();
+                let reader = std::thread::spawn(move || {
+                    let mut got = vec![0u8; total];
+                    r.read_exact(&mut got).unwrap();
+                    (got, gettid())
+                });
+                let mut sent = Vec::with_capacity(total);
+                for m in 0..MSGS {
+                    let msg = test_bytes(1 + (m * 7 + i) % 200, (i * MSGS + m) as u64);
+                    s.write_all(&msg).unwrap();
+                    sent.extend_from_slice(&msg);
+                }
+                let (got, reader_tid) = reader.join().unwrap();
+                assert_eq!(got, sent);
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                (ino(s.as_raw_fd()), gettid(), reader_tid, sent, s)
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    let handlers = server.join().unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+
+    let mut by_flow: HashMap<(u32, Direction), Vec<&Arc<Event>>> = HashMap::new();
+    for e in &c.events {
+        by_flow.entry((e.tid, e.dir)).or_default().push(e);
+    }
+    let flow = |tid: u32, dir: Direction| -> (u64, Vec<u8>) {
+        let evs = by_flow
+            .get(&(tid, dir))
+            .unwrap_or_else(|| panic!("no {dir} events of thread {tid}"));
+        let conn = evs[0].conn;
+        assert!(
+            evs.iter().all(|e| e.conn == conn),
+            "one conn for one connection"
+        );
+        (conn, stream(evs.iter().copied()))
+    };
+    let mut server_of: HashMap<u64, (u64, u32)> = HashMap::new();
+    for (srv_ino, tid) in &handlers {
+        let (conn, _) = flow(*tid, Direction::Recv);
+        assert!(
+            server_of.insert(conn, (*srv_ino, *tid)).is_none(),
+            "two connections share conn {conn}"
+        );
+    }
+    for (cli_ino, writer, reader, sent, _s) in &results {
+        // What the client wrote is what the server read; the echo is what the
+        // server wrote and the client read. All four under one conn id.
+        let (conn, data) = flow(*writer, Direction::Send);
+        assert!(data == *sent, "client send stream differs");
+        let (conn2, data) = flow(*reader, Direction::Recv);
+        assert_eq!(conn2, conn);
+        assert!(data == *sent, "client recv stream differs");
+        let (srv_ino, srv_tid) = server_of[&conn];
+        // The lower inode of the two, unless the client sent before the
+        // server's accept() gave its socket an inode: then the client's.
+        assert!(
+            conn == srv_ino.min(*cli_ino) || conn == *cli_ino,
+            "conn {conn}: client {cli_ino}, server {srv_ino}"
+        );
+        let (conn3, data) = flow(srv_tid, Direction::Recv);
+        assert_eq!(conn3, conn);
+        assert!(data == *sent, "server recv stream differs");
+        let (conn4, data) = flow(srv_tid, Direction::Send);
+        assert_eq!(conn4, conn);
+        assert!(data == *sent, "server send stream differs");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tiny_ring_reports_every_drop() {
+    let _g = lock();
+    const N: usize = 20_000;
+    let dir = tmpdir("tiny");
+    let path = dir.join("tiny.sock");
+    let p = path.to_str().unwrap().to_string();
+    let rx = UnixDatagram::bind(&path).unwrap();
+    let tx = UnixDatagram::unbound().unwrap();
+    tx.connect(&path).unwrap();
+    let cfg = UnixConfig {
+        ring_size: 4096,
+        ..path_cfg(&p)
+    };
+    let Some(cap) = start("tiny_ring_reports_every_drop", cfg) else {
+        return;
+    };
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..N {
+            rx.recv(&mut buf).unwrap();
+        }
+    });
+    let msg = [0x5au8; 64];
+    for _ in 0..N {
+        tx.send(&msg).unwrap();
+    }
+    reader.join().unwrap();
+    let c = cap.finish();
+    let lost: u64 = c.lost.iter().map(|l| l.count).sum();
+    assert!(
+        lost > 0,
+        "a 4 KiB ring cannot hold a burst of {N} datagrams"
+    );
+    assert_eq!(
+        lost, c.summary.lost,
+        "every drop is reported as a Lost item"
+    );
+    assert_eq!(
+        c.events.len() as u64 + lost,
+        2 * N as u64,
+        "every datagram sent and received is either captured or counted as lost"
+    );
+    assert!(c.events.iter().all(|e| &e.data[..] == msg));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn config_file_builds_the_probe() {
+    let _g = lock();
+    let mut reg = spf_pipeline::config::Registry::new();
+    spf_probes::register(&mut reg);
+    assert!(reg.source_types().contains(&"unix"));
+    let bad = spf_pipeline::config::parse(
+        &reg,
+        "t.toml",
+        "[source]\ntype = \"unix\"\nring_size = 3000\n",
+    );
+    let msg = bad.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("source.ring_size: must be a power of two"),
+        "{msg}"
+    );
+}

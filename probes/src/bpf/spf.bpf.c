@@ -75,12 +75,20 @@ struct {
 	__type(value, struct stash);
 } spf_stash SEC(".maps");
 
-/* Connection id by socket inode, so that a connection keeps its id once the
- * peer is closed and its inode can no longer be read. */
+/* A connection's two socks, lower address first: the same key from both ends. */
+struct conn_key {
+	__u64 lo;
+	__u64 hi;
+};
+
+/* Connection id by connection, fixed the first time either end is seen. A
+ * peer's inode cannot always be read: an accepted socket has none until
+ * accept() returns, a closed one has none any more. Without this, the id of a
+ * connection would change when its server accepts it or its peer closes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__type(key, struct conn_key);
 	__type(value, __u64);
 } spf_conns SEC(".maps");
 
@@ -619,37 +627,42 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 	if (!read_sock_path(hdr, sk) && peer)
 		read_sock_path(hdr, peer);
 
-	__u64 *cached = bpf_map_lookup_elem(&spf_conns, &own);
-	if (cached) {
-		hdr->conn = *cached;
-		return 0;
-	}
-	__u64 conn = own;
-	bool stable = true;
 	if (type == 2 /* SOCK_DGRAM */) {
 		/* A datagram "connection" is its receiving socket, unless the two
 		 * sockets are connected to each other (socketpair). */
+		__u64 conn = own;
 		if (peer) {
 			struct sock *back = BPF_CORE_READ((struct unix_sock *)peer, peer);
 			__u64 pino = sock_ino(peer);
 			if (back == sk)
 				conn = conn_of(own, pino);
-			else if (dir == DIR_SEND)
+			else if (dir == DIR_SEND && pino)
 				conn = pino;
-			stable = pino != 0;
 		}
-	} else if (peer) {
-		__u64 pino = sock_ino(peer);
-		conn = conn_of(own, pino);
-		stable = pino != 0;
-	} else {
-		/* A stream socket without peer moves no data; keep the own inode
-		 * but do not remember it as the connection. */
-		stable = false;
+		hdr->conn = conn;
+		return 0;
 	}
+	if (!peer) {
+		hdr->conn = own;
+		return 0;
+	}
+	struct conn_key key = {};
+	if ((__u64)sk < (__u64)peer) {
+		key.lo = (__u64)sk;
+		key.hi = (__u64)peer;
+	} else {
+		key.lo = (__u64)peer;
+		key.hi = (__u64)sk;
+	}
+	__u64 *cached = bpf_map_lookup_elem(&spf_conns, &key);
+	if (cached) {
+		hdr->conn = *cached;
+		return 0;
+	}
+	__u64 conn = conn_of(own, sock_ino(peer));
 	hdr->conn = conn;
-	if (stable && own && conn && type != 2)
-		bpf_map_update_elem(&spf_conns, &own, &conn, 0);
+	if (conn)
+		bpf_map_update_elem(&spf_conns, &key, &conn, 0);
 	return 0;
 }
 
