@@ -27,6 +27,8 @@ struct Capture {
     events: Mutex<Vec<Arc<Event>>>,
     seq: AtomicU64,
     conns: AtomicU64,
+    /// Pumps still copying; both of a connection end once each side closed.
+    active: AtomicU64,
 }
 
 impl Capture {
@@ -80,6 +82,7 @@ async fn relay(listen: UnixListener, upstream: PathBuf, cap: Arc<Capture>) {
         let conn = 1 + cap.conns.fetch_add(1, Ordering::SeqCst);
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
+        cap.active.fetch_add(2, Ordering::SeqCst);
         tokio::spawn(pump(cr, sw, conn, Direction::Send, Arc::clone(&cap)));
         tokio::spawn(pump(sr, cw, conn, Direction::Recv, Arc::clone(&cap)));
     }
@@ -104,6 +107,7 @@ async fn pump(
         }
     }
     let _ = w.shutdown().await;
+    cap.active.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// A server socket, a relay socket in front of it, and the capture.
@@ -369,7 +373,7 @@ async fn hyper_client_and_server() {
     }
     drop(sender);
     let _ = driver.await;
-    settle(&s.cap).await;
+    closed(&s.cap).await;
     let recs = s.cap.decode();
     assert_clean(&recs);
     let seen = seen.lock().unwrap().clone();
@@ -384,8 +388,20 @@ async fn hyper_client_and_server() {
     assert_eq!(data, vec![b'x'; 500]);
 }
 
-/// Waits until the relay has recorded everything both ways: the pumps record
-/// before they forward, so once the peers are done only the close remains.
+/// Waits until every relayed connection has closed both ways, so that the
+/// recording holds every byte either peer sent.
+async fn closed(cap: &Capture) {
+    for _ in 0..600 {
+        if cap.active.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("relayed connections still open after 30 s");
+}
+
+/// Waits until the relay has been quiet for a moment: used to mark a point
+/// between requests on a connection that stays open.
 async fn settle(cap: &Capture) {
     let mut last = usize::MAX;
     loop {
@@ -488,7 +504,7 @@ async fn curl_against_hyper_server() {
         );
         received.extend(parse_curl_dump(&std::fs::read_to_string(&dump).unwrap()));
     }
-    settle(&s.cap).await;
+    closed(&s.cap).await;
     assert_eq!(received.len(), 3);
     let recs = s.cap.decode();
     assert_clean(&recs);
@@ -533,7 +549,7 @@ async fn attach_mid_connection_on_real_traffic() {
     }
     drop(sender);
     let _ = driver.await;
-    settle(&s.cap).await;
+    closed(&s.cap).await;
     let events = s.cap.events.lock().unwrap().clone();
     let seen = seen.lock().unwrap().clone();
     let mut placeholders = 0;
@@ -797,10 +813,9 @@ async fn tonic_unary_and_streaming() {
     assert_eq!(items.len(), 5);
     assert_eq!(replies[0].text, "echo: hello world");
     drop(grpc);
-    settle(&s.cap).await;
     let _ = stop_tx.send(());
     let _ = server.await;
-    settle(&s.cap).await;
+    closed(&s.cap).await;
 
     let recs = s.cap.decode();
     assert_clean(&recs);
