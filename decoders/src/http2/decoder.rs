@@ -99,6 +99,8 @@ struct Flow {
     hpack: hpack::Decoder,
     /// Largest frame this direction may send (the peer's SETTINGS_MAX_FRAME_SIZE).
     max_frame: u32,
+    /// `max_frame` came from a SETTINGS frame seen in this capture.
+    max_frame_seen: bool,
     block: Option<Block>,
     grpc: HashMap<u32, grpc::Messages>,
     /// Reused for each header block's fields.
@@ -117,6 +119,7 @@ impl Default for Flow {
             mode: Mode::Start,
             hpack: hpack::Decoder::new(),
             max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
+            max_frame_seen: false,
             block: None,
             grpc: HashMap::new(),
             scratch: Vec::new(),
@@ -218,8 +221,10 @@ impl Decoder for Http2 {
                     let f = &mut view.flows[idx];
                     f.mode = Mode::Resync;
                     f.fresh = true;
-                    f.hpack = hpack::Decoder::unknown();
-                    f.max_frame = self.cfg.max_frame_size;
+                    f.hpack.join_midway();
+                    if !f.max_frame_seen {
+                        f.max_frame = self.cfg.max_frame_size;
+                    }
                     continue;
                 };
                 let mut scratch = Streams::new();
@@ -354,8 +359,10 @@ impl View {
             let f = &mut self.flows[idx];
             f.mode = Mode::Resync;
             f.fresh = true;
-            f.hpack = hpack::Decoder::unknown();
-            f.max_frame = ctx.cfg.max_frame_size;
+            f.hpack.join_midway();
+            if !f.max_frame_seen {
+                f.max_frame = ctx.cfg.max_frame_size;
+            }
             return;
         }
         self.drop_partial(idx, why, ctx);
@@ -434,9 +441,10 @@ impl View {
                             return p;
                         }
                         p += n;
+                        // The flow's table is still the fresh one it began with,
+                        // with any SETTINGS the peer already sent applied.
                         let f = &mut self.flows[idx];
                         f.mode = Mode::Frames;
-                        f.hpack = hpack::Decoder::new();
                         f.max_frame = f.max_frame.min(ctx.cfg.max_frame_size);
                         let mut m = Map::new();
                         m.insert("type".into(), json!("PREFACE"));
@@ -458,13 +466,14 @@ impl View {
                     if h.kind == frame::SETTINGS && !h.has(frame::ACK) && h.plausible(f.max_frame) {
                         // A server's connection preface: its first SETTINGS frame.
                         f.mode = Mode::Frames;
-                        f.hpack = hpack::Decoder::new();
                         f.max_frame = f.max_frame.min(ctx.cfg.max_frame_size);
                     } else {
                         f.mode = Mode::Resync;
                         f.fresh = p == 0;
-                        f.hpack = hpack::Decoder::unknown();
-                        f.max_frame = ctx.cfg.max_frame_size;
+                        f.hpack.join_midway();
+                        if !f.max_frame_seen {
+                            f.max_frame = ctx.cfg.max_frame_size;
+                        }
                     }
                 }
                 Mode::Resync => {
@@ -771,6 +780,7 @@ impl View {
                         frame::SETTINGS_HEADER_TABLE_SIZE => peer.hpack.settings_table_size(v),
                         frame::SETTINGS_MAX_FRAME_SIZE => {
                             peer.max_frame = v.min(ctx.cfg.max_frame_size);
+                            peer.max_frame_seen = true;
                         }
                         _ => {}
                     }

@@ -794,3 +794,41 @@ fn idle_connections_are_dropped_and_rejoin_safely() {
     assert!(h[0].1.iter().any(|(n, _)| n.starts_with("<unknown index")));
     assert!(h[0].1.contains(&("x-request-id".into(), "req-1".into())));
 }
+
+/// SETTINGS_HEADER_TABLE_SIZE sent by one side bounds the size updates the
+/// other side's encoder may send.
+#[test]
+fn settings_header_table_size_bounds_size_updates() {
+    let mut ok_block = Vec::new();
+    henc::size_update(&mut ok_block, 65536);
+    henc::indexed(&mut ok_block, 8);
+    for (announced, want_error) in [(Some(65536u32), false), (None, true)] {
+        let mut client = frame::PREFACE.to_vec();
+        let mut settings = Vec::new();
+        if let Some(v) = announced {
+            settings.extend_from_slice(&[0, 1]);
+            settings.extend_from_slice(&v.to_be_bytes());
+        }
+        client.extend(frame(frame::SETTINGS, 0, 0, &settings));
+        let mut server = frame(frame::SETTINGS, 0, 0, &[]);
+        server.extend(frame(frame::HEADERS, frame::END_HEADERS, 1, &ok_block));
+        let recs = run(
+            &mut decoder(),
+            &[(Direction::Send, client), (Direction::Recv, server)],
+        );
+        let errs = errors(&recs);
+        if want_error {
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains("COMPRESSION_ERROR") && errs[0].contains("65536"),
+                "{errs:?}"
+            );
+        } else {
+            assert!(errs.is_empty(), "{errs:?}");
+            assert_eq!(
+                headers_of(&recs)[0].1,
+                vec![(":status".to_string(), "200".to_string())]
+            );
+        }
+    }
+}

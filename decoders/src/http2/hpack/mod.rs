@@ -65,6 +65,8 @@ pub struct Decoder {
     /// The largest SETTINGS_HEADER_TABLE_SIZE the decoding side announced (at least
     /// the default); `None` while unknown, when decoding began mid-stream.
     settings_limit: Option<usize>,
+    /// SETTINGS_HEADER_TABLE_SIZE was seen (so `settings_limit` is known).
+    settings_seen: bool,
 }
 
 impl Default for Decoder {
@@ -82,6 +84,7 @@ impl Decoder {
         Decoder {
             table: Table::new(),
             settings_limit: Some(table::DEFAULT_MAX),
+            settings_seen: false,
         }
     }
 
@@ -99,12 +102,22 @@ impl Decoder {
         Decoder {
             table: Table::unknown(),
             settings_limit: None,
+            settings_seen: false,
         }
     }
 
     /// Marks the table as no longer trustworthy (lost bytes, decoding error).
     pub fn forget(&mut self) {
         self.table.forget();
+    }
+
+    /// Decoding joins a connection already running: the table is unknown, and so
+    /// is the settings limit unless SETTINGS were seen since.
+    pub fn join_midway(&mut self) {
+        self.table.forget();
+        if !self.settings_seen {
+            self.settings_limit = None;
+        }
     }
 
     pub fn table(&self) -> &Table {
@@ -120,6 +133,7 @@ impl Decoder {
             .max(size)
             .max(table::DEFAULT_MAX);
         self.settings_limit = Some(limit);
+        self.settings_seen = true;
         self.table.set_bound(limit);
     }
 
