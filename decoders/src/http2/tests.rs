@@ -832,3 +832,42 @@ fn settings_header_table_size_bounds_size_updates() {
         }
     }
 }
+
+#[test]
+fn push_promise_rst_stream_priority_and_goaway() {
+    let mut e = Enc::default();
+    let mut server = frame(frame::SETTINGS, 0, 0, &[]);
+    let mut pp = vec![0, 0, 0, 2];
+    pp.extend(e.block(&[
+        (":method", "GET"),
+        (":path", "/style.css"),
+        (":scheme", "http"),
+    ]));
+    server.extend(frame(frame::PUSH_PROMISE, frame::END_HEADERS, 1, &pp));
+    server.extend(frame(frame::RST_STREAM, 0, 2, &[0, 0, 0, 8]));
+    server.extend(frame(frame::PRIORITY, 0, 3, &[0, 0, 0, 1, 255]));
+    server.extend(frame(
+        frame::GOAWAY,
+        0,
+        0,
+        &[0, 0, 0, 1, 0, 0, 0, 0xb, b'c', b'a', b'l', b'm'],
+    ));
+    let recs = run(&mut decoder(), &[(Direction::Recv, server)]);
+    assert!(errors(&recs).is_empty(), "{:?}", lines(&recs));
+    let l = lines(&recs);
+    assert!(l[1].contains("\"type\":\"PUSH_PROMISE\""), "{}", l[1]);
+    assert!(l[1].contains("\"promised_stream_id\":2"));
+    assert!(l[1].contains("[\":path\",\"/style.css\"]"));
+    assert!(l[2].contains("\"error_code\":\"CANCEL\""), "{}", l[2]);
+    assert!(
+        l[3].contains("\"priority\":{\"exclusive\":false,\"depends_on\":1,\"weight\":256}"),
+        "{}",
+        l[3]
+    );
+    assert!(
+        l[4].contains("\"error_code\":\"ENHANCE_YOUR_CALM\",\"debug_data\":\"calm\""),
+        "{}",
+        l[4]
+    );
+    assert!(l[4].contains("\"last_stream_id\":1"));
+}
