@@ -105,6 +105,10 @@ struct Flow {
     grpc: HashMap<u32, grpc::Messages>,
     /// Reused for each header block's fields.
     scratch: Vec<hpack::Field>,
+    /// Whether this direction's HEADERS carry requests or responses.
+    role: Option<Role>,
+    /// Requests and responses were both seen: two byte streams are interleaved.
+    mixed: bool,
     /// Bytes dropped while looking for a frame boundary, not yet reported.
     skipped: u64,
     /// The resync began at the first byte of an event and has not moved since.
@@ -123,12 +127,23 @@ impl Default for Flow {
             block: None,
             grpc: HashMap::new(),
             scratch: Vec::new(),
+            role: None,
+            mixed: false,
             skipped: 0,
             fresh: false,
             last_event: None,
         }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Requests,
+    Responses,
+}
+
+/// Why a direction's header blocks cannot be decoded.
+const MIXED: &str = "both ends of this connection are in one process, whose sends (and receives) of the two ends cannot be told apart";
 
 /// A header block being assembled from HEADERS/PUSH_PROMISE and CONTINUATION.
 struct Block {
@@ -849,6 +864,14 @@ impl View {
             promised,
             continuations,
         } = block;
+        if self.flows[idx].mixed {
+            let _ = write!(text, "\n  (header block not decoded: {MIXED})");
+            ctx.record(m, text);
+            for (cm, ct) in continuations {
+                ctx.record(cm, ct);
+            }
+            return;
+        }
         let mut fields = std::mem::take(&mut self.flows[idx].scratch);
         fields.clear();
         if let Err(e) = self.flows[idx].hpack.decode(&fragment, &mut fields) {
@@ -862,6 +885,37 @@ impl View {
             }
             ctx.error(Some("COMPRESSION_ERROR"), msg);
             return;
+        }
+        if kind == frame::HEADERS {
+            // Only clients send :method in HEADERS and only servers :status. A
+            // direction that carries both holds two byte streams, each with
+            // its own HPACK table: nothing decoded from it can be trusted.
+            let role = fields.iter().find_map(|f| match f.name.as_slice() {
+                _ if f.unknown => None,
+                b":method" => Some(Role::Requests),
+                b":status" => Some(Role::Responses),
+                _ => None,
+            });
+            let f = &mut self.flows[idx];
+            match (f.role, role) {
+                (Some(a), Some(b)) if a != b => {
+                    f.mixed = true;
+                    f.hpack.forget();
+                    f.scratch = fields;
+                    ctx.error(
+                        None,
+                        format!(
+                            "HEADERS frame on stream {stream_id}: requests and responses in one direction: {MIXED}; header blocks of this direction are no longer decoded"
+                        ),
+                    );
+                    for (cm, ct) in continuations {
+                        ctx.record(cm, ct);
+                    }
+                    return;
+                }
+                (None, Some(b)) => f.role = Some(b),
+                _ => {}
+            }
         }
         let mut list = Vec::with_capacity(fields.len());
         let mut path = None;

@@ -871,3 +871,34 @@ fn push_promise_rst_stream_priority_and_goaway() {
     );
     assert!(l[4].contains("\"last_stream_id\":1"));
 }
+
+/// One process at both ends of a connection: its sends of both ends land in
+/// one direction. The first response block there is recognised and nothing
+/// from it or after it is decoded with the wrong table.
+#[test]
+fn both_ends_in_one_process_are_reported_not_misdecoded() {
+    let (c, s, sent) = conversation(2, true);
+    let mut d = decoder();
+    let mut out = Vec::new();
+    let mut seq = 0;
+    for i in 0..c.len().max(s.len()) {
+        for w in [c.get(i), s.get(i)].into_iter().flatten() {
+            // Same pid, both ends' sends.
+            d.decode(&event(seq, Direction::Send, w), &mut out);
+            seq += 1;
+        }
+    }
+    d.finish(&mut out);
+    let errs = errors(&out);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("requests and responses in one direction"),
+        "{errs:?}"
+    );
+    // Every header list that did come out is one that was sent.
+    let got = headers_of(&out);
+    assert!(!got.is_empty());
+    for (_, h) in &got {
+        assert!(sent.contains(h), "wrong header list {h:?}");
+    }
+}
