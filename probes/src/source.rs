@@ -30,8 +30,10 @@ const F_CONN_BY_PATH: u32 = 1 << 3;
 
 /// Items per batch handed to the pipeline.
 const BATCH: usize = 1024;
-/// How long one poll waits for data, which bounds how late a stop is noticed.
-const POLL: Duration = Duration::from_millis(50);
+/// How long the reader sleeps between drains. The probe wakes it early only
+/// when the ring fills up (see wake_bytes), so this bounds both how late a
+/// small event is handed on and how late a stop is noticed.
+const POLL: Duration = Duration::from_millis(10);
 
 /// The running probe and what it needs to turn records into events.
 pub struct UnixSource {
@@ -68,11 +70,9 @@ impl UnixSource {
         let mut lost_total = 0u64;
         loop {
             let stopping = out.stopping();
-            let r = if stopping {
-                ring.consume()
-            } else {
-                ring.poll(POLL)
-            };
+            // poll() reads the ring only when woken, and most records come
+            // without a wakeup: drain it after every poll.
+            let r = if stopping { Ok(()) } else { ring.poll(POLL) }.and_then(|()| ring.consume());
             if let Err(e) = r {
                 if e.kind() != libbpf_rs::ErrorKind::Interrupted {
                     return Err(SourceError(format!(
@@ -226,13 +226,13 @@ impl Converter {
         let records = self.records;
         let p = self.pending.entry(h.tid).or_insert_with(|| Pending {
             cookie: h.cookie,
-            data: Vec::new(),
+            data: Vec::with_capacity(h.total as usize),
             touched: records,
         });
         if p.cookie != h.cookie {
             // The header of the previous event of this thread never came.
             p.cookie = h.cookie;
-            p.data.clear();
+            p.data = Vec::with_capacity(h.total as usize);
         }
         p.touched = records;
         p.data.extend_from_slice(body);
@@ -394,7 +394,7 @@ mod tests {
                 len: body.len() as u32,
                 cookie,
                 tid: 11,
-                _pad: 0,
+                total: 6,
             };
             let mut v = as_bytes(&h);
             v.extend_from_slice(body);

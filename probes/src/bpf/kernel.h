@@ -46,6 +46,10 @@ enum {
 	BPF_RB_FORCE_WAKEUP = 2,
 };
 
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+};
+
 #define AF_UNIX 1
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000

@@ -24,16 +24,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 const volatile struct spf_config spf_cfg = {
 	.snaplen = 65536,
 	.dir_mask = 3,
+	.wake_bytes = 1 << 20,
 };
 
 /* Events (or parts of events) that could not be placed in the ring buffer. User
  * space reads it through the mmapped .bss, no syscall needed. */
 __u64 spf_lost = 0;
-
-/* Always 0, but the verifier cannot know that: loop counters started from it
- * are not tracked as exact constants, so a loop's states converge at once
- * instead of being explored once per iteration. */
-__u64 spf_opaque_zero = 0;
 
 /* Never used by the program: they make the skeleton carry the record layouts to
  * Rust. */
@@ -172,7 +168,13 @@ static __always_inline int classify(long nr, __u8 *dir)
 	return K_NONE;
 }
 
-/* The sock behind `fd` if it is an AF_UNIX socket, else NULL. */
+/* The sock behind `fd` if it is an AF_UNIX socket, else NULL.
+ *
+ * This runs for every read and write of every process, so it avoids helper
+ * calls where it can: bpf_core_cast turns the file pointer into one the
+ * program may load from directly (each load is a plain instruction; a fault
+ * reads as zero), where BPF_CORE_READ would cost a bpf_probe_read_kernel per
+ * field. Kernels without bpf_rdonly_cast (before 6.2) take the slower path. */
 static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, int fd)
 {
 	struct files_struct *files = task->files;
@@ -182,16 +184,23 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
 	struct file **fds = fdt->fd;
-	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	if (!file)
+	struct file *fp = NULL;
+	bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
+	if (!fp)
 		return NULL;
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	if (!inode)
-		return NULL;
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return NULL;
-	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct socket *sock;
+	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		struct file *f = bpf_core_cast(fp, struct file);
+		struct inode *inode = f->f_inode;
+		if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
+			return NULL;
+		sock = f->private_data;
+	} else {
+		struct inode *inode = BPF_CORE_READ(fp, f_inode);
+		if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+			return NULL;
+		sock = BPF_CORE_READ(fp, private_data);
+	}
 	if (!sock)
 		return NULL;
 	struct sock *sk = BPF_CORE_READ(sock, sk);
@@ -255,6 +264,15 @@ int BPF_PROG(spf_sys_enter, struct pt_regs *regs, long id)
 
 /* ---- data copy ---------------------------------------------------------- */
 
+/* Waking the reader for every record costs more than the record: a context
+ * switch per 64-byte message. Wake it only once a good part of the ring is
+ * used; it finds smaller amounts on its own short timer. */
+static __always_inline __u64 wake_flags(void)
+{
+	return bpf_ringbuf_query(&spf_ring, BPF_RB_AVAIL_DATA) >= spf_cfg.wake_bytes ? BPF_RB_FORCE_WAKEUP
+										     : BPF_RB_NO_WAKEUP;
+}
+
 #define INLINE_MAX 4096
 #define CHUNK_MAX 32768
 
@@ -287,7 +305,9 @@ struct copy_ctx {
 	__u64 copied;
 	__u64 cookie;
 	__u32 tid;
+	__u32 total;
 	__u32 flags;    /* SPF_F_DROPPED / SPF_F_FAULT when the copy stopped early */
+	__u32 _pad;
 };
 
 /* Emits one chunk record of size class N holding `n` (<= N) bytes from `src`.
@@ -310,16 +330,32 @@ struct copy_ctx {
 				__rec->h.len = __n;                                         \
 				__rec->h.cookie = (c)->cookie;                              \
 				__rec->h.tid = (c)->tid;                                    \
-				__rec->h._pad = 0;                                          \
-				bpf_ringbuf_submit(__rec, 0);                               \
+				__rec->h.total = (c)->total;                                \
+				bpf_ringbuf_submit(__rec, wake_flags());                    \
 			}                                                                   \
 		}                                                                           \
 		__r;                                                                        \
 	})
 
+/* The copy state lives in a map value, not on the stack: the verifier does not
+ * track what a map value holds, so the loop body is verified once for all
+ * iterations instead of once per distinct range of `remaining`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct copy_ctx);
+} spf_copy SEC(".maps");
+
+struct copy_ref {
+	struct copy_ctx *c;
+};
+
 static long copy_step(__u32 i, void *arg)
 {
-	struct copy_ctx *c = arg;
+	struct copy_ctx *c = ((struct copy_ref *)arg)->c;
+	if (!c)
+		return 1;
 
 	if (c->remaining == 0)
 		return 1;
@@ -383,7 +419,7 @@ static long copy_step(__u32 i, void *arg)
 			} else {                                                            \
 				__rec->h.captured = __n;                                    \
 			}                                                                   \
-			bpf_ringbuf_submit(__rec, 0);                                       \
+			bpf_ringbuf_submit(__rec, wake_flags());                            \
 		}                                                                           \
 		__r;                                                                        \
 	})
@@ -406,10 +442,13 @@ static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 a
 	if (cap > spf_cfg.snaplen)
 		cap = spf_cfg.snaplen;
 
+	__u32 zero = 0;
+	struct copy_ctx *cp = bpf_map_lookup_elem(&spf_copy, &zero);
+	if (!cp)
+		return 0;
 	struct copy_ctx c = {};
-	c.iov_idx = spf_opaque_zero;
-	c.copied = spf_opaque_zero;
 	c.tid = hdr->tid;
+	c.total = cap;
 	c.remaining = cap;
 	if (is_iov) {
 		/* One iovec covering all the data is by far the common case (and
@@ -419,7 +458,7 @@ static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 a
 		if (count > 0) {
 			struct spf_iovec v = {};
 			if (bpf_probe_read_user(&v, sizeof(v), (void *)addr) == 0) {
-				c.iov_idx += 1;
+				c.iov_idx = 1;
 				c.seg = v.iov_base;
 				c.seg_left = v.iov_len;
 			}
@@ -447,7 +486,11 @@ static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 a
 		return 0;
 	}
 
-	bpf_loop(2 * SPF_MAX_IOV + 2 + (spf_cfg.snaplen / CHUNK_MAX), copy_step, &c, 0);
+	*cp = c;
+	struct copy_ref ref = { .c = cp };
+	bpf_loop(2 * SPF_MAX_IOV + 2 + (spf_cfg.snaplen / CHUNK_MAX), copy_step, &ref, 0);
+	c.flags = cp->flags;
+	c.copied = cp->copied;
 
 	hdr->flags |= SPF_F_CHUNKED | c.flags;
 	hdr->captured = c.copied;
@@ -462,7 +505,7 @@ static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 a
 		return 0;
 	}
 	*rec = *hdr;
-	bpf_ringbuf_submit(rec, 0);
+	bpf_ringbuf_submit(rec, wake_flags());
 	return 0;
 }
 

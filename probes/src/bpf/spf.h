@@ -75,7 +75,9 @@ struct spf_chunk {
 	__u32 len;
 	__u64 cookie;
 	__u32 tid;
-	__u32 _pad;
+	/* Bytes the whole event is meant to capture, so the reader can size
+	 * its buffer once. */
+	__u32 total;
 };
 
 struct spf_path_filter {
@@ -93,6 +95,9 @@ struct spf_config {
 	__u32 dir_mask;
 	/* Traffic of this process is ignored (spf's own output), 0 for none. */
 	__u32 exclude_tgid;
+	/* The reader is woken once this many bytes wait in the ring; below
+	 * that it finds them on its own short timer. */
+	__u32 wake_bytes;
 	__u32 n_pids;
 	__u32 n_comms;
 	__u32 n_paths;
