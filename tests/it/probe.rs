@@ -1020,7 +1020,7 @@ fn tiny_ring_reports_every_drop() {
         2 * N as u64,
         "every datagram sent and received is either captured or counted as lost"
     );
-    assert!(c.events.iter().all(|e| &e.data[..] == msg));
+    assert!(c.events.iter().all(|e| e.data[..] == msg));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
