@@ -49,6 +49,9 @@ struct Captured {
 /// and the environment does not require it.
 fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
     cfg.include_self = true;
+    if !crate::util::bpf_available(name) {
+        return None;
+    }
     if let Some(reason) = spf_probes::bpf_unavailable_reason() {
         assert!(
             !required(),
