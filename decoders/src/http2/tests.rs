@@ -902,3 +902,75 @@ fn both_ends_in_one_process_are_reported_not_misdecoded() {
         assert!(sent.contains(h), "wrong header list {h:?}");
     }
 }
+
+/// Joining at every byte offset of a conversation: whatever is decoded is
+/// exact or a placeholder, position by position; never a wrong header.
+#[test]
+fn attach_at_every_offset_never_shows_a_wrong_header() {
+    let (c, s, sent) = conversation(4, true);
+    let whole_c: Vec<u8> = c.concat();
+    let whole_s: Vec<u8> = s.concat();
+    let stream_of = |i: usize| 1 + 2 * (i / 3) as u64;
+    for (dir, whole) in [(Direction::Send, &whole_c), (Direction::Recv, &whole_s)] {
+        let mut decoded = 0;
+        for k in 0..whole.len() {
+            let recs = run(&mut decoder(), &[(dir, whole[k..].to_vec())]);
+            for r in &recs {
+                let Record::Decoded(d) = r else { continue };
+                let Body::Fields { json, .. } = &d.body else {
+                    continue;
+                };
+                let h = &json["http2"];
+                let Some(list) = h.get("headers") else {
+                    continue;
+                };
+                let sid = h["stream_id"].as_u64().unwrap();
+                let end_stream = h["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "END_STREAM");
+                // Which sent list this is: requests from the client; responses
+                // (no END_STREAM) and trailers (END_STREAM) from the server.
+                let want = sent
+                    .iter()
+                    .enumerate()
+                    .find(|(i, _)| {
+                        stream_of(*i) == sid
+                            && match (dir, i % 3) {
+                                (Direction::Send, 0) => true,
+                                (Direction::Recv, 1) => !end_stream,
+                                (Direction::Recv, 2) => end_stream,
+                                _ => false,
+                            }
+                    })
+                    .map(|(_, w)| w)
+                    .unwrap_or_else(|| panic!("offset {k}: headers on unexpected stream {sid}"));
+                let got: Vec<(&str, &str)> = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_str().unwrap(), p[1].as_str().unwrap()))
+                    .collect();
+                assert_eq!(got.len(), want.len(), "offset {k}: {got:?}");
+                for (g, w) in got.iter().zip(want) {
+                    if g.0.starts_with("<unknown index ") {
+                        assert!(
+                            g.1 == "<unknown>" || g.1 == w.1,
+                            "offset {k}: {g:?} vs {w:?}"
+                        );
+                    } else {
+                        assert_eq!((g.0, g.1), (w.0.as_str(), w.1.as_str()), "offset {k}");
+                    }
+                }
+                decoded += 1;
+            }
+        }
+        // Not vacuous: from most offsets on, the later header blocks decode.
+        let blocks = if dir == Direction::Send { 4 } else { 8 };
+        assert!(
+            decoded > whole.len() * blocks / 4,
+            "{dir}: only {decoded} blocks decoded"
+        );
+    }
+}
