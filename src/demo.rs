@@ -109,8 +109,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         Ok(())
     });
     rt.shutdown_background();
-    drop(server.0.kill());
-    let _ = server.0.wait();
+    // Stops the server before the socket's directory goes.
+    drop(server);
     result.map(|()| ExitCode::SUCCESS)
 }
 
