@@ -260,10 +260,6 @@ async fn client(sock: &Path) -> Result<()> {
             let p = sock.clone();
             async move {
                 let stream = tokio::net::UnixStream::connect(p).await?;
-                // The probe names a connection after both sockets' inodes, and
-                // the server's socket only gets one when it is accepted: let the
-                // server accept before the first bytes go out.
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
