@@ -974,3 +974,19 @@ fn attach_at_every_offset_never_shows_a_wrong_header() {
         );
     }
 }
+
+#[test]
+fn config_turns_payloads_and_grpc_off() {
+    let (c, _, _) = conversation(1, false);
+    let cfg = Http2Config {
+        grpc: false,
+        data: DataMode::None,
+        ..Http2Config::default()
+    };
+    let recs = run(&mut Http2::new(cfg), &[(Direction::Send, c.concat())]);
+    let all = lines(&recs).join("\n");
+    assert!(all.contains("\"type\":\"DATA\""));
+    assert!(!all.contains("data_b64"), "{all}");
+    assert!(!all.contains("\"grpc\""), "{all}");
+    assert!(errors(&recs).is_empty());
+}
