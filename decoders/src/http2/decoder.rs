@@ -698,6 +698,9 @@ impl View {
                         g.insert("partial".into(), Value::Object(pend));
                     }
                     m.insert("grpc".into(), Value::Object(g));
+                } else if !data.is_empty() {
+                    text.push_str("\n  | ");
+                    preview(data, &mut text);
                 }
                 ctx.record(m, text);
                 if let Some(e) = grpc_err {
@@ -1034,6 +1037,31 @@ fn priority_fields(pr: &frame::Priority, m: &mut Map<String, Value>, text: &mut 
 
 fn kind_name(kind: u8) -> &'static str {
     frame::type_name(kind).unwrap_or("UNKNOWN")
+}
+
+/// Bytes shown in the text rendering of a DATA frame.
+const PREVIEW: usize = 96;
+
+/// The start of a payload as one line: printable ASCII as is, the rest escaped.
+fn preview(data: &[u8], out: &mut String) {
+    for &b in &data[..data.len().min(PREVIEW)] {
+        match b {
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\x");
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+    if data.len() > PREVIEW {
+        out.push('\u{2026}');
+    }
 }
 
 fn lossy_owned(b: Vec<u8>) -> String {

@@ -409,6 +409,7 @@ fn continuation_and_padding() {
     assert!(l[2].contains("\"type\":\"CONTINUATION\""));
     assert!(l[3].contains("\"type\":\"CONTINUATION\"") && l[3].contains("END_HEADERS"));
     assert!(l[4].contains("\"data_b64\":\"aGk=\""), "{}", l[4]);
+    assert!(l[4].ends_with("\n  | hi"), "{}", l[4]);
     assert!(
         l[5].contains("\"type\":\"UNKNOWN\",\"type_code\":66"),
         "{}",
