@@ -494,6 +494,32 @@ impl View {
                 Mode::Resync => {
                     let f = &mut self.flows[idx];
                     let limit = f.max_frame.min(RESYNC_MAX_LEN);
+                    // A connection preface starts a session with fresh state (an
+                    // HTTP/1.1 connection upgraded to h2c sends one after its
+                    // request), unless frames were found before it.
+                    if let Some(pos) = find(rest, frame::PREFACE)
+                        && !matches!(scan(&rest[..pos], limit, f.fresh), Scan::Lock(_))
+                    {
+                        f.skipped += pos as u64;
+                        p += pos;
+                        if f.skipped > 0 {
+                            let n = std::mem::take(&mut f.skipped);
+                            ctx.error(
+                                None,
+                                format!("skipped {n} bytes that are not HTTP/2 frames before a connection preface"),
+                            );
+                        }
+                        let max_frame = frame::DEFAULT_MAX_FRAME_SIZE.min(ctx.cfg.max_frame_size);
+                        let f = &mut self.flows[idx];
+                        f.mode = Mode::Start;
+                        f.hpack = hpack::Decoder::new();
+                        f.max_frame = max_frame;
+                        f.max_frame_seen = false;
+                        f.role = None;
+                        f.mixed = false;
+                        f.fresh = false;
+                        continue;
+                    }
                     match scan(rest, limit, f.fresh) {
                         Scan::Lock(off) => {
                             f.skipped += off as u64;
@@ -514,6 +540,8 @@ impl View {
                             if rest.len() - keep > RESYNC_WINDOW {
                                 keep = rest.len().saturating_sub(frame::HEADER_LEN - 1);
                             }
+                            // Keep the start of a preface that the next bytes may complete.
+                            keep = keep.min(preface_tail(rest));
                             if keep > 0 {
                                 f.fresh = false;
                             }
@@ -1083,6 +1111,23 @@ pub(crate) fn lossy(b: &[u8]) -> String {
             out
         }
     }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if hay.len() < needle.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len()).find(|&i| hay[i] == needle[0] && hay[i..].starts_with(needle))
+}
+
+/// Where a proper prefix of the connection preface begins at the end of `buf`
+/// (`buf.len()` when none does).
+fn preface_tail(buf: &[u8]) -> usize {
+    let n = buf.len().min(frame::PREFACE.len() - 1);
+    (buf.len() - n..buf.len())
+        .find(|&i| frame::PREFACE.starts_with(&buf[i..]))
+        .unwrap_or(buf.len())
 }
 
 /// One whole gRPC message, exactly: flag 0 or 1, then a length that matches.

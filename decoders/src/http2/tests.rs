@@ -991,3 +991,28 @@ fn config_turns_payloads_and_grpc_off() {
     assert!(!all.contains("\"grpc\""), "{all}");
     assert!(errors(&recs).is_empty());
 }
+
+/// An HTTP/1.1 connection upgraded to h2c: the request text is reported as
+/// skipped, then the preface starts a session with fresh tables.
+#[test]
+fn h2c_upgrade_then_preface() {
+    let (c, _, sent) = conversation(2, true);
+    let mut w = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n".to_vec();
+    w.extend(c.concat());
+    for cut in [0, 20, w.len() - c.concat().len() + 5] {
+        let recs = run(
+            &mut decoder(),
+            &[
+                (Direction::Send, w[..cut].to_vec()),
+                (Direction::Send, w[cut..].to_vec()),
+            ],
+        );
+        let errs = errors(&recs);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("before a connection preface"), "{errs:?}");
+        let l = lines(&recs);
+        assert!(l.iter().any(|x| x.contains("\"type\":\"PREFACE\"")));
+        let got: Vec<Hdrs> = headers_of(&recs).into_iter().map(|x| x.1).collect();
+        assert_eq!(got, vec![sent[0].clone(), sent[3].clone()], "cut {cut}");
+    }
+}
