@@ -35,6 +35,7 @@ fn event(seq: u64, data: Vec<u8>) -> Arc<Event> {
         sock: SockKind::Stream,
         dir: Direction::Send,
         conn: 99,
+        socket: 0,
         len: data.len() as u64,
         data: data.into(),
         truncated: false,

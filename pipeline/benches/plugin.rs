@@ -86,6 +86,7 @@ fn events() -> Vec<Arc<Event>> {
                 },
                 // A handful of connections, interleaved as a busy socket would be.
                 conn: (i / 4 % 8) as u64,
+                socket: 0,
                 len: EVENT_SIZE as u64,
                 data: bytes::Bytes::from(data),
                 truncated: false,

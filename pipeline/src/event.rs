@@ -93,6 +93,10 @@ pub struct Event {
     pub dir: Direction,
     /// The same for both directions and both ends of one connection.
     pub conn: u64,
+    /// The socket the syscall used (its inode), 0 when unknown. Tells the two ends
+    /// of a connection apart when both are captured: one end's sends are the
+    /// other's receives.
+    pub socket: u64,
     /// Bytes the syscall really moved.
     pub len: u64,
     /// The captured bytes: the first `data.len()` of the `len` moved.
@@ -107,15 +111,17 @@ impl Event {
     pub fn flow(&self) -> Flow {
         Flow {
             conn: self.conn,
+            socket: self.socket,
             dir: self.dir,
         }
     }
 }
 
-/// One direction of one connection.
+/// One direction of one connection, seen from one of its sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Flow {
     pub conn: u64,
+    pub socket: u64,
     pub dir: Direction,
 }
 

@@ -252,6 +252,7 @@ fn read_bytes(
             sock: SockKind::Stream,
             dir,
             conn: 1,
+            socket: 0,
             len: filled as u64,
             data: buf[..filled].to_vec().into(),
             truncated: false,

@@ -96,6 +96,8 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(e.dir.as_str().as_bytes());
     out.extend_from_slice(b"\",\"conn\":");
     push_u64(e.conn, out);
+    out.extend_from_slice(b",\"socket\":");
+    push_u64(e.socket, out);
     out.extend_from_slice(b",\"len\":");
     push_u64(e.len, out);
     out.extend_from_slice(b",\"captured\":");
@@ -378,6 +380,7 @@ struct Line<'a> {
     #[serde(borrow)]
     dir: Option<std::borrow::Cow<'a, str>>,
     conn: Option<u64>,
+    socket: Option<u64>,
     len: Option<u64>,
     truncated: Option<bool>,
     #[serde(borrow)]
@@ -523,6 +526,7 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
         sock,
         dir,
         conn: l.conn.unwrap_or(0),
+        socket: l.socket.unwrap_or(0),
         len,
         truncated: l.truncated.unwrap_or(len > data.len() as u64),
         data: data.into(),
@@ -635,6 +639,8 @@ mod fast {
         let dir = Direction::parse(c.text_str()?)?;
         c.lit(b",\"conn\":")?;
         let conn = c.uint()?;
+        c.lit(b",\"socket\":")?;
+        let socket = c.uint()?;
         c.lit(b",\"len\":")?;
         let len = c.uint()?;
         c.lit(b",\"captured\":")?;
@@ -673,6 +679,7 @@ mod fast {
             sock,
             dir,
             conn,
+            socket,
             len,
             data: data.into(),
             truncated,
@@ -738,6 +745,7 @@ mod tests {
             sock: SockKind::Seqpacket,
             dir: Direction::Recv,
             conn: 99,
+            socket: 98,
             len: data.len() as u64 + 5,
             data: data.to_vec().into(),
             truncated: true,

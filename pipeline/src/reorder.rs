@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::ReorderConfig;
-use crate::event::{Direction, Flow, SourceItem};
+use crate::event::{Flow, SourceItem};
 
 struct Entry {
     key: u64,
@@ -105,11 +105,12 @@ impl Reorder {
                 *k = (*k).max(ts);
                 *k
             }
-            // A close must not overtake data of either direction of its connection.
-            SourceItem::Closed { conn, .. } => [Direction::Send, Direction::Recv]
+            // A close must not overtake data of its connection, whichever flow.
+            SourceItem::Closed { conn, .. } => self
+                .flow_key
                 .iter()
-                .filter_map(|&dir| self.flow_key.get(&Flow { conn: *conn, dir }))
-                .fold(ts, |a, &b| a.max(b)),
+                .filter(|(f, _)| f.conn == *conn)
+                .fold(ts, |a, (_, &b)| a.max(b)),
             SourceItem::Lost(_) => ts,
         };
         self.newest = self.newest.max(ts);
@@ -194,7 +195,7 @@ fn payload(item: &SourceItem) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Lost, SockKind};
+    use crate::event::{Direction, Event, Lost, SockKind};
     use std::sync::Arc;
 
     fn ev(seq: u64, ts: u64, conn: u64, dir: Direction) -> SourceItem {
@@ -210,6 +211,7 @@ mod tests {
             sock: SockKind::Stream,
             dir,
             conn,
+            socket: 0,
             len: 1,
             data: vec![seq as u8].into(),
             truncated: false,

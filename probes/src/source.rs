@@ -283,6 +283,7 @@ impl Converter {
                 Direction::Send
             },
             conn,
+            socket: h.own_ino,
             len: h.len,
             data: bytes,
             truncated,

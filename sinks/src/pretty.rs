@@ -135,6 +135,7 @@ mod tests {
             sock: SockKind::Stream,
             dir: Direction::Send,
             conn: 9,
+            socket: 0,
             len: 10,
             data: bytes::Bytes::from_static(b"GET\r\n\x01"),
             truncated: true,

@@ -47,6 +47,7 @@ impl Capture {
             sock: SockKind::Stream,
             dir,
             conn,
+            socket: 0,
             len: data.len() as u64,
             data: Bytes::copy_from_slice(data),
             truncated: false,

@@ -41,7 +41,7 @@ pub struct Http2 {
     /// a connection are captured, every byte shows up twice (one end's send and
     /// the other's recv); keying by process keeps the two byte streams of each
     /// (connection, direction) apart.
-    views: HashMap<(u64, u32), View>,
+    views: HashMap<(u64, u64), View>,
     /// What is known of each stream (path, gRPC), per connection: shared by
     /// the views of both ends, since only one end may be captured per direction.
     conns: HashMap<u64, Streams>,
@@ -203,7 +203,15 @@ impl Decoder for Http2 {
     }
 
     fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
-        let key = (event.conn, event.pid);
+        // One view per socket: when both ends of a connection are captured, each
+        // end's bytes are decoded on their own. Sources that do not know the
+        // socket fall back to the process.
+        let end = if event.socket != 0 {
+            event.socket
+        } else {
+            u64::from(event.pid) | 1 << 63
+        };
+        let key = (event.conn, end);
         if self.views.len() >= MAX_VIEWS && !self.views.contains_key(&key) {
             self.evict_idle(out);
         }
@@ -256,7 +264,7 @@ impl Decoder for Http2 {
     }
 
     fn closed(&mut self, conn: u64, out: &mut Vec<Record>) {
-        let keys: Vec<(u64, u32)> = self.views.keys().filter(|k| k.0 == conn).copied().collect();
+        let keys: Vec<(u64, u64)> = self.views.keys().filter(|k| k.0 == conn).copied().collect();
         for k in keys {
             if let Some(mut view) = self.views.remove(&k) {
                 view.flush(&self.name, &self.cfg, "connection closed", out);
@@ -266,7 +274,7 @@ impl Decoder for Http2 {
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
-        let mut keys: Vec<(u64, u32)> = self.views.keys().copied().collect();
+        let mut keys: Vec<(u64, u64)> = self.views.keys().copied().collect();
         keys.sort_unstable();
         for k in keys {
             if let Some(mut view) = self.views.remove(&k) {
@@ -283,7 +291,7 @@ impl Http2 {
     /// speaks again, it is decoded as a connection joined midway (placeholders
     /// for what its tables held), never with stale state.
     fn evict_idle(&mut self, out: &mut Vec<Record>) {
-        let mut by_age: Vec<(u64, (u64, u32))> =
+        let mut by_age: Vec<(u64, (u64, u64))> =
             self.views.iter().map(|(k, v)| (v.last_seq, *k)).collect();
         by_age.sort_unstable();
         for (_, k) in by_age.into_iter().take(MAX_VIEWS / 4) {

@@ -22,6 +22,7 @@ pub(crate) fn event(seq: u64, dir: Direction, data: &[u8]) -> Arc<Event> {
         sock: SockKind::Stream,
         dir,
         conn: 1,
+        socket: 0,
         len: data.len() as u64,
         data: bytes::Bytes::copy_from_slice(data),
         truncated: false,

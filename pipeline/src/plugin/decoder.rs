@@ -191,6 +191,7 @@ impl PluginDecoder {
                 sock: SockKind::Stream,
                 dir: Direction::Send,
                 conn: conn.unwrap_or(0),
+                socket: 0,
                 len: 0,
                 data: bytes::Bytes::new(),
                 truncated: false,

@@ -138,6 +138,7 @@ fn event(seq: u64, conn: u64, data: &'static [u8]) -> Arc<Event> {
         sock: SockKind::Stream,
         dir: Direction::Send,
         conn,
+        socket: 0,
         len: data.len() as u64,
         data: bytes::Bytes::from_static(data),
         truncated: false,
