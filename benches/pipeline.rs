@@ -48,7 +48,10 @@ fn run_spf(config: &Path) -> RunStats {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting on the child we just spawned.
     let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "spf failed");
+    assert!(
+        r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "spf failed"
+    );
     RunStats {
         secs: start.elapsed().as_secs_f64(),
         max_rss_kib: usage.ru_maxrss,
@@ -100,7 +103,10 @@ fn case(dir: &Path, name: &str, events: usize, payload: usize) -> RunStats {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let dir = tempfile::Builder::new().prefix("spf-bench").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("spf-bench")
+        .tempdir()
+        .expect("tempdir");
     println!("replay -> reorder -> raw -> ndjson file (release build of spf)");
     case(dir.path(), "64B", 1_000_000, 64);
     case(dir.path(), "64KiB", 4_000, 64 * 1024);

@@ -61,21 +61,36 @@ fn config_from_flags(args: &RunArgs) -> String {
     } else {
         source.insert("type".into(), "unix".into());
         if !args.path.is_empty() {
-            source.insert("path".into(), toml::Value::Array(args.path.iter().map(|p| p.as_str().into()).collect()));
+            source.insert(
+                "path".into(),
+                toml::Value::Array(args.path.iter().map(|p| p.as_str().into()).collect()),
+            );
         }
         if !args.pid.is_empty() {
-            source.insert("pid".into(), toml::Value::Array(args.pid.iter().map(|&p| i64::from(p).into()).collect()));
+            source.insert(
+                "pid".into(),
+                toml::Value::Array(args.pid.iter().map(|&p| i64::from(p).into()).collect()),
+            );
         }
         if !args.comm.is_empty() {
-            source.insert("comm".into(), toml::Value::Array(args.comm.iter().map(|c| c.as_str().into()).collect()));
+            source.insert(
+                "comm".into(),
+                toml::Value::Array(args.comm.iter().map(|c| c.as_str().into()).collect()),
+            );
         }
         if let Some(s) = args.snaplen {
-            source.insert("snaplen".into(), i64::try_from(s).unwrap_or(i64::MAX).into());
+            source.insert(
+                "snaplen".into(),
+                i64::try_from(s).unwrap_or(i64::MAX).into(),
+            );
         }
     }
     doc.insert("source".into(), source.into());
     let mut decoder = toml::Table::new();
-    decoder.insert("type".into(), args.decoder.as_deref().unwrap_or("raw").into());
+    decoder.insert(
+        "type".into(),
+        args.decoder.as_deref().unwrap_or("raw").into(),
+    );
     doc.insert("decoder".into(), decoder.into());
     let mut sinks = Vec::new();
     let mut stdout = toml::Table::new();
@@ -144,7 +159,14 @@ pub fn run_config(cfg: &Config, quiet: bool) -> Result<ExitCode> {
         let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let stop = StopFlag::default();
         spawn_signal_handler(stop.clone())?;
-        let outcome = runner::run(pipeline, RunOptions { live_status: !quiet }, stop).await;
+        let outcome = runner::run(
+            pipeline,
+            RunOptions {
+                live_status: !quiet,
+            },
+            stop,
+        )
+        .await;
         // After `| head` closed the output, leave quietly, as other Unix tools do.
         if !quiet && !outcome.summary.output_closed {
             // stderr may be closed too; the summary is not worth failing over.

@@ -344,13 +344,10 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
     let decoder = match root.get("decoder") {
         None => Some((
             "raw".to_string(),
-            registry
-                .decoders
-                .get("raw")
-                .and_then(|f| {
-                    let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
-                    with_section(&mut errors, "decoder".into(), empty, f)
-                }),
+            registry.decoders.get("raw").and_then(|f| {
+                let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
+                with_section(&mut errors, "decoder".into(), empty, f)
+            }),
         ))
         .and_then(|(t, d)| d.map(|d| (t, d))),
         Some(v) => component(&mut errors, "decoder", v, &registry.decoders, "decoder"),
@@ -369,12 +366,20 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         Some(v) => match v.get_ref() {
             DeValue::Array(arr) => {
                 if arr.is_empty() {
-                    errors.push(v.span().start, "sink".into(), "needs at least one [[sink]]".into());
+                    errors.push(
+                        v.span().start,
+                        "sink".into(),
+                        "needs at least one [[sink]]".into(),
+                    );
                 }
                 for (i, item) in arr.iter().enumerate() {
-                    if let Some((_, s)) =
-                        component(&mut errors, &format!("sink[{i}]"), item, &registry.sinks, "sink")
-                    {
+                    if let Some((_, s)) = component(
+                        &mut errors,
+                        &format!("sink[{i}]"),
+                        item,
+                        &registry.sinks,
+                        "sink",
+                    ) {
                         sinks.push(s);
                     }
                 }
@@ -382,7 +387,10 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
             other => errors.push(
                 v.span().start,
                 "sink".into(),
-                format!("expected a list of tables ([[sink]]), found {}", other.type_str()),
+                format!(
+                    "expected a list of tables ([[sink]]), found {}",
+                    other.type_str()
+                ),
             ),
         },
     }
@@ -435,7 +443,11 @@ fn parse_plain<T: DeserializeOwned>(
             } else {
                 format!("{key}.{path}")
             };
-            errors.push(e.span().unwrap_or(v.span()).start, key, e.message().to_string());
+            errors.push(
+                e.span().unwrap_or(v.span()).start,
+                key,
+                e.message().to_string(),
+            );
             None
         }
     }

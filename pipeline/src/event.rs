@@ -142,7 +142,10 @@ pub enum SourceItem {
     /// A gap: every decoder resets the state it can no longer trust.
     Lost(Lost),
     /// A connection ended; decoders may drop its state.
-    Closed { conn: u64, ts_ns: u64 },
+    Closed {
+        conn: u64,
+        ts_ns: u64,
+    },
 }
 
 impl SourceItem {

@@ -80,8 +80,9 @@ fn default_chunk() -> usize {
 
 impl SourceConfig for FileSourceConfig {
     fn build(&self) -> Result<Box<dyn Source>, BuildError> {
-        let dir = Direction::parse(&self.dir)
-            .ok_or_else(|| BuildError::new(format!("source.dir: `{}` is not send or recv", self.dir)))?;
+        let dir = Direction::parse(&self.dir).ok_or_else(|| {
+            BuildError::new(format!("source.dir: `{}` is not send or recv", self.dir))
+        })?;
         let file = File::open(&self.path)
             .map_err(|e| BuildError::new(format!("cannot open `{}`: {e}", self.path.display())))?;
         Ok(Box::new(FileSource {
@@ -103,7 +104,10 @@ impl Source for FileSource {
         format!("file {}", self.cfg.path.display())
     }
 
-    fn run(self: Box<Self>, out: Emitter) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
+    fn run(
+        self: Box<Self>,
+        out: Emitter,
+    ) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || match self.cfg.format {
                 FileFormat::Ndjson => read_ndjson(self.file, &self.cfg.path, &out),
@@ -115,7 +119,11 @@ impl Source for FileSource {
     }
 }
 
-fn read_ndjson(file: File, path: &std::path::Path, out: &Emitter) -> Result<SourceSummary, SourceError> {
+fn read_ndjson(
+    file: File,
+    path: &std::path::Path,
+    out: &Emitter,
+) -> Result<SourceSummary, SourceError> {
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut st = LineState {
         interner: Interner::default(),
@@ -234,7 +242,12 @@ fn read_bytes(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(SourceError(format!("reading `{}`: {e}", cfg.path.display()))),
+                Err(e) => {
+                    return Err(SourceError(format!(
+                        "reading `{}`: {e}",
+                        cfg.path.display()
+                    )));
+                }
             }
         }
         if filled == 0 {

@@ -9,8 +9,10 @@ pub mod stage;
 
 pub use event::{Direction, Event, Flow, Lost, SockKind, SourceItem};
 pub use record::{Body, Decoded, Record};
-pub use stage::{Batch, BoxFuture, Decoder, Emitter, Sink, SinkError, Source, SourceError, SourceSummary};
+pub use stage::{
+    Batch, BoxFuture, Decoder, Emitter, Sink, SinkError, Source, SourceError, SourceSummary,
+};
 pub mod config;
-pub mod ndjson;
 pub mod file_source;
+pub mod ndjson;
 pub mod plugin;

@@ -126,7 +126,10 @@ fn push_u64(v: u64, out: &mut Vec<u8>) {
 
 fn b64_into(data: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    out.resize(
+        start + base64::encoded_len(data.len(), true).unwrap_or(0),
+        0,
+    );
     let n = B64
         .encode_slice(data, &mut out[start..])
         .expect("buffer sized by encoded_len");
@@ -427,7 +430,11 @@ pub struct Interner {
 }
 
 impl Interner {
-    fn get(slot: &mut Option<Arc<str>>, map: &mut std::collections::HashMap<Box<str>, Arc<str>>, s: &str) -> Arc<str> {
+    fn get(
+        slot: &mut Option<Arc<str>>,
+        map: &mut std::collections::HashMap<Box<str>, Arc<str>>,
+        s: &str,
+    ) -> Arc<str> {
         if let Some(a) = slot
             && &**a == s
         {
@@ -512,8 +519,16 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
             why: format!("{len} is less than the {} bytes captured", data.len()),
         });
     }
-    let comm = Interner::get(&mut interner.last_comm, &mut interner.map, l.comm.as_deref().unwrap_or(""));
-    let path = Interner::get(&mut interner.last_path, &mut interner.map, l.path.as_deref().unwrap_or(""));
+    let comm = Interner::get(
+        &mut interner.last_comm,
+        &mut interner.map,
+        l.comm.as_deref().unwrap_or(""),
+    );
+    let path = Interner::get(
+        &mut interner.last_path,
+        &mut interner.map,
+        l.path.as_deref().unwrap_or(""),
+    );
     Ok(Parsed::Item(SourceItem::Event(Arc::new(Event {
         seq,
         ts_ns,
@@ -695,11 +710,18 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_serde() {
         let mut lines = Vec::new();
-        for (i, data) in [&b""[..], b"x", b"\x00\xff\"\\\n\t", &[0xe2, 0x82, 0xac][..]].iter().enumerate() {
+        for (i, data) in [&b""[..], b"x", b"\x00\xff\"\\\n\t", &[0xe2, 0x82, 0xac][..]]
+            .iter()
+            .enumerate()
+        {
             let mut e = (*event(data)).clone();
             e.truncated = i % 2 == 0;
             e.len = data.len() as u64 + i as u64;
-            e.comm = if i == 3 { "caf\u{e9}".into() } else { "c".into() };
+            e.comm = if i == 3 {
+                "caf\u{e9}".into()
+            } else {
+                "c".into()
+            };
             e.path = "/run/p.sock".into();
             let mut out = Vec::new();
             encode(&Record::raw(Arc::new(e), "raw".into()), &mut out);
@@ -715,7 +737,13 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             let mut keys: Vec<_> = v.as_object().unwrap().iter().collect();
             keys.reverse();
-            let reordered = serde_json::to_vec(&keys.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>()).unwrap();
+            let reordered = serde_json::to_vec(
+                &keys
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<serde_json::Map<_, _>>(),
+            )
+            .unwrap();
             assert!(fast::raw_event(&reordered, 3, &mut i).is_none());
             let slow = parse_line(&reordered, 3, &mut i).unwrap();
             assert_eq!(Parsed::Item(fast), slow);
@@ -728,7 +756,10 @@ mod tests {
             format!("{good} "),
             good.replace("}", ",\"x\":1}"),
         ] {
-            assert!(fast::raw_event(bad.as_bytes(), 0, &mut Interner::default()).is_none(), "{bad}");
+            assert!(
+                fast::raw_event(bad.as_bytes(), 0, &mut Interner::default()).is_none(),
+                "{bad}"
+            );
         }
     }
 
@@ -765,7 +796,8 @@ mod tests {
         assert_eq!(v["captured"], 256);
         assert_eq!(v["len"], 261);
         let mut interner = Interner::default();
-        let Parsed::Item(SourceItem::Event(back)) = parse_line(&out, 7, &mut interner).unwrap() else {
+        let Parsed::Item(SourceItem::Event(back)) = parse_line(&out, 7, &mut interner).unwrap()
+        else {
             panic!("not an event")
         };
         assert_eq!(back, event(&all));
@@ -789,7 +821,10 @@ mod tests {
         });
         let mut out = Vec::new();
         encode(&rec, &mut out);
-        assert_eq!(out, b"{\"ts_ns\":5,\"time\":\"1970-01-01T00:00:01.000000000Z\",\"lost\":42}\n");
+        assert_eq!(
+            out,
+            b"{\"ts_ns\":5,\"time\":\"1970-01-01T00:00:01.000000000Z\",\"lost\":42}\n"
+        );
         let back = parse_line(&out, 0, &mut Interner::default()).unwrap();
         assert_eq!(
             back,
@@ -803,7 +838,12 @@ mod tests {
 
     #[test]
     fn time_formats_and_parses() {
-        for t in [0u64, 951_782_400_000_000_001, 1_764_154_645_999_999_999, 4_102_444_800_000_000_000] {
+        for t in [
+            0u64,
+            951_782_400_000_000_001,
+            1_764_154_645_999_999_999,
+            4_102_444_800_000_000_000,
+        ] {
             let mut out = Vec::new();
             rfc3339(t, &mut out);
             let s = String::from_utf8(out).unwrap();
@@ -812,22 +852,36 @@ mod tests {
         let mut out = Vec::new();
         rfc3339(951_782_400_000_000_001, &mut out);
         assert_eq!(out, b"2000-02-29T00:00:00.000000001Z");
-        assert_eq!(parse_rfc3339("2026-11-26T10:57:25Z"), Some(1_795_690_645_000_000_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-26T10:57:25Z"),
+            Some(1_795_690_645_000_000_000)
+        );
         assert_eq!(parse_rfc3339("2026-13-26T10:57:25Z"), None);
     }
 
     #[test]
     fn fields_and_errors_encode() {
         let mut json = serde_json::Map::new();
-        json.insert("http2".into(), serde_json::json!({"type": "PING", "stream_id": 0}));
+        json.insert(
+            "http2".into(),
+            serde_json::json!({"type": "PING", "stream_id": 0}),
+        );
         let rec = Record::fields(event(b""), "http2".into(), json, "PING".into());
         let mut out = Vec::new();
         encode(&rec, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["http2"]["type"], "PING");
-        assert_eq!(parse_line(&out, 0, &mut Interner::default()).unwrap(), Parsed::Skip);
+        assert_eq!(
+            parse_line(&out, 0, &mut Interner::default()).unwrap(),
+            Parsed::Skip
+        );
 
-        let rec = Record::error(event(b""), "http2".into(), Some("FRAME_SIZE_ERROR".into()), "too big");
+        let rec = Record::error(
+            event(b""),
+            "http2".into(),
+            Some("FRAME_SIZE_ERROR".into()),
+            "too big",
+        );
         out.clear();
         encode(&rec, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -838,9 +892,20 @@ mod tests {
     #[test]
     fn bad_lines_are_errors_not_panics() {
         let mut i = Interner::default();
-        for bad in [&b"{"[..], b"[]", b"{\"decoder\":\"raw\"}", b"{\"decoder\":\"raw\",\"data_b64\":\"!!\"}",
-            b"{\"decoder\":\"raw\",\"data_b64\":\"\",\"dir\":\"up\"}", b"{}", b"{\"time\":\"yesterday\",\"lost\":1}"] {
-            assert!(parse_line(bad, 0, &mut i).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"{\"decoder\":\"raw\"}",
+            b"{\"decoder\":\"raw\",\"data_b64\":\"!!\"}",
+            b"{\"decoder\":\"raw\",\"data_b64\":\"\",\"dir\":\"up\"}",
+            b"{}",
+            b"{\"time\":\"yesterday\",\"lost\":1}",
+        ] {
+            assert!(
+                parse_line(bad, 0, &mut i).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -244,32 +244,57 @@ mod tests {
 
     #[test]
     fn sorts_by_kernel_time_across_flows() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
-        let out = run(cfg, vec![ev(1, 5 * MS, 1, Direction::Send), ev(2, 3 * MS, 2, Direction::Send), ev(3, 4 * MS, 3, Direction::Recv)]);
+        let cfg = ReorderConfig {
+            window_ms: 10,
+            max_events: 100,
+            ..Default::default()
+        };
+        let out = run(
+            cfg,
+            vec![
+                ev(1, 5 * MS, 1, Direction::Send),
+                ev(2, 3 * MS, 2, Direction::Send),
+                ev(3, 4 * MS, 3, Direction::Recv),
+            ],
+        );
         assert_eq!(seqs(&out), vec![2, 3, 1]);
     }
 
     #[test]
     fn never_reorders_one_flow() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
+        let cfg = ReorderConfig {
+            window_ms: 10,
+            max_events: 100,
+            ..Default::default()
+        };
         // Same flow, timestamps going backwards (two threads on one socket): arrival
         // order wins. The other flow still sorts around them.
         let out = run(
             cfg,
-            vec![ev(1, 5 * MS, 1, Direction::Send), ev(2, 2 * MS, 1, Direction::Send), ev(3, 3 * MS, 2, Direction::Send)],
+            vec![
+                ev(1, 5 * MS, 1, Direction::Send),
+                ev(2, 2 * MS, 1, Direction::Send),
+                ev(3, 3 * MS, 2, Direction::Send),
+            ],
         );
         assert_eq!(seqs(&out), vec![3, 1, 2]);
     }
 
     #[test]
     fn releases_once_window_passed() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
+        let cfg = ReorderConfig {
+            window_ms: 10,
+            max_events: 100,
+            ..Default::default()
+        };
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
         r.push(ev(1, MS, 1, Direction::Send), now, &mut |x| out.push(x));
         assert!(out.is_empty());
-        r.push(ev(2, 12 * MS, 1, Direction::Send), now, &mut |x| out.push(x));
+        r.push(ev(2, 12 * MS, 1, Direction::Send), now, &mut |x| {
+            out.push(x)
+        });
         assert_eq!(seqs(&out), vec![1]);
         r.tick(now + Duration::from_millis(11), &mut |x| out.push(x));
         assert_eq!(seqs(&out), vec![1, 2]);
@@ -278,12 +303,18 @@ mod tests {
 
     #[test]
     fn cap_bounds_memory() {
-        let cfg = ReorderConfig { window_ms: 1000, max_events: 3, ..Default::default() };
+        let cfg = ReorderConfig {
+            window_ms: 1000,
+            max_events: 3,
+            ..Default::default()
+        };
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
         for i in 0..10 {
-            r.push(ev(i, 100 - i, i, Direction::Send), now, &mut |x| out.push(x));
+            r.push(ev(i, 100 - i, i, Direction::Send), now, &mut |x| {
+                out.push(x)
+            });
             assert!(r.held() <= 3);
         }
         assert_eq!(out.len(), 7);
@@ -292,13 +323,19 @@ mod tests {
 
     #[test]
     fn byte_cap_bounds_memory() {
-        let cfg = ReorderConfig { window_ms: 1000, max_events: 1000, max_bytes: 2 };
+        let cfg = ReorderConfig {
+            window_ms: 1000,
+            max_events: 1000,
+            max_bytes: 2,
+        };
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
         for i in 0..10 {
             // Each test event carries one byte.
-            r.push(ev(i, 100 + i, 1, Direction::Send), now, &mut |x| out.push(x));
+            r.push(ev(i, 100 + i, 1, Direction::Send), now, &mut |x| {
+                out.push(x)
+            });
             assert!(r.held() <= 2);
         }
         assert_eq!(seqs(&out), (0..8).collect::<Vec<_>>());
@@ -306,20 +343,35 @@ mod tests {
 
     #[test]
     fn zero_window_passes_through() {
-        let cfg = ReorderConfig { window_ms: 0, max_events: 1, ..Default::default() };
-        let out = run(cfg, vec![ev(1, 9, 1, Direction::Send), ev(2, 1, 2, Direction::Send)]);
+        let cfg = ReorderConfig {
+            window_ms: 0,
+            max_events: 1,
+            ..Default::default()
+        };
+        let out = run(
+            cfg,
+            vec![ev(1, 9, 1, Direction::Send), ev(2, 1, 2, Direction::Send)],
+        );
         assert_eq!(seqs(&out), vec![1, 2]);
     }
 
     #[test]
     fn close_waits_for_its_connection() {
-        let cfg = ReorderConfig { window_ms: 10, max_events: 100, ..Default::default() };
+        let cfg = ReorderConfig {
+            window_ms: 10,
+            max_events: 100,
+            ..Default::default()
+        };
         let out = run(
             cfg,
             vec![
                 ev(1, 5 * MS, 7, Direction::Recv),
                 SourceItem::Closed { conn: 7, ts_ns: MS },
-                SourceItem::Lost(Lost { ts_ns: 2 * MS, time_ns: 0, count: 3 }),
+                SourceItem::Lost(Lost {
+                    ts_ns: 2 * MS,
+                    time_ns: 0,
+                    count: 3,
+                }),
             ],
         );
         assert_eq!(seqs(&out), vec![1003, 1, 2007]);
@@ -336,17 +388,32 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let conn = x % 8;
-            let dir = if x & 256 == 0 { Direction::Send } else { Direction::Recv };
+            let dir = if x & 256 == 0 {
+                Direction::Send
+            } else {
+                Direction::Recv
+            };
             items.push(ev(seq, seq * 1000 + (x >> 40) % 5_000_000, conn, dir));
         }
-        let cfg = ReorderConfig { window_ms: 2, max_events: 64, ..Default::default() };
+        let cfg = ReorderConfig {
+            window_ms: 2,
+            max_events: 64,
+            ..Default::default()
+        };
         let out = run(cfg, items);
         assert_eq!(out.len(), 5000);
         let mut last: std::collections::HashMap<Flow, u64> = std::collections::HashMap::new();
         for i in &out {
-            let SourceItem::Event(e) = i else { unreachable!() };
+            let SourceItem::Event(e) = i else {
+                unreachable!()
+            };
             if let Some(prev) = last.insert(e.flow(), e.seq) {
-                assert!(prev < e.seq, "flow {:?} reordered: {prev} then {}", e.flow(), e.seq);
+                assert!(
+                    prev < e.seq,
+                    "flow {:?} reordered: {prev} then {}",
+                    e.flow(),
+                    e.seq
+                );
             }
         }
     }

@@ -106,7 +106,11 @@ impl std::fmt::Display for Summary {
             human_bytes(self.bytes),
             self.connections
         )?;
-        let recs: Vec<String> = self.records.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let recs: Vec<String> = self
+            .records
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         if !recs.is_empty() {
             write!(f, "; records: {}", recs.join(", "))?;
         }
@@ -304,9 +308,9 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         failure: None,
     };
     let mut status = Status::new(opts.live_status && std::io::stderr().is_terminal());
-    let mut ticker = tokio::time::interval(STATUS_EVERY.min(Duration::from_millis(
-        reorder.window_ms.clamp(5, 250),
-    )));
+    let mut ticker = tokio::time::interval(
+        STATUS_EVERY.min(Duration::from_millis(reorder.window_ms.clamp(5, 250))),
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = Instant::now();
     let mut released = Vec::new();
@@ -377,7 +381,9 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         Some(r) => Some(r),
         // A source blocked on input (a quiet FIFO, an idle socket) cannot be
         // interrupted; give it a moment to notice the stop flag, then leave it.
-        None => tokio::time::timeout(Duration::from_millis(500), &mut source_task).await.ok(),
+        None => tokio::time::timeout(Duration::from_millis(500), &mut source_task)
+            .await
+            .ok(),
     };
     let mut result = match core.failure.take() {
         Some(e) => Err(e),
@@ -397,7 +403,9 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         }
         Some(Err(join)) => {
             if result.is_ok() {
-                result = Err(RunError::Source(SourceError(format!("source task failed: {join}"))));
+                result = Err(RunError::Source(SourceError(format!(
+                    "source task failed: {join}"
+                ))));
             }
         }
         None => source_task.abort(),

@@ -21,7 +21,8 @@ pub trait Source: Send {
     /// A short description for messages, e.g. `file capture.ndjson`.
     fn describe(&self) -> String;
 
-    fn run(self: Box<Self>, out: Emitter) -> BoxFuture<'static, Result<SourceSummary, SourceError>>;
+    fn run(self: Box<Self>, out: Emitter)
+    -> BoxFuture<'static, Result<SourceSummary, SourceError>>;
 }
 
 /// What a source reports when it ends.
@@ -53,7 +54,13 @@ impl Emitter {
 
     /// Builds an emitter over a plain channel, for driving a source directly (tests,
     /// benchmarks). The returned flag stops the source when set.
-    pub fn channel(capacity: usize) -> (Emitter, tokio::sync::mpsc::Receiver<Batch>, tokio_stop::StopFlag) {
+    pub fn channel(
+        capacity: usize,
+    ) -> (
+        Emitter,
+        tokio::sync::mpsc::Receiver<Batch>,
+        tokio_stop::StopFlag,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         let stop = tokio_stop::StopFlag::default();
         (Emitter::new(tx, stop.clone()), rx, stop)

@@ -22,7 +22,10 @@ pub fn register(reg: &mut Registry) {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
-            s.error("path", format!("directory `{}` does not exist", dir.display()));
+            s.error(
+                "path",
+                format!("directory `{}` does not exist", dir.display()),
+            );
             return None;
         }
         Some(Box::new(cfg) as Box<dyn SinkConfig>)
@@ -51,7 +54,12 @@ impl SinkConfig for NdjsonConfig {
             .truncate(!self.append)
             .mode(0o600)
             .open(&self.path)
-            .map_err(|e| BuildError::new(format!("cannot open `{}` for writing: {e}", self.path.display())))?;
+            .map_err(|e| {
+                BuildError::new(format!(
+                    "cannot open `{}` for writing: {e}",
+                    self.path.display()
+                ))
+            })?;
         Ok(Box::new(NdjsonFile {
             path: self.path.clone(),
             file,

@@ -54,7 +54,11 @@ impl Pretty {
                 };
                 let who = format!(" {}[{}] {arrow} {}", e.comm, e.pid, peer(e.peer_pid));
                 self.paint(out, BOLD, who.as_bytes());
-                let path = if e.path.is_empty() { "(unnamed)" } else { &e.path };
+                let path = if e.path.is_empty() {
+                    "(unnamed)"
+                } else {
+                    &e.path
+                };
                 let mut rest = format!(
                     " {path} {} {} conn {} [{} bytes]",
                     e.sock, e.dir, e.conn, e.len
@@ -106,7 +110,11 @@ impl Pretty {
 }
 
 fn peer(pid: u32) -> String {
-    if pid == 0 { "?".into() } else { pid.to_string() }
+    if pid == 0 {
+        "?".into()
+    } else {
+        pid.to_string()
+    }
 }
 
 /// `HH:MM:SS.micros` out of an RFC 3339 time: the date rarely matters on a terminal.
@@ -141,7 +149,11 @@ mod tests {
             truncated: true,
         });
         let mut out = Vec::new();
-        Pretty { color: false, max_bytes: 0 }.render(&Record::raw(ev, "raw".into()), &mut out);
+        Pretty {
+            color: false,
+            max_bytes: 0,
+        }
+        .render(&Record::raw(ev, "raw".into()), &mut out);
         let s = String::from_utf8(out).unwrap();
         assert_eq!(
             s,

@@ -2,7 +2,7 @@
 
 mod util;
 
-mod replay;
-mod probe;
 mod http2;
 mod plugins;
+mod probe;
+mod replay;

@@ -9,11 +9,17 @@ use base64::Engine as _;
 use crate::util::*;
 
 fn b64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(s).expect("data_b64 is base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("data_b64 is base64")
 }
 
 /// Replays a byte dump into a raw NDJSON capture and returns (capture path, bytes).
-fn capture_of_bytes(dir: &std::path::Path, n: usize, chunk: usize) -> (std::path::PathBuf, Vec<u8>) {
+fn capture_of_bytes(
+    dir: &std::path::Path,
+    n: usize,
+    chunk: usize,
+) -> (std::path::PathBuf, Vec<u8>) {
     let data = test_bytes(n, 42);
     let dump = write_file(dir, "dump.bin", &data);
     let out = dir.join("capture.ndjson");
@@ -47,7 +53,10 @@ fn raw_replay_is_lossless_and_stable() {
         assert_eq!(l["len"].as_u64().unwrap(), bytes.len() as u64);
         back.extend_from_slice(&bytes);
     }
-    assert_eq!(back, data, "data_b64 must give back exactly the input bytes");
+    assert_eq!(
+        back, data,
+        "data_b64 must give back exactly the input bytes"
+    );
 
     // Replaying the capture through raw again gives the same records, byte for byte.
     let again = dir.path().join("again.ndjson");
@@ -74,14 +83,24 @@ fn fixture_capture_replays_events_and_lost_markers() {
     // of another decoder (skipped: derived data), and a blank line.
     let dir = tempfile::tempdir().unwrap();
     let fixture = concat!(
-        r#"{"ts_ns":100,"time":"2026-11-26T10:00:00.000000100Z","pid":10,"tid":11,"comm":"client","peer_pid":20,"path":"/run/a.sock","sock":"stream","dir":"send","conn":5,"len":5,"captured":5,"truncated":false,"decoder":"raw","data_b64":"aGVsbG8=","text":"hello"}"#, "\n",
-        r#"{"ts_ns":150,"time":"2026-11-26T10:00:00.000000150Z","lost":3}"#, "\n",
+        r#"{"ts_ns":100,"time":"2026-11-26T10:00:00.000000100Z","pid":10,"tid":11,"comm":"client","peer_pid":20,"path":"/run/a.sock","sock":"stream","dir":"send","conn":5,"len":5,"captured":5,"truncated":false,"decoder":"raw","data_b64":"aGVsbG8=","text":"hello"}"#,
         "\n",
-        r#"{"ts_ns":160,"time":"2026-11-26T10:00:00.000000160Z","pid":20,"tid":20,"comm":"server","peer_pid":10,"path":"/run/a.sock","sock":"stream","dir":"recv","conn":5,"len":9,"captured":5,"truncated":true,"decoder":"http2","http2":{"type":"PING"}}"#, "\n",
-        r#"{"ts_ns":200,"time":"2026-11-26T10:00:00.000000200Z","pid":20,"tid":21,"comm":"server","peer_pid":10,"path":"@abstract","sock":"seqpacket","dir":"recv","conn":6,"len":9,"captured":3,"truncated":true,"decoder":"raw","data_b64":"AP8K","text":"\\x00\\xff\\n"}"#, "\n",
+        r#"{"ts_ns":150,"time":"2026-11-26T10:00:00.000000150Z","lost":3}"#,
+        "\n",
+        "\n",
+        r#"{"ts_ns":160,"time":"2026-11-26T10:00:00.000000160Z","pid":20,"tid":20,"comm":"server","peer_pid":10,"path":"/run/a.sock","sock":"stream","dir":"recv","conn":5,"len":9,"captured":5,"truncated":true,"decoder":"http2","http2":{"type":"PING"}}"#,
+        "\n",
+        r#"{"ts_ns":200,"time":"2026-11-26T10:00:00.000000200Z","pid":20,"tid":21,"comm":"server","peer_pid":10,"path":"@abstract","sock":"seqpacket","dir":"recv","conn":6,"len":9,"captured":3,"truncated":true,"decoder":"raw","data_b64":"AP8K","text":"\\x00\\xff\\n"}"#,
+        "\n",
     );
     let input = write_file(dir.path(), "fixture.ndjson", fixture);
-    let o = spf_output(&["run", "--replay", input.to_str().unwrap(), "--format", "ndjson"]);
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        input.to_str().unwrap(),
+        "--format",
+        "ndjson",
+    ]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     let out: Vec<serde_json::Value> = String::from_utf8(o.stdout.clone())
         .unwrap()
@@ -96,7 +115,10 @@ fn fixture_capture_replays_events_and_lost_markers() {
     assert_eq!(out[2]["sock"], "seqpacket");
     assert_eq!(out[2]["len"], 9);
     assert_eq!(out[2]["truncated"], true);
-    assert_eq!(b64(out[2]["data_b64"].as_str().unwrap()), vec![0, 0xff, b'\n']);
+    assert_eq!(
+        b64(out[2]["data_b64"].as_str().unwrap()),
+        vec![0, 0xff, b'\n']
+    );
     // The summary reports the drop.
     let err = stderr_text(&o);
     assert!(err.contains("dropped 3"), "{err}");
@@ -110,11 +132,20 @@ fn malformed_replay_lines_are_reported_not_fatal() {
         "bad.ndjson",
         "not json\n{\"decoder\":\"raw\",\"data_b64\":\"aGk=\"}\n{\"decoder\":\"raw\"}\n",
     );
-    let o = spf_output(&["run", "--replay", input.to_str().unwrap(), "--format", "ndjson"]);
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        input.to_str().unwrap(),
+        "--format",
+        "ndjson",
+    ]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     let err = stderr_text(&o);
     assert!(err.contains("bad.ndjson:1: skipped: not JSON"), "{err}");
-    assert!(err.contains("bad.ndjson:3: skipped: invalid `data_b64`"), "{err}");
+    assert!(
+        err.contains("bad.ndjson:3: skipped: invalid `data_b64`"),
+        "{err}"
+    );
     assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 1);
 }
 
@@ -126,7 +157,10 @@ fn expect_config_error(toml: &str, key: &str, line: usize) {
         assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr_text(&o));
         let err = stderr_text(&o);
         let want = format!("spf.toml:{line}:");
-        assert!(err.contains(&want) && err.contains(key), "{cmd}: want {want} and {key} in: {err}");
+        assert!(
+            err.contains(&want) && err.contains(key),
+            "{cmd}: want {want} and {key} in: {err}"
+        );
     }
 }
 
@@ -134,17 +168,40 @@ fn expect_config_error(toml: &str, key: &str, line: usize) {
 fn config_errors_name_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_file(dir.path(), "in.ndjson", "");
-    let src = format!("[source]\ntype = \"file\"\npath = \"{}\"\n", input.display());
+    let src = format!(
+        "[source]\ntype = \"file\"\npath = \"{}\"\n",
+        input.display()
+    );
     // Unknown key.
-    expect_config_error(&format!("{src}\n[reorder]\nwindow_ms = 5\nwindow = 9\n"), "reorder.window", 7);
+    expect_config_error(
+        &format!("{src}\n[reorder]\nwindow_ms = 5\nwindow = 9\n"),
+        "reorder.window",
+        7,
+    );
     // Wrong type.
-    expect_config_error(&format!("{src}\n[reorder]\nwindow_ms = \"soon\"\n"), "reorder.window_ms", 6);
+    expect_config_error(
+        &format!("{src}\n[reorder]\nwindow_ms = \"soon\"\n"),
+        "reorder.window_ms",
+        6,
+    );
     // Unknown decoder: the message lists the known ones.
-    expect_config_error(&format!("{src}\n[decoder]\ntype = \"http9\"\n"), "decoder.type", 6);
+    expect_config_error(
+        &format!("{src}\n[decoder]\ntype = \"http9\"\n"),
+        "decoder.type",
+        6,
+    );
     // Missing file.
-    expect_config_error("[source]\ntype = \"file\"\npath = \"/nonexistent/cap.ndjson\"\n", "source.path", 3);
+    expect_config_error(
+        "[source]\ntype = \"file\"\npath = \"/nonexistent/cap.ndjson\"\n",
+        "source.path",
+        3,
+    );
     // A sink list entry with a bad value.
-    expect_config_error(&format!("{src}\n[[sink]]\ntype = \"stdout\"\nformat = \"xml\"\n"), "sink[0].format", 7);
+    expect_config_error(
+        &format!("{src}\n[[sink]]\ntype = \"stdout\"\nformat = \"xml\"\n"),
+        "sink[0].format",
+        7,
+    );
 }
 
 #[test]
@@ -158,7 +215,13 @@ fn all_config_errors_are_reported_at_once() {
     let o = spf_output(&["validate", "-c", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr_text(&o);
-    for want in ["spf.toml:2:8: source.type: unknown source type `nope`", "decoder.extra", "sink[0].color", "unknown: unknown section", "4 errors"] {
+    for want in [
+        "spf.toml:2:8: source.type: unknown source type `nope`",
+        "decoder.extra",
+        "sink[0].color",
+        "unknown: unknown section",
+        "4 errors",
+    ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
     assert!(err.contains("known types: file"), "{err}");
@@ -168,7 +231,11 @@ fn all_config_errors_are_reported_at_once() {
 fn reference_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/spf.toml");
     let o = spf_output(&["validate", "-c", cfg]);
-    assert!(o.status.success(), "spf.toml must stay valid: {}", stderr_text(&o));
+    assert!(
+        o.status.success(),
+        "spf.toml must stay valid: {}",
+        stderr_text(&o)
+    );
 }
 
 #[test]
@@ -211,7 +278,10 @@ fn sigint_drains_and_flushes_everything_received() {
             out.display()
         ),
     );
-    let mut child = spf().args(["run", "-q", "-c", cfg.to_str().unwrap()]).spawn().unwrap();
+    let mut child = spf()
+        .args(["run", "-q", "-c", cfg.to_str().unwrap()])
+        .spawn()
+        .unwrap();
     let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let n = 500;
     for i in 0..n {
@@ -270,9 +340,19 @@ fn capture_decoded_with_another_decoder_stays_replayable() {
     let o = spf_output(&["run", "-q", "-c", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     let lines = read_ndjson(&out);
-    assert!(lines.iter().any(|l| l["decoder"] == "http2"), "decoder records are there too");
+    assert!(
+        lines.iter().any(|l| l["decoder"] == "http2"),
+        "decoder records are there too"
+    );
     // Replaying keeps only the raw events: exactly the dump's bytes, in order.
-    let o = spf_output(&["run", "-q", "--replay", out.to_str().unwrap(), "--format", "ndjson"]);
+    let o = spf_output(&[
+        "run",
+        "-q",
+        "--replay",
+        out.to_str().unwrap(),
+        "--format",
+        "ndjson",
+    ]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     let mut back = Vec::new();
     for l in String::from_utf8(o.stdout).unwrap().lines() {
@@ -285,11 +365,23 @@ fn capture_decoded_with_another_decoder_stays_replayable() {
 
 #[test]
 fn quick_flag_errors_name_the_flag() {
-    let o = spf_output(&["run", "--replay", "/nonexistent/cap.ndjson", "--decoder", "nope"]);
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        "/nonexistent/cap.ndjson",
+        "--decoder",
+        "nope",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr_text(&o);
-    assert!(err.contains("--replay: cannot open `/nonexistent/cap.ndjson`"), "{err}");
-    assert!(err.contains("--decoder: unknown decoder type `nope`; known types:"), "{err}");
+    assert!(
+        err.contains("--replay: cannot open `/nonexistent/cap.ndjson`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--decoder: unknown decoder type `nope`; known types:"),
+        "{err}"
+    );
     // Usage errors are exit 2 as well.
     let o = spf_output(&["run", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2));

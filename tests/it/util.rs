@@ -58,7 +58,10 @@ pub fn bpf_available(test: &str) -> bool {
     if root {
         return true;
     }
-    assert!(!required, "{test}: SPF_REQUIRE_BPF=1 but not running as root");
+    assert!(
+        !required,
+        "{test}: SPF_REQUIRE_BPF=1 but not running as root"
+    );
     eprintln!("skipping {test}: needs root for BPF (set SPF_REQUIRE_BPF=1 to fail instead)");
     false
 }
