@@ -36,6 +36,8 @@ struct RunStats {
     max_rss_kib: i64,
 }
 
+// The child is reaped with wait4 rather than Child::wait, to get its own rusage.
+#[allow(clippy::zombie_processes)]
 fn run_spf(config: &Path) -> RunStats {
     let start = Instant::now();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_spf"))
