@@ -108,7 +108,7 @@ impl Probe {
         let mut skel = open.load().map_err(|e| load_error(&e))?;
         skel.attach().map_err(|e| {
             BuildError::new(format!(
-                "cannot attach the probe to the syscall tracepoints (tp_btf/sys_enter, tp_btf/sys_exit): {e}; \
+                "cannot attach the probe to the syscall exit tracepoint (tp_btf/sys_exit): {e}; \
                  spf needs a kernel with BTF-enabled raw tracepoints (Linux 5.5 or later)"
             ))
         })?;
@@ -116,14 +116,30 @@ impl Probe {
         Ok(Probe { skel })
     }
 
-    /// Ring buffer reservations that failed in the kernel, ever.
+    /// Events the kernel could not hand over, ever: ring buffer reservations
+    /// that failed, plus runs of the program the kernel skipped. The kernel
+    /// skips a run when the program is already running on that CPU (the
+    /// tracepoint fired again before it returned); it cannot tell whether the
+    /// skipped syscall moved socket data, so each skip counts as a possible
+    /// loss rather than none.
     pub(crate) fn lost(&self) -> u64 {
-        match self.skel.maps.bss_data.as_deref() {
+        let ring = match self.skel.maps.bss_data.as_deref() {
             // SAFETY: the kernel updates this counter concurrently; a volatile
             // read of an aligned u64 sees either the old or the new value.
             Some(bss) => unsafe { std::ptr::read_volatile(&bss.spf_lost) },
             None => 0,
-        }
+        };
+        ring + self.skipped_runs()
+    }
+
+    fn skipped_runs(&self) -> u64 {
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = self.skel.progs.spf_sys_exit.as_fd().as_raw_fd();
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: `info` is a bpf_prog_info of `len` bytes for the kernel to fill.
+        let r = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
+        if r == 0 { info.recursion_misses } else { 0 }
     }
 }
 

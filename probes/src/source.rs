@@ -55,7 +55,7 @@ impl UnixSource {
                 let mut c = conv.borrow_mut();
                 c.record(data);
                 if c.batch.len() >= BATCH {
-                    let batch = std::mem::take(&mut c.batch);
+                    let batch = c.take_batch();
                     // A refusal means shutdown; the loop below notices it.
                     let _ = out.blocking_send(batch);
                 }
@@ -66,10 +66,16 @@ impl UnixSource {
             .build()
             .map_err(|e| SourceError(format!("cannot read the probe's ring buffer: {e}")))?;
 
-        let mut lost_seen = self.probe.lost();
+        // The probe counts from the moment it was attached, which was before
+        // this thread started: losses in between are losses too.
+        let mut lost_seen = 0;
         let mut lost_total = 0u64;
+        // Set once the pipeline refuses input: one more drain, then end.
+        let mut last_round = false;
         loop {
-            let stopping = out.stopping();
+            // Whatever the kernel handed over before this read is drained below:
+            // every syscall that returned before the stop was asked for is in.
+            let stopping = last_round || out.stopping();
             // poll() reads the ring only when woken, and most records come
             // without a wakeup: drain it after every poll.
             let r = if stopping { Ok(()) } else { ring.poll(POLL) }.and_then(|()| ring.consume());
@@ -94,26 +100,17 @@ impl UnixSource {
                     count,
                 }));
             }
-            if !c.batch.is_empty() {
-                let batch = std::mem::take(&mut c.batch);
-                if !out.blocking_send(batch) && !stopping {
-                    // The pipeline stopped taking input: one last drain, then end.
-                    drop(c);
-                    let _ = ring.consume();
-                    let mut c = conv.borrow_mut();
-                    let batch = std::mem::take(&mut c.batch);
-                    let _ = out.blocking_send(batch);
-                    return Ok(SourceSummary {
-                        lost: lost_total,
-                        ..SourceSummary::default()
-                    });
-                }
-            }
+            let batch = c.take_batch();
+            drop(c);
+            let accepted = out.blocking_send(batch);
             if stopping {
                 return Ok(SourceSummary {
                     lost: lost_total,
                     ..SourceSummary::default()
                 });
+            }
+            if !accepted {
+                last_round = true;
             }
         }
     }
@@ -171,6 +168,13 @@ pub(crate) struct Converter {
     paths: HashMap<Box<[u8]>, Arc<str>>,
     empty: Arc<str>,
     resolver: Resolver,
+    /// Receiving socket inode by bound name, learned from the receivers' own
+    /// events: a datagram's receiver may be gone by the time /proc/net/unix
+    /// is read.
+    learned: HashMap<Arc<str>, u64>,
+    /// Events in `batch` whose conn waits for the receiver's inode:
+    /// (index, destination name, sender's inode as the last resort).
+    unresolved: Vec<(usize, Arc<str>, u64)>,
 }
 
 impl Converter {
@@ -188,6 +192,8 @@ impl Converter {
             paths: HashMap::new(),
             empty: Arc::from(""),
             resolver: Resolver::default(),
+            learned: HashMap::new(),
+            unresolved: Vec::new(),
         }
     }
 
@@ -255,11 +261,28 @@ impl Converter {
             Bytes::copy_from_slice(&body[..(h.captured as usize).min(body.len())])
         };
         let path = self.path(&h);
-        let conn = if h.flags & F_CONN_BY_PATH != 0 {
-            self.resolver.inode(&path).unwrap_or(h.own_ino)
+        let by_path = h.flags & F_CONN_BY_PATH != 0;
+        let conn = if by_path {
+            self.learned.get(&path).copied().unwrap_or(0)
         } else {
             h.conn
         };
+        if !by_path
+            && h.sock_type == 2
+            && h.flags & F_RECV != 0
+            && h.conn == h.own_ino
+            && !path.is_empty()
+        {
+            // An unconnected datagram receiver: its conn is its own inode.
+            if self.learned.len() > 4096 {
+                self.learned.clear();
+            }
+            self.learned.insert(path.clone(), h.own_ino);
+        }
+        if by_path && conn == 0 {
+            self.unresolved
+                .push((self.batch.len(), path.clone(), h.own_ino));
+        }
         let comm = self.comm(&h.comm);
         self.seq += 1;
         let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) < h.len;
@@ -289,6 +312,25 @@ impl Converter {
             truncated,
         };
         self.batch.push(SourceItem::Event(Arc::new(ev)));
+    }
+
+    /// Hands the batch over, first giving datagrams sent to an address the
+    /// inode of their receiver: learned from the receiver's events in this
+    /// batch if any, else from /proc/net/unix, else (the receiver is gone) the
+    /// sender's own.
+    pub(crate) fn take_batch(&mut self) -> Batch {
+        for (idx, path, fallback) in std::mem::take(&mut self.unresolved) {
+            let ino = match self.learned.get(&path) {
+                Some(i) => *i,
+                None => self.resolver.inode(&path).unwrap_or(fallback),
+            };
+            if let Some(SourceItem::Event(e)) = self.batch.get_mut(idx) {
+                if let Some(e) = Arc::get_mut(e) {
+                    e.conn = ino;
+                }
+            }
+        }
+        std::mem::take(&mut self.batch)
     }
 
     fn comm(&mut self, raw: &[i8; 16]) -> Arc<str> {
@@ -411,6 +453,34 @@ mod tests {
         assert!(e.truncated);
         assert_eq!(e.len, 10);
         assert!(c.pending.is_empty());
+    }
+
+    #[test]
+    fn datagram_to_an_address_gets_the_receivers_inode() {
+        let mut c = Converter::new();
+        let mut send = header(F_CONN_BY_PATH, 0, 0);
+        send.sock_type = 2;
+        send.conn = 0;
+        send.own_ino = 5;
+        let mut recv = header(F_RECV, 0, 0);
+        recv.sock_type = 2;
+        recv.conn = 77;
+        recv.own_ino = 77;
+        c.record(&as_bytes(&send));
+        c.record(&as_bytes(&recv));
+        let batch = c.take_batch();
+        let conns: Vec<u64> = batch
+            .iter()
+            .map(|i| match i {
+                SourceItem::Event(e) => e.conn,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(conns, [77, 77]);
+        // Later sends to the same name resolve at once.
+        c.record(&as_bytes(&send));
+        assert!(c.unresolved.is_empty());
+        assert_eq!(only_event(&mut c).conn, 77);
     }
 
     #[test]

@@ -392,7 +392,10 @@ fn dgram_sendto_path() {
     for e in &c.events {
         assert_eq!(e.sock, SockKind::Dgram);
         assert_eq!(&*e.path, p);
-        assert_eq!(e.conn, rx_ino, "a datagram's conn is its receiving socket");
+        assert_eq!(
+            e.conn, rx_ino,
+            "a datagram's conn is its receiving socket: {e:?}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,14 +4,14 @@
  * sockets, in both directions.
  *
  * The syscall tracepoints are the only hooks that work on every kernel spf
- * targets (no kprobes, fentry refused), so: at sys_enter, pick out the data
- * syscalls on AF_UNIX sockets and remember their arguments per thread; at
- * sys_exit, the return value says how many bytes really moved, and exactly
- * those bytes are copied from the process's buffers into the ring buffer.
+ * targets (no kprobes, fentry refused). At sys_exit the return value says how
+ * many bytes really moved, the saved registers give the syscall's arguments,
+ * and exactly those bytes are copied from the process's buffers into the ring
+ * buffer.
  *
- * Every syscall of every process on the machine passes through sys_enter and
- * sys_exit, so the path for unrelated syscalls is kept to a switch on the
- * syscall number and, for data syscalls, a look at the fd's inode mode.
+ * Every syscall of every process on the machine passes through sys_exit, so
+ * the path for unrelated syscalls is kept to a switch on the syscall number
+ * and, for data syscalls, a look at the fd's inode mode.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -51,25 +51,16 @@ enum call_kind {
 
 enum { DIR_SEND = 0, DIR_RECV = 1 };
 
-/* What sys_enter saw, for sys_exit of the same thread. */
-struct stash {
+/* The data syscall being looked at, from its saved registers. */
+struct call {
 	struct sock *sk;
 	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array */
 	__u64 count;   /* buffer size, iovec count or message count */
 	__u64 addr;    /* sendto's destination sockaddr */
 	__u64 addrlen;
-	__u64 cookie;  /* last cookie handed out on this thread */
 	__u8 kind;
 	__u8 dir;
-	__u8 active;
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct stash);
-} spf_stash SEC(".maps");
 
 /* A connection's two socks, lower address first: the same key from both ends. */
 struct conn_key {
@@ -211,57 +202,6 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 	return sk;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(spf_sys_enter, struct pt_regs *regs, long id)
-{
-	__u8 dir = 0;
-	int kind = classify(id, &dir);
-	if (kind == K_NONE)
-		return 0;
-	if (!(spf_cfg.dir_mask & (1u << dir)))
-		return 0;
-	int fd = (int)ARG1(regs);
-	if (fd < 0)
-		return 0;
-	if (spf_cfg.exclude_tgid && (bpf_get_current_pid_tgid() >> 32) == spf_cfg.exclude_tgid)
-		return 0;
-
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct sock *sk = unix_sock_of_fd(task, fd);
-	if (!sk)
-		return 0;
-
-	/* A peek hands the same bytes over again on the next read: capture
-	 * them once, when they are really taken. */
-	if (dir == DIR_RECV) {
-		__u64 flags = 0;
-		if (id == NR_recvfrom || id == NR_recvmmsg)
-			flags = ARG4(regs);
-		else if (id == NR_recvmsg)
-			flags = ARG3(regs);
-		if (flags & MSG_PEEK)
-			return 0;
-	}
-
-	struct stash *st = bpf_task_storage_get(&spf_stash, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!st)
-		return 0;
-	st->sk = sk;
-	st->arg = ARG2(regs);
-	st->count = ARG3(regs);
-	if (id == NR_sendto) {
-		st->addr = ARG5(regs);
-		st->addrlen = ARG6(regs);
-	} else {
-		st->addr = 0;
-		st->addrlen = 0;
-	}
-	st->kind = kind;
-	st->dir = dir;
-	st->active = 1;
-	return 0;
-}
-
 /* ---- data copy ---------------------------------------------------------- */
 
 /* Waking the reader for every record costs more than the record: a context
@@ -308,6 +248,7 @@ struct copy_ctx {
 	__u32 total;
 	__u32 flags;    /* SPF_F_DROPPED / SPF_F_FAULT when the copy stopped early */
 	__u32 _pad;
+	__u64 seq;      /* events emitted on this CPU, for cookies */
 };
 
 /* Emits one chunk record of size class N holding `n` (<= N) bytes from `src`.
@@ -432,10 +373,9 @@ static __always_inline void count_lost(void)
 /* Hands over the data of one event: hdr->len bytes moved, found in either one
  * buffer (`addr`, `count` bytes) or, with `is_iov`, an array of `count` iovecs.
  * `hdr` is complete but for the data fields. */
-static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 addr, __u64 count,
-				int is_iov)
+static __noinline int emit_data(struct spf_event *hdr, __u64 addr, __u64 count, int is_iov)
 {
-	if (!hdr || !st)
+	if (!hdr)
 		return 0;
 	__u64 len = hdr->len;
 	__u64 cap = len;
@@ -468,9 +408,11 @@ static __noinline int emit_data(struct spf_event *hdr, struct stash *st, __u64 a
 		c.seg_left = count;
 	}
 
-	st->cookie++;
-	hdr->cookie = st->cookie;
-	c.cookie = st->cookie;
+	/* Unique per thread is enough; per CPU and CPU number is that. */
+	cp->seq++;
+	c.seq = cp->seq;
+	c.cookie = ((__u64)bpf_get_smp_processor_id() << 48) | (cp->seq & 0xffffffffffffULL);
+	hdr->cookie = c.cookie;
 
 	if (cap <= INLINE_MAX && c.seg_left >= cap) {
 		int r;
@@ -713,15 +655,13 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 
 struct mmsg_ctx {
 	struct spf_event *hdr;
-	struct stash *st;
 	__u64 vec;
 	__u64 n;
 	__u8 dir;
 	__u8 send_path;
 };
 
-static __always_inline void emit_msg(struct spf_event *hdr, struct stash *st, __u64 msgaddr, __u64 len,
-				     __u8 dir)
+static __always_inline void emit_msg(struct spf_event *hdr, __u64 msgaddr, __u64 len, __u8 dir)
 {
 	struct spf_msghdr m = {};
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)msgaddr))
@@ -736,7 +676,7 @@ static __always_inline void emit_msg(struct spf_event *hdr, struct stash *st, __
 	}
 	if (!match_filters(hdr))
 		return;
-	emit_data(hdr, st, m.msg_iov, m.msg_iovlen, 1);
+	emit_data(hdr, m.msg_iov, m.msg_iovlen, 1);
 }
 
 static long mmsg_step(__u32 i, void *arg)
@@ -755,13 +695,13 @@ static long mmsg_step(__u32 i, void *arg)
 	 * socket's own each time. */
 	__u64 conn = hdr->conn;
 	__u16 plen = hdr->path_len;
-	emit_msg(hdr, c->st, at, mlen, c->dir);
+	emit_msg(hdr, at, mlen, c->dir);
 	hdr->conn = conn;
 	hdr->path_len = plen;
 	return 0;
 }
 
-static __noinline int handle_exit(struct stash *st, long ret)
+static __noinline int handle_exit(struct call *st, long ret)
 {
 	if (!st)
 		return 0;
@@ -791,21 +731,20 @@ static __noinline int handle_exit(struct stash *st, long ret)
 		}
 		if (!match_filters(hdr))
 			return 0;
-		emit_data(hdr, st, st->arg, st->count, 0);
+		emit_data(hdr, st->arg, st->count, 0);
 		break;
 	case K_IOV:
 		hdr->len = ret;
 		if (!match_filters(hdr))
 			return 0;
-		emit_data(hdr, st, st->arg, st->count, 1);
+		emit_data(hdr, st->arg, st->count, 1);
 		break;
 	case K_MSG:
-		emit_msg(hdr, st, st->arg, ret, dir);
+		emit_msg(hdr, st->arg, ret, dir);
 		break;
 	case K_MMSG: {
 		struct mmsg_ctx c = {
 			.hdr = hdr,
-			.st = st,
 			.vec = st->arg,
 			.n = ret,
 			.dir = dir,
@@ -817,19 +756,56 @@ static __noinline int handle_exit(struct stash *st, long ret)
 	return 0;
 }
 
+/* Everything happens at syscall exit: the return value says how many bytes
+ * really moved, and the saved registers still hold the syscall's arguments
+ * (on arm64, orig_x0 keeps the first). One hook instead of an entry/exit pair
+ * halves what every unrelated syscall on the machine pays. The cost: an fd
+ * closed or replaced by another thread while the syscall ran is looked up
+ * after the fact, and its data is missed. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 {
+	long nr = SYSCALL_NR(regs);
 	__u8 dir = 0;
-	if (classify(SYSCALL_NR(regs), &dir) == K_NONE)
+	int kind = classify(nr, &dir);
+	if (kind == K_NONE)
 		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct stash *st = bpf_task_storage_get(&spf_stash, task, 0, 0);
-	if (!st || !st->active)
-		return 0;
-	st->active = 0;
 	if (ret <= 0)
 		return 0;
-	handle_exit(st, ret);
+	if (!(spf_cfg.dir_mask & (1u << dir)))
+		return 0;
+	int fd = (int)ARG1(regs);
+	if (fd < 0)
+		return 0;
+	if (spf_cfg.exclude_tgid && (bpf_get_current_pid_tgid() >> 32) == spf_cfg.exclude_tgid)
+		return 0;
+	struct sock *sk = unix_sock_of_fd(bpf_get_current_task_btf(), fd);
+	if (!sk)
+		return 0;
+
+	/* A peek hands the same bytes over again on the next read: capture
+	 * them once, when they are really taken. */
+	if (dir == DIR_RECV) {
+		__u64 flags = 0;
+		if (nr == NR_recvfrom || nr == NR_recvmmsg)
+			flags = ARG4(regs);
+		else if (nr == NR_recvmsg)
+			flags = ARG3(regs);
+		if (flags & MSG_PEEK)
+			return 0;
+	}
+
+	struct call c = {
+		.sk = sk,
+		.arg = ARG2(regs),
+		.count = ARG3(regs),
+		.kind = kind,
+		.dir = dir,
+	};
+	if (nr == NR_sendto) {
+		c.addr = ARG5(regs);
+		c.addrlen = ARG6(regs);
+	}
+	handle_exit(&c, ret);
 	return 0;
 }
