@@ -334,6 +334,27 @@ const SpfPluginDeclaration spf_plugin_declaration = {
 };
 "#;
 
+/// A plugin that needs a newer minor than this spf speaks.
+const C_NEWER_MINOR: &str = r#"
+#include <stddef.h>
+#include "spf_plugin.h"
+static const uint8_t *last_error(void *i, size_t *n) { (void)i; *n = 0; return NULL; }
+static int32_t init(const uint8_t *c, size_t n, void **i) { (void)c; (void)n; (void)i; return SPF_ERROR; }
+static int32_t decode(void *i, const SpfEventView *e, const SpfDecoderOut *o) { (void)i; (void)e; (void)o; return SPF_OK; }
+static void destroy(void *i) { (void)i; }
+static const SpfDecoderVtable vt = { .init = init, .decode = decode, .last_error = last_error, .destroy = destroy };
+const SpfPluginDeclaration spf_plugin_declaration = {
+    .magic = SPF_PLUGIN_MAGIC,
+    .abi_major = SPF_ABI_MAJOR,
+    .abi_minor = SPF_ABI_MINOR + 1,
+    .kind = SPF_KIND_DECODER,
+    .name = "newer",
+    .version = "0.9.0",
+    .decoder = &vt,
+    .sink = NULL,
+};
+"#;
+
 fn expect_refused(cfg: &Path, needles: &[&str]) {
     for cmd in ["validate", "run"] {
         let o = spf().arg(cmd).arg("-c").arg(cfg).output().unwrap();
@@ -401,6 +422,17 @@ fn bad_plugins_are_refused_each_with_its_own_message() {
     ];
     expect_refused(&decoder_cfg("nodecl", &none), &needles);
     assert_eq!(check(&none, None).status.code(), Some(2));
+
+    let newer = compile_c(dir.path(), "newer", C_NEWER_MINOR);
+    let needs = format!("needs plugin ABI {host_major}.{}", host_minor + 1);
+    let needles = [
+        "plugin `newer` 0.9.0",
+        needs.as_str(),
+        host.as_str(),
+        "upgrade spf",
+    ];
+    expect_refused(&decoder_cfg("minor", &newer), &needles);
+    assert_eq!(check(&newer, None).status.code(), Some(2));
 
     // A real system library is no plugin either.
     let libc_path = [

@@ -211,3 +211,57 @@ impl ConnSummary {
 }
 
 spf_plugin::export_sink!("conn-summary", ConnSummary);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(conn: u64, dir: &str, ts: u64, len: u64, decoder: &str, error: bool) -> String {
+        let mut v = json!({
+            "ts_ns": ts, "time": format!("2026-01-01T00:00:{:02}.000000000Z", ts),
+            "pid": 10, "peer_pid": 20, "comm": "cli", "path": "/run/x.sock",
+            "dir": dir, "conn": conn, "len": len, "decoder": decoder,
+        });
+        if error {
+            v["error"] = json!({"code": null, "message": "bad"});
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn counts_each_event_once_and_raw_records_as_events() {
+        let dir = std::env::temp_dir().join(format!("conn-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("summary.json");
+        let cfg = json!({ "output": out.display().to_string() }).to_string();
+        let mut s = ConnSummary::init(&cfg).unwrap();
+        // Event 1 (raw line from `events = true`, then two records), event 2 (raw
+        // only: no record), event 3 on the other direction, an error record.
+        for l in [
+            line(7, "send", 1, 100, "raw", false),
+            line(7, "send", 1, 100, "resp", false),
+            line(7, "send", 1, 100, "resp", false),
+            line(7, "send", 2, 50, "raw", false),
+            line(7, "recv", 3, 9, "resp", true),
+            json!({"ts_ns": 4, "time": "2026-01-01T00:00:04.000000000Z", "lost": 3}).to_string(),
+        ] {
+            s.write(&l).unwrap();
+        }
+        s.flush().unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let c = &v["connections"][0];
+        assert_eq!(c["send"], json!({"events": 2, "bytes": 150}));
+        assert_eq!(c["recv"], json!({"events": 1, "bytes": 9}));
+        assert_eq!(c["records"], 3);
+        assert_eq!(c["errors"], 1);
+        assert_eq!(c["decoders"], json!(["resp"]));
+        assert_eq!(c["pids"], json!([10, 20]));
+        assert_eq!(v["lost"], 3);
+        assert_eq!(v["records"], 4);
+        assert!(s.write("not json").is_err());
+        assert!(ConnSummary::init("{\"output\":\"relative.json\"}").is_err());
+        assert!(ConnSummary::init("{\"outptu\":\"/x\"}").is_err());
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
