@@ -95,6 +95,12 @@ struct file {
 	void *private_data;
 };
 
+/* Any one-word kernel struct: only used to make a plain load of an fd table
+ * slot (see unix_sock_of_fd). */
+struct callback_head {
+	struct callback_head *next;
+};
+
 struct fdtable {
 	unsigned int max_fds;
 	struct file **fd;

@@ -176,17 +176,23 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 		return NULL;
 	struct file **fds = fdt->fd;
 	struct file *fp = NULL;
-	bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
-	if (!fp)
-		return NULL;
 	struct socket *sock;
 	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		/* The slot read as the first word of some struct: a plain load
+		 * instead of a helper call. */
+		struct callback_head *slot = bpf_core_cast(&fds[fd], struct callback_head);
+		fp = (struct file *)slot->next;
+		if (!fp)
+			return NULL;
 		struct file *f = bpf_core_cast(fp, struct file);
 		struct inode *inode = f->f_inode;
 		if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
 			return NULL;
 		sock = f->private_data;
 	} else {
+		bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
+		if (!fp)
+			return NULL;
 		struct inode *inode = BPF_CORE_READ(fp, f_inode);
 		if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
 			return NULL;
