@@ -60,6 +60,7 @@ typedef struct SpfEventView {
     uint64_t ts_ns;   /* kernel clock */
     uint64_t time_ns; /* wall clock, since the Unix epoch */
     uint64_t conn;    /* same for both directions of one connection */
+    uint64_t socket;  /* the socket used (its inode), 0 when unknown */
     uint64_t len;     /* bytes the syscall moved */
     uint32_t pid;
     uint32_t tid;

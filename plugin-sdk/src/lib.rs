@@ -114,6 +114,9 @@ pub struct SpfEventView {
     pub ts_ns: u64,
     pub time_ns: u64,
     pub conn: u64,
+    /// The socket the syscall used (its inode), 0 when unknown: tells the two ends
+    /// of one connection apart when both are captured.
+    pub socket: u64,
     pub len: u64,
     pub pid: u32,
     pub tid: u32,
@@ -279,6 +282,10 @@ pub struct Event<'a> {
     pub time_ns: u64,
     /// The same for both directions and both ends of one connection.
     pub conn: u64,
+    /// The socket the syscall used (its inode), 0 when unknown. With both ends of
+    /// a connection captured, one end's sends are the other's receives: key
+    /// per-stream state by `(conn, socket, dir)`.
+    pub socket: u64,
     /// Bytes the syscall really moved.
     pub len: u64,
     pub pid: u32,
@@ -310,6 +317,7 @@ impl<'a> Event<'a> {
             ts_ns: view.ts_ns,
             time_ns: view.time_ns,
             conn: view.conn,
+            socket: view.socket,
             len: view.len,
             pid: view.pid,
             tid: view.tid,

@@ -69,7 +69,7 @@ fn assertions() -> String {
     constant!(c, SPF_SOCK_SEQPACKET);
 
     offsets!(c, SpfBytes: ptr, len);
-    offsets!(c, SpfEventView: seq, ts_ns, time_ns, conn, len, pid, tid, peer_pid, dir, sock, truncated, comm, path, data);
+    offsets!(c, SpfEventView: seq, ts_ns, time_ns, conn, socket, len, pid, tid, peer_pid, dir, sock, truncated, comm, path, data);
     offsets!(c, SpfDecoderOut: ctx, record, error);
     offsets!(c, SpfDecoderVtable: init, decode, lost, closed, finish, last_error, destroy);
     offsets!(c, SpfSinkVtable: init, write, flush, last_error, destroy);
@@ -81,6 +81,7 @@ fn assertions() -> String {
     signature!(c, SpfEventView.ts_ns: u64 => "uint64_t");
     signature!(c, SpfEventView.time_ns: u64 => "uint64_t");
     signature!(c, SpfEventView.conn: u64 => "uint64_t");
+    signature!(c, SpfEventView.socket: u64 => "uint64_t");
     signature!(c, SpfEventView.len: u64 => "uint64_t");
     signature!(c, SpfEventView.pid: u32 => "uint32_t");
     signature!(c, SpfEventView.tid: u32 => "uint32_t");

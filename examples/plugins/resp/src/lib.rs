@@ -8,11 +8,14 @@
 //! ```
 //!
 //! Messages may be pipelined (many in one event) or split across events: bytes
-//! are buffered per connection and direction until a message is whole.
+//! are buffered per stream (connection, socket end, direction) until a message is
+//! whole. With both ends of a connection captured, each end's view is decoded on
+//! its own.
 //!
-//! Which side is the client is learned from the first event of a connection:
+//! Which end is the client is learned from the first event of a connection:
 //! clients speak first, so whoever sends first (or the peer of whoever receives
-//! first) is the client. A capture that starts in the middle of a conversation may
+//! first) is the client. Ends are told apart by the event's `socket`, or by pid
+//! when the source does not know sockets. A capture that starts in the middle of a conversation may
 //! label the first exchanges the wrong way round; the values are decoded right
 //! either way.
 //!
@@ -31,11 +34,24 @@ use resp::{ProtocolError, Value};
 
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// One direction of one end of a connection: (conn, end, direction).
+type Stream = (u64, u64, Direction);
+
+/// Which end of its connection an event comes from.
+fn end_of(event: &Event<'_>) -> u64 {
+    if event.socket != 0 {
+        event.socket
+    } else {
+        // Pids and socket inodes never meet: a source knows sockets or it does not.
+        u64::from(event.pid)
+    }
+}
+
 pub struct RespDecoder {
-    /// Bytes of a message not yet complete, per (connection, direction).
-    pending: HashMap<(u64, Direction), Vec<u8>>,
-    /// Per connection: a pid seen on it and whether that pid is the client.
-    roles: HashMap<u64, (u32, bool)>,
+    /// Bytes of a message not yet complete, per stream.
+    pending: HashMap<Stream, Vec<u8>>,
+    /// Per connection: one end seen on it and whether that end is the client.
+    roles: HashMap<u64, (u64, bool)>,
     max_message: usize,
 }
 
@@ -65,17 +81,18 @@ impl DecoderPlugin for RespDecoder {
     }
 
     fn decode(&mut self, event: &Event<'_>, out: &mut DecoderOutput<'_>) -> Result<(), Error> {
+        let end = end_of(event);
         let is_client = match self.roles.get(&event.conn) {
-            Some(&(pid, client)) => (event.pid == pid) == client,
+            Some(&(seen, client)) => (end == seen) == client,
             None => {
                 let client = event.dir == Direction::Send;
-                self.roles.insert(event.conn, (event.pid, client));
+                self.roles.insert(event.conn, (end, client));
                 client
             }
         };
         let requests = (event.dir == Direction::Send) == is_client;
 
-        let key = (event.conn, event.dir);
+        let key = (event.conn, end, event.dir);
         let held = self.pending.remove(&key).unwrap_or_default();
         // The common case, whole messages in one event, parses the event's bytes
         // in place; only a partial message is copied.
@@ -147,8 +164,16 @@ impl DecoderPlugin for RespDecoder {
 
     fn closed(&mut self, conn: u64, out: &mut DecoderOutput<'_>) -> Result<(), Error> {
         self.roles.remove(&conn);
-        for dir in [Direction::Send, Direction::Recv] {
-            if let Some(rest) = self.pending.remove(&(conn, dir)) {
+        let mut open: Vec<Stream> = self
+            .pending
+            .keys()
+            .filter(|k| k.0 == conn)
+            .copied()
+            .collect();
+        open.sort_by_key(|&(_, end, dir)| (end, dir.as_str()));
+        for key in open {
+            let dir = key.2;
+            if let Some(rest) = self.pending.remove(&key) {
                 out.error(
                     Some("RESP_INCOMPLETE"),
                     &format!(
@@ -164,8 +189,8 @@ impl DecoderPlugin for RespDecoder {
 
     fn finish(&mut self, out: &mut DecoderOutput<'_>) -> Result<(), Error> {
         let mut open: Vec<_> = self.pending.drain().collect();
-        open.sort_by_key(|((conn, dir), _)| (*conn, dir.as_str()));
-        for ((conn, dir), rest) in open {
+        open.sort_by_key(|((conn, end, dir), _)| (*conn, *end, dir.as_str()));
+        for ((conn, _, dir), rest) in open {
             out.error(
                 Some("RESP_INCOMPLETE"),
                 &format!(
@@ -253,3 +278,126 @@ fn emit(message: &Message, out: &mut DecoderOutput<'_>) {
 }
 
 spf_plugin::export_decoder!("resp", RespDecoder);
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_void;
+
+    use spf_plugin::{SPF_OK, SockKind, SpfDecoderOut};
+
+    use super::*;
+
+    unsafe extern "C" fn record(
+        ctx: *mut c_void,
+        json: *const u8,
+        n: usize,
+        _t: *const u8,
+        _tn: usize,
+    ) -> i32 {
+        // SAFETY: ctx is the Vec below; json is lent for the call.
+        unsafe {
+            let out = &mut *ctx.cast::<Vec<Json>>();
+            out.push(serde_json::from_slice(std::slice::from_raw_parts(json, n)).unwrap());
+        }
+        SPF_OK
+    }
+
+    unsafe extern "C" fn error(
+        ctx: *mut c_void,
+        _c: *const u8,
+        _cn: usize,
+        m: *const u8,
+        n: usize,
+    ) -> i32 {
+        // SAFETY: as above.
+        unsafe {
+            let out = &mut *ctx.cast::<Vec<Json>>();
+            let msg = String::from_utf8_lossy(std::slice::from_raw_parts(m, n)).into_owned();
+            out.push(serde_json::json!({ "error": msg }));
+        }
+        SPF_OK
+    }
+
+    fn feed(d: &mut RespDecoder, socket: u64, dir: Direction, data: &[u8], got: &mut Vec<Json>) {
+        let raw = SpfDecoderOut {
+            ctx: (got as *mut Vec<Json>).cast(),
+            record,
+            error,
+        };
+        // SAFETY: the callbacks above match the contract.
+        let mut out = unsafe { DecoderOutput::from_raw(&raw) };
+        let event = Event {
+            seq: 0,
+            ts_ns: 0,
+            time_ns: 0,
+            conn: 9,
+            socket,
+            len: data.len() as u64,
+            pid: 100,
+            tid: 100,
+            peer_pid: 100,
+            dir,
+            sock: SockKind::Stream,
+            truncated: false,
+            comm: "t",
+            path: "",
+            data,
+        };
+        d.decode(&event, &mut out).unwrap();
+    }
+
+    /// Both ends captured (here by one process, so only sockets tell them apart):
+    /// the client's sends and the server's sends are separate streams, even when
+    /// a reply arrives while the next pipelined request is half sent.
+    #[test]
+    fn both_ends_of_a_connection_decode_separately() {
+        let mut d = RespDecoder::init("{}").unwrap();
+        let mut got = Vec::new();
+        let (client, server) = (1, 2);
+        feed(
+            &mut d,
+            client,
+            Direction::Send,
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET",
+            &mut got,
+        );
+        feed(
+            &mut d,
+            server,
+            Direction::Recv,
+            b"*1\r\n$4\r\nPING\r\n",
+            &mut got,
+        );
+        feed(&mut d, server, Direction::Send, b"+PONG\r\n", &mut got);
+        feed(&mut d, client, Direction::Recv, b"+PONG\r\n", &mut got);
+        feed(
+            &mut d,
+            client,
+            Direction::Send,
+            b"\r\n$1\r\nk\r\n",
+            &mut got,
+        );
+        let roles: Vec<String> = got
+            .iter()
+            .map(|r| {
+                let r = &r["resp"];
+                format!(
+                    "{} {}",
+                    r["role"].as_str().unwrap(),
+                    r["command"].as_str().or(r["value"].as_str()).unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                "request PING",
+                "request PING",
+                "reply PONG",
+                "reply PONG",
+                "request GET"
+            ]
+        );
+        assert_eq!(got[4]["resp"]["args"], serde_json::json!(["k"]));
+    }
+}
