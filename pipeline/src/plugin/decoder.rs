@@ -126,6 +126,7 @@ impl PluginDecoder {
             decoder: &self.name,
             label: &self.label,
             out,
+            rejected: false,
         };
         let callbacks = SpfDecoderOut {
             ctx: (&raw mut ctx).cast(),
@@ -133,8 +134,15 @@ impl PluginDecoder {
             error: on_error,
         };
         let rc = f(self.instance, &callbacks);
+        let rejected = ctx.rejected;
         if rc == SPF_OK {
-            self.failures_in_a_row = 0;
+            // Output spf had to reject is already an error record; it still counts
+            // towards switching off a plugin that does nothing else.
+            if rejected {
+                self.failed(event, out);
+            } else {
+                self.failures_in_a_row = 0;
+            }
             return;
         }
         // SAFETY: the instance is live; its message is copied at once.
@@ -155,6 +163,11 @@ impl PluginDecoder {
             Some(PLUGIN_ERROR.into()),
             format!("{} {what}: {detail}", self.label),
         ));
+        self.failed(event, out);
+    }
+
+    /// Counts a failed call; switches the plugin off after `max_errors` in a row.
+    fn failed(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
         self.failures_in_a_row += 1;
         if self.max_errors > 0 && self.failures_in_a_row >= self.max_errors {
             self.disabled = true;
@@ -287,10 +300,13 @@ struct Ctx<'a> {
     decoder: &'a Arc<str>,
     label: &'a str,
     out: &'a mut Vec<Record>,
+    /// Some output of this call was rejected.
+    rejected: bool,
 }
 
 impl Ctx<'_> {
     fn reject(&mut self, message: String) -> i32 {
+        self.rejected = true;
         self.out.push(Record::error(
             self.event.clone(),
             self.decoder.clone(),

@@ -378,6 +378,14 @@ fn bad_output_is_an_error_record() {
         "{msgs:?}"
     );
     assert!(msgs[2].1.contains("field `pid`"), "{msgs:?}");
+
+    // Rejected output counts towards switching the plugin off.
+    let mut d = decoder(2, "{}");
+    let mut out = Vec::new();
+    d.decode(&event(1, 1, b"badjson"), &mut out);
+    d.decode(&event(2, 1, b"array"), &mut out);
+    let codes: Vec<_> = out.iter().map(|r| error_of(r).0.unwrap()).collect();
+    assert_eq!(codes, [PLUGIN_OUTPUT, PLUGIN_OUTPUT, PLUGIN_DISABLED]);
 }
 
 #[test]
