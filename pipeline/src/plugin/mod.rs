@@ -5,9 +5,15 @@
 //! type = "plugin"
 //! path = "/usr/local/lib/spf/libspf_resp.so"   # absolute
 //! max_errors = 100                             # optional, host key
-//! # events = true     # sinks only, host key: also receive every event as a raw record
-//! # every other key goes to the plugin's init as JSON
-//! max_buffer = 1048576
+//! max_message = 1048576                        # every other key goes to the plugin
+//! ```
+//!
+//! ```toml
+//! [[sink]]
+//! type = "plugin"
+//! path = "/usr/local/lib/spf/libspf_conn_summary.so"
+//! events = true        # optional, host key: also receive every event as a raw record
+//! output = "/var/log/spf/connections.json"
 //! ```
 //!
 //! The ABI lives in the `spf-plugin` crate. Loading happens while the config is
