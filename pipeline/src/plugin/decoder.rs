@@ -183,34 +183,60 @@ impl PluginDecoder {
         }
     }
 
-    /// The event records of a call without one (lost, finish) are attached to.
+    /// The event that records of a call without one (lost, closed, finish) are
+    /// attached to.
     fn anchor(&mut self, conn: Option<u64>) -> Arc<Event> {
-        let by_conn = conn.and_then(|c| {
-            let earlier = self.earlier.remove(&c);
-            match &self.last {
-                Some(l) if l.conn == c => Some(l.clone()),
-                _ => earlier,
+        match conn {
+            Some(c) => {
+                let earlier = self.earlier.remove(&c);
+                match (&self.last, earlier) {
+                    (Some(l), _) if l.conn == c => identity(l),
+                    (_, Some(e)) => identity(&e),
+                    _ => Arc::new(Event {
+                        conn: c,
+                        ..unknown()
+                    }),
+                }
             }
-        });
-        by_conn.or_else(|| self.last.clone()).unwrap_or_else(|| {
-            Arc::new(Event {
-                seq: 0,
-                ts_ns: 0,
-                time_ns: 0,
-                pid: 0,
-                tid: 0,
-                comm: Arc::from(""),
-                peer_pid: 0,
-                path: Arc::from(""),
-                sock: SockKind::Stream,
-                dir: Direction::Send,
-                conn: conn.unwrap_or(0),
-                socket: 0,
-                len: 0,
-                data: bytes::Bytes::new(),
-                truncated: false,
-            })
-        })
+            None => self.last.clone().unwrap_or_else(|| Arc::new(unknown())),
+        }
+    }
+}
+
+/// Connections whose last event is kept for their close records. Past this many
+/// (a source that never reports closes) what is kept is dropped and close records
+/// carry only the connection id. Kept events hold their bytes, so this also
+/// bounds the memory held (to this many snaplens).
+const MAX_REMEMBERED: usize = 1024;
+
+/// An event's metadata without its bytes: what a record about the connection (not
+/// about some bytes of it) is attached to.
+fn identity(e: &Event) -> Arc<Event> {
+    Arc::new(Event {
+        len: 0,
+        data: bytes::Bytes::new(),
+        truncated: false,
+        ..e.clone()
+    })
+}
+
+fn unknown() -> Event {
+    Event {
+        seq: 0,
+        ts_ns: 0,
+        time_ns: 0,
+        pid: 0,
+        tid: 0,
+        comm: Arc::from(""),
+        peer_pid: 0,
+        path: Arc::from(""),
+        sock: SockKind::Stream,
+        dir: Direction::Send,
+        conn: 0,
+        socket: 0,
+        len: 0,
+        data: bytes::Bytes::new(),
+        truncated: false,
     }
 }
 
@@ -235,6 +261,9 @@ impl Decoder for PluginDecoder {
         if let Some(prev) = self.last.replace(event.clone())
             && prev.conn != event.conn
         {
+            if self.earlier.len() >= MAX_REMEMBERED {
+                self.earlier.clear();
+            }
             self.earlier.insert(prev.conn, prev);
         }
         let view = SpfEventView {
