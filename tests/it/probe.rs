@@ -538,6 +538,143 @@ fn sendmsg_with_64_iovecs() {
     close(b);
 }
 
+#[test]
+fn writev_readv_sendmmsg_recvmmsg() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_SEQPACKET);
+    let conn = conn_of(a, b);
+    let Some(cap) = start(
+        "writev_readv_sendmmsg_recvmmsg",
+        UnixConfig {
+            pids: vec![pid()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    // writev of three pieces, readv into two buffers: one message.
+    let parts = [test_bytes(100, 21), test_bytes(5, 22), test_bytes(300, 23)];
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: every iovec points into a live buffer.
+    let n = unsafe { libc::writev(a, iov.as_ptr(), iov.len() as i32) };
+    assert_eq!(n, 405);
+    let mut r1 = vec![0u8; 200];
+    let mut r2 = vec![0u8; 205];
+    let riov = [
+        libc::iovec {
+            iov_base: r1.as_mut_ptr().cast(),
+            iov_len: r1.len(),
+        },
+        libc::iovec {
+            iov_base: r2.as_mut_ptr().cast(),
+            iov_len: r2.len(),
+        },
+    ];
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::readv(b, riov.as_ptr(), 2) }, 405);
+
+    // sendmmsg of 5 messages, recvmmsg of them: one event per message.
+    let msgs: Vec<Vec<u8>> = (0..5)
+        .map(|i| test_bytes(10 + i * 50, 30 + i as u64))
+        .collect();
+    let mut siov: Vec<libc::iovec> = msgs
+        .iter()
+        .map(|m| libc::iovec {
+            iov_base: m.as_ptr() as *mut _,
+            iov_len: m.len(),
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdrs with one iovec each are valid arguments.
+    let mut hdrs: Vec<libc::mmsghdr> = siov
+        .iter_mut()
+        .map(|v| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: every header points at a live iovec.
+    assert_eq!(unsafe { libc::sendmmsg(a, hdrs.as_mut_ptr(), 5, 0) }, 5);
+    let mut bufs = vec![vec![0u8; 512]; 5];
+    let mut riovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut rhdrs: Vec<libc::mmsghdr> = riovs
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: as above.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: every header points at a live iovec.
+    let got = unsafe {
+        libc::recvmmsg(
+            b,
+            rhdrs.as_mut_ptr(),
+            5,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(got >= 1);
+    let mut received = got as usize;
+    while received < 5 {
+        // SAFETY: as above, for the headers not yet filled.
+        let more = unsafe {
+            libc::recvmmsg(
+                b,
+                rhdrs[received..].as_mut_ptr(),
+                (5 - received) as u32,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(more >= 1);
+        received += more as usize;
+    }
+    let c = cap.finish();
+    c.assert_no_loss();
+    let evs = c.of_conn(conn);
+    let send: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Send)
+        .collect();
+    let recv: Vec<_> = evs
+        .iter()
+        .copied()
+        .filter(|e| e.dir == Direction::Recv)
+        .collect();
+    assert_eq!(
+        send.len(),
+        6,
+        "one writev and five messages of one sendmmsg"
+    );
+    assert_eq!(recv.len(), 6);
+    assert_eq!(&send[0].data[..], &parts.concat()[..]);
+    assert_eq!(&recv[0].data[..], &parts.concat()[..]);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(&send[i + 1].data[..], &m[..], "sendmmsg message {i}");
+        assert_eq!(&recv[i + 1].data[..], &m[..], "recvmmsg message {i}");
+    }
+    close(a);
+    close(b);
+}
+
 fn big_write(snaplen: Option<u32>) -> Option<(Captured, Vec<u8>, u64)> {
     let (a, b) = socketpair(libc::SOCK_STREAM);
     let conn = conn_of(a, b);
