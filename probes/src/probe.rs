@@ -154,31 +154,8 @@ fn load_error(e: &libbpf_rs::Error) -> BuildError {
     }
     let errno = e.kind();
     let text = e.to_string();
-    // The verifier's own words sit between these markers.
-    let start = log
-        .iter()
-        .rposition(|l| l.contains("-- BEGIN PROG LOAD LOG --"));
-    let end = log
-        .iter()
-        .rposition(|l| l.contains("-- END PROG LOAD LOG --"));
-    if let (Some(s), Some(end)) = (start, end) {
-        if s < end {
-            let body: Vec<&str> = log[s + 1..end]
-                .iter()
-                .map(|l| l.trim())
-                .filter(|l| !l.is_empty() && !l.starts_with("processed "))
-                .collect();
-            let tail = body[body.len().saturating_sub(4)..].join(" | ");
-            let prog = log
-                .iter()
-                .rev()
-                .find_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
-                .unwrap_or("?");
-            return BuildError::new(format!(
-                "the kernel's verifier rejected the BPF program `{prog}`: {tail}; this kernel is not supported \
-                 by this build of spf, please report it with `uname -r`"
-            ));
-        }
+    if let Some(summary) = verifier_summary(&log) {
+        return BuildError::new(summary);
     }
     if matches!(errno, libbpf_rs::ErrorKind::PermissionDenied) {
         return BuildError::new(format!(
@@ -197,4 +174,75 @@ fn load_error(e: &libbpf_rs::Error) -> BuildError {
         if last.is_empty() { "" } else { "; " },
         last.trim()
     ))
+}
+
+/// The verifier's verdict as one line, if the log holds a rejected program's
+/// load log: the program's name and the log's last lines, which say why.
+fn verifier_summary(log: &[String]) -> Option<String> {
+    // The verifier's own words sit between these markers.
+    let start = log
+        .iter()
+        .rposition(|l| l.contains("-- BEGIN PROG LOAD LOG --"))?;
+    let end = log
+        .iter()
+        .rposition(|l| l.contains("-- END PROG LOAD LOG --"))?;
+    if start >= end {
+        return None;
+    }
+    let body: Vec<&str> = log[start + 1..end]
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with("processed "))
+        .collect();
+    let tail = body[body.len().saturating_sub(4)..].join(" | ");
+    let prog = log[..start]
+        .iter()
+        .rev()
+        .find_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
+        .unwrap_or("?");
+    Some(format!(
+        "the kernel's verifier rejected the BPF program `{prog}`: {tail}; this kernel is not supported by this \
+         build of spf, please report it with `uname -r`"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_rejection_becomes_one_line() {
+        let log: Vec<String> = [
+            "libbpf: prog 'spf_sys_exit': BPF program load failed: Permission denied",
+            "libbpf: prog 'spf_sys_exit': -- BEGIN PROG LOAD LOG --",
+            "0: R1=ctx() R10=fp0",
+            "; int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)",
+            "12: (79) r2 = *(u64 *)(r1 +8)",
+            "R2 invalid mem access 'scalar'",
+            "processed 13 insns (limit 1000000) max_states_per_insn 0",
+            "-- END PROG LOAD LOG --",
+            "libbpf: failed to load object 'spf_bpf'",
+        ]
+        .map(String::from)
+        .to_vec();
+        let s = verifier_summary(&log).unwrap();
+        assert!(
+            s.starts_with("the kernel's verifier rejected the BPF program `spf_sys_exit`"),
+            "{s}"
+        );
+        assert!(s.contains("R2 invalid mem access 'scalar'"), "{s}");
+        assert!(!s.contains("processed 13"), "{s}");
+        assert!(!s.contains('\n'));
+        assert!(verifier_summary(&log[..2]).is_none());
+    }
+
+    #[test]
+    fn capability_mask_is_read() {
+        // Root has every capability, an unprivileged process none of these.
+        let caps = effective_caps();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_ne!(caps & (1 << 21), 0, "root without CAP_SYS_ADMIN: {caps:x}");
+        }
+    }
 }
