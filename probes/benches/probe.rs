@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 use spf_pipeline::{Emitter, Source, SourceItem};
 use spf_probes::UnixConfig;
 
+// As in the spf binary: the reader allocates each event's buffer on one thread
+// and the consumer frees it on another.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn secs() -> Duration {
     let s = std::env::var("SPF_BENCH_SECS")
         .ok()

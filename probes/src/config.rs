@@ -203,9 +203,9 @@ impl UnixConfig {
             } else {
                 std::process::id()
             },
-            // A quarter full: early enough that the reader drains the ring
-            // long before it fills, rarely enough to batch many records.
-            wake_bytes: u32::try_from(self.ring_size / 4).unwrap_or(u32::MAX),
+            // A sixteenth full: early enough that the reader starts draining
+            // long before the ring fills, rarely enough to batch many records.
+            wake_bytes: u32::try_from(self.ring_size / 16).unwrap_or(u32::MAX),
             ..Default::default()
         };
         for (slot, pid) in c.pids.iter_mut().zip(&self.pids) {

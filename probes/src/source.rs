@@ -126,9 +126,16 @@ impl Source for UnixSource {
         out: Emitter,
     ) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || self.run_blocking(out))
-                .await
-                .map_err(|e| SourceError(format!("the probe's reader thread failed: {e}")))?
+            let (done, result) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("spf-probe".into())
+                .spawn(move || {
+                    let _ = done.send(self.run_blocking(out));
+                })
+                .map_err(|e| SourceError(format!("cannot start the probe's reader thread: {e}")))?;
+            result.await.map_err(|_| {
+                SourceError("the probe's reader thread ended without a result".into())
+            })?
         })
     }
 }
