@@ -673,7 +673,7 @@ static __always_inline void emit_msg(struct spf_event *hdr, __u64 msgaddr, __u64
 		return;
 	hdr->len = len;
 	hdr->flags &= SPF_F_RECV;
-	if (dir == DIR_SEND && hdr->sock_type != 1 && m.msg_name && m.msg_namelen > 2) {
+	if (dir == DIR_SEND && hdr->sock_type == 2 && m.msg_name && m.msg_namelen > 2) {
 		if (read_user_path(hdr, m.msg_name, m.msg_namelen)) {
 			hdr->flags |= SPF_F_CONN_BY_PATH;
 			hdr->conn = 0;
@@ -728,7 +728,9 @@ static __noinline int handle_exit(struct call *st, long ret)
 	switch (st->kind) {
 	case K_PLAIN:
 		hdr->len = ret;
-		if (dir == DIR_SEND && hdr->sock_type != 1 && st->addr && st->addrlen > 2) {
+		/* Only a datagram goes where its address says; stream and
+		 * seqpacket sockets ignore one. */
+		if (dir == DIR_SEND && hdr->sock_type == 2 && st->addr && st->addrlen > 2) {
 			if (read_user_path(hdr, st->addr, st->addrlen)) {
 				hdr->flags |= SPF_F_CONN_BY_PATH;
 				hdr->conn = 0;
