@@ -20,10 +20,11 @@ fn write_capture(path: &Path, events: usize, payload: usize) {
     let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
     for i in 0..events {
         let conn = i % 16;
+        let socket = 1000 + i % 32;
         let dir = if i % 2 == 0 { "send" } else { "recv" };
         writeln!(
             w,
-            r#"{{"ts_ns":{},"time":"2026-11-26T10:00:00.000000000Z","pid":100,"tid":100,"comm":"bench","peer_pid":200,"path":"/run/bench.sock","sock":"stream","dir":"{dir}","conn":{conn},"len":{payload},"captured":{payload},"truncated":false,"decoder":"raw","data_b64":"{b64}"}}"#,
+            r#"{{"ts_ns":{},"time":"2026-11-26T10:00:00.000000000Z","pid":100,"tid":100,"comm":"bench","peer_pid":200,"path":"/run/bench.sock","sock":"stream","dir":"{dir}","conn":{conn},"socket":{socket},"len":{payload},"captured":{payload},"truncated":false,"decoder":"raw","data_b64":"{b64}"}}"#,
             1_000_000 + i as u64 * 100
         )
         .expect("write capture");

@@ -176,12 +176,19 @@ fn control_escape(b: u8, out: &mut Vec<u8>) {
 /// also escaped for use inside a JSON string.
 pub fn escape_bytes(data: &[u8], json: bool, out: &mut Vec<u8>) {
     let table = if json { &ESCAPE_JSON } else { &ESCAPE_TEXT };
-    // Binary payloads escape nearly every byte, so the per-byte work is one table
-    // look-up and one fixed-size copy; reserve the worst case once.
-    out.reserve(data.len() * 6);
-    for &b in data {
-        let (bytes, len) = &table[b as usize];
-        out.extend_from_slice(&bytes[..*len as usize]);
+    // Binary payloads escape nearly every byte. Each escape is copied as a fixed
+    // six bytes into a stack buffer (one move, no call) and the cursor advances by
+    // its real length; the buffer goes out in one copy per chunk.
+    const CHUNK: usize = 256;
+    let mut buf = [0u8; CHUNK * 6 + 6];
+    for chunk in data.chunks(CHUNK) {
+        let mut n = 0;
+        for &b in chunk {
+            let (bytes, len) = &table[b as usize];
+            buf[n..n + 6].copy_from_slice(bytes);
+            n += *len as usize;
+        }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -654,8 +661,11 @@ mod fast {
         let dir = Direction::parse(c.text_str()?)?;
         c.lit(b",\"conn\":")?;
         let conn = c.uint()?;
-        c.lit(b",\"socket\":")?;
-        let socket = c.uint()?;
+        // Captures written before the field existed lack it.
+        let socket = match c.lit(b",\"socket\":") {
+            Some(()) => c.uint()?,
+            None => 0,
+        };
         c.lit(b",\"len\":")?;
         let len = c.uint()?;
         c.lit(b",\"captured\":")?;
