@@ -109,7 +109,7 @@ impl Probe {
         skel.attach().map_err(|e| {
             BuildError::new(format!(
                 "cannot attach the probe to the syscall exit tracepoint (tp_btf/sys_exit): {e}; \
-                 spf needs a kernel with BTF-enabled raw tracepoints (Linux 5.5 or later)"
+                 spf needs a kernel with BTF-enabled raw tracepoints and bpf_loop (Linux 5.17 or later)"
             ))
         })?;
         let _ = take_log();
