@@ -35,8 +35,8 @@ const volatile struct spf_config spf_cfg = {
 	.wake_bytes = 1 << 20,
 };
 
-/* Events (or parts of events) that could not be placed in the ring buffer. User
- * space reads it through the mmapped .bss, no syscall needed. */
+/* Events that could not be placed in the ring buffer whole. User space reads it
+ * through the mmapped .bss, no syscall needed. */
 __u64 spf_lost = 0;
 
 /* Never used by the program: they make the skeleton carry the record layouts to
