@@ -1184,3 +1184,34 @@ fn config_file_builds_the_probe() {
         "{msg}"
     );
 }
+
+#[test]
+fn without_privileges_the_error_says_what_to_do() {
+    // Run the CLI as an unprivileged user: the probe must refuse in one line
+    // that says how to fix it, not fail somewhere inside libbpf.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipping without_privileges_the_error_says_what_to_do: needs root and setpriv");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_spf"))
+        .args(["run", "--path", "/nonexistent/spf-test.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root") && err.contains("CAP_BPF"),
+        "stderr: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
