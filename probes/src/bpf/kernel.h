@@ -57,6 +57,7 @@ struct pt_regs {
 	unsigned long si;
 	unsigned long di;
 	unsigned long orig_ax;
+	unsigned long cs;
 };
 #elif defined(__TARGET_ARCH_arm64)
 struct user_pt_regs {
@@ -67,6 +68,9 @@ struct pt_regs {
 		struct user_pt_regs user_regs;
 		struct {
 			__u64 regs[31];
+			__u64 sp;
+			__u64 pc;
+			__u64 pstate;
 		};
 	};
 	__u64 orig_x0;

@@ -114,6 +114,9 @@ struct {
 #define ARG4(regs) ((regs)->r10)
 #define ARG5(regs) ((regs)->r8)
 #define ARG6(regs) ((regs)->r9)
+/* A 32-bit process's syscalls have other numbers and other argument
+ * registers; it enters with the 32-bit code segment. */
+#define NATIVE_SYSCALL(regs) ((regs)->cs == 0x33)
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_read 63
 #define NR_write 64
@@ -132,6 +135,8 @@ struct {
 #define ARG4(regs) ((regs)->regs[3])
 #define ARG5(regs) ((regs)->regs[4])
 #define ARG6(regs) ((regs)->regs[5])
+/* A 32-bit (compat) task runs with PSR_MODE32_BIT set. */
+#define NATIVE_SYSCALL(regs) (!((regs)->pstate & 0x10))
 #endif
 
 static __always_inline int classify(long nr, __u8 *dir)
@@ -777,7 +782,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	int kind = classify(nr, &dir);
 	if (kind == K_NONE)
 		return 0;
-	if (ret <= 0)
+	if (ret <= 0 || !NATIVE_SYSCALL(regs))
 		return 0;
 	if (!(spf_cfg.dir_mask & (1u << dir)))
 		return 0;
