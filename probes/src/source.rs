@@ -173,6 +173,10 @@ pub(crate) struct Converter {
     pending: HashMap<u32, Pending>,
     comms: HashMap<[u8; 16], Arc<str>>,
     paths: HashMap<Box<[u8]>, Arc<str>>,
+    /// The last comm and path seen: consecutive events mostly share them, and
+    /// comparing a few bytes is cheaper than hashing them.
+    last_comm: Option<([u8; 16], Arc<str>)>,
+    last_path: Option<(Box<[u8]>, Arc<str>)>,
     empty: Arc<str>,
     resolver: Resolver,
     /// Receiving socket inode by bound name, learned from the receivers' own
@@ -197,6 +201,8 @@ impl Converter {
             pending: HashMap::new(),
             comms: HashMap::new(),
             paths: HashMap::new(),
+            last_comm: None,
+            last_path: None,
             empty: Arc::from(""),
             resolver: Resolver::default(),
             learned: HashMap::new(),
@@ -342,8 +348,15 @@ impl Converter {
 
     fn comm(&mut self, raw: &[i8; 16]) -> Arc<str> {
         let key: [u8; 16] = raw.map(|c| c as u8);
+        if let Some((k, c)) = &self.last_comm {
+            if *k == key {
+                return c.clone();
+            }
+        }
         if let Some(c) = self.comms.get(&key) {
-            return c.clone();
+            let c = c.clone();
+            self.last_comm = Some((key, c.clone()));
+            return c;
         }
         let end = key.iter().position(|&b| b == 0).unwrap_or(16);
         let s: Arc<str> = Arc::from(String::from_utf8_lossy(&key[..end]).as_ref());
@@ -351,6 +364,7 @@ impl Converter {
             self.comms.clear();
         }
         self.comms.insert(key, s.clone());
+        self.last_comm = Some((key, s.clone()));
         s
     }
 
@@ -359,8 +373,15 @@ impl Converter {
         if raw.is_empty() {
             return self.empty.clone();
         }
+        if let Some((k, p)) = &self.last_path {
+            if **k == *raw {
+                return p.clone();
+            }
+        }
         if let Some(p) = self.paths.get(raw) {
-            return p.clone();
+            let p = p.clone();
+            self.last_path = Some((raw.into(), p.clone()));
+            return p;
         }
         let s = match raw.split_first() {
             Some((0, name)) => format!("@{}", String::from_utf8_lossy(name)),
@@ -371,6 +392,7 @@ impl Converter {
             self.paths.clear();
         }
         self.paths.insert(raw.into(), s.clone());
+        self.last_path = Some((raw.into(), s.clone()));
         s
     }
 }
