@@ -85,8 +85,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen"])]
     pub replay: Option<PathBuf>,
 
-    /// How to decode the bytes.
-    /// (default: raw)
+    /// How to decode the bytes: raw (escaped bytes, the default) or http2 (HTTP/2
+    /// and gRPC). Plugin decoders need a config file (-c).
     #[arg(long, value_name = "DECODER")]
     pub decoder: Option<String>,
 

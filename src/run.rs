@@ -112,6 +112,14 @@ fn config_from_flags(args: &RunArgs) -> String {
     toml::to_string(&doc).unwrap_or_default()
 }
 
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn flag_for_key(key: &str, replay: bool) -> &str {
     let base = key.split('.').take(2).collect::<Vec<_>>().join(".");
     match base.as_str() {
@@ -127,6 +135,15 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if let (Some(input), Some(output)) = (&args.replay, &args.output)
+        && same_file(input, output)
+    {
+        eprintln!(
+            "spf: --output `{}` is the file being replayed: writing it would destroy the input",
+            output.display()
+        );
+        return Ok(ExitCode::from(CONFIG_ERROR));
+    }
     let reg = registry();
     let loaded = match &args.config {
         Some(path) => config::load_file(&reg, path),
@@ -173,6 +190,12 @@ pub fn run_config(cfg: &Config, quiet: bool) -> Result<ExitCode> {
             let _ = writeln!(std::io::stderr(), "spf: {}", outcome.summary);
         }
         outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if outcome.summary.events == 0 && outcome.summary.skipped > 0 {
+            anyhow::bail!(
+                "none of the input could be read ({} lines skipped)",
+                outcome.summary.skipped
+            );
+        }
         Ok(ExitCode::SUCCESS)
     });
     // A source thread may still be blocked on input (a quiet FIFO); everything it

@@ -185,23 +185,7 @@ impl Section<'_> {
 
     /// Deserializes the section into `T`, recording every error with its position.
     pub fn parse<T: DeserializeOwned>(&mut self) -> Option<T> {
-        let de = ValueDeserializer::from(self.value.clone());
-        let mut track = serde_path_to_error::Track::new();
-        let result = T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
-        match result {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let path = track.path().to_string();
-                let key = if path == "." || path.is_empty() {
-                    self.key.clone()
-                } else {
-                    format!("{}.{}", self.key, path)
-                };
-                let span = e.span().unwrap_or_else(|| self.span.clone());
-                self.errors.push(span.start, key, e.message().to_string());
-                None
-            }
-        }
+        parse_collect(&self.value, &self.key, &mut self.errors)
     }
 
     /// The section as JSON (how plugins receive their config).
@@ -432,25 +416,55 @@ fn parse_plain<T: DeserializeOwned>(
     key: &str,
     v: &Spanned<DeValue<'_>>,
 ) -> Option<T> {
-    let de = ValueDeserializer::from(v.clone());
-    let mut track = serde_path_to_error::Track::new();
-    match T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track)) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let path = track.path().to_string();
-            let key = if path == "." || path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{key}.{path}")
-            };
-            errors.push(
-                e.span().unwrap_or(v.span()).start,
-                key,
-                e.message().to_string(),
-            );
-            None
+    parse_collect(v, key, errors)
+}
+
+/// Deserializes `value` into `T`, recording every error it can find: serde stops at
+/// the first, so after each error the offending key is taken out and the rest is
+/// tried again.
+fn parse_collect<T: DeserializeOwned>(
+    value: &Spanned<DeValue<'_>>,
+    prefix: &str,
+    errors: &mut Errors<'_>,
+) -> Option<T> {
+    let mut value = value.clone();
+    let mut removed: Vec<String> = Vec::new();
+    // Bounded: each round removes one key.
+    for _ in 0..64 {
+        let de = ValueDeserializer::from(value.clone());
+        let mut track = serde_path_to_error::Track::new();
+        let err = match T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track)) {
+            Ok(v) if removed.is_empty() => return Some(v),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let message = err.message().to_string();
+        // A key taken out to look further now reads as missing: not the user's error.
+        if removed
+            .iter()
+            .any(|r| message.starts_with("missing field") && message.contains(&format!("`{r}`")))
+        {
+            return None;
         }
+        let path = track.path().to_string();
+        let key = if path == "." || path.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        let at = err.span().unwrap_or_else(|| value.span()).start;
+        errors.push(at, key, message);
+        let first = path.split(['.', '[']).next().unwrap_or("").to_string();
+        let taken = match value.get_mut() {
+            DeValue::Table(t) if !first.is_empty() => t.remove(first.as_str()).is_some(),
+            _ => false,
+        };
+        if !taken {
+            return None;
+        }
+        removed.push(first);
     }
+    None
 }
 
 fn with_section<'t, T: ?Sized>(

@@ -99,12 +99,13 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         write!(
             f,
-            "{} events, {}, {} connections",
-            self.events,
+            "{}, {}, {}",
+            plural(self.events, "event"),
             human_bytes(self.bytes),
-            self.connections
+            plural(self.connections, "connection")
         )?;
         let recs: Vec<String> = self
             .records
@@ -307,7 +308,11 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         per_decoder: BTreeMap::new(),
         failure: None,
     };
-    let mut status = Status::new(opts.live_status && std::io::stderr().is_terminal());
+    // When stdout is the terminal too, the records are the live view: a status line
+    // on the same screen would only get in their way.
+    let mut status = Status::new(
+        opts.live_status && std::io::stderr().is_terminal() && !std::io::stdout().is_terminal(),
+    );
     let mut ticker = tokio::time::interval(
         STATUS_EVERY.min(Duration::from_millis(reorder.window_ms.clamp(5, 250))),
     );
@@ -346,10 +351,13 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             _ = ticker.tick() => {
                 let now = Instant::now();
                 core.reorder.tick(now, &mut |i| released.push(i));
+                // Items the window just let go are output now, not at the next
+                // periodic flush.
+                let any = !released.is_empty();
                 for i in released.drain(..) {
                     core.handle(i);
                 }
-                if now.duration_since(last_flush) >= FLUSH_EVERY {
+                if any || now.duration_since(last_flush) >= FLUSH_EVERY {
                     core.flush();
                     last_flush = now;
                 }
@@ -448,7 +456,7 @@ impl Status {
         let eps = (s.events - self.last_events) as f64 / dt;
         let bps = (s.bytes - self.last_bytes) as f64 / dt;
         eprint!(
-            "\r\x1b[K{:.0} events/s, {}/s, {conns} connections, {} dropped",
+            "\r\x1b[K{:.0} events/s, {}/s, {conns} open connections, {} dropped",
             eps,
             human_bytes(bps as u64),
             s.lost

@@ -10,8 +10,15 @@ use crate::pretty::Pretty;
 
 pub fn register(reg: &mut Registry) {
     reg.sink("stdout", |s: &mut Section<'_>| {
-        s.parse::<StdoutConfig>()
-            .map(|c| Box::new(c) as Box<dyn SinkConfig>)
+        let cfg = s.parse::<StdoutConfig>()?;
+        if cfg.events && cfg.format != Format::Ndjson {
+            s.error(
+                "events",
+                "only with format = \"ndjson\": pretty output cannot be replayed",
+            );
+            return None;
+        }
+        Some(Box::new(cfg) as Box<dyn SinkConfig>)
     });
 }
 
@@ -67,7 +74,7 @@ impl SinkConfig for StdoutConfig {
                 color,
                 max_bytes: self.max_bytes,
             },
-            events: self.events && self.format == Format::Ndjson,
+            events: self.events,
             buf: Vec::with_capacity(BUF),
         }))
     }

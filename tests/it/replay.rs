@@ -386,3 +386,54 @@ fn quick_flag_errors_name_the_flag() {
     let o = spf_output(&["run", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn every_error_of_one_section_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(
+        dir.path(),
+        "spf.toml",
+        "[source]\ntype = \"file\"\npathh = \"/x\"\nchunk = \"big\"\nformat = \"sideways\"\n",
+    );
+    let o = spf_output(&["validate", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr_text(&o);
+    for want in [
+        "spf.toml:1:1: source: missing field `path`",
+        "spf.toml:3:1: source.pathh: unknown field",
+        "spf.toml:4:9: source.chunk: invalid type",
+        "spf.toml:5:10: source.format: unknown variant `sideways`",
+        "4 errors",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}
+
+#[test]
+fn replay_refuses_to_overwrite_its_input_and_fails_on_unreadable_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (capture, _) = capture_of_bytes(dir.path(), 1000, 100);
+    let before = std::fs::read(&capture).unwrap();
+    let p = capture.to_str().unwrap();
+    let o = spf_output(&["run", "--replay", p, "--output", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr_text(&o).contains("is the file being replayed"),
+        "{}",
+        stderr_text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&capture).unwrap(),
+        before,
+        "the input must be untouched"
+    );
+
+    let garbage = write_file(dir.path(), "garbage.ndjson", "hello\nworld\n");
+    let o = spf_output(&["run", "--replay", garbage.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr_text(&o).contains("none of the input could be read"),
+        "{}",
+        stderr_text(&o)
+    );
+}
