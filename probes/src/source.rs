@@ -17,16 +17,15 @@ use spf_pipeline::{
 use crate::config::UnixConfig;
 use crate::probe::Probe;
 use crate::proc_net::Resolver;
-use crate::skel::types::{spf_chunk, spf_event};
+use crate::skel::types::{spf_chunk, spf_event, spf_event_flags, spf_rec_kind};
 
-// Mirrors of the C enums: bindgen-style constants are not generated for enums
-// that no variable uses, and these only name bits of fields that are.
-const REC_EVENT: u32 = 1;
-const REC_CHUNK: u32 = 2;
-const F_RECV: u32 = 1 << 0;
-const F_TRUNCATED: u32 = 1 << 1;
-const F_CHUNKED: u32 = 1 << 2;
-const F_CONN_BY_PATH: u32 = 1 << 3;
+// The record kinds and flags, from the C header through the skeleton.
+const REC_EVENT: u32 = spf_rec_kind::SPF_REC_EVENT.0;
+const REC_CHUNK: u32 = spf_rec_kind::SPF_REC_CHUNK.0;
+const F_RECV: u32 = spf_event_flags::SPF_F_RECV.0;
+const F_TRUNCATED: u32 = spf_event_flags::SPF_F_TRUNCATED.0;
+const F_CHUNKED: u32 = spf_event_flags::SPF_F_CHUNKED.0;
+const F_CONN_BY_PATH: u32 = spf_event_flags::SPF_F_CONN_BY_PATH.0;
 
 /// Items per batch handed to the pipeline.
 const BATCH: usize = 1024;

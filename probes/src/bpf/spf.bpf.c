@@ -39,10 +39,12 @@ const volatile struct spf_config spf_cfg = {
  * through the mmapped .bss, no syscall needed. */
 __u64 spf_lost = 0;
 
-/* Never used by the program: they make the skeleton carry the record layouts to
- * Rust. */
+/* Never used by the program: they make the skeleton carry the record layouts
+ * and their constants to Rust. */
 struct spf_event spf_event_layout = {};
 struct spf_chunk spf_chunk_layout = {};
+enum spf_rec_kind spf_rec_kind_layout = 0;
+enum spf_event_flags spf_event_flags_layout = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
