@@ -61,10 +61,9 @@ impl PathFilter {
                 "an empty path matches nothing; use `*` to match every named socket".into(),
             );
         }
-        if raw.len() > PATH_MAX || (!prefix && raw.first() != Some(&0) && raw.len() >= PATH_MAX) {
+        if raw.len() > PATH_MAX {
             return Err(format!(
-                "`{s}` is longer than a Unix socket path can be ({} bytes)",
-                PATH_MAX - 1
+                "`{s}` is longer than a Unix socket path can be ({PATH_MAX} bytes)"
             ));
         }
         Ok(PathFilter { raw, prefix })
@@ -358,8 +357,10 @@ mod tests {
         );
         assert!(PathFilter::parse("/a*b").is_err());
         assert!(PathFilter::parse("").is_err());
-        assert!(PathFilter::parse(&"x".repeat(108)).is_err());
-        assert!(PathFilter::parse(&"x".repeat(107)).is_ok());
+        assert!(PathFilter::parse(&"x".repeat(109)).is_err());
+        assert!(PathFilter::parse(&"x".repeat(108)).is_ok());
+        assert!(PathFilter::parse(&format!("@{}", "x".repeat(108))).is_err());
+        assert!(PathFilter::parse(&format!("@{}", "x".repeat(107))).is_ok());
     }
 
     #[test]

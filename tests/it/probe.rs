@@ -1215,3 +1215,59 @@ fn without_privileges_the_error_says_what_to_do() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+fn sockaddr_for(path: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(path) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + path.len()) as libc::socklen_t;
+    (a, len)
+}
+
+#[test]
+fn full_108_byte_path() {
+    let _g = lock();
+    let dir = tmpdir("long");
+    let prefix = format!("{}/", dir.display());
+    let path = format!("{prefix}{}", "p".repeat(108 - prefix.len()));
+    assert_eq!(path.len(), 108);
+    let (addr, len) = sockaddr_for(path.as_bytes());
+    // SAFETY: plain socket calls on fds this test owns, with a valid address.
+    let (srv_l, cli) = unsafe {
+        let l = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert_eq!(
+            libc::bind(l, (&addr as *const libc::sockaddr_un).cast(), len),
+            0,
+            "bind"
+        );
+        assert_eq!(libc::listen(l, 1), 0);
+        let c = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert_eq!(
+            libc::connect(c, (&addr as *const libc::sockaddr_un).cast(), len),
+            0,
+            "connect"
+        );
+        (l, c)
+    };
+    // SAFETY: accepting on the listener this test owns.
+    let srv = unsafe { libc::accept(srv_l, std::ptr::null_mut(), std::ptr::null_mut()) };
+    assert!(srv >= 0);
+    let Some(cap) = start("full_108_byte_path", path_cfg(&path)) else {
+        return;
+    };
+    c_write(cli, b"a name with no room for its NUL");
+    assert_eq!(c_read_exact(srv, 31), b"a name with no room for its NUL");
+    let c = cap.finish();
+    c.assert_no_loss();
+    assert_eq!(c.events.len(), 2, "{:?}", c.events);
+    for e in &c.events {
+        assert_eq!(&*e.path, path);
+    }
+    for fd in [cli, srv, srv_l] {
+        close(fd);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

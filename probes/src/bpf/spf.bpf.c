@@ -491,17 +491,18 @@ static __always_inline bool read_sock_path(struct spf_event *hdr, struct sock *s
 	if (!addr)
 		return false;
 	int alen = KREAD(struct unix_address, addr, len);
-	/* len counts sun_family and, for filesystem names, the trailing NUL. */
+	/* len counts sun_family and, for filesystem names, a trailing NUL the
+	 * kernel adds itself (beyond sun_path for a 108-byte name). */
 	int plen = alen - (int)sizeof(unsigned short);
 	if (plen <= 0)
 		return false;
+	bpf_probe_read_kernel(hdr->path, sizeof(hdr->path), &addr->name[0].sun_path);
+	if (hdr->path[0] != 0)
+		plen -= 1;
 	if (plen > SPF_PATH_MAX)
 		plen = SPF_PATH_MAX;
-	bpf_probe_read_kernel(hdr->path, sizeof(hdr->path), &addr->name[0].sun_path);
-	/* The kernel sets len itself when binding a filesystem name: the
-	 * name's length plus its NUL. */
-	if (hdr->path[0] != 0 && plen > 0)
-		plen -= 1;
+	if (plen < 0)
+		plen = 0;
 	hdr->path_len = plen;
 	return true;
 }
