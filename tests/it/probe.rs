@@ -1271,3 +1271,31 @@ fn full_108_byte_path() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn dgram_sendto_abstract_name() {
+    let _g = lock();
+    let name = format!("spf-test-dgram-abstract-{}", pid());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let rx = UnixDatagram::bind_addr(&addr).unwrap();
+    let tx = UnixDatagram::unbound().unwrap();
+    let rx_ino = ino(rx.as_raw_fd());
+    let Some(cap) = start("dgram_sendto_abstract_name", path_cfg(&format!("@{name}"))) else {
+        return;
+    };
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| test_bytes(20 + i, 50 + i as u64)).collect();
+    let mut buf = [0u8; 256];
+    for m in &msgs {
+        assert_eq!(tx.send_to_addr(m, &addr).unwrap(), m.len());
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &m[..]);
+    }
+    let c = cap.finish();
+    c.assert_no_loss();
+    assert_eq!(c.events.len(), 2 * msgs.len(), "{:?}", c.events);
+    for e in &c.events {
+        assert_eq!(&*e.path, format!("@{name}"));
+        assert_eq!(e.conn, rx_ino, "{e:?}");
+        assert_eq!(e.sock, SockKind::Dgram);
+    }
+}
