@@ -1299,3 +1299,48 @@ fn dgram_sendto_abstract_name() {
         assert_eq!(e.sock, SockKind::Dgram);
     }
 }
+
+#[test]
+fn connections_one_after_another_get_their_own_ids() {
+    // A closed connection's socks are reused at once for the next one: the
+    // next connection must not inherit the old id.
+    let _g = lock();
+    let dir = tmpdir("seq");
+    let path = dir.join("seq.sock");
+    let p = path.to_str().unwrap().to_string();
+    let listener = UnixListener::bind(&path).unwrap();
+    let Some(cap) = start(
+        "connections_one_after_another_get_their_own_ids",
+        path_cfg(&p),
+    ) else {
+        return;
+    };
+    const N: usize = 20;
+    for i in 0..N {
+        let mut cli = UnixStream::connect(&path).unwrap();
+        let (mut srv, _) = listener.accept().unwrap();
+        cli.write_all(format!("request {i}").as_bytes()).unwrap();
+        let mut buf = [0u8; 32];
+        let n = srv.read(&mut buf).unwrap();
+        srv.write_all(&buf[..n]).unwrap();
+        let _ = cli.read(&mut buf).unwrap();
+    }
+    let c = cap.finish();
+    c.assert_no_loss();
+    let mut conns: HashMap<u64, Vec<String>> = HashMap::new();
+    for e in &c.events {
+        conns
+            .entry(e.conn)
+            .or_default()
+            .push(String::from_utf8_lossy(&e.data).into_owned());
+    }
+    assert_eq!(conns.len(), N, "one id per connection: {conns:?}");
+    for texts in conns.values() {
+        assert_eq!(texts.len(), 4);
+        assert!(
+            texts.iter().all(|t| t == &texts[0]),
+            "one connection's events: {texts:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

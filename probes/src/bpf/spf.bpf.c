@@ -82,11 +82,21 @@ struct conn_key {
  * peer's inode cannot always be read: an accepted socket has none until
  * accept() returns, a closed one has none any more. Without this, the id of a
  * connection would change when its server accepts it or its peer closes. */
+/* The id, and the socket inodes seen when it was fixed (0: none yet or none
+ * any more). Socks are reused from a cache as soon as they are freed, so a new
+ * connection often gets the very pair of addresses of one just closed: the
+ * inodes tell the two apart. */
+struct conn_val {
+	__u64 conn;
+	__u64 ino_lo;
+	__u64 ino_hi;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct conn_key);
-	__type(value, __u64);
+	__type(value, struct conn_val);
 } spf_conns SEC(".maps");
 
 /* Per-CPU scratch for the event header being built: too big for the stack once
@@ -530,6 +540,12 @@ static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, _
 	return true;
 }
 
+/* Two views of one socket's inode agree unless both are known and differ. */
+static __always_inline bool same_ino(__u64 a, __u64 b)
+{
+	return !a || !b || a == b;
+}
+
 static __always_inline __u64 conn_of(__u64 own, __u64 peer)
 {
 	if (!peer)
@@ -644,23 +660,34 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 		hdr->conn = own;
 		return 0;
 	}
+	__u64 pino = sock_ino(peer);
 	struct conn_key key = {};
+	struct conn_val val = {};
 	if ((__u64)sk < (__u64)peer) {
 		key.lo = (__u64)sk;
 		key.hi = (__u64)peer;
+		val.ino_lo = own;
+		val.ino_hi = pino;
 	} else {
 		key.lo = (__u64)peer;
 		key.hi = (__u64)sk;
+		val.ino_lo = pino;
+		val.ino_hi = own;
 	}
-	__u64 *cached = bpf_map_lookup_elem(&spf_conns, &key);
-	if (cached) {
-		hdr->conn = *cached;
+	struct conn_val *cached = bpf_map_lookup_elem(&spf_conns, &key);
+	if (cached && same_ino(cached->ino_lo, val.ino_lo) && same_ino(cached->ino_hi, val.ino_hi)) {
+		hdr->conn = cached->conn;
+		/* Learn the inode an accepted socket got since. */
+		if (!cached->ino_lo)
+			cached->ino_lo = val.ino_lo;
+		if (!cached->ino_hi)
+			cached->ino_hi = val.ino_hi;
 		return 0;
 	}
-	__u64 conn = conn_of(own, sock_ino(peer));
-	hdr->conn = conn;
-	if (conn)
-		bpf_map_update_elem(&spf_conns, &key, &conn, 0);
+	val.conn = conn_of(own, pino);
+	hdr->conn = val.conn;
+	if (val.conn)
+		bpf_map_update_elem(&spf_conns, &key, &val, 0);
 	return 0;
 }
 
