@@ -72,6 +72,10 @@ impl BuildError {
 
 pub trait SourceConfig: Send + Sync + fmt::Debug {
     fn build(&self) -> Result<Box<dyn Source>, BuildError>;
+    /// The file the source reads, if any: a sink must not write to it.
+    fn input_path(&self) -> Option<&Path> {
+        None
+    }
     /// True when building needs root (the BPF probe), so `spf` can say so early.
     fn needs_root(&self) -> bool {
         false
@@ -84,6 +88,10 @@ pub trait DecoderConfig: Send + Sync + fmt::Debug {
 
 pub trait SinkConfig: Send + Sync + fmt::Debug {
     fn build(&self) -> Result<Box<dyn Sink>, BuildError>;
+    /// The file the sink writes, if any.
+    fn output_path(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// Reads one component's table (without its `type` key) into its config type.
@@ -379,6 +387,29 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         },
     }
 
+    // A sink that truncates the file the source reads would destroy the input
+    // before a single line of it is read.
+    if let Some((_, src)) = &source
+        && let Some(input) = src.input_path()
+        && let Some(DeValue::Array(arr)) = root.get("sink").map(|v| v.get_ref())
+    {
+        for (i, s) in sinks.iter().enumerate() {
+            if s.output_path().is_some_and(|out| same_file(input, out)) {
+                let at = arr
+                    .iter()
+                    .filter(|v| v.get_ref().is_table())
+                    .nth(i)
+                    .and_then(|v| v.get_ref().as_table()?.get("path").map(|p| p.span().start))
+                    .unwrap_or(root_span.start);
+                errors.push(
+                    at,
+                    format!("sink[{i}].path"),
+                    format!("`{}` is the file the source reads", input.display()),
+                );
+            }
+        }
+    }
+
     if !errors.list.is_empty() {
         return Err(finish(errors));
     }
@@ -403,6 +434,14 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         decoder_type,
         sinks,
     })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 fn finish(errors: Errors<'_>) -> ConfigErrors {

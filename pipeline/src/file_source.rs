@@ -25,25 +25,27 @@ const BATCH: usize = 1024;
 /// Payload bytes per batch: with large events a count alone would let the channel
 /// hold gigabytes.
 const BATCH_BYTES: usize = 1 << 20;
+/// Longest line read: a 16 MiB event is 22 MiB of base64 plus its preview.
+const MAX_LINE: usize = 64 << 20;
 /// Malformed lines reported one by one before only counting them.
 const REPORT_LINES: u64 = 10;
 
 pub(crate) fn register(r: &mut Registry) {
     r.source("file", |s: &mut Section<'_>| {
         let cfg = s.parse::<FileSourceConfig>()?;
+        let mut ok = true;
         if cfg.path.as_os_str().is_empty() {
             s.error("path", "must name a file");
-            return None;
-        }
-        if let Err(e) = std::fs::metadata(&cfg.path) {
+            ok = false;
+        } else if let Err(e) = std::fs::metadata(&cfg.path) {
             s.error("path", format!("cannot open `{}`: {e}", cfg.path.display()));
-            return None;
+            ok = false;
         }
-        if cfg.chunk == 0 {
-            s.error("chunk", "must be at least 1");
-            return None;
+        if cfg.chunk == 0 || cfg.chunk > MAX_CHUNK {
+            s.error("chunk", format!("must be between 1 and {MAX_CHUNK} bytes"));
+            ok = false;
         }
-        Some(Box::new(cfg) as Box<dyn SourceConfig>)
+        ok.then(|| Box::new(cfg) as Box<dyn SourceConfig>)
     });
 }
 
@@ -63,26 +65,38 @@ pub struct FileSourceConfig {
     #[serde(default)]
     pub format: FileFormat,
     /// `bytes` only: the direction the bytes travelled.
-    #[serde(default = "default_dir")]
-    pub dir: String,
+    #[serde(default)]
+    pub dir: Dir,
     /// `bytes` only: bytes per event.
     #[serde(default = "default_chunk")]
     pub chunk: usize,
 }
 
-fn default_dir() -> String {
-    "send".into()
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dir {
+    #[default]
+    Send,
+    Recv,
 }
+
+/// Largest `chunk`: the same bound as the probe's largest snaplen.
+const MAX_CHUNK: usize = 16 << 20;
 
 fn default_chunk() -> usize {
     64 * 1024
 }
 
 impl SourceConfig for FileSourceConfig {
+    fn input_path(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+
     fn build(&self) -> Result<Box<dyn Source>, BuildError> {
-        let dir = Direction::parse(&self.dir).ok_or_else(|| {
-            BuildError::new(format!("source.dir: `{}` is not send or recv", self.dir))
-        })?;
+        let dir = match self.dir {
+            Dir::Send => Direction::Send,
+            Dir::Recv => Direction::Recv,
+        };
         let file = File::open(&self.path)
             .map_err(|e| BuildError::new(format!("cannot open `{}`: {e}", self.path.display())))?;
         Ok(Box::new(FileSource {
@@ -152,7 +166,36 @@ fn read_ndjson(
                 partial.extend_from_slice(buf);
                 let n = buf.len();
                 reader.consume(n);
-                reader.read_until(b'\n', &mut partial).map_err(read_err)?;
+                // The rest of this line may be long in coming (a FIFO): hand on the
+                // complete lines first.
+                if !st.batch.is_empty() {
+                    st.bytes = 0;
+                    if !out
+                        .blocking_send(std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH)))
+                    {
+                        return Ok(st.summary);
+                    }
+                }
+                // Bounded, so that a file without newlines (a binary file given by
+                // mistake, /dev/zero) cannot take all memory.
+                (&mut reader)
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut partial)
+                    .map_err(read_err)?;
+                if partial.len() >= MAX_LINE && partial.last() != Some(&b'\n') {
+                    st.lineno += 1;
+                    st.summary.skipped += 1;
+                    if st.summary.skipped <= REPORT_LINES {
+                        eprintln!(
+                            "spf: {}:{}: skipped: line longer than {} MiB",
+                            path.display(),
+                            st.lineno,
+                            MAX_LINE >> 20
+                        );
+                    }
+                    skip_line(&mut reader).map_err(read_err)?;
+                    continue;
+                }
                 let line = partial.strip_suffix(b"\n").unwrap_or(&partial);
                 st.line(line, path);
                 0
@@ -180,6 +223,26 @@ fn read_ndjson(
         );
     }
     Ok(st.summary)
+}
+
+/// Reads up to and including the next newline, keeping nothing.
+fn skip_line(reader: &mut BufReader<File>) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
 }
 
 struct LineState {

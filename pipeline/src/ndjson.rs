@@ -331,10 +331,24 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// digits and a missing fraction).
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || *b.last()? != b'Z' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || *b.last()? != b'Z'
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u64> { s.get(r)?.parse().ok() };
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let mut nanos = 0u64;
@@ -347,12 +361,39 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     } else if b.len() != 20 {
         return None;
     }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > month_days[mo as usize - 1]
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     let days = days_from_civil(y as i64, mo as u32, d as u32);
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + se;
-    Some(secs * 1_000_000_000 + nanos)
+    // Times past what nanoseconds in a u64 can hold (the year 2554) are refused,
+    // not wrapped.
+    u64::try_from(days)
+        .ok()?
+        .checked_mul(86_400)?
+        .checked_add(h * 3600 + mi * 60 + se)?
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
 }
 
 /// Why a line could not be read back.
@@ -867,6 +908,15 @@ mod tests {
             Some(1_795_690_645_000_000_000)
         );
         assert_eq!(parse_rfc3339("2026-13-26T10:57:25Z"), None);
+        assert_eq!(
+            parse_rfc3339("2999-01-01T00:00:00Z"),
+            None,
+            "past u64 nanoseconds"
+        );
+        assert_eq!(parse_rfc3339("2024-01-01T12x34y56Z"), None);
+        assert_eq!(parse_rfc3339("2025-02-29T00:00:00Z"), None);
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_some());
+        assert_eq!(parse_rfc3339("2024-02-31T00:00:00Z"), None);
     }
 
     #[test]

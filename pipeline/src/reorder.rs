@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 use crate::config::ReorderConfig;
 use crate::event::{Flow, SourceItem};
 
+#[derive(Default)]
+struct FlowHeld {
+    /// Largest sort key given to an item of this flow still held.
+    key: u64,
+    held: u32,
+}
+
 struct Entry {
     key: u64,
     arrival: u64,
@@ -52,9 +59,8 @@ pub struct Reorder {
     run: VecDeque<Entry>,
     /// Items that arrived out of order.
     heap: BinaryHeap<Reverse<Entry>>,
-    /// Largest sort key given to a held item of each flow. Only flows with held
-    /// items need an entry, so the map is cleared whenever the heap empties.
-    flow_key: FxHashMap<Flow, u64>,
+    /// Per flow with held items: the largest sort key given and how many are held.
+    flow_key: FxHashMap<Flow, FlowHeld>,
     newest: u64,
     arrivals: u64,
     /// Items released early because the buffer was full.
@@ -101,16 +107,17 @@ impl Reorder {
         let ts = item.ts_ns();
         let key = match &item {
             SourceItem::Event(e) => {
-                let k = self.flow_key.entry(e.flow()).or_insert(0);
-                *k = (*k).max(ts);
-                *k
+                let f = self.flow_key.entry(e.flow()).or_default();
+                f.key = f.key.max(ts);
+                f.held += 1;
+                f.key
             }
             // A close must not overtake data of its connection, whichever flow.
             SourceItem::Closed { conn, .. } => self
                 .flow_key
                 .iter()
                 .filter(|(f, _)| f.conn == *conn)
-                .fold(ts, |a, (_, &b)| a.max(b)),
+                .fold(ts, |a, (_, b)| a.max(b.key)),
             SourceItem::Lost(_) => ts,
         };
         self.newest = self.newest.max(ts);
@@ -175,11 +182,19 @@ impl Reorder {
         } else {
             self.heap.pop().map(|Reverse(e)| e)
         };
-        if self.held() == 0 {
-            self.flow_key.clear();
-        }
         if let Some(e) = e {
             self.bytes -= payload(&e.item);
+            // Only flows with held items need their key: forget the rest, so the
+            // map stays as small as the buffer whatever the connection churn.
+            if let SourceItem::Event(ev) = &e.item
+                && let std::collections::hash_map::Entry::Occupied(mut f) =
+                    self.flow_key.entry(ev.flow())
+            {
+                f.get_mut().held -= 1;
+                if f.get().held == 0 {
+                    f.remove();
+                }
+            }
             out(e.item);
         }
     }
@@ -339,6 +354,26 @@ mod tests {
             assert!(r.held() <= 2);
         }
         assert_eq!(seqs(&out), (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn flow_map_stays_as_small_as_the_buffer() {
+        let cfg = ReorderConfig {
+            window_ms: 20,
+            max_events: 1000,
+            ..Default::default()
+        };
+        let mut r = Reorder::new(&cfg);
+        let mut n = 0;
+        let now = Instant::now();
+        for i in 0..10_000u64 {
+            // A new connection every millisecond.
+            r.push(ev(i, i * MS, i, Direction::Send), now, &mut |_| n += 1);
+            assert!(r.flow_key.len() <= r.held());
+        }
+        r.drain(&mut |_| n += 1);
+        assert_eq!(n, 10_000);
+        assert!(r.flow_key.is_empty());
     }
 
     #[test]

@@ -24,6 +24,8 @@ use crate::stage::{Decoder, Emitter, Sink, SinkError, Source, SourceError};
 const CHANNEL_BATCHES: usize = 16;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
+/// How long shutdown waits for the source to hand over what it still holds.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The stages of one run, built from a [`Config`].
 pub struct Pipeline {
@@ -158,6 +160,9 @@ struct Core {
     decoder: Box<dyn Decoder>,
     decoder_is_raw: bool,
     sinks: Vec<Box<dyn Sink>>,
+    /// Sinks whose reader went away (`| head`): skipped from then on, while the
+    /// others (a capture file) keep everything.
+    closed: Vec<bool>,
     event_sinks: bool,
     records: Vec<Record>,
     summary: Summary,
@@ -168,7 +173,7 @@ struct Core {
 
 impl Core {
     fn handle(&mut self, item: SourceItem) {
-        if self.summary.output_closed || self.failure.is_some() {
+        if self.done() {
             return;
         }
         match item {
@@ -224,24 +229,26 @@ impl Core {
     /// Writes one record to every sink (or, with `events_only`, to the sinks that
     /// asked for raw events).
     fn write_to(&mut self, r: &Record, events_only: bool) {
-        for s in &mut self.sinks {
-            if events_only && !s.wants_events() {
+        for i in 0..self.sinks.len() {
+            if self.closed[i] || (events_only && !self.sinks[i].wants_events()) {
                 continue;
             }
-            if let Err(e) = s.write(r) {
-                self.sink_failed(e, None);
-                return;
+            if let Err(e) = self.sinks[i].write(r) {
+                self.sink_failed(i, e);
             }
         }
     }
 
-    fn sink_failed(&mut self, e: SinkError, which: Option<String>) {
+    fn sink_failed(&mut self, i: usize, e: SinkError) {
         match e {
-            SinkError::Closed => self.summary.output_closed = true,
+            SinkError::Closed => {
+                self.closed[i] = true;
+                self.summary.output_closed = true;
+            }
             error => {
                 if self.failure.is_none() {
                     self.failure = Some(RunError::Sink {
-                        sink: which.unwrap_or_else(|| "output".into()),
+                        sink: self.sinks[i].describe(),
                         error,
                     });
                 }
@@ -250,15 +257,13 @@ impl Core {
     }
 
     fn flush(&mut self) {
-        let mut failed = None;
-        for s in &mut self.sinks {
-            if let Err(e) = s.flush() {
-                failed = Some((e, s.describe()));
-                break;
+        for i in 0..self.sinks.len() {
+            if self.closed[i] {
+                continue;
             }
-        }
-        if let Some((e, which)) = failed {
-            self.sink_failed(e, Some(which));
+            if let Err(e) = self.sinks[i].flush() {
+                self.sink_failed(i, e);
+            }
         }
     }
 
@@ -278,7 +283,7 @@ impl Core {
     }
 
     fn done(&self) -> bool {
-        self.summary.output_closed || self.failure.is_some()
+        self.failure.is_some() || self.closed.iter().all(|&c| c)
     }
 }
 
@@ -300,6 +305,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         reorder: Reorder::new(&reorder),
         decoder,
         decoder_is_raw,
+        closed: vec![false; sinks.len()],
         sinks,
         event_sinks,
         records: Vec::new(),
@@ -369,9 +375,27 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         }
     }
 
-    // Shutdown: stop the source, take whatever it already handed over, drain the
-    // reorder buffer, flush every sink.
+    // Shutdown: tell the source to stop and keep taking what it hands over (a
+    // live source drains the kernel's buffer one last time) until it lets go of
+    // the channel. A source blocked on input that never comes (a quiet FIFO)
+    // cannot be interrupted: it gets a deadline. Then drain the reorder buffer and
+    // flush every sink.
     stop.set();
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !core.done() {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(batch)) => {
+                let now = Instant::now();
+                for item in batch {
+                    core.reorder.push(item, now, &mut |i| released.push(i));
+                }
+                for i in released.drain(..) {
+                    core.handle(i);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
     rx.close();
     while let Ok(batch) = rx.try_recv() {
         let now = Instant::now();
@@ -389,7 +413,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         Some(r) => Some(r),
         // A source blocked on input (a quiet FIFO, an idle socket) cannot be
         // interrupted; give it a moment to notice the stop flag, then leave it.
-        None => tokio::time::timeout(Duration::from_millis(500), &mut source_task)
+        None => tokio::time::timeout(Duration::from_millis(100), &mut source_task)
             .await
             .ok(),
     };

@@ -46,6 +46,10 @@ pub struct NdjsonConfig {
 }
 
 impl SinkConfig for NdjsonConfig {
+    fn output_path(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+
     fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
         let file = OpenOptions::new()
             .write(true)

@@ -52,12 +52,17 @@ impl Pretty {
                     Direction::Send => "→",
                     Direction::Recv => "←",
                 };
-                let who = format!(" {}[{}] {arrow} {}", e.comm, e.pid, peer(e.peer_pid));
+                let who = format!(
+                    " {}[{}] {arrow} {}",
+                    clean(&e.comm),
+                    e.pid,
+                    peer(e.peer_pid)
+                );
                 self.paint(out, BOLD, who.as_bytes());
                 let path = if e.path.is_empty() {
                     "(unnamed)"
                 } else {
-                    &e.path
+                    &*clean(&e.path)
                 };
                 let mut rest = format!(
                     " {path} {} {} conn {} [{} bytes]",
@@ -68,7 +73,7 @@ impl Pretty {
                 }
                 out.extend_from_slice(rest.as_bytes());
                 out.push(b' ');
-                self.paint(out, DIM, d.decoder.as_bytes());
+                self.paint(out, DIM, clean(&d.decoder).as_bytes());
                 out.push(b'\n');
                 match &d.body {
                     Body::Raw => {
@@ -91,7 +96,7 @@ impl Pretty {
                     Body::Fields { text, .. } => {
                         for line in text.lines() {
                             out.extend_from_slice(b"  ");
-                            self.paint(out, CYAN, line.as_bytes());
+                            self.paint(out, CYAN, clean(line).as_bytes());
                             out.push(b'\n');
                         }
                     }
@@ -100,13 +105,31 @@ impl Pretty {
                             Some(c) => format!("  error {c}: {message}"),
                             None => format!("  error: {message}"),
                         };
-                        self.paint(out, RED, line.as_bytes());
+                        self.paint(out, RED, clean(&line).as_bytes());
                         out.push(b'\n');
                     }
                 }
             }
         }
     }
+}
+
+/// Escapes control characters: names, paths and decoded text come from the traced
+/// processes, and must not be able to drive the terminal of whoever runs spf.
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control();
+    if !s.chars().any(control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if control(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn peer(pid: u32) -> String {
@@ -126,6 +149,13 @@ fn time_of_day(rfc: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_cannot_reach_the_terminal() {
+        assert_eq!(clean("plain"), "plain");
+        assert_eq!(clean("\x1b]0;x\x07"), "\\u{1b}]0;x\\u{7}");
+        assert_eq!(clean("a\rb\u{9b}c"), "a\\u{d}b\\u{9b}c");
+    }
     use spf_pipeline::{Event, SockKind};
     use std::sync::Arc;
 

@@ -417,11 +417,23 @@ fn replay_refuses_to_overwrite_its_input_and_fails_on_unreadable_input() {
     let p = capture.to_str().unwrap();
     let o = spf_output(&["run", "--replay", p, "--output", p]);
     assert_eq!(o.status.code(), Some(2));
+    let err = stderr_text(&o);
     assert!(
-        stderr_text(&o).contains("is the file being replayed"),
-        "{}",
-        stderr_text(&o)
+        err.contains("--output: `") && err.contains("is the file the source reads"),
+        "{err}"
     );
+    // The same through a config file.
+    let cfg = write_file(
+        dir.path(),
+        "same.toml",
+        format!(
+            "[source]\ntype = \"file\"\npath = \"{p}\"\n\n[[sink]]\ntype = \"ndjson\"\npath = \"{p}\"\n"
+        ),
+    );
+    let o = spf_output(&["run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr_text(&o);
+    assert!(err.contains("same.toml:7:8: sink[0].path:"), "{err}");
     assert_eq!(
         std::fs::read(&capture).unwrap(),
         before,
@@ -436,4 +448,68 @@ fn replay_refuses_to_overwrite_its_input_and_fails_on_unreadable_input() {
         "{}",
         stderr_text(&o)
     );
+}
+
+#[test]
+fn closed_stdout_does_not_cut_the_capture_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (capture, _) = capture_of_bytes(dir.path(), 2_000_000, 64);
+    let copy = dir.path().join("copy.ndjson");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' run -q --replay '{}' --format ndjson --output '{}' | head -1",
+            env!("CARGO_BIN_EXE_spf"),
+            capture.display(),
+            copy.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&capture).unwrap(),
+        "the file sink keeps every record after stdout closed"
+    );
+}
+
+#[test]
+fn sigint_keeps_complete_lines_ahead_of_a_partial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = dir.path().join("out.ndjson");
+    let cfg = write_file(
+        dir.path(),
+        "fifo.toml",
+        format!(
+            "[source]\ntype = \"file\"\npath = \"{}\"\n\n[reorder]\nwindow_ms = 0\n\n\
+             [[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
+            fifo.display(),
+            out.display()
+        ),
+    );
+    let mut child = spf()
+        .args(["run", "-q", "-c", cfg.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // One whole line, then the start of the next, which never completes.
+    w.write_all(
+        br#"{"ts_ns":1,"time":"2026-11-26T10:00:00Z","decoder":"raw","data_b64":"aGk="}
+{"ts_ns":2,"#,
+    )
+    .unwrap();
+    w.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    drop(w);
+    assert!(status.success(), "{status:?}");
+    let lines = read_ndjson(&out);
+    assert_eq!(lines.len(), 1, "the complete line must be written");
+    assert_eq!(lines[0]["data_b64"], "aGk=");
 }
