@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+// SIMD base64: for large payloads, encoding and decoding are most of the work a
+// replay does.
+use base64_simd::STANDARD as B64;
 use serde::Deserialize;
 
 use crate::event::{Direction, Event, Lost, SockKind, SourceItem};
@@ -125,15 +126,7 @@ fn push_u64(v: u64, out: &mut Vec<u8>) {
 }
 
 fn b64_into(data: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(
-        start + base64::encoded_len(data.len(), true).unwrap_or(0),
-        0,
-    );
-    let n = B64
-        .encode_slice(data, &mut out[start..])
-        .expect("buffer sized by encoded_len");
-    out.truncate(start + n);
+    B64.encode_append(data, out);
 }
 
 /// Writes `s` as a JSON string literal.
@@ -474,6 +467,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawStr<'a> {
 pub struct Interner {
     last_comm: Option<Arc<str>>,
     last_path: Option<Arc<str>>,
+    /// The last `YYYY-MM-DDTHH:MM:SS` seen and its seconds: lines of one second
+    /// share it, and parsing the calendar is a measurable part of a replay.
+    last_second: Option<([u8; 19], u64)>,
     map: std::collections::HashMap<Box<str>, Arc<str>>,
 }
 
@@ -542,7 +538,7 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
         field: "data_b64",
         why: "missing in a raw record".into(),
     })?;
-    let data = B64.decode(&b64.0).map_err(|e| ParseError::Field {
+    let data = B64.decode_to_vec(&b64.0).map_err(|e| ParseError::Field {
         field: "data_b64",
         why: e.to_string(),
     })?;
@@ -647,6 +643,19 @@ mod fast {
             Some(&self.b[start..start + len])
         }
 
+        /// Like `plain_str`, without the control-character scan: base64 decoding
+        /// rejects every byte outside its alphabet anyway, and payloads are long.
+        fn b64_str(&mut self) -> Option<&'a [u8]> {
+            self.lit(b"\"")?;
+            let start = self.i;
+            let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
+            if self.b[start + len] != b'"' {
+                return None;
+            }
+            self.i = start + len + 1;
+            Some(&self.b[start..start + len])
+        }
+
         fn text_str(&mut self) -> Option<&'a str> {
             std::str::from_utf8(self.plain_str()?).ok()
         }
@@ -680,12 +689,38 @@ mod fast {
         }
     }
 
+    pub(super) fn cached_time(t: &str, last: &mut Option<([u8; 19], u64)>) -> Option<u64> {
+        let b = t.as_bytes();
+        // Only the `.fraction` + `Z` form: the seconds part must end where the
+        // fraction starts for the cached value to apply.
+        if b.len() == 30
+            && b[19] == b'.'
+            && b[29] == b'Z'
+            && let Some((prefix, secs)) = last
+            && b[..19] == prefix[..]
+        {
+            let frac = &b[20..29];
+            if !frac.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let nanos = frac.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+            return secs.checked_mul(1_000_000_000)?.checked_add(nanos);
+        }
+        let ns = parse_rfc3339(t)?;
+        if b.len() >= 19 {
+            let mut prefix = [0u8; 19];
+            prefix.copy_from_slice(&b[..19]);
+            *last = Some((prefix, ns / 1_000_000_000));
+        }
+        Some(ns)
+    }
+
     pub(super) fn raw_event(line: &[u8], seq: u64, interner: &mut Interner) -> Option<SourceItem> {
         let mut c = Cur { b: line, i: 0 };
         c.lit(b"{\"ts_ns\":")?;
         let ts_ns = c.uint()?;
         c.lit(b",\"time\":")?;
-        let time_ns = parse_rfc3339(c.text_str()?)?;
+        let time_ns = cached_time(c.text_str()?, &mut interner.last_second)?;
         c.lit(b",\"pid\":")?;
         let pid = u32::try_from(c.uint()?).ok()?;
         c.lit(b",\"tid\":")?;
@@ -719,7 +754,7 @@ mod fast {
             false
         };
         c.lit(b",\"decoder\":\"raw\",\"data_b64\":")?;
-        let b64 = c.plain_str()?;
+        let b64 = c.b64_str()?;
         if c.lit(b",\"text\":").is_some() {
             c.skip_str()?;
         }
@@ -727,7 +762,7 @@ mod fast {
         if c.i != line.len() {
             return None;
         }
-        let data = B64.decode(b64).ok()?;
+        let data = B64.decode_to_vec(b64).ok()?;
         if data.len() as u64 != captured || len < captured {
             return None;
         }
@@ -885,6 +920,21 @@ mod tests {
                 count: 42
             }))
         );
+    }
+
+    #[test]
+    fn cached_time_matches_full_parse() {
+        let mut last = None;
+        for t in [
+            "2026-11-26T10:00:00.000000001Z",
+            "2026-11-26T10:00:00.999999999Z",
+            "2026-11-26T10:00:01.5Z",
+            "2026-11-26T10:00:01.000000007Z",
+            "2026-11-26T10:00:01Z",
+            "2026-11-26T10:00:01.00000000xZ",
+        ] {
+            assert_eq!(fast::cached_time(t, &mut last), parse_rfc3339(t), "{t}");
+        }
     }
 
     #[test]
