@@ -258,31 +258,41 @@ fn head_closing_the_pipe_is_a_quiet_success() {
     assert_eq!(err, "", "no error text expected");
 }
 
-#[test]
-fn sigint_drains_and_flushes_everything_received() {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("in.fifo");
+/// Starts spf replaying a new FIFO in `dir` into `dir/out.ndjson` with the given
+/// reorder window; returns the child, the FIFO's writing end and the output path.
+fn spf_on_fifo(
+    dir: &std::path::Path,
+    window_ms: u64,
+) -> (std::process::Child, std::fs::File, std::path::PathBuf) {
+    let fifo = dir.join("in.fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let out = dir.path().join("out.ndjson");
-    // A long reorder window: at SIGINT the events are still held in the reorder
-    // buffer, so this checks that shutdown drains it.
+    let out = dir.join("out.ndjson");
     let cfg = write_file(
-        dir.path(),
+        dir,
         "fifo.toml",
         format!(
-            "[source]\ntype = \"file\"\npath = \"{}\"\n\n[reorder]\nwindow_ms = 600000\n\n\
+            "[source]\ntype = \"file\"\npath = \"{}\"\n\n[reorder]\nwindow_ms = {window_ms}\n\n\
              [[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
             fifo.display(),
             out.display()
         ),
     );
-    let mut child = spf()
+    let child = spf()
         .args(["run", "-q", "-c", cfg.to_str().unwrap()])
         .spawn()
         .unwrap();
-    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    (child, w, out)
+}
+
+#[test]
+fn sigint_drains_and_flushes_everything_received() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long reorder window: at SIGINT the events are still held in the reorder
+    // buffer, so this checks that shutdown drains it.
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 600_000);
     let n = 500;
     for i in 0..n {
         writeln!(
@@ -476,26 +486,7 @@ fn closed_stdout_does_not_cut_the_capture_file() {
 #[test]
 fn sigint_keeps_complete_lines_ahead_of_a_partial_one() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("in.fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let out = dir.path().join("out.ndjson");
-    let cfg = write_file(
-        dir.path(),
-        "fifo.toml",
-        format!(
-            "[source]\ntype = \"file\"\npath = \"{}\"\n\n[reorder]\nwindow_ms = 0\n\n\
-             [[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
-            fifo.display(),
-            out.display()
-        ),
-    );
-    let mut child = spf()
-        .args(["run", "-q", "-c", cfg.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 0);
     // One whole line, then the start of the next, which never completes.
     w.write_all(
         br#"{"ts_ns":1,"time":"2026-11-26T10:00:00Z","decoder":"raw","data_b64":"aGk="}
