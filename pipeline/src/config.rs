@@ -485,7 +485,8 @@ fn parse_collect<T: DeserializeOwned>(
         {
             return None;
         }
-        let path = track.path().to_string();
+        let track = track.path();
+        let path = track.to_string();
         let key = if path == "." || path.is_empty() {
             prefix.to_string()
         } else {
@@ -493,7 +494,11 @@ fn parse_collect<T: DeserializeOwned>(
         };
         let at = err.span().unwrap_or_else(|| value.span()).start;
         errors.push(at, key, message);
-        let first = path.split(['.', '[']).next().unwrap_or("").to_string();
+        // The first segment as serde saw it: a quoted key may itself hold dots.
+        let first = match track.iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+            _ => String::new(),
+        };
         let taken = match value.get_mut() {
             DeValue::Table(t) if !first.is_empty() => t.remove(first.as_str()).is_some(),
             _ => false,

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use crate::config::ReorderConfig;
 use crate::event::{Flow, SourceItem};
 
+const EPOCH_JUMP_NS: u64 = 60_000_000_000;
+
 #[derive(Default)]
 struct FlowHeld {
     /// Largest sort key given to an item of this flow still held.
@@ -105,6 +107,14 @@ impl Reorder {
             return;
         }
         let ts = item.ts_ns();
+        // A jump of more than a minute either way is not disorder between CPUs but
+        // another clock (captures of two boots, one after the other): hand on
+        // everything held and start over from the new time, rather than let one
+        // outlier decide the watermark for the rest of the run.
+        if self.held() > 0 && ts.abs_diff(self.newest) > EPOCH_JUMP_NS {
+            self.drain(out);
+            self.newest = ts;
+        }
         let key = match &item {
             SourceItem::Event(e) => {
                 let f = self.flow_key.entry(e.flow()).or_default();
@@ -374,6 +384,25 @@ mod tests {
         r.drain(&mut |_| n += 1);
         assert_eq!(n, 10_000);
         assert!(r.flow_key.is_empty());
+    }
+
+    #[test]
+    fn a_jump_to_another_clock_does_not_stop_reordering() {
+        let cfg = ReorderConfig {
+            window_ms: 10,
+            max_events: 100,
+            ..Default::default()
+        };
+        // A far-future outlier, then ordinary disorder that must still be sorted.
+        let out = run(
+            cfg,
+            vec![
+                ev(1, 1_000_000 * MS, 1, Direction::Send),
+                ev(2, 5 * MS, 2, Direction::Send),
+                ev(3, 3 * MS, 3, Direction::Send),
+            ],
+        );
+        assert_eq!(seqs(&out), vec![1, 3, 2]);
     }
 
     #[test]
