@@ -147,6 +147,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         Err(e) => return Ok(report_config(&e)),
     };
+    if args.config.is_none()
+        && args.replay.is_none()
+        && args.path.is_empty()
+        && args.pid.is_empty()
+        && args.comm.is_empty()
+        && !args.quiet
+    {
+        eprintln!("spf: no --path, --pid or --comm: capturing every Unix socket on this machine");
+    }
     run_config(&cfg, args.quiet)
 }
 
