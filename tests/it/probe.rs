@@ -400,6 +400,91 @@ fn dgram_sendto_path() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A filter on a datagram server's path keeps the whole conversation: the
+/// client's requests (sent to that path), the server's receives, the server's
+/// replies (sent to the client's own path) and the client's receives of them,
+/// whether the client sends to an address or is connected.
+#[test]
+fn dgram_path_filter_keeps_replies() {
+    let _g = lock();
+    let dir = tmpdir("dgram-reply");
+    let srv_path = dir.join("d.sock");
+    let cli_path = dir.join("c.sock");
+    let other_path = dir.join("other.sock");
+    let p = srv_path.to_str().unwrap().to_string();
+    let server = UnixDatagram::bind(&srv_path).unwrap();
+    let client = UnixDatagram::bind(&cli_path).unwrap();
+    let other = UnixDatagram::bind(&other_path).unwrap();
+    let Some(cap) = start("dgram_path_filter_keeps_replies", path_cfg(&p)) else {
+        return;
+    };
+    let mut buf = [0u8; 256];
+    // Unconnected client: request to the server's address, reply to the
+    // client's address, both read with their source address.
+    client.send_to(b"request-1", &srv_path).unwrap();
+    let (n, from) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"request-1");
+    server
+        .send_to(b"reply-1", from.as_pathname().unwrap())
+        .unwrap();
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply-1");
+    // The same client talking to another named socket: not the filter's.
+    client.send_to(b"elsewhere", &other_path).unwrap();
+    let n = other.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"elsewhere");
+    other.send_to(b"from-elsewhere", &cli_path).unwrap();
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from-elsewhere");
+    // Connected client: send and recv without addresses.
+    client.connect(&srv_path).unwrap();
+    client.send(b"request-2").unwrap();
+    let (n, from) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"request-2");
+    server
+        .send_to(b"reply-2", from.as_pathname().unwrap())
+        .unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply-2");
+    let c = cap.finish();
+    c.assert_no_loss();
+    let srv_ino = ino(server.as_raw_fd());
+    let cli_ino = ino(client.as_raw_fd());
+    let got: Vec<(u64, Direction, &[u8])> = c
+        .events
+        .iter()
+        .map(|e| (e.socket, e.dir, &e.data[..]))
+        .collect();
+    let want: Vec<(u64, Direction, &[u8])> = vec![
+        (cli_ino, Direction::Send, b"request-1"),
+        (srv_ino, Direction::Recv, b"request-1"),
+        (srv_ino, Direction::Send, b"reply-1"),
+        (cli_ino, Direction::Recv, b"reply-1"),
+        (cli_ino, Direction::Send, b"request-2"),
+        (srv_ino, Direction::Recv, b"request-2"),
+        (srv_ino, Direction::Send, b"reply-2"),
+        (cli_ino, Direction::Recv, b"reply-2"),
+    ];
+    assert_eq!(got, want, "{:?}", c.events);
+    for e in &c.events {
+        assert_eq!(e.sock, SockKind::Dgram);
+        // A datagram sent to an address reports that address; the rest
+        // report the socket's own name.
+        let want_path = match (e.socket == srv_ino, e.dir) {
+            (true, Direction::Send) | (false, Direction::Recv) => cli_path.to_str().unwrap(),
+            _ => p.as_str(),
+        };
+        let want_path =
+            if e.socket == cli_ino && e.dir == Direction::Send && &e.data[..] == b"request-2" {
+                cli_path.to_str().unwrap()
+            } else {
+                want_path
+            };
+        assert_eq!(&*e.path, want_path, "{e:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn socketpair(kind: libc::c_int) -> (RawFd, RawFd) {
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two fds into the array.

@@ -108,6 +108,23 @@ struct {
 	__type(value, struct spf_event);
 } spf_scratch SEC(".maps");
 
+/* A second path the path filter may match, besides the event's own: for a
+ * datagram socket the other end's name (its peer's, the address a datagram is
+ * sent to, or the address one came from), so that both sides of a
+ * conversation with a filtered name are kept; for a named stream socket its
+ * peer's name. Filled only when path filters are set. */
+struct alt_path {
+	__u8 bytes[SPF_PATH_MAX];
+	__u32 len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct alt_path);
+} spf_alt SEC(".maps");
+
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
 #define NR_write 1
@@ -494,50 +511,97 @@ static __always_inline __u64 sock_ino(struct sock *sk)
 	return KREAD(struct socket_alloc, sock, vfs_inode.i_ino);
 }
 
-/* Reads the bound name of `sk` into hdr->path; returns false if unnamed. */
-static __always_inline bool read_sock_path(struct spf_event *hdr, struct sock *sk)
+/* Reads the bound name of `sk` into `dst`; returns its length, 0 if unnamed. */
+static __always_inline int read_name(struct sock *sk, __u8 *dst)
 {
 	struct unix_address *addr = KREAD(struct unix_sock, sk, addr);
 	if (!addr)
-		return false;
+		return 0;
 	int alen = KREAD(struct unix_address, addr, len);
 	/* len counts sun_family and, for filesystem names, a trailing NUL the
 	 * kernel adds itself (beyond sun_path for a 108-byte name). */
 	int plen = alen - (int)sizeof(unsigned short);
 	if (plen <= 0)
-		return false;
-	bpf_probe_read_kernel(hdr->path, sizeof(hdr->path), &addr->name[0].sun_path);
-	if (hdr->path[0] != 0)
+		return 0;
+	bpf_probe_read_kernel(dst, SPF_PATH_MAX, &addr->name[0].sun_path);
+	if (dst[0] != 0)
 		plen -= 1;
 	if (plen > SPF_PATH_MAX)
 		plen = SPF_PATH_MAX;
 	if (plen < 0)
 		plen = 0;
-	hdr->path_len = plen;
-	return true;
+	return plen;
 }
 
-/* Reads a destination sockaddr_un from the process's memory into hdr->path. */
-static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen)
+/* Reads the bound name of `sk` into hdr->path; returns false if unnamed. */
+static __always_inline bool read_sock_path(struct spf_event *hdr, struct sock *sk)
+{
+	int n = read_name(sk, hdr->path);
+	hdr->path_len = n;
+	return n > 0;
+}
+
+/* Reads a sockaddr_un of `ulen` bytes from the process's memory into `dst`;
+ * returns the name's length, -1 if there is none. */
+static __always_inline int read_user_name(__u8 *dst, __u64 uaddr, __u64 ulen)
 {
 	if (!uaddr || ulen <= sizeof(unsigned short))
-		return false;
+		return -1;
 	__u64 plen = ulen - sizeof(unsigned short);
 	if (plen > SPF_PATH_MAX)
 		plen = SPF_PATH_MAX;
-	if (bpf_probe_read_user(hdr->path, sizeof(hdr->path), (void *)(uaddr + sizeof(unsigned short))))
-		return false;
-	if (hdr->path[0] != 0) {
+	if (bpf_probe_read_user(dst, SPF_PATH_MAX, (void *)(uaddr + sizeof(unsigned short))))
+		return -1;
+	if (dst[0] != 0) {
 		int n = 0;
 		for (int i = 0; i < SPF_PATH_MAX; i++) {
-			if (i >= plen || hdr->path[i] == 0)
+			if (i >= plen || dst[i] == 0)
 				break;
 			n++;
 		}
 		plen = n;
 	}
-	hdr->path_len = plen;
+	return plen;
+}
+
+/* Reads a destination sockaddr_un from the process's memory into hdr->path. */
+static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen)
+{
+	int n = read_user_name(hdr->path, uaddr, ulen);
+	if (n < 0)
+		return false;
+	hdr->path_len = n;
 	return true;
+}
+
+/* A datagram sent to an address: the sender's own name becomes the second
+ * path the filter may match, the address the event's path. */
+static __always_inline bool send_to_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen)
+{
+	if (spf_cfg.n_paths) {
+		__u32 zero = 0;
+		struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
+		if (alt) {
+			__builtin_memcpy(alt->bytes, hdr->path, SPF_PATH_MAX);
+			alt->len = hdr->path_len;
+		}
+	}
+	return read_user_path(hdr, uaddr, ulen);
+}
+
+/* A datagram received with its source address asked for: that address is the
+ * second path the filter may match. `ulen` is the length the kernel wrote. */
+static __always_inline void recv_from_path(__u64 uaddr, __u64 ulen)
+{
+	if (!spf_cfg.n_paths)
+		return;
+	__u32 zero = 0;
+	struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
+	if (!alt)
+		return;
+	int n = read_user_name(alt->bytes, uaddr, ulen);
+	if (n > 0)
+		alt->len = n;
 }
 
 /* Two views of one socket's inode agree unless both are known and differ. */
@@ -553,6 +617,33 @@ static __always_inline __u64 conn_of(__u64 own, __u64 peer)
 	if (!own)
 		return peer;
 	return own < peer ? own : peer;
+}
+
+static __noinline bool path_matches(const __u8 *path, __u32 path_len)
+{
+	if (!path)
+		return false;
+	for (int i = 0; i < SPF_MAX_PATHS; i++) {
+		if (i >= spf_cfg.n_paths)
+			break;
+		__u32 flen = spf_cfg.paths[i].len;
+		if (flen > path_len)
+			continue;
+		if (!spf_cfg.paths[i].prefix && flen != path_len)
+			continue;
+		bool same = true;
+		for (int j = 0; j < SPF_PATH_MAX; j++) {
+			if (j >= flen)
+				break;
+			if (spf_cfg.paths[i].bytes[j] != path[j]) {
+				same = false;
+				break;
+			}
+		}
+		if (same)
+			return true;
+	}
+	return false;
 }
 
 static __always_inline bool match_filters(struct spf_event *hdr)
@@ -595,33 +686,33 @@ static __always_inline bool match_filters(struct spf_event *hdr)
 			return false;
 	}
 	if (spf_cfg.n_paths) {
-		bool ok = false;
-		for (int i = 0; i < SPF_MAX_PATHS; i++) {
-			if (i >= spf_cfg.n_paths)
-				break;
-			__u32 flen = spf_cfg.paths[i].len;
-			if (flen > hdr->path_len)
-				continue;
-			if (!spf_cfg.paths[i].prefix && flen != hdr->path_len)
-				continue;
-			bool same = true;
-			for (int j = 0; j < SPF_PATH_MAX; j++) {
-				if (j >= flen)
-					break;
-				if (spf_cfg.paths[i].bytes[j] != hdr->path[j]) {
-					same = false;
-					break;
-				}
-			}
-			if (same) {
-				ok = true;
-				break;
-			}
-		}
-		if (!ok)
+		if (path_matches(hdr->path, hdr->path_len))
+			return true;
+		__u32 zero = 0;
+		struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
+		if (!alt || !alt->len || !path_matches(alt->bytes, alt->len))
 			return false;
 	}
 	return true;
+}
+
+/* The event's path: the socket's own name, else its peer's. With path filters
+ * set, also the second path they may match: the peer's name when the socket
+ * has its own. */
+static __always_inline void set_paths(struct spf_event *hdr, struct sock *sk, struct sock *peer)
+{
+	bool named = read_sock_path(hdr, sk);
+	if (!named && peer)
+		read_sock_path(hdr, peer);
+	if (spf_cfg.n_paths) {
+		__u32 zero = 0;
+		struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
+		if (alt) {
+			alt->len = 0;
+			if (named && peer)
+				alt->len = read_name(peer, alt->bytes);
+		}
+	}
 }
 
 /* Fills the parts of the header that depend on the socket. */
@@ -638,8 +729,7 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 	struct pid *pp = KREAD(struct sock, sk, sk_peer_pid);
 	hdr->peer_pid = pp ? KREAD(struct pid, pp, numbers[0].nr) : 0;
 
-	if (!read_sock_path(hdr, sk) && peer)
-		read_sock_path(hdr, peer);
+	set_paths(hdr, sk, peer);
 
 	if (type == 2 /* SOCK_DGRAM */) {
 		/* A datagram "connection" is its receiving socket, unless the two
@@ -695,6 +785,7 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 
 struct mmsg_ctx {
 	struct spf_event *hdr;
+	struct sock *sk;
 	__u64 vec;
 	__u64 n;
 	__u8 dir;
@@ -709,11 +800,13 @@ static __always_inline void emit_msg(struct spf_event *hdr, __u64 msgaddr, __u64
 	hdr->len = len;
 	hdr->flags &= SPF_F_RECV;
 	if (dir == DIR_SEND && hdr->sock_type == 2 && m.msg_name && m.msg_namelen > 2) {
-		if (read_user_path(hdr, m.msg_name, m.msg_namelen)) {
+		if (send_to_path(hdr, m.msg_name, m.msg_namelen)) {
 			hdr->flags |= SPF_F_CONN_BY_PATH;
 			hdr->conn = 0;
 		}
 	}
+	if (dir == DIR_RECV && hdr->sock_type == 2 && m.msg_name)
+		recv_from_path(m.msg_name, m.msg_namelen);
 	if (!match_filters(hdr))
 		return;
 	emit_data(hdr, m.msg_iov, m.msg_iovlen, 1);
@@ -731,13 +824,14 @@ static long mmsg_step(__u32 i, void *arg)
 	__u32 mlen = 0;
 	if (bpf_probe_read_user(&mlen, sizeof(mlen), (void *)(at + __builtin_offsetof(struct spf_mmsghdr, msg_len))))
 		return 1;
-	/* Messages to other addresses change path and conn: start from the
-	 * socket's own each time. */
+	/* Messages to or from other addresses change path and conn: start
+	 * from the socket's own each time. */
 	__u64 conn = hdr->conn;
-	__u16 plen = hdr->path_len;
 	emit_msg(hdr, at, mlen, c->dir);
 	hdr->conn = conn;
-	hdr->path_len = plen;
+	struct sock *sk = c->sk;
+	if (sk)
+		set_paths(hdr, sk, KREAD(struct unix_sock, sk, peer));
 	return 0;
 }
 
@@ -766,10 +860,16 @@ static __noinline int handle_exit(struct call *st, long ret)
 		/* Only a datagram goes where its address says; stream and
 		 * seqpacket sockets ignore one. */
 		if (dir == DIR_SEND && hdr->sock_type == 2 && st->addr && st->addrlen > 2) {
-			if (read_user_path(hdr, st->addr, st->addrlen)) {
+			if (send_to_path(hdr, st->addr, st->addrlen)) {
 				hdr->flags |= SPF_F_CONN_BY_PATH;
 				hdr->conn = 0;
 			}
+		}
+		/* recvfrom's addrlen is a pointer to the length the kernel wrote. */
+		if (dir == DIR_RECV && hdr->sock_type == 2 && st->addr && st->addrlen && spf_cfg.n_paths) {
+			__u32 alen = 0;
+			if (!bpf_probe_read_user(&alen, sizeof(alen), (void *)st->addrlen))
+				recv_from_path(st->addr, alen);
 		}
 		if (!match_filters(hdr))
 			return 0;
@@ -787,6 +887,7 @@ static __noinline int handle_exit(struct call *st, long ret)
 	case K_MMSG: {
 		struct mmsg_ctx c = {
 			.hdr = hdr,
+			.sk = st->sk,
 			.vec = st->arg,
 			.n = ret,
 			.dir = dir,
@@ -844,7 +945,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 		.kind = kind,
 		.dir = dir,
 	};
-	if (nr == NR_sendto) {
+	if (nr == NR_sendto || nr == NR_recvfrom) {
 		c.addr = ARG5(regs);
 		c.addrlen = ARG6(regs);
 	}
