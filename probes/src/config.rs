@@ -52,6 +52,13 @@ impl PathFilter {
                 "`{s}`: `*` is only allowed at the end (a prefix match)"
             ));
         }
+        // A relative name would be compared with the kernel's copy of what
+        // bind() was given, which depends on the binder's working directory.
+        if !body.is_empty() && !body.starts_with('/') && !body.starts_with('@') {
+            return Err(format!(
+                "`{s}`: must be absolute (or @name for an abstract socket)"
+            ));
+        }
         let raw: Vec<u8> = match body.strip_prefix('@') {
             Some(name) => std::iter::once(0u8).chain(name.bytes()).collect(),
             None => body.as_bytes().to_vec(),
@@ -70,23 +77,42 @@ impl PathFilter {
     }
 }
 
-/// Accepts `path = "x"` as well as `path = ["x", "y"]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+/// A key that takes one value as well as a list: `path = "x"` or
+/// `path = ["x", "y"]`. The message names what the key wants.
+macro_rules! one_or_many {
+    ($name:ident, $t:ty, $expecting:literal) => {
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(untagged, expecting = $expecting)]
+        enum $name {
+            One($t),
+            Many(Vec<$t>),
+        }
+
+        impl $name {
+            fn into_vec(v: Option<$name>) -> Vec<$t> {
+                match v {
+                    None => Vec::new(),
+                    Some($name::One(x)) => vec![x],
+                    Some($name::Many(v)) => v,
+                }
+            }
+        }
+    };
 }
+
+one_or_many!(Paths, String, "a path or a list of paths");
+one_or_many!(Pids, u32, "a pid or a list of pids");
+one_or_many!(Comms, String, "a process name or a list of them");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    path: Option<OneOrMany>,
+    path: Option<Paths>,
     #[serde(default)]
-    pid: Vec<u32>,
+    pid: Option<Pids>,
     #[serde(default)]
-    comm: Vec<String>,
+    comm: Option<Comms>,
     #[serde(default)]
     direction: DirectionFilter,
     #[serde(default)]
@@ -275,26 +301,31 @@ impl SourceConfig for UnixConfig {
 
 pub(crate) fn factory(s: &mut Section<'_>) -> Option<Box<dyn SourceConfig>> {
     let raw: RawConfig = s.parse()?;
-    let mut failed = false;
+    match from_raw(raw) {
+        Ok(cfg) => Some(Box::new(cfg)),
+        Err(errs) => {
+            for (field, msg) in errs {
+                s.error(field, msg);
+            }
+            None
+        }
+    }
+}
+
+/// The checked config, or every problem as (field, message).
+fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
+    let mut errs = Vec::new();
     let mut paths = Vec::new();
-    let list = match raw.path {
-        None => Vec::new(),
-        Some(OneOrMany::One(p)) => vec![p],
-        Some(OneOrMany::Many(v)) => v,
-    };
-    for p in &list {
+    for p in &Paths::into_vec(raw.path) {
         match PathFilter::parse(p) {
             Ok(f) => paths.push(f),
-            Err(e) => {
-                s.error("path", e);
-                failed = true;
-            }
+            Err(e) => errs.push(("path", e)),
         }
     }
     let cfg = UnixConfig {
         paths,
-        pids: raw.pid,
-        comms: raw.comm,
+        pids: Pids::into_vec(raw.pid),
+        comms: Comms::into_vec(raw.comm),
         direction: raw.direction,
         snaplen: match raw.snaplen {
             None => DEFAULT_SNAPLEN,
@@ -303,11 +334,8 @@ pub(crate) fn factory(s: &mut Section<'_>) -> Option<Box<dyn SourceConfig>> {
         ring_size: raw.ring_size.unwrap_or(DEFAULT_RING_SIZE),
         include_self: false,
     };
-    for (field, msg) in cfg.validate() {
-        s.error(field, msg);
-        failed = true;
-    }
-    if failed { None } else { Some(Box::new(cfg)) }
+    errs.extend(cfg.validate());
+    if errs.is_empty() { Ok(cfg) } else { Err(errs) }
 }
 
 #[cfg(test)]
@@ -357,8 +385,16 @@ mod tests {
         );
         assert!(PathFilter::parse("/a*b").is_err());
         assert!(PathFilter::parse("").is_err());
-        assert!(PathFilter::parse(&"x".repeat(109)).is_err());
-        assert!(PathFilter::parse(&"x".repeat(108)).is_ok());
+        assert!(PathFilter::parse(&format!("/{}", "x".repeat(108))).is_err());
+        assert!(PathFilter::parse(&format!("/{}", "x".repeat(107))).is_ok());
+        assert!(PathFilter::parse("*").is_ok());
+        for rel in ["d.sock", "run/x.sock", "./x.sock", "x*"] {
+            let e = PathFilter::parse(rel).unwrap_err();
+            assert!(
+                e.contains(rel) && e.contains("must be absolute (or @name"),
+                "{e}"
+            );
+        }
         assert!(PathFilter::parse(&format!("@{}", "x".repeat(108))).is_err());
         assert!(PathFilter::parse(&format!("@{}", "x".repeat(107))).is_ok());
     }
@@ -384,6 +420,55 @@ mod tests {
         let e =
             parse("[source]\ntype = \"unix\"\ncomm = [\"a-name-that-is-too-long\"]\n").unwrap_err();
         assert!(e.contains("source.comm"), "{e}");
+    }
+
+    #[test]
+    fn relative_path_is_a_config_error_naming_the_entry() {
+        let e =
+            parse("[source]\ntype = \"unix\"\npath = [\"/ok.sock\", \"rel.sock\"]\n").unwrap_err();
+        assert!(
+            e.contains("source.path")
+                && e.contains("`rel.sock`")
+                && e.contains("must be absolute (or @name for an abstract socket)")
+                && !e.contains("`/ok.sock`"),
+            "{e}"
+        );
+        assert!(e.contains("t.toml:3:"), "{e}");
+    }
+
+    fn from_toml(text: &str) -> Result<UnixConfig, Vec<(&'static str, String)>> {
+        from_raw(toml::from_str(text).expect("valid keys"))
+    }
+
+    #[test]
+    fn pid_and_comm_take_one_value_or_a_list() {
+        let one = from_toml("pid = 1234\ncomm = \"x\"\npath = \"/a.sock\"\n").unwrap();
+        assert_eq!(
+            (one.pids, one.comms, one.paths.len()),
+            (vec![1234], vec!["x".to_string()], 1)
+        );
+        let many = from_toml("pid = [1, 2]\ncomm = [\"x\", \"y\"]\n").unwrap();
+        assert_eq!(
+            (many.pids, many.comms),
+            (vec![1, 2], vec!["x".to_string(), "y".to_string()])
+        );
+        let none = from_toml("").unwrap();
+        assert!(none.pids.is_empty() && none.comms.is_empty() && none.paths.is_empty());
+        // A single value is checked like one in a list.
+        let e = from_toml("pid = 0\ncomm = \"a-name-that-is-too-long\"\n").unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, ["pid", "comm"], "{e:?}");
+        // A wrong type says what the key takes.
+        let e = parse("[source]\ntype = \"unix\"\npid = \"12\"\n").unwrap_err();
+        assert!(
+            e.contains("source.pid") && e.contains("a pid or a list of pids"),
+            "{e}"
+        );
+        let e = parse("[source]\ntype = \"unix\"\ncomm = 5\n").unwrap_err();
+        assert!(
+            e.contains("source.comm") && e.contains("process name"),
+            "{e}"
+        );
     }
 
     #[test]
