@@ -9,7 +9,8 @@
  *     const SpfPluginDeclaration spf_plugin_declaration = { ... };
  *
  * spf reads it before calling anything. Its first six fields keep their layout in
- * every ABI version; the vtables may change with SPF_ABI_MAJOR.
+ * every ABI version; the vtables may change with SPF_ABI_MAJOR. Its *_size fields
+ * (sizeof of each struct below) must match spf's own, or spf refuses the plugin.
  *
  * Rules:
  *   - Everything spf passes in (config, event views, lines) is borrowed for the
@@ -123,6 +124,18 @@ typedef struct SpfPluginDeclaration {
     const char *version;
     const SpfDecoderVtable *decoder; /* decoders: set; sinks: NULL */
     const SpfSinkVtable *sink;       /* sinks: set; decoders: NULL */
+    /* sizeof each struct as this plugin was built; spf refuses the plugin when
+     * any differs from its own, before calling anything. Set them all:
+     *     .declaration_size = sizeof(SpfPluginDeclaration),
+     *     .event_view_size = sizeof(SpfEventView),
+     *     .decoder_out_size = sizeof(SpfDecoderOut),
+     *     .decoder_vtable_size = sizeof(SpfDecoderVtable),
+     *     .sink_vtable_size = sizeof(SpfSinkVtable), */
+    uint32_t declaration_size;
+    uint32_t event_view_size;
+    uint32_t decoder_out_size;
+    uint32_t decoder_vtable_size;
+    uint32_t sink_vtable_size;
 } SpfPluginDeclaration;
 
 #ifdef __cplusplus

@@ -32,7 +32,9 @@
 //!   `spf_plugin_declaration`) before calling anything. Its first six fields (magic,
 //!   ABI major and minor, kind, name, version) keep their layout in every ABI
 //!   version, so a host can always say what it refused; the vtables may change with
-//!   the ABI major.
+//!   the ABI major. After the ABI check the host compares the struct sizes the
+//!   declaration carries with its own and refuses the plugin on any difference, so
+//!   a plugin built against a different SDK layout is refused, not mis-called.
 //! * Inputs (event views, config, NDJSON lines) are borrowed for the call only.
 //!   Outputs go back through host callbacks that copy them. Each side frees only
 //!   what it allocated.
@@ -239,6 +241,42 @@ pub struct SpfPluginDeclaration {
     pub decoder: *const SpfDecoderVtable,
     /// Set for sinks, null for decoders.
     pub sink: *const SpfSinkVtable,
+    /// `size_of` each struct that crosses the boundary, as the plugin was built.
+    /// The host refuses a plugin whose sizes differ from its own before calling
+    /// anything: a struct that grew or shrank under an unchanged ABI number (a
+    /// pre-release SDK, a hand-edited header) would otherwise be read past its end.
+    /// Set by the export macros; C plugins set them with `sizeof`.
+    pub declaration_size: u32,
+    pub event_view_size: u32,
+    pub decoder_out_size: u32,
+    pub decoder_vtable_size: u32,
+    pub sink_vtable_size: u32,
+}
+
+impl SpfPluginDeclaration {
+    /// The struct sizes of this SDK, in declaration order, each with the name
+    /// messages use for it.
+    pub const SIZES: [(&'static str, u32); 5] = [
+        (
+            "SpfPluginDeclaration",
+            size_of::<SpfPluginDeclaration>() as u32,
+        ),
+        ("SpfEventView", size_of::<SpfEventView>() as u32),
+        ("SpfDecoderOut", size_of::<SpfDecoderOut>() as u32),
+        ("SpfDecoderVtable", size_of::<SpfDecoderVtable>() as u32),
+        ("SpfSinkVtable", size_of::<SpfSinkVtable>() as u32),
+    ];
+
+    /// The sizes this declaration carries, in the order of [`Self::SIZES`].
+    pub const fn sizes(&self) -> [u32; 5] {
+        [
+            self.declaration_size,
+            self.event_view_size,
+            self.decoder_out_size,
+            self.decoder_vtable_size,
+            self.sink_vtable_size,
+        ]
+    }
 }
 
 // SAFETY: a declaration is immutable static data (pointers to string literals and
@@ -447,6 +485,11 @@ macro_rules! export_decoder {
                 version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast(),
                 decoder: &<$crate::__private::DecoderShim<$ty>>::VTABLE,
                 sink: ::core::ptr::null(),
+                declaration_size: ::core::mem::size_of::<$crate::SpfPluginDeclaration>() as u32,
+                event_view_size: ::core::mem::size_of::<$crate::SpfEventView>() as u32,
+                decoder_out_size: ::core::mem::size_of::<$crate::SpfDecoderOut>() as u32,
+                decoder_vtable_size: ::core::mem::size_of::<$crate::SpfDecoderVtable>() as u32,
+                sink_vtable_size: ::core::mem::size_of::<$crate::SpfSinkVtable>() as u32,
             };
     };
 }
@@ -472,6 +515,11 @@ macro_rules! export_sink {
                 version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast(),
                 decoder: ::core::ptr::null(),
                 sink: &<$crate::__private::SinkShim<$ty>>::VTABLE,
+                declaration_size: ::core::mem::size_of::<$crate::SpfPluginDeclaration>() as u32,
+                event_view_size: ::core::mem::size_of::<$crate::SpfEventView>() as u32,
+                decoder_out_size: ::core::mem::size_of::<$crate::SpfDecoderOut>() as u32,
+                decoder_vtable_size: ::core::mem::size_of::<$crate::SpfDecoderVtable>() as u32,
+                sink_vtable_size: ::core::mem::size_of::<$crate::SpfSinkVtable>() as u32,
             };
     };
 }

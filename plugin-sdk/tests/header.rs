@@ -73,7 +73,8 @@ fn assertions() -> String {
     offsets!(c, SpfDecoderOut: ctx, record, error);
     offsets!(c, SpfDecoderVtable: init, decode, lost, closed, finish, last_error, destroy);
     offsets!(c, SpfSinkVtable: init, write, flush, last_error, destroy);
-    offsets!(c, SpfPluginDeclaration: magic, abi_major, abi_minor, kind, name, version, decoder, sink);
+    offsets!(c, SpfPluginDeclaration: magic, abi_major, abi_minor, kind, name, version, decoder, sink,
+        declaration_size, event_view_size, decoder_out_size, decoder_vtable_size, sink_vtable_size);
 
     signature!(c, SpfBytes.ptr: *const u8 => "const uint8_t *");
     signature!(c, SpfBytes.len: usize => "size_t");
@@ -145,6 +146,15 @@ fn assertions() -> String {
         Option<unsafe extern "C" fn(*mut c_void) -> i32>
         => "int32_t (*)(void *)");
 
+    // The table the host compares against names real types with their C sizes.
+    for (ty, size) in SpfPluginDeclaration::SIZES {
+        writeln!(
+            c,
+            "_Static_assert(sizeof({ty}) == {size}, \"SIZES entry of {ty}\");"
+        )
+        .unwrap();
+    }
+
     signature!(c, SpfPluginDeclaration.magic: u32 => "uint32_t");
     signature!(c, SpfPluginDeclaration.abi_major: u32 => "uint32_t");
     signature!(c, SpfPluginDeclaration.abi_minor: u32 => "uint32_t");
@@ -153,6 +163,11 @@ fn assertions() -> String {
     signature!(c, SpfPluginDeclaration.version: *const std::ffi::c_char => "const char *");
     signature!(c, SpfPluginDeclaration.decoder: *const SpfDecoderVtable => "const SpfDecoderVtable *");
     signature!(c, SpfPluginDeclaration.sink: *const SpfSinkVtable => "const SpfSinkVtable *");
+    signature!(c, SpfPluginDeclaration.declaration_size: u32 => "uint32_t");
+    signature!(c, SpfPluginDeclaration.event_view_size: u32 => "uint32_t");
+    signature!(c, SpfPluginDeclaration.decoder_out_size: u32 => "uint32_t");
+    signature!(c, SpfPluginDeclaration.decoder_vtable_size: u32 => "uint32_t");
+    signature!(c, SpfPluginDeclaration.sink_vtable_size: u32 => "uint32_t");
     c
 }
 
@@ -202,4 +217,36 @@ fn header_check_detects_drift() {
     let out = compile("drift", &source);
     assert!(!out.status.success(), "a wrong offset compiled");
     assert!(String::from_utf8_lossy(&out.stderr).contains("drift"));
+}
+
+struct Nothing;
+
+impl DecoderPlugin for Nothing {
+    fn init(_config: &str) -> Result<Self, Error> {
+        Ok(Nothing)
+    }
+
+    fn decode(&mut self, _event: &Event<'_>, _out: &mut DecoderOutput<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+spf_plugin::export_decoder!("nothing", Nothing);
+
+/// The export macro fills in the sizes the host checks, from this SDK's layout.
+#[test]
+fn export_macro_declares_this_sdks_struct_sizes() {
+    let declared = spf_plugin_declaration.sizes();
+    let ours = SpfPluginDeclaration::SIZES.map(|(_, size)| size);
+    assert_eq!(declared, ours);
+    assert_eq!(
+        declared[1] as usize,
+        size_of::<SpfEventView>(),
+        "event view size"
+    );
+    assert_eq!(
+        declared[0] as usize,
+        size_of::<SpfPluginDeclaration>(),
+        "declaration size"
+    );
 }

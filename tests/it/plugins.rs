@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use spf_pipeline::plugin::HOST_ABI;
+use spf_pipeline::plugin::{HOST_ABI, HOST_STRUCT_SIZES};
 
 use crate::util::{read_ndjson, spf, stderr_text, write_file};
 
@@ -69,13 +69,18 @@ fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
 }
 
 fn compile_c_file(dir: &Path, name: &str, src: &Path) -> PathBuf {
+    compile_c_with(dir, name, src, &root_dir().join("plugin-sdk/include"))
+}
+
+/// Compiles C source into a shared library in `dir`, against the header in `include`.
+fn compile_c_with(dir: &Path, name: &str, src: &Path, include: &Path) -> PathBuf {
     let lib = dir.join(format!("lib{name}.so"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .args([
             "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I",
         ])
-        .arg(root_dir().join("plugin-sdk/include"))
+        .arg(include)
         .arg("-o")
         .arg(&lib)
         .arg(src)
@@ -510,6 +515,118 @@ fn bad_plugins_are_refused_each_with_its_own_message() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr_text(&o).contains("mode 0666"));
 }
+
+fn host_size(structure: &str) -> usize {
+    HOST_STRUCT_SIZES
+        .iter()
+        .find(|(name, _)| *name == structure)
+        .map(|(_, size)| *size as usize)
+        .unwrap_or_else(|| panic!("no struct {structure} in {HOST_STRUCT_SIZES:?}"))
+}
+
+/// Copies the SDK header into `dir/include` with `edit` applied: a header from
+/// another SDK build that kept the same ABI number.
+fn edited_header(dir: &Path, edit: impl FnOnce(&str) -> String) -> PathBuf {
+    let header = std::fs::read_to_string(root_dir().join("plugin-sdk/include/spf_plugin.h"))
+        .expect("reading spf_plugin.h");
+    let edited = edit(&header);
+    assert_ne!(edited, header, "the header edit matched nothing");
+    let include = dir.join("include");
+    std::fs::create_dir_all(&include).unwrap();
+    write_file(&include, "spf_plugin.h", edited);
+    include
+}
+
+/// What a user hit: the C example built against a header where `SpfEventView`
+/// gained a field while the ABI number stayed the same. spf must refuse it at
+/// config time instead of handing it a view shorter than it reads.
+#[test]
+fn plugin_built_with_other_struct_sizes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let include = edited_header(dir.path(), |h| {
+        h.replacen(
+            "    SpfBytes data;\n} SpfEventView;",
+            "    SpfBytes data;\n    uint64_t added_in_a_prerelease;\n} SpfEventView;",
+            1,
+        )
+    });
+    let lib = compile_c_with(
+        dir.path(),
+        "spf_length",
+        &root_dir().join("examples/plugins/c/spf_length.c"),
+        &include,
+    );
+    let host = host_size("SpfEventView");
+    let plugin_bytes = format!("{} bytes in the plugin", host + 8);
+    let host_bytes = format!("{host} bytes in this spf");
+    let needles = [
+        "plugin `length` 1.0.0",
+        "SpfEventView",
+        plugin_bytes.as_str(),
+        host_bytes.as_str(),
+        "rebuild the plugin against the spf-plugin SDK of this spf",
+    ];
+    let (cfg, out) = config(
+        dir.path(),
+        &redis_capture(),
+        &format!("type = \"plugin\"\npath = {}", toml_str(&lib)),
+        "",
+    );
+    expect_refused(&cfg, &needles);
+    assert!(!out.exists(), "spf ran the pipeline with a refused plugin");
+    let o = check(&lib, None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
+    let err = stderr_text(&o);
+    assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+
+    // A plugin from before the sizes existed: its declaration object is shorter
+    // than spf's, which the symbol table tells without reading past it.
+    let old = dir.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    let include = edited_header(&old, |h| {
+        let start = h.find("    /* sizeof each struct").unwrap();
+        let end = h.find("} SpfPluginDeclaration;").unwrap();
+        format!("{}{}", &h[..start], &h[end..])
+    });
+    let src = write_file(&old, "old.c", C_BEFORE_SIZES);
+    let lib = compile_c_with(&old, "old", &src, &include);
+    let ours = host_size("SpfPluginDeclaration");
+    // Four u32 and four pointers.
+    let old_size = 4 * 4 + 4 * std::mem::size_of::<usize>();
+    let o = check(&lib, None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
+    let err = stderr_text(&o);
+    assert!(
+        err.contains("plugin `old` 0.1.0")
+            && err.contains(&format!(
+                "SpfPluginDeclaration: {old_size} bytes in the plugin"
+            ))
+            && err.contains(&format!("{ours} bytes in this spf"))
+            && err.contains("rebuild the plugin against the spf-plugin SDK of this spf"),
+        "{err}"
+    );
+}
+
+/// A decoder declared the way the SDK did before the declaration carried sizes.
+const C_BEFORE_SIZES: &str = r#"
+#include <stddef.h>
+#include "spf_plugin.h"
+static const uint8_t *last_error(void *i, size_t *n) { (void)i; *n = 0; return NULL; }
+static int32_t init(const uint8_t *c, size_t n, void **i) { (void)c; (void)n; (void)i; return SPF_ERROR; }
+static int32_t decode(void *i, const SpfEventView *e, const SpfDecoderOut *o) { (void)i; (void)e; (void)o; return SPF_OK; }
+static void destroy(void *i) { (void)i; }
+static const SpfDecoderVtable vt = { .init = init, .decode = decode, .last_error = last_error, .destroy = destroy };
+const SpfPluginDeclaration spf_plugin_declaration = {
+    .magic = SPF_PLUGIN_MAGIC,
+    .abi_major = SPF_ABI_MAJOR,
+    .abi_minor = SPF_ABI_MINOR,
+    .kind = SPF_KIND_DECODER,
+    .name = "old",
+    .version = "0.1.0",
+    .decoder = &vt,
+    .sink = NULL,
+};
+"#;
 
 #[test]
 fn plugins_check_reports_kind_name_versions() {

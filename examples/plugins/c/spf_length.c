@@ -90,4 +90,11 @@ const SpfPluginDeclaration spf_plugin_declaration = {
     .version = "1.0.0",
     .decoder = &length_vtable,
     .sink = NULL,
+    /* spf compares these with its own sizes and refuses a plugin built against
+     * a header whose structs differ. */
+    .declaration_size = sizeof(SpfPluginDeclaration),
+    .event_view_size = sizeof(SpfEventView),
+    .decoder_out_size = sizeof(SpfDecoderOut),
+    .decoder_vtable_size = sizeof(SpfDecoderVtable),
+    .sink_vtable_size = sizeof(SpfSinkVtable),
 };

@@ -118,6 +118,18 @@ pub enum LoadError {
         minor: u32,
     },
     #[error(
+        "plugin `{name}` {version} ({path}) was built with a different layout of {structure}: {plugin} bytes in the plugin, {host} bytes in this spf; rebuild the plugin against the spf-plugin SDK of this spf"
+    )]
+    Layout {
+        path: PathBuf,
+        name: String,
+        version: String,
+        /// The C name of the struct, e.g. `SpfEventView`.
+        structure: &'static str,
+        plugin: u64,
+        host: u64,
+    },
+    #[error(
         "{path}: malformed spf plugin declaration: {what}; rebuild the plugin with the spf-plugin SDK"
     )]
     Malformed { path: PathBuf, what: String },
@@ -186,16 +198,52 @@ pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
             path: path.to_path_buf(),
         });
     }
+    let object_size = symbol_size(decl.cast());
     // SAFETY: the library stays loaded forever, so its static lives as long.
     let decl: &'static SpfPluginDeclaration = unsafe { &*decl };
-    handshake(path, decl, want)
+    handshake(path, decl, object_size, want)
+}
+
+/// The size of the object at `addr` as its library's symbol table records it, when
+/// the dynamic linker can tell. A declaration from an SDK that predates a field is
+/// shorter than ours; knowing that avoids reading past its end.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+fn symbol_size(addr: *const std::ffi::c_void) -> Option<u64> {
+    // <dlfcn.h>: makes dladdr1 return the matching ElfW(Sym).
+    const RTLD_DL_SYMENT: libc::c_int = 1;
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let mut sym: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: both out-pointers are valid for writes; addr is only looked up.
+    let found = unsafe {
+        libc::dladdr1(
+            addr,
+            info.as_mut_ptr(),
+            (&raw mut sym).cast(),
+            RTLD_DL_SYMENT,
+        )
+    };
+    if found == 0 || sym.is_null() {
+        return None;
+    }
+    // SAFETY: with RTLD_DL_SYMENT, a non-null result points at the symbol's entry
+    // in the loaded library's symbol table.
+    let size = unsafe { (*sym.cast::<libc::Elf64_Sym>()).st_size };
+    // Hand-written assembly may leave the size unset.
+    (size != 0).then_some(size)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+fn symbol_size(_addr: *const std::ffi::c_void) -> Option<u64> {
+    None
 }
 
 /// Checks a declaration. Split from `load` so that it can be tested on
-/// declarations built in memory.
+/// declarations built in memory. `object_size` is the size of the declaration's
+/// symbol, when known.
 pub(crate) fn handshake(
     path: &Path,
     decl: &'static SpfPluginDeclaration,
+    object_size: Option<u64>,
     want: Option<Kind>,
 ) -> Result<Loaded, LoadError> {
     let path_buf = || path.to_path_buf();
@@ -234,6 +282,35 @@ pub(crate) fn handshake(
             major: decl.abi_major,
             minor: decl.abi_minor,
         });
+    }
+    // Same ABI number, so the declaration's layout is ours up to the sizes, unless
+    // its object is too short to hold them (an SDK from before they existed).
+    let ours = std::mem::size_of::<SpfPluginDeclaration>() as u64;
+    if let Some(size) = object_size
+        && size < ours
+    {
+        return Err(LoadError::Layout {
+            path: path_buf(),
+            name,
+            version,
+            structure: "SpfPluginDeclaration",
+            plugin: size,
+            host: ours,
+        });
+    }
+    // Before any vtable is read or called: a struct that changed size under the
+    // same ABI number would be read past its end on one side or the other.
+    for ((structure, host), plugin) in SpfPluginDeclaration::SIZES.into_iter().zip(decl.sizes()) {
+        if plugin != host {
+            return Err(LoadError::Layout {
+                path: path_buf(),
+                name,
+                version,
+                structure,
+                plugin: plugin.into(),
+                host: host.into(),
+            });
+        }
     }
     if !spf_plugin::valid_name_bytes(name.as_bytes()) {
         return Err(malformed(&format!(

@@ -43,6 +43,10 @@ use load::Vtable;
 /// The plugin ABI this spf speaks (major, minor).
 pub const HOST_ABI: (u32, u32) = (spf_plugin::SPF_ABI_MAJOR, spf_plugin::SPF_ABI_MINOR);
 
+/// The size of each struct that crosses the plugin boundary in this spf, by its C
+/// name; a plugin must declare the same ones.
+pub const HOST_STRUCT_SIZES: [(&str, u32); 5] = spf_plugin::SpfPluginDeclaration::SIZES;
+
 /// Failed calls in a row after which a plugin is switched off.
 pub const DEFAULT_MAX_ERRORS: u64 = 100;
 

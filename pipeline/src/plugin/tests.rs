@@ -118,6 +118,11 @@ fn decl(major: u32, minor: u32, kind: u32, name: &'static [u8]) -> &'static SpfP
         version: c"9.8.7".as_ptr(),
         decoder: &PROBE_VT,
         sink: &COLLECT_VT,
+        declaration_size: SpfPluginDeclaration::SIZES[0].1,
+        event_view_size: SpfPluginDeclaration::SIZES[1].1,
+        decoder_out_size: SpfPluginDeclaration::SIZES[2].1,
+        decoder_vtable_size: SpfPluginDeclaration::SIZES[3].1,
+        sink_vtable_size: SpfPluginDeclaration::SIZES[4].1,
     }))
 }
 
@@ -150,6 +155,7 @@ fn decoder(max_errors: u64, config: &str) -> PluginDecoder {
         path(),
         decl(SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER, b"probe\0"),
         None,
+        None,
     )
     .unwrap();
     let Vtable::Decoder(vt) = loaded.vtable else {
@@ -173,6 +179,7 @@ fn handshake_reads_declaration() {
     let l = handshake(
         path(),
         decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0"),
+        None,
         Some(Kind::Decoder),
     )
     .unwrap();
@@ -183,6 +190,7 @@ fn handshake_reads_declaration() {
     let l = handshake(
         path(),
         decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0"),
+        None,
         Some(Kind::Sink),
     )
     .unwrap();
@@ -194,6 +202,7 @@ fn handshake_refuses_other_major_naming_both_versions() {
     let e = handshake(
         path(),
         decl(SPF_ABI_MAJOR + 1, 4, SPF_KIND_DECODER, b"probe\0"),
+        None,
         None,
     )
     .unwrap_err();
@@ -222,6 +231,7 @@ fn handshake_refuses_newer_minor() {
             b"probe\0",
         ),
         None,
+        None,
     )
     .unwrap_err();
     assert!(matches!(e, LoadError::AbiMinor { .. }), "{e:?}");
@@ -233,6 +243,7 @@ fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
     let e = handshake(
         path(),
         decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0"),
+        None,
         Some(Kind::Decoder),
     )
     .unwrap_err();
@@ -248,7 +259,7 @@ fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
         ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0")
     }));
     assert!(matches!(
-        handshake(path(), bad, None),
+        handshake(path(), bad, None, None),
         Err(LoadError::BadMagic {
             magic: 0xdead_beef,
             ..
@@ -259,6 +270,7 @@ fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
         path(),
         decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"Bad Name\0"),
         None,
+        None,
     )
     .unwrap_err();
     assert!(
@@ -266,7 +278,7 @@ fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
         "{e}"
     );
 
-    let e = handshake(path(), decl(SPF_ABI_MAJOR, 0, 7, b"probe\0"), None).unwrap_err();
+    let e = handshake(path(), decl(SPF_ABI_MAJOR, 0, 7, b"probe\0"), None, None).unwrap_err();
     assert!(e.to_string().contains("kind 7"), "{e}");
 
     let no_decode: &'static SpfDecoderVtable = Box::leak(Box::new(SpfDecoderVtable {
@@ -277,8 +289,76 @@ fn handshake_refuses_wrong_kind_bad_magic_bad_name() {
         decoder: no_decode,
         ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0")
     }));
-    let e = handshake(path(), d, None).unwrap_err();
+    let e = handshake(path(), d, None, None).unwrap_err();
     assert!(e.to_string().contains("`decode` is null"), "{e}");
+}
+
+/// A plugin built against a header whose structs differ is refused before any of
+/// its functions is read, naming the struct and both sizes.
+#[test]
+fn handshake_refuses_other_struct_sizes() {
+    let host_view = std::mem::size_of::<spf_plugin::SpfEventView>() as u32;
+    let grown: &'static SpfPluginDeclaration = Box::leak(Box::new(SpfPluginDeclaration {
+        event_view_size: host_view + 8,
+        // Would be refused as malformed if the vtable were looked at first.
+        decoder: std::ptr::null(),
+        ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0")
+    }));
+    let e = handshake(path(), grown, None, Some(Kind::Decoder)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LoadError::Layout {
+                structure: "SpfEventView",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    for want in [
+        "plugin `probe` 9.8.7",
+        "SpfEventView",
+        &format!("{} bytes in the plugin", host_view + 8),
+        &format!("{host_view} bytes in this spf"),
+        "rebuild the plugin against the spf-plugin SDK of this spf",
+    ] {
+        assert!(msg.contains(want), "{want:?} missing from {msg}");
+    }
+
+    let sink: &'static SpfPluginDeclaration = Box::leak(Box::new(SpfPluginDeclaration {
+        sink_vtable_size: 0,
+        ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0")
+    }));
+    let e = handshake(path(), sink, None, None).unwrap_err();
+    assert!(e.to_string().contains("SpfSinkVtable: 0 bytes"), "{e}");
+
+    // A declaration object too short to hold the sizes is refused on its own size,
+    // without reading past it.
+    let short = std::mem::size_of::<SpfPluginDeclaration>() as u64 - 20;
+    let e = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0"),
+        Some(short),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "SpfPluginDeclaration: {short} bytes in the plugin"
+        )),
+        "{e}"
+    );
+
+    // The other major is reported as such, whatever its sizes.
+    let future: &'static SpfPluginDeclaration = Box::leak(Box::new(SpfPluginDeclaration {
+        event_view_size: 1,
+        ..*decl(SPF_ABI_MAJOR + 1, 0, SPF_KIND_DECODER, b"probe\0")
+    }));
+    assert!(matches!(
+        handshake(path(), future, Some(48), None),
+        Err(LoadError::AbiMajor { .. })
+    ));
 }
 
 #[test]
@@ -314,6 +394,7 @@ fn init_error_is_reported_with_the_plugin_message() {
     let loaded = handshake(
         path(),
         decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0"),
+        None,
         None,
     )
     .unwrap();
@@ -463,6 +544,7 @@ fn sink_gets_ndjson_lines_and_survives_panics() {
     let loaded = handshake(
         path(),
         decl(SPF_ABI_MAJOR, 0, SPF_KIND_SINK, b"collect\0"),
+        None,
         Some(Kind::Sink),
     )
     .unwrap();
