@@ -150,6 +150,12 @@ impl Running {
         let cfg = UnixConfig {
             include_self: true,
             direction,
+            // SPF_BENCH_RING_SIZE: how the drops change with the ring (the
+            // default ring is what the figures are for).
+            ring_size: std::env::var("SPF_BENCH_RING_SIZE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(spf_probes::DEFAULT_RING_SIZE),
             ..UnixConfig::default()
         };
         let src = cfg.build_source().map_err(|e| e.to_string())?;
