@@ -106,6 +106,9 @@ impl Probe {
         })?;
 
         let mut skel = open.load().map_err(|e| load_error(&e))?;
+        if !cfg.pids.is_empty() {
+            seed_pid_names(&skel, &cfg.pids);
+        }
         skel.attach().map_err(|e| {
             BuildError::new(format!(
                 "cannot attach the probe to the syscall exit tracepoint (tp_btf/sys_exit): {e}; \
@@ -140,6 +143,36 @@ impl Probe {
         // SAFETY: `info` is a bpf_prog_info of `len` bytes for the kernel to fill.
         let r = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
         if r == 0 { info.recursion_misses } else { 0 }
+    }
+}
+
+/// Datagrams sent to a name the listed processes have bound are theirs; the
+/// probe learns such names as those processes receive, and this gives it the
+/// names bound before it started, so the first datagram to them counts too.
+fn seed_pid_names(skel: &SpfSkel<'_>, pids: &[u32]) {
+    use libbpf_rs::MapCore;
+    for name in crate::proc_net::names_of_pids(pids) {
+        let raw: Vec<u8> = match name.strip_prefix('@') {
+            Some(n) => std::iter::once(0u8).chain(n.bytes()).collect(),
+            None => name.into_bytes(),
+        };
+        let mut key = crate::skel::types::spf_name_key::default();
+        let n = raw.len().min(key.bytes.len());
+        key.bytes[..n].copy_from_slice(&raw[..n]);
+        key.len = n as u32;
+        // SAFETY: the key is a plain C struct; its bytes are what the map holds.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&key as *const crate::skel::types::spf_name_key).cast::<u8>(),
+                std::mem::size_of_val(&key),
+            )
+        };
+        // A full map or a failed update only means the first datagrams to
+        // that name are missed until the process receives on it.
+        let _ = skel
+            .maps
+            .spf_pid_names
+            .update(bytes, &[1], libbpf_rs::MapFlags::ANY);
     }
 }
 

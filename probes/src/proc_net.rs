@@ -38,27 +38,62 @@ impl Resolver {
     }
 }
 
-/// Parses /proc/net/unix: `Num RefCount Protocol Flags Type St Inode Path`.
-/// A name listed for several sockets (a path unlinked and bound again, or a
-/// listener's accepted connections) maps to the highest inode: the newest, the
-/// one a send to that path reaches.
+/// The (inode, name) of each named socket in /proc/net/unix:
+/// `Num RefCount Protocol Flags Type St Inode Path`.
+fn rows(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    text.lines().skip(1).filter_map(|line| {
+        let mut cols = line.splitn(8, ' ').filter(|c| !c.is_empty());
+        let inode = cols.nth(6)?.parse::<u64>().ok()?;
+        let path = cols.next()?.trim_end();
+        (!path.is_empty()).then_some((inode, path))
+    })
+}
+
+/// Parses /proc/net/unix into inode by name. A name listed for several
+/// sockets (a path unlinked and bound again, or a listener's accepted
+/// connections) maps to the highest inode: the newest, the one a send to that
+/// path reaches.
 fn parse(text: &str) -> HashMap<String, u64> {
     let mut map: HashMap<String, u64> = HashMap::new();
-    for line in text.lines().skip(1) {
-        let mut cols = line.splitn(8, ' ').filter(|c| !c.is_empty());
-        let Some(inode) = cols.nth(6).and_then(|c| c.parse::<u64>().ok()) else {
-            continue;
-        };
-        let Some(path) = cols.next() else { continue };
-        let path = path.trim_end();
-        if path.is_empty() {
-            continue;
-        }
+    for (inode, path) in rows(text) {
         map.entry(path.to_string())
             .and_modify(|i| *i = (*i).max(inode))
             .or_insert(inode);
     }
     map
+}
+
+/// Names (`/path` or `@abstract`) of the sockets these processes have bound
+/// now: the sockets their fds hold, looked up in /proc/net/unix. Processes
+/// that are gone or unreadable give none.
+pub(crate) fn names_of_pids(pids: &[u32]) -> Vec<String> {
+    let mut inodes = std::collections::HashSet::new();
+    for pid in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in dir.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            if let Some(ino) = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                inodes.insert(ino);
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    rows(&text)
+        .filter(|(ino, _)| inodes.contains(ino))
+        .map(|(_, p)| p.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -88,6 +123,11 @@ ffff8c1c0ad55401: 00000003 00000000 00000000 0001 03 20000 /run/systemd/private\
         let mut r = Resolver::default();
         let ino = r.inode(path.to_str().unwrap());
         assert!(ino.is_some_and(|i| i > 0));
+        let names = names_of_pids(&[std::process::id()]);
+        assert!(
+            names.iter().any(|n| n == path.to_str().unwrap()),
+            "{names:?}"
+        );
         drop(sock);
         let _ = std::fs::remove_dir_all(&dir);
     }

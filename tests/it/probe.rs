@@ -1035,6 +1035,112 @@ fn pid_filter_matches_either_end() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const PY_DGRAM_SERVER: &str = r#"
+import socket, sys
+a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+a.bind(sys.argv[1])
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+d, addr = a.recvfrom(100)
+a.sendto(d.upper(), addr)
+b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+b.bind(sys.argv[2])
+a.sendto(b"bound", addr)
+for _ in range(2):
+    d, addr = b.recvfrom(100)
+    b.sendto(d.upper(), addr)
+"#;
+
+/// A `pid` filter on a datagram server keeps what clients send to its names
+/// and what they receive from them, though their sockets know no peer: names
+/// bound before the capture started from the start, a name bound later from
+/// the server's first receive on it.
+#[test]
+fn pid_filter_on_a_datagram_server_keeps_its_clients() {
+    let _g = lock();
+    let Some(py) = python() else { return };
+    let dir = tmpdir("pid-dgram");
+    let (a_path, b_path, c_path) = (dir.join("a.sock"), dir.join("b.sock"), dir.join("c.sock"));
+    let mut server = Command::new(py)
+        .arg("-c")
+        .arg(PY_DGRAM_SERVER)
+        .arg(&a_path)
+        .arg(&b_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_pid = server.id();
+    let mut ready = [0u8; 6];
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    let Some(cap) = start(
+        "pid_filter_on_a_datagram_server_keeps_its_clients",
+        UnixConfig {
+            pids: vec![server_pid],
+            ..Default::default()
+        },
+    ) else {
+        let _ = server.kill();
+        let _ = server.wait();
+        return;
+    };
+    let client = UnixDatagram::bind(&c_path).unwrap();
+    let ask = |to: &std::path::Path, m: &[u8]| {
+        client.send_to(m, to).unwrap();
+        let mut buf = [0u8; 100];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        buf[..n].to_vec()
+    };
+    let mut buf = [0u8; 100];
+    assert_eq!(ask(&a_path, b"one"), b"ONE");
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"bound");
+    assert_eq!(ask(&b_path, b"two"), b"TWO");
+    assert_eq!(ask(&b_path, b"three"), b"THREE");
+    // This process's own traffic with no part of the server: not kept.
+    let other = UnixDatagram::bind(dir.join("other.sock")).unwrap();
+    client
+        .send_to(b"unrelated", dir.join("other.sock"))
+        .unwrap();
+    let n = other.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"unrelated");
+    assert!(server.wait().unwrap().success());
+    let c = cap.finish();
+    c.assert_no_loss();
+    let me = pid();
+    let mine = |d: Direction| -> Vec<&[u8]> {
+        c.events
+            .iter()
+            .filter(|e| e.pid == me && e.dir == d)
+            .map(|e| &e.data[..])
+            .collect()
+    };
+    let theirs = |d: Direction| -> Vec<&[u8]> {
+        c.events
+            .iter()
+            .filter(|e| e.pid == server_pid && e.dir == d)
+            .map(|e| &e.data[..])
+            .collect()
+    };
+    assert_eq!(theirs(Direction::Recv), [&b"one"[..], b"two", b"three"]);
+    assert_eq!(
+        theirs(Direction::Send),
+        [&b"ONE"[..], b"bound", b"TWO", b"THREE"]
+    );
+    // "two" went to b.sock before the server had received anything on it:
+    // that first datagram to a name bound after the start is not kept.
+    assert_eq!(mine(Direction::Send), [&b"one"[..], b"three"]);
+    assert_eq!(
+        mine(Direction::Recv),
+        [&b"ONE"[..], b"bound", b"TWO", b"THREE"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn path_prefix_abstract_comm_and_direction_filters() {
     let _g = lock();

@@ -43,6 +43,7 @@ __u64 spf_lost = 0;
  * and their constants to Rust. */
 struct spf_event spf_event_layout = {};
 struct spf_chunk spf_chunk_layout = {};
+struct spf_name_key spf_name_key_layout = {};
 enum spf_rec_kind spf_rec_kind_layout = 0;
 enum spf_event_flags spf_event_flags_layout = 0;
 
@@ -124,6 +125,46 @@ struct {
 	__type(key, __u32);
 	__type(value, struct alt_path);
 } spf_alt SEC(".maps");
+
+/* Names bound by the processes a `pid` filter lists, learned from their
+ * datagram receives and filled in by user space at start: a datagram sent to
+ * one of them goes to a listed process, although the sender's socket knows no
+ * peer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct spf_name_key);
+	__type(value, __u8);
+} spf_pid_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spf_name_key);
+} spf_key SEC(".maps");
+
+/* `len` bytes of `path` as a spf_name_key (in per-CPU scratch), or NULL. */
+static __always_inline struct spf_name_key *name_key(const __u8 *path, __u32 len)
+{
+	__u32 zero = 0;
+	struct spf_name_key *k = bpf_map_lookup_elem(&spf_key, &zero);
+	if (!k || !path)
+		return NULL;
+	if (len > SPF_PATH_MAX)
+		len = SPF_PATH_MAX;
+	for (int i = 0; i < SPF_PATH_MAX; i++)
+		k->bytes[i] = i < len ? path[i] : 0;
+	k->len = len;
+	return k;
+}
+
+/* Whether a listed process has bound this name. */
+static __noinline bool pid_name(const __u8 *path, __u32 len)
+{
+	struct spf_name_key *k = name_key(path, len);
+	return k && bpf_map_lookup_elem(&spf_pid_names, k);
+}
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -593,7 +634,7 @@ static __always_inline bool send_to_path(struct spf_event *hdr, __u64 uaddr, __u
  * second path the filter may match. `ulen` is the length the kernel wrote. */
 static __always_inline void recv_from_path(__u64 uaddr, __u64 ulen)
 {
-	if (!spf_cfg.n_paths)
+	if (!spf_cfg.n_paths && !spf_cfg.n_pids)
 		return;
 	__u32 zero = 0;
 	struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
@@ -659,6 +700,18 @@ static __always_inline bool match_filters(struct spf_event *hdr)
 				break;
 			}
 		}
+		/* A datagram's other end knows no peer process: it is a listed
+		 * one's when the name it goes to, or comes from, is one of
+		 * theirs. */
+		if (!ok && hdr->sock_type == 2) {
+			if (hdr->flags & SPF_F_CONN_BY_PATH) {
+				ok = pid_name(hdr->path, hdr->path_len);
+			} else {
+				__u32 zero = 0;
+				struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
+				ok = alt && alt->len && pid_name(alt->bytes, alt->len);
+			}
+		}
 		if (!ok)
 			return false;
 	}
@@ -704,7 +757,7 @@ static __always_inline void set_paths(struct spf_event *hdr, struct sock *sk, st
 	bool named = read_sock_path(hdr, sk);
 	if (!named && peer)
 		read_sock_path(hdr, peer);
-	if (spf_cfg.n_paths) {
+	if (spf_cfg.n_paths || spf_cfg.n_pids) {
 		__u32 zero = 0;
 		struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
 		if (alt) {
@@ -783,6 +836,26 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 
 /* ---- sys_exit ----------------------------------------------------------- */
 
+/* A listed process receiving on a datagram socket of its own name: datagrams
+ * sent to that name from now on are its traffic. */
+static __noinline int learn_pid_name(struct spf_event *hdr)
+{
+	if (!hdr)
+		return 0;
+	for (int i = 0; i < SPF_MAX_PIDS; i++) {
+		if (i >= spf_cfg.n_pids)
+			break;
+		if (spf_cfg.pids[i] == hdr->pid) {
+			struct spf_name_key *k = name_key(hdr->path, hdr->path_len);
+			__u8 one = 1;
+			if (k && !bpf_map_lookup_elem(&spf_pid_names, k))
+				bpf_map_update_elem(&spf_pid_names, k, &one, 0);
+			return 0;
+		}
+	}
+	return 0;
+}
+
 struct mmsg_ctx {
 	struct spf_event *hdr;
 	struct sock *sk;
@@ -853,6 +926,9 @@ static __noinline int handle_exit(struct call *st, long ret)
 	hdr->tid = (__u32)pid_tgid;
 	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
 	fill_meta(hdr, st->sk, dir);
+	if (spf_cfg.n_pids && dir == DIR_RECV && hdr->sock_type == 2 && hdr->path_len &&
+	    KREAD(struct unix_sock, st->sk, addr))
+		learn_pid_name(hdr);
 
 	switch (st->kind) {
 	case K_PLAIN:
@@ -866,7 +942,8 @@ static __noinline int handle_exit(struct call *st, long ret)
 			}
 		}
 		/* recvfrom's addrlen is a pointer to the length the kernel wrote. */
-		if (dir == DIR_RECV && hdr->sock_type == 2 && st->addr && st->addrlen && spf_cfg.n_paths) {
+		if (dir == DIR_RECV && hdr->sock_type == 2 && st->addr && st->addrlen &&
+		    (spf_cfg.n_paths || spf_cfg.n_pids)) {
 			__u32 alen = 0;
 			if (!bpf_probe_read_user(&alen, sizeof(alen), (void *)st->addrlen))
 				recv_from_path(st->addr, alen);

@@ -88,6 +88,13 @@ struct spf_path_filter {
 	__u32 prefix;
 };
 
+/* A socket name as the kernel keeps it (bytes past `len` zero): the key of
+ * the names bound by processes a `pid` filter lists. */
+struct spf_name_key {
+	__u8 bytes[SPF_PATH_MAX];
+	__u32 len;
+};
+
 struct spf_config {
 	/* Most bytes captured per event. */
 	__u32 snaplen;
