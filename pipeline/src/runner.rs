@@ -480,7 +480,7 @@ impl Status {
         let eps = (s.events - self.last_events) as f64 / dt;
         let bps = (s.bytes - self.last_bytes) as f64 / dt;
         eprint!(
-            "\r\x1b[K{:.0} events/s, {}/s, {conns} open connections, {} dropped",
+            "\r\x1b[K{:.0} events/s, {}/s, open connections {conns}, dropped {}",
             eps,
             human_bytes(bps as u64),
             s.lost
