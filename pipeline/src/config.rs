@@ -330,7 +330,7 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
 
     let reorder = match root.get("reorder") {
         None => Some(ReorderConfig::default()),
-        Some(v) => parse_plain::<ReorderConfig>(&mut errors, "reorder", v),
+        Some(v) => parse_collect::<ReorderConfig>(v, "reorder", &mut errors),
     };
 
     let decoder = match root.get("decoder") {
@@ -448,14 +448,6 @@ fn finish(errors: Errors<'_>) -> ConfigErrors {
     let mut list = errors.list;
     list.sort_by_key(|(off, _)| *off);
     ConfigErrors(list.into_iter().map(|(_, e)| e).collect())
-}
-
-fn parse_plain<T: DeserializeOwned>(
-    errors: &mut Errors<'_>,
-    key: &str,
-    v: &Spanned<DeValue<'_>>,
-) -> Option<T> {
-    parse_collect(v, key, errors)
 }
 
 /// Deserializes `value` into `T`, recording every error it can find: serde stops at

@@ -267,13 +267,17 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    fn cfg(window_ms: u64, max_events: usize) -> ReorderConfig {
+        ReorderConfig {
+            window_ms,
+            max_events,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn sorts_by_kernel_time_across_flows() {
-        let cfg = ReorderConfig {
-            window_ms: 10,
-            max_events: 100,
-            ..Default::default()
-        };
+        let cfg = cfg(10, 100);
         let out = run(
             cfg,
             vec![
@@ -287,11 +291,7 @@ mod tests {
 
     #[test]
     fn never_reorders_one_flow() {
-        let cfg = ReorderConfig {
-            window_ms: 10,
-            max_events: 100,
-            ..Default::default()
-        };
+        let cfg = cfg(10, 100);
         // Same flow, timestamps going backwards (two threads on one socket): arrival
         // order wins. The other flow still sorts around them.
         let out = run(
@@ -307,11 +307,7 @@ mod tests {
 
     #[test]
     fn releases_once_window_passed() {
-        let cfg = ReorderConfig {
-            window_ms: 10,
-            max_events: 100,
-            ..Default::default()
-        };
+        let cfg = cfg(10, 100);
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
@@ -328,11 +324,7 @@ mod tests {
 
     #[test]
     fn cap_bounds_memory() {
-        let cfg = ReorderConfig {
-            window_ms: 1000,
-            max_events: 3,
-            ..Default::default()
-        };
+        let cfg = cfg(1000, 3);
         let mut r = Reorder::new(&cfg);
         let mut out = Vec::new();
         let now = Instant::now();
@@ -368,11 +360,7 @@ mod tests {
 
     #[test]
     fn flow_map_stays_as_small_as_the_buffer() {
-        let cfg = ReorderConfig {
-            window_ms: 20,
-            max_events: 1000,
-            ..Default::default()
-        };
+        let cfg = cfg(20, 1000);
         let mut r = Reorder::new(&cfg);
         let mut n = 0;
         let now = Instant::now();
@@ -388,11 +376,7 @@ mod tests {
 
     #[test]
     fn a_jump_to_another_clock_does_not_stop_reordering() {
-        let cfg = ReorderConfig {
-            window_ms: 10,
-            max_events: 100,
-            ..Default::default()
-        };
+        let cfg = cfg(10, 100);
         // A far-future outlier, then ordinary disorder that must still be sorted.
         let out = run(
             cfg,
@@ -407,11 +391,7 @@ mod tests {
 
     #[test]
     fn zero_window_passes_through() {
-        let cfg = ReorderConfig {
-            window_ms: 0,
-            max_events: 1,
-            ..Default::default()
-        };
+        let cfg = cfg(0, 1);
         let out = run(
             cfg,
             vec![ev(1, 9, 1, Direction::Send), ev(2, 1, 2, Direction::Send)],
@@ -421,11 +401,7 @@ mod tests {
 
     #[test]
     fn close_waits_for_its_connection() {
-        let cfg = ReorderConfig {
-            window_ms: 10,
-            max_events: 100,
-            ..Default::default()
-        };
+        let cfg = cfg(10, 100);
         let out = run(
             cfg,
             vec![
@@ -459,11 +435,7 @@ mod tests {
             };
             items.push(ev(seq, seq * 1000 + (x >> 40) % 5_000_000, conn, dir));
         }
-        let cfg = ReorderConfig {
-            window_ms: 2,
-            max_events: 64,
-            ..Default::default()
-        };
+        let cfg = cfg(2, 64);
         let out = run(cfg, items);
         assert_eq!(out.len(), 5000);
         let mut last: std::collections::HashMap<Flow, u64> = std::collections::HashMap::new();

@@ -55,23 +55,6 @@ impl Pipeline {
             sinks,
         })
     }
-
-    /// Assembles a pipeline from already built stages (tests, benchmarks).
-    pub fn from_parts(
-        source: Box<dyn Source>,
-        reorder: ReorderConfig,
-        decoder: Box<dyn Decoder>,
-        sinks: Vec<Box<dyn Sink>>,
-    ) -> Self {
-        let decoder_is_raw = decoder.name() == "raw";
-        Pipeline {
-            source,
-            reorder,
-            decoder,
-            decoder_is_raw,
-            sinks,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -164,6 +147,9 @@ struct Core {
     /// others (a capture file) keep everything.
     closed: Vec<bool>,
     event_sinks: bool,
+    /// The `decoder` name of the raw records written for `events = true` sinks,
+    /// shared rather than allocated per event.
+    raw_name: Arc<str>,
     records: Vec<Record>,
     summary: Summary,
     conns: FxHashSet<u64>,
@@ -186,7 +172,7 @@ impl Core {
                     self.summary.connections += 1;
                 }
                 if self.event_sinks && !self.decoder_is_raw {
-                    let raw = Record::raw(Arc::clone(&ev), "raw".into());
+                    let raw = Record::raw(Arc::clone(&ev), Arc::clone(&self.raw_name));
                     self.write_to(&raw, true);
                 }
                 self.decoder.decode(&ev, &mut self.records);
@@ -308,6 +294,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         closed: vec![false; sinks.len()],
         sinks,
         event_sinks,
+        raw_name: "raw".into(),
         records: Vec::new(),
         summary: Summary::default(),
         conns: FxHashSet::default(),

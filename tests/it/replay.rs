@@ -204,17 +204,20 @@ fn config_errors_name_key_and_line() {
     );
 }
 
-#[test]
-fn all_config_errors_are_reported_at_once() {
+/// Runs `spf validate` on `toml`, expects exit 2, and returns what it printed.
+fn validate_errors(toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_file(
-        dir.path(),
-        "spf.toml",
-        "[source]\ntype = \"nope\"\n\n[decoder]\ntype = \"raw\"\nextra = 1\n\n[[sink]]\ntype = \"stdout\"\ncolor = \"pink\"\n\n[unknown]\n",
-    );
+    let cfg = write_file(dir.path(), "spf.toml", toml);
     let o = spf_output(&["validate", "-c", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    let err = stderr_text(&o);
+    stderr_text(&o)
+}
+
+#[test]
+fn all_config_errors_are_reported_at_once() {
+    let err = validate_errors(
+        "[source]\ntype = \"nope\"\n\n[decoder]\ntype = \"raw\"\nextra = 1\n\n[[sink]]\ntype = \"stdout\"\ncolor = \"pink\"\n\n[unknown]\n",
+    );
     for want in [
         "spf.toml:2:8: source.type: unknown source type `nope`",
         "decoder.extra",
@@ -399,15 +402,9 @@ fn quick_flag_errors_name_the_flag() {
 
 #[test]
 fn every_error_of_one_section_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_file(
-        dir.path(),
-        "spf.toml",
+    let err = validate_errors(
         "[source]\ntype = \"file\"\npathh = \"/x\"\nchunk = \"big\"\nformat = \"sideways\"\n",
     );
-    let o = spf_output(&["validate", "-c", cfg.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = stderr_text(&o);
     for want in [
         "spf.toml:1:1: source: missing field `path`",
         "spf.toml:3:1: source.pathh: unknown field",

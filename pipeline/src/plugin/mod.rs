@@ -264,5 +264,35 @@ pub(crate) unsafe fn last_error(
     }
 }
 
+/// The signature of a plugin's `init`, the same for decoders and sinks.
+pub(crate) type InitFn = unsafe extern "C" fn(*const u8, usize, *mut *mut c_void) -> i32;
+
+/// Calls a plugin's `init` with its JSON config and returns the new instance, or the
+/// plugin's own error message.
+pub(crate) fn init_instance(
+    label: &str,
+    init: Option<InitFn>,
+    last_err: Option<unsafe extern "C" fn(*mut c_void, *mut usize) -> *const u8>,
+    config: &str,
+) -> Result<*mut c_void, BuildError> {
+    let init = init.ok_or_else(|| BuildError::new(format!("{label}: no init function")))?;
+    let mut instance: *mut c_void = std::ptr::null_mut();
+    // SAFETY: config is lent for the call; `instance` is a valid out-pointer.
+    let rc = unsafe { init(config.as_ptr(), config.len(), &mut instance) };
+    if rc != spf_plugin::SPF_OK || instance.is_null() {
+        // SAFETY: last_error(NULL) reports the failed init on this thread.
+        let msg = unsafe { last_error(last_err, std::ptr::null_mut()) };
+        return Err(BuildError::new(format!(
+            "{label}: init failed: {}; check the plugin's keys in the config",
+            if msg.is_empty() {
+                format!("error code {rc}")
+            } else {
+                msg
+            }
+        )));
+    }
+    Ok(instance)
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::ffi::c_void;
 
 use spf_plugin::{SPF_OK, SPF_PANIC, SpfSinkVtable};
 
-use super::{PluginInfo, last_error};
+use super::{PluginInfo, init_instance, last_error};
 use crate::config::BuildError;
 use crate::record::Record;
 use crate::stage::{Sink, SinkError};
@@ -34,24 +34,7 @@ impl PluginSink {
         events: bool,
     ) -> Result<Self, BuildError> {
         let label = info.label();
-        let init = vt
-            .init
-            .ok_or_else(|| BuildError::new(format!("{label}: no init function")))?;
-        let mut instance: *mut c_void = std::ptr::null_mut();
-        // SAFETY: config is lent for the call; `instance` is a valid out-pointer.
-        let rc = unsafe { init(config.as_ptr(), config.len(), &mut instance) };
-        if rc != SPF_OK || instance.is_null() {
-            // SAFETY: last_error(NULL) reports the failed init on this thread.
-            let msg = unsafe { last_error(vt.last_error, std::ptr::null_mut()) };
-            return Err(BuildError::new(format!(
-                "{label}: init failed: {}; check the plugin's keys in the config",
-                if msg.is_empty() {
-                    format!("error code {rc}")
-                } else {
-                    msg
-                }
-            )));
-        }
+        let instance = init_instance(&label, vt.init, vt.last_error, config)?;
         Ok(PluginSink {
             info,
             label,
