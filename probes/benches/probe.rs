@@ -1,10 +1,15 @@
-//! What the probe costs the traced processes: each workload runs without spf,
-//! then with the probe loaded and a consumer draining every event, in one run,
-//! and the ratio is printed.
+//! What the probe costs the traced processes. The probe is loaded once per
+//! workload, with a consumer draining every event as the `unix` source would
+//! feed a pipeline; the workload then runs in short slices, alternately with
+//! the probe's hook attached and detached, and each pair of slices gives one
+//! ratio. The machine's speed drifts over seconds (other guests, frequency),
+//! so slices next to each other compare far better than runs far apart.
 //!
-//!     sudo cargo bench -p spf-probes --bench probe
+//!     sudo cargo bench -p spf-probes --bench probe [-- pingpong|bulk|send|null]
 //!
-//! SPF_BENCH_SECS sets the seconds per measurement (default 3).
+//! SPF_BENCH_PAIRS sets the pairs per workload (default 15), SPF_BENCH_SLICE
+//! the seconds per slice (default 0.2), SPF_BENCH_RING_SIZE the ring buffer
+//! (default: spf's default).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,19 +18,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spf_pipeline::{Emitter, Source, SourceItem};
-use spf_probes::{DirectionFilter, UnixConfig};
+use spf_probes::{AttachSwitch, DirectionFilter, UnixConfig};
 
 // As in the spf binary: the reader allocates each event's buffer on one thread
 // and the consumer frees it on another.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn secs() -> Duration {
-    let s = std::env::var("SPF_BENCH_SECS")
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(3.0);
-    Duration::from_secs_f64(s)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pin_to_cpu0() {
@@ -37,10 +41,11 @@ fn pin_to_cpu0() {
     }
 }
 
-/// 64-byte request, 64-byte reply, over one socketpair: round trips per second.
+/// 64-byte request, 64-byte reply, over one socketpair: round trips per second
+/// and the bytes both ends moved (each round trip: two sends, two receives).
 /// Both ends are pinned to one CPU: whether the scheduler puts them on one core
 /// or two changes the rate twofold, which would drown what is measured.
-fn ping_pong(d: Duration) -> f64 {
+fn ping_pong(d: Duration) -> (f64, u64) {
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let echo = std::thread::spawn(move || {
         pin_to_cpu0();
@@ -64,11 +69,11 @@ fn ping_pong(d: Duration) -> f64 {
             }
             n += 256;
         }
-        n as f64 / start.elapsed().as_secs_f64()
+        (n as f64 / start.elapsed().as_secs_f64(), n * 4 * 64)
     });
-    let rate = pinger.join().unwrap();
+    let r = pinger.join().unwrap();
     echo.join().unwrap();
-    rate
+    r
 }
 
 /// 64 KiB writes, 64 KiB reads: MB/s through one socketpair.
@@ -133,15 +138,15 @@ fn dev_null(d: Duration) -> f64 {
     n as f64 / (thread_cpu() - cpu0).as_secs_f64().max(1e-9)
 }
 
-/// The probe, loaded with no filter but `direction`, and a consumer that takes
-/// every event.
+/// The probe, loaded with no filter but `direction`, a consumer that takes
+/// every event, and the switch for its hook.
 struct Running {
     rt: tokio::runtime::Runtime,
     stop: spf_pipeline::stage::tokio_stop::StopFlag,
     source: tokio::task::JoinHandle<Result<spf_pipeline::SourceSummary, spf_pipeline::SourceError>>,
     consumer: tokio::task::JoinHandle<()>,
+    switch: AttachSwitch,
     bytes: Arc<AtomicU64>,
-    events: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
 }
 
@@ -150,15 +155,12 @@ impl Running {
         let cfg = UnixConfig {
             include_self: true,
             direction,
-            // SPF_BENCH_RING_SIZE: how the drops change with the ring (the
-            // default ring is what the figures are for).
-            ring_size: std::env::var("SPF_BENCH_RING_SIZE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(spf_probes::DEFAULT_RING_SIZE),
+            ring_size: env_or("SPF_BENCH_RING_SIZE", spf_probes::DEFAULT_RING_SIZE),
             ..UnixConfig::default()
         };
-        let src = cfg.build_source().map_err(|e| e.to_string())?;
+        let mut src = cfg.build_source().map_err(|e| e.to_string())?;
+        let mut switch = src.attach_switch().map_err(|e| e.to_string())?;
+        switch.off();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -167,16 +169,14 @@ impl Running {
         let (em, mut rx, stop) = Emitter::channel(256);
         let source = rt.spawn(Box::new(src).run(em));
         let bytes = Arc::new(AtomicU64::new(0));
-        let events = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicU64::new(0));
-        let (b, e, l) = (bytes.clone(), events.clone(), lost.clone());
+        let (b, l) = (bytes.clone(), lost.clone());
         let consumer = rt.spawn(async move {
             while let Some(batch) = rx.recv().await {
                 for it in batch {
                     match it {
                         SourceItem::Event(ev) => {
                             b.fetch_add(ev.data.len() as u64, Ordering::Relaxed);
-                            e.fetch_add(1, Ordering::Relaxed);
                         }
                         SourceItem::Lost(x) => {
                             l.fetch_add(x.count, Ordering::Relaxed);
@@ -191,24 +191,32 @@ impl Running {
             stop,
             source,
             consumer,
+            switch,
             bytes,
-            events,
             lost,
         })
     }
 
-    fn lost_now(&self) -> u64 {
+    fn captured(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
 
-    fn counters(&self) -> (u64, u64) {
-        (
-            self.events.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+    /// Waits until the consumer has `want` more bytes than `from`, or a
+    /// little while; then once more for the reader to notice losses.
+    fn settle(&self, from: u64, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.captured() - from < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(30));
     }
 
-    fn stop(self) -> u64 {
+    fn stop(mut self) -> u64 {
+        self.switch.off();
         self.stop.set();
         let summary = self.rt.block_on(self.source).unwrap().unwrap();
         self.rt.block_on(self.consumer).unwrap();
@@ -216,152 +224,189 @@ impl Running {
     }
 }
 
-#[derive(Default, Clone, Copy)]
-struct Figures {
-    pp: f64,
-    bulk: f64,
-    /// Bulk with only the sending side captured, which holds every byte.
-    bulk_send: f64,
-    null: f64,
-}
-
-/// Runs the bulk transfer under `running` and waits until the consumer has
-/// what it will get: (MB/s, bytes captured, bytes sent, events lost meanwhile).
-fn bulk_captured(running: &Running, d: Duration, sides: u64) -> (f64, u64, u64, u64) {
-    let (_, b0) = running.counters();
-    let lost0 = running.lost_now();
-    let (rate, sent) = bulk(d);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while running.counters().1 - b0 < sides * sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Losses are counted by the kernel and noticed on the reader's next
-    // drain: give it one.
-    std::thread::sleep(Duration::from_millis(50));
-    let (_, b1) = running.counters();
-    (rate, b1 - b0, sides * sent, running.lost_now() - lost0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
+/// One workload's pairs: rates without and with the probe, bytes the
+/// consumer got and bytes it should have got, events lost.
+#[derive(Default)]
+struct Pairs {
+    without: Vec<f64>,
+    with: Vec<f64>,
+    captured: u64,
+    expected: u64,
+    lost: u64,
+}
+
+impl Pairs {
+    fn ratios(&self) -> Vec<f64> {
+        self.without
+            .iter()
+            .zip(&self.with)
+            .map(|(a, b)| b / a)
+            .collect()
+    }
+}
+
+/// Runs `work` in `pairs` pairs of slices, the hook detached for one and
+/// attached for the other, which one first alternating. `work` returns
+/// (rate, bytes the probe should capture from it).
+fn alternate(
+    direction: DirectionFilter,
+    pairs: usize,
+    slice: Duration,
+    work: &dyn Fn(Duration) -> (f64, u64),
+) -> Result<Pairs, String> {
+    let mut running = Running::start(direction)?;
+    // A first slice of each kind warms caches and the allocator.
+    work(slice / 4);
+    running.switch.on().map_err(|e| e.to_string())?;
+    let b0 = running.captured();
+    let (_, want) = work(slice / 4);
+    running.settle(b0, want);
+    running.switch.off();
+    if std::env::var_os("SPF_BENCH_VERBOSE").is_some() {
+        println!(
+            "  warm-up: captured {:.4}, lost {}",
+            (running.captured() - b0) as f64 / want.max(1) as f64,
+            running.lost()
+        );
+    }
+    let mut p = Pairs::default();
+    for i in 0..pairs {
+        for on in [i % 2 == 0, i % 2 == 1] {
+            if on {
+                running.switch.on().map_err(|e| e.to_string())?;
+                let (b0, l0) = (running.captured(), running.lost());
+                let (rate, want) = work(slice);
+                running.settle(b0, want);
+                running.switch.off();
+                if std::env::var_os("SPF_BENCH_VERBOSE").is_some() {
+                    println!(
+                        "  slice {i}: captured {:.4}, lost {}",
+                        (running.captured() - b0) as f64 / want.max(1) as f64,
+                        running.lost() - l0
+                    );
+                }
+                p.captured += running.captured() - b0;
+                p.expected += want;
+                p.with.push(rate);
+            } else {
+                p.without.push(work(slice).0);
+            }
+        }
+    }
+    // Every loss since the probe was loaded, warm-up included.
+    p.lost = running.stop();
+    Ok(p)
+}
+
 fn main() {
-    let d = secs();
-    let rounds: usize = std::env::var("SPF_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    // Quick looks at one workload: `cargo bench ... -- null` (or pingpong, bulk).
+    let pairs: usize = env_or("SPF_BENCH_PAIRS", 15);
+    let slice = Duration::from_secs_f64(env_or("SPF_BENCH_SLICE", 0.2));
+    // Quick looks at some workloads: `cargo bench ... -- null bulk`.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let want = |w: &str| only.is_empty() || only.iter().any(|o| o == w);
-    let dur = |w: &str| if want(w) { d } else { Duration::ZERO };
+    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
+        println!("probe unavailable: {reason}");
+        return;
+    }
     println!(
-        "probe benchmark: {rounds} rounds of (without spf, with spf), {:.1} s per measurement",
-        d.as_secs_f64()
+        "probe benchmark: {pairs} pairs of {:.2} s slices per workload (hook detached / attached)",
+        slice.as_secs_f64()
     );
-
-    let mut without = Vec::new();
-    let mut with = Vec::new();
-    let mut capture_notes = Vec::new();
-    for round in 0..rounds {
-        let mut base = Figures {
-            pp: ping_pong(dur("pingpong")),
-            bulk: bulk(dur("bulk")).0,
-            bulk_send: 0.0,
-            null: dev_null(dur("null")),
-        };
-        let running = match Running::start(DirectionFilter::Both) {
-            Ok(r) => r,
+    type Work = (
+        &'static str,
+        &'static str,
+        DirectionFilter,
+        fn(Duration) -> (f64, u64),
+    );
+    let works: [Work; 4] = [
+        (
+            "pingpong",
+            "(a) 64 B ping-pong, round trips/s",
+            DirectionFilter::Both,
+            ping_pong,
+        ),
+        (
+            "bulk",
+            "(b) 64 KiB bulk, MB/s, both sides",
+            DirectionFilter::Both,
+            |d| {
+                let (rate, sent) = bulk(d);
+                (rate, 2 * sent)
+            },
+        ),
+        (
+            "send",
+            "(b) 64 KiB bulk, MB/s, send side",
+            DirectionFilter::Send,
+            bulk,
+        ),
+        (
+            "null",
+            "(c) 64 B writes to /dev/null, writes/s",
+            DirectionFilter::Both,
+            |d| (dev_null(d), 0),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (key, name, dir, work) in works {
+        if !want(key) {
+            continue;
+        }
+        let p = match alternate(dir, pairs, slice, &work) {
+            Ok(p) => p,
             Err(e) => {
-                println!("probe unavailable, measured without spf only: {e}");
-                println!(
-                    "ping-pong {:.0} round trips/s, bulk {:.1} MB/s, /dev/null {:.0} writes/s",
-                    base.pp, base.bulk, base.null
-                );
+                println!("{name}: probe failed to start: {e}");
                 return;
             }
         };
-        let pp = ping_pong(dur("pingpong"));
-        let (bulk_rate, bulk_got, bulk_want, bulk_lost) = bulk_captured(&running, dur("bulk"), 2);
-        let null = dev_null(dur("null"));
-        let lost = running.stop();
-        // The same transfer with only its sending side captured, next to its
-        // own measurement without spf.
-        base.bulk_send = bulk(dur("bulk")).0;
-        let send_only = Running::start(DirectionFilter::Send).expect("probe loaded once already");
-        let (send_rate, send_got, send_want, send_lost) = bulk_captured(&send_only, dur("bulk"), 1);
-        send_only.stop();
-        let f = Figures {
-            pp,
-            bulk: bulk_rate,
-            bulk_send: send_rate,
-            null,
-        };
+        let r = p.ratios();
+        let mut sorted = r.clone();
+        sorted.sort_by(f64::total_cmp);
         println!(
-            "round {round}: ping-pong {:.0} -> {:.0} ({:.3}), bulk {:.1} -> {:.1} MB/s ({:.3}), send-only {:.1} -> {:.1} MB/s ({:.3}), /dev/null {:.0} -> {:.0} ({:.3})",
-            base.pp,
-            f.pp,
-            f.pp / base.pp,
-            base.bulk,
-            f.bulk,
-            f.bulk / base.bulk,
-            base.bulk_send,
-            f.bulk_send,
-            f.bulk_send / base.bulk_send,
-            base.null,
-            f.null,
-            f.null / base.null
-        );
-        capture_notes.push(format!(
-            "round {round}: bulk captured {bulk_got} of {bulk_want} bytes (send + recv), {bulk_lost} events lost during bulk, {lost} lost in the round; send-only captured {send_got} of {send_want} bytes, {send_lost} events lost"
-        ));
-        without.push(base);
-        with.push(f);
-    }
-    for n in &capture_notes {
-        println!("{n}");
-    }
-    let ratio = |g: fn(&Figures) -> f64| {
-        median(
-            without
+            "{name}: ratios {}",
+            sorted
                 .iter()
-                .zip(&with)
-                .map(|(a, b)| g(b) / g(a))
-                .collect(),
-        )
-    };
-    let med = |v: &[Figures], g: fn(&Figures) -> f64| median(v.iter().map(g).collect());
-    // Other processes only ever slow a measurement down, so the best of each
-    // side is the other figure worth reading on a shared machine.
-    let best = |v: &[Figures], g: fn(&Figures) -> f64| v.iter().map(g).fold(0.0, f64::max);
-    type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 4] = [
-        ("(a) 64 B ping-pong, round trips/s", |f| f.pp),
-        ("(b) 64 KiB bulk, MB/s", |f| f.bulk),
-        ("(b) 64 KiB bulk, send side only, MB/s", |f| f.bulk_send),
-        ("(c) 64 B writes to /dev/null, writes/s", |f| f.null),
-    ];
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        rows.push((
+            name,
+            p,
+            median(r),
+            sorted[sorted.len() / 4],
+            sorted[sorted.len() * 3 / 4],
+        ));
+    }
     println!();
     println!(
-        "{:<40} {:>12} {:>12} {:>8} {:>12} {:>12} {:>8}",
-        "workload", "median w/o", "median with", "ratio", "best w/o", "best with", "ratio"
+        "{:<40} {:>12} {:>12} {:>7} {:>13} {:>10} {:>8}",
+        "workload", "median w/o", "median with", "ratio", "ratio q1-q3", "captured", "lost"
     );
-    for (name, g) in rows {
-        let (b0, b1) = (best(&without, g), best(&with, g));
+    for (name, p, ratio, q1, q3) in rows {
+        let captured = if p.expected == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.4}", p.captured as f64 / p.expected as f64)
+        };
         println!(
-            "{:<40} {:>12.1} {:>12.1} {:>8.3} {:>12.1} {:>12.1} {:>8.3}",
+            "{:<40} {:>12.1} {:>12.1} {:>7.3} {:>6.3}-{:<6.3} {:>10} {:>8}",
             name,
-            med(&without, g),
-            med(&with, g),
-            ratio(g),
-            b0,
-            b1,
-            b1 / b0
+            median(p.without.clone()),
+            median(p.with.clone()),
+            ratio,
+            q1,
+            q3,
+            captured,
+            p.lost
         );
     }
 }

@@ -6,6 +6,7 @@
 //! through the skeleton that `build.rs` generates.
 
 mod config;
+mod pool;
 mod probe;
 mod proc_net;
 mod source;
@@ -26,7 +27,7 @@ mod skel {
 pub use config::{
     DEFAULT_RING_SIZE, DEFAULT_SNAPLEN, DirectionFilter, MAX_SNAPLEN, PathFilter, UnixConfig,
 };
-pub use probe::bpf_unavailable_reason;
+pub use probe::{AttachSwitch, bpf_unavailable_reason};
 pub use source::UnixSource;
 
 use spf_pipeline::config::Registry;

@@ -135,6 +135,16 @@ impl Probe {
         ring + self.skipped_runs()
     }
 
+    /// Takes the hook out of the skeleton into a switch (see [`AttachSwitch`]).
+    pub(crate) fn attach_switch(&mut self) -> std::io::Result<AttachSwitch> {
+        use std::os::fd::AsFd;
+        let prog = self.skel.progs.spf_sys_exit.as_fd().try_clone_to_owned()?;
+        Ok(AttachSwitch {
+            prog,
+            link: self.skel.links.spf_sys_exit.take().map(Hook::Skel),
+        })
+    }
+
     fn skipped_runs(&self) -> u64 {
         use std::os::fd::{AsFd, AsRawFd};
         let fd = self.skel.progs.spf_sys_exit.as_fd().as_raw_fd();
@@ -143,6 +153,53 @@ impl Probe {
         // SAFETY: `info` is a bpf_prog_info of `len` bytes for the kernel to fill.
         let r = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
         if r == 0 { info.recursion_misses } else { 0 }
+    }
+}
+
+enum Hook {
+    Skel(#[allow(dead_code, reason = "held: dropping it detaches the program")] libbpf_rs::Link),
+    Fd(#[allow(dead_code, reason = "held: closing it detaches the program")] std::os::fd::OwnedFd),
+}
+
+/// Detaches the probe's hook and attaches it again while the program stays
+/// loaded. Benchmarks use it to measure with and without the probe in quick
+/// alternation: a machine's speed drifts over seconds, and loading the program
+/// anew for every switch (the verifier alone takes a while) would make each
+/// pair of measurements seconds apart.
+#[doc(hidden)]
+pub struct AttachSwitch {
+    prog: std::os::fd::OwnedFd,
+    link: Option<Hook>,
+}
+
+impl AttachSwitch {
+    /// Whether the hook is attached now.
+    pub fn is_on(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Attaches the hook if it is not.
+    pub fn on(&mut self) -> std::io::Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        if self.link.is_some() {
+            return Ok(());
+        }
+        // A tp_btf program carries its tracepoint from load time: no name.
+        // SAFETY: plain syscall wrapper; a null name is allowed for tp_btf.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), self.prog.as_raw_fd())
+        };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd));
+        }
+        // SAFETY: the kernel just handed over this descriptor.
+        self.link = Some(Hook::Fd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+        Ok(())
+    }
+
+    /// Detaches the hook if it is attached.
+    pub fn off(&mut self) {
+        self.link = None;
     }
 }
 

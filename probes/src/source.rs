@@ -15,6 +15,7 @@ use spf_pipeline::{
 };
 
 use crate::config::UnixConfig;
+use crate::pool::Pool;
 use crate::probe::Probe;
 use crate::proc_net::Resolver;
 use crate::skel::types::{spf_chunk, spf_event, spf_event_flags, spf_rec_kind};
@@ -29,6 +30,9 @@ const F_CONN_BY_PATH: u32 = spf_event_flags::SPF_F_CONN_BY_PATH.0;
 
 /// Items per batch handed to the pipeline.
 const BATCH: usize = 1024;
+/// Data per batch: big events are handed on sooner, so that their buffers
+/// come back to the pool (see pool.rs) while the reader still needs them.
+const BATCH_BYTES: usize = 1 << 20;
 /// How long the reader sleeps between drains. The probe wakes it early only
 /// when the ring fills up (see wake_bytes), so this bounds both how late a
 /// small event is handed on and how late a stop is noticed.
@@ -46,14 +50,22 @@ impl UnixSource {
         Ok(UnixSource { cfg, probe })
     }
 
+    /// Hands over the probe's hook so that it can be turned off and on while
+    /// the source runs: for benchmarks only.
+    #[doc(hidden)]
+    pub fn attach_switch(&mut self) -> std::io::Result<crate::probe::AttachSwitch> {
+        self.probe.attach_switch()
+    }
+
     fn run_blocking(self, out: Emitter) -> Result<SourceSummary, SourceError> {
+        ask_for_short_slices();
         let conv = RefCell::new(Converter::new());
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.probe.skel.maps.spf_ring, |data: &[u8]| {
                 let mut c = conv.borrow_mut();
                 c.record(data);
-                if c.batch.len() >= BATCH {
+                if c.batch_full() {
                     let batch = c.take_batch();
                     // A refusal means shutdown; the loop below notices it.
                     let _ = out.blocking_send(batch);
@@ -139,6 +151,47 @@ impl Source for UnixSource {
     }
 }
 
+/// Asks the scheduler to run this thread soon after it wakes, in short turns.
+/// While a bulk transfer keeps every core busy, the reader otherwise waits
+/// behind the traced processes for a whole time slice (milliseconds), and
+/// they fill the ring meanwhile. A short slice request (Linux 6.12 and later)
+/// gives it earlier deadlines: it runs sooner, not more. Older kernels ignore
+/// the request; a process run under another policy is left as it is.
+fn ask_for_short_slices() {
+    /// struct sched_attr, as far as SCHED_ATTR_SIZE_VER0.
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    const SLICE_NS: u64 = 100_000;
+    // SAFETY: these calls only read and set this thread's scheduling
+    // attributes; `attr` outlives the call that reads it.
+    unsafe {
+        if libc::sched_getscheduler(0) != libc::SCHED_OTHER {
+            return;
+        }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: libc::SCHED_OTHER as u32,
+            flags: 0,
+            // Keep the nice value spf was started with.
+            nice: libc::getpriority(libc::PRIO_PROCESS, 0),
+            priority: 0,
+            runtime: SLICE_NS,
+            deadline: 0,
+            period: 0,
+        };
+        libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0);
+    }
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -165,11 +218,13 @@ struct Pending {
 /// on bytes.
 pub(crate) struct Converter {
     pub(crate) batch: Batch,
+    batch_bytes: usize,
     seq: u64,
     records: u64,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, measured once.
     wall_offset: i128,
     pending: HashMap<u32, Pending>,
+    pool: Pool,
     comms: HashMap<[u8; 16], Arc<str>>,
     paths: HashMap<Box<[u8]>, Arc<str>>,
     /// The last comm and path seen: consecutive events mostly share them, and
@@ -194,10 +249,12 @@ impl Converter {
         let mono2 = clock_ns(libc::CLOCK_MONOTONIC);
         Converter {
             batch: Vec::with_capacity(BATCH),
+            batch_bytes: 0,
             seq: 0,
             records: 0,
             wall_offset: real - (mono + mono2) / 2,
             pending: HashMap::new(),
+            pool: Pool::default(),
             comms: HashMap::new(),
             paths: HashMap::new(),
             last_comm: None,
@@ -242,15 +299,16 @@ impl Converter {
         let body = &data[hsize..];
         let body = &body[..(h.len as usize).min(body.len())];
         let records = self.records;
+        let pool = &self.pool;
         let p = self.pending.entry(h.tid).or_insert_with(|| Pending {
             cookie: h.cookie,
-            data: Vec::with_capacity(h.total as usize),
+            data: pool.take(h.total as usize),
             touched: records,
         });
         if p.cookie != h.cookie {
             // The header of the previous event of this thread never came.
             p.cookie = h.cookie;
-            p.data = Vec::with_capacity(h.total as usize);
+            p.data = pool.take(h.total as usize);
         }
         p.touched = records;
         p.data.extend_from_slice(body);
@@ -265,7 +323,7 @@ impl Converter {
         let h: spf_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
         let bytes = if h.flags & F_CHUNKED != 0 {
             match self.pending.remove(&h.tid) {
-                Some(p) if p.cookie == h.cookie => Bytes::from(p.data),
+                Some(p) if p.cookie == h.cookie => self.pool.bytes(p.data),
                 _ => Bytes::new(),
             }
         } else {
@@ -323,6 +381,7 @@ impl Converter {
             data: bytes,
             truncated,
         };
+        self.batch_bytes += ev.data.len();
         self.batch.push(SourceItem::Event(Arc::new(ev)));
     }
 
@@ -342,7 +401,12 @@ impl Converter {
                 }
             }
         }
-        std::mem::take(&mut self.batch)
+        self.batch_bytes = 0;
+        std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH))
+    }
+
+    pub(crate) fn batch_full(&self) -> bool {
+        self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES
     }
 
     fn comm(&mut self, raw: &[i8; 16]) -> Arc<str> {
