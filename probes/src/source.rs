@@ -27,6 +27,8 @@ const F_RECV: u32 = spf_event_flags::SPF_F_RECV.0;
 const F_TRUNCATED: u32 = spf_event_flags::SPF_F_TRUNCATED.0;
 const F_CHUNKED: u32 = spf_event_flags::SPF_F_CHUNKED.0;
 const F_CONN_BY_PATH: u32 = spf_event_flags::SPF_F_CONN_BY_PATH.0;
+/// Bytes of an event record's header: the struct up to its `path`.
+const EVENT_FIXED: usize = std::mem::offset_of!(spf_event, path);
 
 /// Items per batch handed to the pipeline.
 const BATCH: usize = 1024;
@@ -315,19 +317,28 @@ impl Converter {
     }
 
     fn event(&mut self, data: &[u8]) {
-        let hsize = std::mem::size_of::<spf_event>();
-        if data.len() < hsize {
+        // The record: the header up to `path`, then path_len bytes of path,
+        // then the data (see spf.h).
+        let Some(fixed) = data.get(..EVENT_FIXED) else {
             return;
+        };
+        let mut h = spf_event::default();
+        // SAFETY: the first EVENT_FIXED bytes of the plain C struct are its
+        // fields before `path`, whatever values they hold.
+        unsafe {
+            std::ptr::copy_nonoverlapping(fixed.as_ptr(), (&raw mut h).cast::<u8>(), EVENT_FIXED);
         }
-        // SAFETY: length checked; the struct is plain old data.
-        let h: spf_event = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        let rest = &data[EVENT_FIXED..];
+        let path_len = (h.path_len as usize).min(h.path.len()).min(rest.len());
+        h.path[..path_len].copy_from_slice(&rest[..path_len]);
+        h.path_len = path_len as u16;
+        let body = &rest[path_len..];
         let bytes = if h.flags & F_CHUNKED != 0 {
             match self.pending.remove(&h.tid) {
                 Some(p) if p.cookie == h.cookie => self.pool.bytes(p.data),
                 _ => Bytes::new(),
             }
         } else {
-            let body = &data[hsize..];
             Bytes::copy_from_slice(&body[..(h.captured as usize).min(body.len())])
         };
         let path = self.path(&h);
@@ -472,6 +483,14 @@ mod tests {
         .to_vec()
     }
 
+    /// An event record as the probe writes it.
+    fn wire(h: &spf_event) -> Vec<u8> {
+        let mut v = as_bytes(h);
+        v.truncate(EVENT_FIXED);
+        v.extend_from_slice(&h.path[..h.path_len as usize]);
+        v
+    }
+
     fn header(flags: u32, len: u64, captured: u64) -> spf_event {
         let mut h = spf_event {
             kind: REC_EVENT,
@@ -504,7 +523,7 @@ mod tests {
     #[test]
     fn inline_event() {
         let mut c = Converter::new();
-        let mut rec = as_bytes(&header(F_RECV, 5, 5));
+        let mut rec = wire(&header(F_RECV, 5, 5));
         rec.extend_from_slice(b"hello\0\0\0");
         c.record(&rec);
         let e = only_event(&mut c);
@@ -518,6 +537,30 @@ mod tests {
             (10, 11, 12, 42, 1)
         );
         assert!(e.time_ns > e.ts_ns);
+    }
+
+    #[test]
+    fn unnamed_event_has_its_data_right_after_the_header() {
+        let mut c = Converter::new();
+        let mut h = header(0, 3, 3);
+        h.path_len = 0;
+        let mut rec = wire(&h);
+        assert_eq!(rec.len(), EVENT_FIXED);
+        rec.extend_from_slice(b"xyz\0\0\0\0\0");
+        c.record(&rec);
+        let e = only_event(&mut c);
+        assert_eq!((&e.data[..], &*e.path), (&b"xyz"[..], ""));
+    }
+
+    #[test]
+    fn path_longer_than_the_record_is_cut_to_it() {
+        let mut c = Converter::new();
+        let mut h = header(0, 0, 0);
+        h.path_len = 100;
+        let mut rec = wire(&h);
+        rec.truncate(EVENT_FIXED + 4);
+        c.record(&rec);
+        assert_eq!(&*only_event(&mut c).path, "@abs");
     }
 
     #[test]
@@ -539,7 +582,7 @@ mod tests {
         c.record(&chunk(6, b"stale"));
         c.record(&chunk(7, b"abc"));
         c.record(&chunk(7, b"def"));
-        c.record(&as_bytes(&header(F_CHUNKED | F_TRUNCATED, 10, 6)));
+        c.record(&wire(&header(F_CHUNKED | F_TRUNCATED, 10, 6)));
         let e = only_event(&mut c);
         assert_eq!(&e.data[..], b"abcdef");
         assert!(e.truncated);
@@ -558,8 +601,8 @@ mod tests {
         recv.sock_type = 2;
         recv.conn = 77;
         recv.own_ino = 77;
-        c.record(&as_bytes(&send));
-        c.record(&as_bytes(&recv));
+        c.record(&wire(&send));
+        c.record(&wire(&recv));
         let batch = c.take_batch();
         let conns: Vec<u64> = batch
             .iter()
@@ -570,7 +613,7 @@ mod tests {
             .collect();
         assert_eq!(conns, [77, 77]);
         // Later sends to the same name resolve at once.
-        c.record(&as_bytes(&send));
+        c.record(&wire(&send));
         assert!(c.unresolved.is_empty());
         assert_eq!(only_event(&mut c).conn, 77);
     }

@@ -305,10 +305,20 @@ static __always_inline __u64 wake_flags(void)
 #define INLINE_MAX 4096
 #define CHUNK_MAX 32768
 
+/* Room for a named socket's path after the fixed header: SPF_PATH_MAX
+ * rounded up to the 8-byte steps it is copied in. */
+#define PATH_ROOM 112
+
+/* An event record carrying its data, for an unnamed socket and for a named
+ * one. Only what is used of them is written. */
 #define DEFINE_INLINE(N)                                                                   \
 	struct rec_event_##N {                                                              \
-		struct spf_event h;                                                         \
+		__u8 h[SPF_EVENT_FIXED];                                                    \
 		__u8 data[N];                                                               \
+	};                                                                                  \
+	struct rec_named_##N {                                                              \
+		__u8 h[SPF_EVENT_FIXED];                                                    \
+		__u8 rest[PATH_ROOM + N];                                                   \
 	}
 #define DEFINE_CHUNK(N)                                                                    \
 	struct rec_chunk_##N {                                                              \
@@ -432,27 +442,91 @@ static long copy_step(__u32 i, void *arg)
 	return 0;
 }
 
+/* Writes the path after a record's fixed header, 8 bytes at a time (the last
+ * step may write past it, into where the data goes next); returns its length. */
+static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
+{
+	__u32 pl = hdr->path_len;
+	if (pl > SPF_PATH_MAX)
+		pl = SPF_PATH_MAX;
+	for (int i = 0; i < PATH_ROOM / 8; i++) {
+		if (i * 8 >= pl)
+			break;
+		((__u64 *)dst)[i] = ((const __u64 *)hdr->path)[i];
+	}
+	return pl;
+}
+
+/* Fills a reserved event record: fixed header, then `n` bytes read from the
+ * process at `src` into `data`. */
+#define FILL_INLINE(rec, data, hdr, src, n)                                                \
+	({                                                                                  \
+		struct spf_event *__h = (void *)(rec);                                      \
+		__builtin_memcpy(__h, (hdr), SPF_EVENT_FIXED);                              \
+		if (bpf_probe_read_user((data), (n), (void *)(src))) {                      \
+			__h->flags |= SPF_F_FAULT | SPF_F_TRUNCATED;                        \
+			__h->captured = 0;                                                  \
+		} else {                                                                    \
+			__h->captured = (n);                                                \
+		}                                                                           \
+	})
+
+/* Emits an event record of size class N with its `n` (<= N) bytes of data.
+ * Returns 0, or -1 when the ring is full. */
 #define EMIT_INLINE(N, hdr, src, n)                                                        \
 	({                                                                                  \
 		int __r = 0;                                                                \
-		struct rec_event_##N *__rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*__rec), 0); \
-		if (!__rec) {                                                               \
-			__r = -1;                                                           \
-		} else {                                                                    \
-			__u32 __n = (n);                                                    \
-			if (__n > N)                                                        \
-				__n = N;                                                    \
-			__rec->h = *(hdr);                                                  \
-			if (bpf_probe_read_user(__rec->data, __n, (void *)(src))) {         \
-				__rec->h.flags |= SPF_F_FAULT | SPF_F_TRUNCATED;            \
-				__rec->h.captured = 0;                                      \
+		__u32 __n = (n);                                                            \
+		if (__n > N)                                                                \
+			__n = N;                                                            \
+		if ((hdr)->path_len == 0) {                                                 \
+			struct rec_event_##N *__rec =                                       \
+				bpf_ringbuf_reserve(&spf_ring, sizeof(*__rec), 0);          \
+			if (!__rec) {                                                       \
+				__r = -1;                                                   \
 			} else {                                                            \
-				__rec->h.captured = __n;                                    \
+				FILL_INLINE(__rec, __rec->data, hdr, src, __n);             \
+				bpf_ringbuf_submit(__rec, wake_flags());                    \
 			}                                                                   \
-			bpf_ringbuf_submit(__rec, wake_flags());                            \
+		} else {                                                                    \
+			struct rec_named_##N *__rec =                                       \
+				bpf_ringbuf_reserve(&spf_ring, sizeof(*__rec), 0);          \
+			if (!__rec) {                                                       \
+				__r = -1;                                                   \
+			} else {                                                            \
+				__u32 __pl = put_path(__rec->rest, hdr);                    \
+				FILL_INLINE(__rec, __rec->rest + __pl, hdr, src, __n);      \
+				bpf_ringbuf_submit(__rec, wake_flags());                    \
+			}                                                                   \
 		}                                                                           \
 		__r;                                                                        \
 	})
+
+/* The header record that follows a chunked event's data. Returns 0, or -1
+ * when the ring is full. */
+static __always_inline int emit_header(const struct spf_event *hdr)
+{
+	if (hdr->path_len == 0) {
+		struct rec_event_0 {
+			__u8 h[SPF_EVENT_FIXED];
+		} *rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*rec), 0);
+		if (!rec)
+			return -1;
+		__builtin_memcpy(rec, hdr, SPF_EVENT_FIXED);
+		bpf_ringbuf_submit(rec, wake_flags());
+		return 0;
+	}
+	struct rec_named_0 {
+		__u8 h[SPF_EVENT_FIXED];
+		__u8 rest[PATH_ROOM];
+	} *rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*rec), 0);
+	if (!rec)
+		return -1;
+	__builtin_memcpy(rec, hdr, SPF_EVENT_FIXED);
+	put_path(rec->rest, hdr);
+	bpf_ringbuf_submit(rec, wake_flags());
+	return 0;
+}
 
 static __always_inline void count_lost(void)
 {
@@ -529,14 +603,8 @@ static __noinline int emit_data(struct spf_event *hdr, __u64 addr, __u64 count, 
 		hdr->flags |= SPF_F_TRUNCATED;
 	if (c.flags & SPF_F_DROPPED)
 		count_lost();
-	struct spf_event *rec = bpf_ringbuf_reserve(&spf_ring, sizeof(*rec), 0);
-	if (!rec) {
-		if (!(c.flags & SPF_F_DROPPED))
-			count_lost();
-		return 0;
-	}
-	*rec = *hdr;
-	bpf_ringbuf_submit(rec, wake_flags());
+	if (emit_header(hdr) < 0 && !(c.flags & SPF_F_DROPPED))
+		count_lost();
 	return 0;
 }
 

@@ -44,6 +44,12 @@ enum spf_event_flags {
 	SPF_F_FAULT = 1 << 5,
 };
 
+/* An event record is the fixed part of this struct (everything before
+ * `path`, SPF_EVENT_FIXED bytes), then `path_len` bytes of path, then
+ * `captured` bytes of data (none if SPF_F_CHUNKED). The path is not sent in
+ * full: most sockets have none, and the bytes written per event are most of
+ * an event's cost (each cache line of the ring written is one the reader's
+ * core last held). */
 struct spf_event {
 	__u32 kind;
 	__u32 flags;
@@ -66,9 +72,12 @@ struct spf_event {
 	 * for abstract names; 0 for unnamed sockets. */
 	__u16 path_len;
 	char comm[SPF_COMM_LEN];
+	/* Must stay last: only `path_len` bytes of it are sent. */
 	__u8 path[SPF_PATH_MAX];
 	__u32 _pad;
 };
+
+#define SPF_EVENT_FIXED __builtin_offsetof(struct spf_event, path)
 
 struct spf_chunk {
 	__u32 kind;
