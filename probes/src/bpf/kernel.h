@@ -107,6 +107,9 @@ struct files_struct {
 
 struct task_struct {
 	struct files_struct *files;
+	int pid;
+	int tgid;
+	char comm[16];
 };
 
 struct upid {

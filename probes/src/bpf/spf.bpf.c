@@ -64,6 +64,7 @@ enum { DIR_SEND = 0, DIR_RECV = 1 };
 
 /* The data syscall being looked at, from its saved registers. */
 struct call {
+	struct task_struct *task;
 	struct sock *sk;
 	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array */
 	__u64 count;   /* buffer size, iovec count or message count */
@@ -99,6 +100,22 @@ struct {
 	__type(key, struct conn_key);
 	__type(value, struct conn_val);
 } spf_conns SEC(".maps");
+
+/* The last connection whose id was looked up on this CPU, with both inodes
+ * known: consecutive events mostly belong to one connection, and comparing
+ * four words is cheaper than a hash lookup. An id never changes once both
+ * inodes are known, so the copy cannot go stale. */
+struct conn_cache {
+	struct conn_key key;
+	struct conn_val val;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct conn_cache);
+} spf_conn_cache SEC(".maps");
 
 /* Per-CPU scratch for the event header being built: too big for the stack once
  * the copy loop's context is there too. */
@@ -885,6 +902,14 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 		val.ino_lo = pino;
 		val.ino_hi = own;
 	}
+	__u32 zero = 0;
+	struct conn_cache *cc = bpf_map_lookup_elem(&spf_conn_cache, &zero);
+	bool both = val.ino_lo && val.ino_hi;
+	if (cc && both && cc->key.lo == key.lo && cc->key.hi == key.hi &&
+	    cc->val.ino_lo == val.ino_lo && cc->val.ino_hi == val.ino_hi) {
+		hdr->conn = cc->val.conn;
+		return 0;
+	}
 	struct conn_val *cached = bpf_map_lookup_elem(&spf_conns, &key);
 	if (cached && same_ino(cached->ino_lo, val.ino_lo) && same_ino(cached->ino_hi, val.ino_hi)) {
 		hdr->conn = cached->conn;
@@ -893,12 +918,18 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 			cached->ino_lo = val.ino_lo;
 		if (!cached->ino_hi)
 			cached->ino_hi = val.ino_hi;
-		return 0;
+	} else {
+		hdr->conn = conn_of(own, pino);
+		val.conn = hdr->conn;
+		if (val.conn)
+			bpf_map_update_elem(&spf_conns, &key, &val, 0);
 	}
-	val.conn = conn_of(own, pino);
-	hdr->conn = val.conn;
-	if (val.conn)
-		bpf_map_update_elem(&spf_conns, &key, &val, 0);
+	if (cc && both) {
+		cc->key = key;
+		cc->val.conn = hdr->conn;
+		cc->val.ino_lo = val.ino_lo;
+		cc->val.ino_hi = val.ino_hi;
+	}
 	return 0;
 }
 
@@ -984,15 +1015,19 @@ static __noinline int handle_exit(struct call *st, long ret)
 	struct spf_event *hdr = bpf_map_lookup_elem(&spf_scratch, &zero);
 	if (!hdr)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct task_struct *task = st->task;
+	if (!task)
+		return 0;
 	__u8 dir = st->dir;
-	__builtin_memset(hdr, 0, sizeof(*hdr));
+	/* The path is read up to path_len only: no need to clear it. */
+	__builtin_memset(hdr, 0, SPF_EVENT_FIXED);
 	hdr->kind = SPF_REC_EVENT;
 	hdr->flags = dir == DIR_RECV ? SPF_F_RECV : 0;
 	hdr->ts_ns = bpf_ktime_get_ns();
-	hdr->pid = pid_tgid >> 32;
-	hdr->tid = (__u32)pid_tgid;
-	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
+	/* Plain loads from the current task rather than a helper call each. */
+	hdr->pid = task->tgid;
+	hdr->tid = task->pid;
+	__builtin_memcpy(hdr->comm, task->comm, sizeof(hdr->comm));
 	fill_meta(hdr, st->sk, dir);
 	if (spf_cfg.n_pids && dir == DIR_RECV && hdr->sock_type == 2 && hdr->path_len &&
 	    KREAD(struct unix_sock, st->sk, addr))
@@ -1065,10 +1100,11 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	int fd = (int)ARG1(regs);
 	if (fd < 0)
 		return 0;
-	if (spf_cfg.exclude_tgid && (bpf_get_current_pid_tgid() >> 32) == spf_cfg.exclude_tgid)
-		return 0;
-	struct sock *sk = unix_sock_of_fd(bpf_get_current_task_btf(), fd);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sock *sk = unix_sock_of_fd(task, fd);
 	if (!sk)
+		return 0;
+	if (spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
 		return 0;
 
 	/* A peek hands the same bytes over again on the next read: capture
@@ -1084,6 +1120,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	}
 
 	struct call c = {
+		.task = task,
 		.sk = sk,
 		.arg = ARG2(regs),
 		.count = ARG3(regs),
