@@ -49,7 +49,7 @@ enum spf_event_flags spf_event_flags_layout = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20);
+	__uint(max_entries, 32 << 20);
 } spf_ring SEC(".maps");
 
 enum call_kind {
