@@ -23,6 +23,7 @@ use crate::skel::types::{spf_chunk, spf_event, spf_event_flags, spf_rec_kind};
 // The record kinds and flags, from the C header through the skeleton.
 const REC_EVENT: u32 = spf_rec_kind::SPF_REC_EVENT.0;
 const REC_CHUNK: u32 = spf_rec_kind::SPF_REC_CHUNK.0;
+const REC_CLOSED: u32 = spf_rec_kind::SPF_REC_CLOSED.0;
 const F_RECV: u32 = spf_event_flags::SPF_F_RECV.0;
 const F_TRUNCATED: u32 = spf_event_flags::SPF_F_TRUNCATED.0;
 const F_CHUNKED: u32 = spf_event_flags::SPF_F_CHUNKED.0;
@@ -287,6 +288,7 @@ impl Converter {
         match kind {
             REC_CHUNK => self.chunk(data),
             REC_EVENT => self.event(data),
+            REC_CLOSED => self.closed(data),
             _ => {}
         }
     }
@@ -316,18 +318,35 @@ impl Converter {
         p.data.extend_from_slice(body);
     }
 
-    fn event(&mut self, data: &[u8]) {
-        // The record: the header up to `path`, then path_len bytes of path,
-        // then the data (see spf.h).
-        let Some(fixed) = data.get(..EVENT_FIXED) else {
-            return;
-        };
+    /// The fixed part of an event header, if the record holds one.
+    fn fixed_header(data: &[u8]) -> Option<spf_event> {
+        let fixed = data.get(..EVENT_FIXED)?;
         let mut h = spf_event::default();
         // SAFETY: the first EVENT_FIXED bytes of the plain C struct are its
         // fields before `path`, whatever values they hold.
         unsafe {
             std::ptr::copy_nonoverlapping(fixed.as_ptr(), (&raw mut h).cast::<u8>(), EVENT_FIXED);
         }
+        Some(h)
+    }
+
+    fn closed(&mut self, data: &[u8]) {
+        if let Some(h) = Self::fixed_header(data) {
+            if h.conn != 0 {
+                self.batch.push(SourceItem::Closed {
+                    conn: h.conn,
+                    ts_ns: h.ts_ns,
+                });
+            }
+        }
+    }
+
+    fn event(&mut self, data: &[u8]) {
+        // The record: the header up to `path`, then path_len bytes of path,
+        // then the data (see spf.h).
+        let Some(mut h) = Self::fixed_header(data) else {
+            return;
+        };
         let rest = &data[EVENT_FIXED..];
         let path_len = (h.path_len as usize).min(h.path.len()).min(rest.len());
         h.path[..path_len].copy_from_slice(&rest[..path_len]);
@@ -537,6 +556,25 @@ mod tests {
             (10, 11, 12, 42, 1)
         );
         assert!(e.time_ns > e.ts_ns);
+    }
+
+    #[test]
+    fn closed_record_becomes_a_closed_item() {
+        let mut c = Converter::new();
+        let mut h = header(F_RECV, 0, 0);
+        h.kind = REC_CLOSED;
+        c.record(&wire(&h));
+        h.conn = 0;
+        c.record(&wire(&h));
+        let items = c.take_batch();
+        assert_eq!(items.len(), 1, "a record without a connection is dropped");
+        assert!(matches!(
+            items[0],
+            SourceItem::Closed {
+                conn: 42,
+                ts_ns: 1000
+            }
+        ));
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct Capture {
 struct Captured {
     events: Vec<Arc<Event>>,
     lost: Vec<Lost>,
+    /// (conn, ts_ns) of every connection reported closed.
+    closed: Vec<(u64, u64)>,
     summary: SourceSummary,
 }
 
@@ -106,6 +108,7 @@ impl Capture {
         let items = self.rt.block_on(self.collect).expect("collector task");
         let mut events = Vec::new();
         let mut lost = Vec::new();
+        let mut closed = Vec::new();
         let mut last_seq = 0;
         for it in items {
             match it {
@@ -119,12 +122,13 @@ impl Capture {
                     events.push(e);
                 }
                 SourceItem::Lost(l) => lost.push(l),
-                SourceItem::Closed { .. } => {}
+                SourceItem::Closed { conn, ts_ns } => closed.push((conn, ts_ns)),
             }
         }
         Captured {
             events,
             lost,
+            closed,
             summary,
         }
     }
@@ -1569,4 +1573,56 @@ fn connections_one_after_another_get_their_own_ids() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let (c, d) = socketpair(libc::SOCK_STREAM);
+    let (ab, cd) = (conn_of(a, b), conn_of(c, d));
+    let Some(cap) = start(
+        "a_peer_closing_ends_the_connection_and_a_half_close_does_not",
+        UnixConfig {
+            pids: vec![pid()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    c_write(a, b"bye");
+    assert_eq!(c_read_exact(b, 3), b"bye");
+    close(a);
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into a buffer of the given size.
+    let n = unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(n, 0, "end-of-file after the peer closed");
+    // A half close: d reads end-of-file but may still send.
+    // SAFETY: plain syscall on an fd this test owns.
+    assert_eq!(unsafe { libc::shutdown(c, libc::SHUT_WR) }, 0);
+    // SAFETY: as above.
+    let n = unsafe { libc::read(d, buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(n, 0);
+    c_write(d, b"still here");
+    assert_eq!(c_read_exact(c, 10), b"still here");
+    let c2 = cap.finish();
+    close(b);
+    close(c);
+    close(d);
+    c2.assert_no_loss();
+
+    let closes: Vec<_> = c2.closed.iter().filter(|(k, _)| *k == ab).collect();
+    assert_eq!(closes.len(), 1, "one close for the pair: {:?}", c2.closed);
+    let last_data = c2.of_conn(ab).iter().map(|e| e.ts_ns).max().unwrap();
+    assert!(closes[0].1 >= last_data, "the close comes after the data");
+    assert!(
+        !c2.closed.iter().any(|(k, _)| *k == cd),
+        "a half close is no close: {:?}",
+        c2.closed
+    );
+    let sent = c2
+        .of_conn(cd)
+        .into_iter()
+        .filter(|e| e.dir == Direction::Send);
+    assert_eq!(stream(sent), b"still here");
 }

@@ -130,6 +130,7 @@ struct sock {
 	struct sock_common __sk_common;
 	struct socket *sk_socket;
 	__u16 sk_type;
+	__u8 sk_shutdown;
 	struct pid *sk_peer_pid;
 };
 

@@ -19,6 +19,9 @@
 #include <bpf/bpf_core_read.h>
 #include "spf.h"
 
+/* sk_shutdown bits: RCV_SHUTDOWN | SEND_SHUTDOWN. */
+#define SHUTDOWN_MASK 3
+
 /* Reads `ptr->field` of a kernel object of type `type`: a plain load where the
  * kernel lets programs cast pointers (bpf_rdonly_cast, Linux 6.2+), a
  * bpf_probe_read_kernel call elsewhere. Every event reads a dozen fields, and
@@ -1007,27 +1010,56 @@ static long mmsg_step(__u32 i, void *arg)
 	return 0;
 }
 
-static __noinline int handle_exit(struct call *st, long ret)
+/* The per-CPU header, started for an event of the current task. */
+static __always_inline struct spf_event *start_header(struct task_struct *task, __u32 kind, __u8 dir)
 {
-	if (!st)
-		return 0;
 	__u32 zero = 0;
 	struct spf_event *hdr = bpf_map_lookup_elem(&spf_scratch, &zero);
-	if (!hdr)
-		return 0;
-	struct task_struct *task = st->task;
-	if (!task)
-		return 0;
-	__u8 dir = st->dir;
+	if (!hdr || !task)
+		return NULL;
 	/* The path is read up to path_len only: no need to clear it. */
 	__builtin_memset(hdr, 0, SPF_EVENT_FIXED);
-	hdr->kind = SPF_REC_EVENT;
+	hdr->kind = kind;
 	hdr->flags = dir == DIR_RECV ? SPF_F_RECV : 0;
 	hdr->ts_ns = bpf_ktime_get_ns();
 	/* Plain loads from the current task rather than a helper call each. */
 	hdr->pid = task->tgid;
 	hdr->tid = task->pid;
 	__builtin_memcpy(hdr->comm, task->comm, sizeof(hdr->comm));
+	return hdr;
+}
+
+/* A read returned end-of-file. When the peer has closed (its close shuts this
+ * end both ways; a shutdown(SHUT_WR) only for receiving), the connection is
+ * over: decoders can let go of its state now instead of when it goes idle. */
+static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
+{
+	if (!task || !sk)
+		return 0;
+	__u16 type = KREAD(struct sock, sk, sk_type);
+	if (type == 2 /* SOCK_DGRAM */)
+		return 0;
+	if ((KREAD(struct sock, sk, sk_shutdown) & SHUTDOWN_MASK) != SHUTDOWN_MASK)
+		return 0;
+	struct spf_event *hdr = start_header(task, SPF_REC_CLOSED, DIR_RECV);
+	if (!hdr)
+		return 0;
+	fill_meta(hdr, sk, DIR_RECV);
+	if (!match_filters(hdr))
+		return 0;
+	if (emit_header(hdr) < 0)
+		count_lost();
+	return 0;
+}
+
+static __noinline int handle_exit(struct call *st, long ret)
+{
+	if (!st)
+		return 0;
+	__u8 dir = st->dir;
+	struct spf_event *hdr = start_header(st->task, SPF_REC_EVENT, dir);
+	if (!hdr)
+		return 0;
 	fill_meta(hdr, st->sk, dir);
 	if (spf_cfg.n_pids && dir == DIR_RECV && hdr->sock_type == 2 && hdr->path_len &&
 	    KREAD(struct unix_sock, st->sk, addr))
@@ -1093,9 +1125,15 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	int kind = classify(nr, &dir);
 	if (kind == K_NONE)
 		return 0;
-	if (ret <= 0 || !NATIVE_SYSCALL(regs))
+	if (ret < 0 || !NATIVE_SYSCALL(regs))
 		return 0;
-	if (!(spf_cfg.dir_mask & (1u << dir)))
+	/* A read of nothing is end-of-file (recvmmsg's 0 is no message, and
+	 * a zero-length datagram is not an end either: see handle_eof). It is
+	 * looked at whichever directions are captured. */
+	bool eof = ret == 0;
+	if (eof && (dir != DIR_RECV || kind == K_MMSG))
+		return 0;
+	if (!eof && !(spf_cfg.dir_mask & (1u << dir)))
 		return 0;
 	int fd = (int)ARG1(regs);
 	if (fd < 0)
@@ -1118,6 +1156,8 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 		if (flags & MSG_PEEK)
 			return 0;
 	}
+	if (eof)
+		return handle_eof(task, sk);
 
 	struct call c = {
 		.task = task,

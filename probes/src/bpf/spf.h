@@ -26,6 +26,9 @@ enum spf_rec_kind {
 	/* struct spf_chunk, then `len` bytes: part of the data of the next
 	 * event of the same tid with the same cookie. */
 	SPF_REC_CHUNK = 2,
+	/* The fixed part of struct spf_event: the connection ended. Sent when a
+	 * stream or seqpacket socket reads end-of-file after its peer closed. */
+	SPF_REC_CLOSED = 3,
 };
 
 enum spf_event_flags {
