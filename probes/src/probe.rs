@@ -138,10 +138,18 @@ impl Probe {
     /// Takes the hook out of the skeleton into a switch (see [`AttachSwitch`]).
     pub(crate) fn attach_switch(&mut self) -> std::io::Result<AttachSwitch> {
         use std::os::fd::AsFd;
+        // A second switch would attach the program a second time: every
+        // event twice.
+        let link = self.skel.links.spf_sys_exit.take().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the probe's hook was handed out already",
+            )
+        })?;
         let prog = self.skel.progs.spf_sys_exit.as_fd().try_clone_to_owned()?;
         Ok(AttachSwitch {
             prog,
-            link: self.skel.links.spf_sys_exit.take().map(Hook::Skel),
+            link: Some(Hook::Skel(link)),
         })
     }
 

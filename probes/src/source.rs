@@ -432,6 +432,11 @@ impl Converter {
             }
         }
         self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            // The reader polls every few milliseconds while idle: hand over
+            // an empty batch without allocating a new one.
+            return Vec::new();
+        }
         std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH))
     }
 

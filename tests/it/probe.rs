@@ -1592,8 +1592,13 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
     };
     c_write(a, b"bye");
     assert_eq!(c_read_exact(b, 3), b"bye");
+    c_write(a, b"later");
     close(a);
     let mut buf = [0u8; 8];
+    // A read of zero bytes returns 0 while data still waits: no end yet.
+    // SAFETY: a read of zero bytes into a valid buffer.
+    assert_eq!(unsafe { libc::read(b, buf.as_mut_ptr().cast(), 0) }, 0);
+    assert_eq!(c_read_exact(b, 5), b"later");
     // SAFETY: reading into a buffer of the given size.
     let n = unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) };
     assert_eq!(n, 0, "end-of-file after the peer closed");
@@ -1612,6 +1617,11 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
     c2.assert_no_loss();
 
     let closes: Vec<_> = c2.closed.iter().filter(|(k, _)| *k == ab).collect();
+    let recv_ab = c2
+        .of_conn(ab)
+        .into_iter()
+        .filter(|e| e.dir == Direction::Recv);
+    assert_eq!(stream(recv_ab), b"byelater");
     assert_eq!(closes.len(), 1, "one close for the pair: {:?}", c2.closed);
     let last_data = c2.of_conn(ab).iter().map(|e| e.ts_ns).max().unwrap();
     assert!(closes[0].1 >= last_data, "the close comes after the data");
@@ -1625,4 +1635,48 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
         .into_iter()
         .filter(|e| e.dir == Direction::Send);
     assert_eq!(stream(sent), b"still here");
+}
+
+#[test]
+fn an_empty_seqpacket_message_is_no_end() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_SEQPACKET);
+    let conn = conn_of(a, b);
+    let Some(cap) = start(
+        "an_empty_seqpacket_message_is_no_end",
+        UnixConfig {
+            pids: vec![pid()],
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    // SAFETY: a send of zero bytes from a valid pointer.
+    assert_eq!(unsafe { libc::send(a, b"".as_ptr().cast(), 0, 0) }, 0);
+    c_write(a, b"after");
+    close(a);
+    let mut buf = [0u8; 16];
+    let mut got = Vec::new();
+    loop {
+        // SAFETY: reading into a buffer of the given size.
+        let n = unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(n >= 0);
+        got.push(buf[..n as usize].to_vec());
+        if got.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(got, [b"".to_vec(), b"after".to_vec(), b"".to_vec()]);
+    let c = cap.finish();
+    close(b);
+    c.assert_no_loss();
+    let closes: Vec<_> = c.closed.iter().filter(|(k, _)| *k == conn).collect();
+    assert_eq!(
+        closes.len(),
+        1,
+        "only the last read is the end: {:?}",
+        c.closed
+    );
+    let last = c.of_conn(conn).iter().map(|e| e.ts_ns).max().unwrap();
+    assert!(closes[0].1 >= last);
 }

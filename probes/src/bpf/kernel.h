@@ -126,8 +126,13 @@ struct sock_common {
 
 struct socket;
 
+struct sk_buff_head {
+	__u32 qlen;
+};
+
 struct sock {
 	struct sock_common __sk_common;
+	struct sk_buff_head sk_receive_queue;
 	struct socket *sk_socket;
 	__u16 sk_type;
 	__u8 sk_shutdown;

@@ -106,11 +106,15 @@ struct {
 
 /* The last connection whose id was looked up on this CPU, with both inodes
  * known: consecutive events mostly belong to one connection, and comparing
- * four words is cheaper than a hash lookup. An id never changes once both
- * inodes are known, so the copy cannot go stale. */
+ * four words is cheaper than a hash lookup. Only an id that is the lower of
+ * the two inodes is kept here, the id the hash would give again should it
+ * have forgotten the connection; and every 64th hit still goes to the hash,
+ * so that a busy connection stays recent there (the close record, read when
+ * the peer's inode is gone, needs it). */
 struct conn_cache {
 	struct conn_key key;
 	struct conn_val val;
+	__u64 hits;
 };
 
 struct {
@@ -775,7 +779,10 @@ static __noinline bool path_matches(const __u8 *path, __u32 path_len)
 	return false;
 }
 
-static __always_inline bool match_filters(struct spf_event *hdr)
+/* Whether the event passes the filters. `conn_level`: the record is about
+ * the connection, not one thread's syscall: the comm filter, which names the
+ * threads whose traffic is kept, does not apply. */
+static __always_inline bool match_filters_of(struct spf_event *hdr, bool conn_level)
 {
 	if (spf_cfg.n_pids) {
 		bool ok = false;
@@ -803,7 +810,7 @@ static __always_inline bool match_filters(struct spf_event *hdr)
 		if (!ok)
 			return false;
 	}
-	if (spf_cfg.n_comms) {
+	if (spf_cfg.n_comms && !conn_level) {
 		bool ok = false;
 		for (int i = 0; i < SPF_MAX_COMMS; i++) {
 			if (i >= spf_cfg.n_comms)
@@ -835,6 +842,11 @@ static __always_inline bool match_filters(struct spf_event *hdr)
 			return false;
 	}
 	return true;
+}
+
+static __always_inline bool match_filters(struct spf_event *hdr)
+{
+	return match_filters_of(hdr, false);
 }
 
 /* The event's path: the socket's own name, else its peer's. With path filters
@@ -909,7 +921,7 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 	struct conn_cache *cc = bpf_map_lookup_elem(&spf_conn_cache, &zero);
 	bool both = val.ino_lo && val.ino_hi;
 	if (cc && both && cc->key.lo == key.lo && cc->key.hi == key.hi &&
-	    cc->val.ino_lo == val.ino_lo && cc->val.ino_hi == val.ino_hi) {
+	    cc->val.ino_lo == val.ino_lo && cc->val.ino_hi == val.ino_hi && (++cc->hits & 63)) {
 		hdr->conn = cc->val.conn;
 		return 0;
 	}
@@ -927,7 +939,7 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 		if (val.conn)
 			bpf_map_update_elem(&spf_conns, &key, &val, 0);
 	}
-	if (cc && both) {
+	if (cc && both && hdr->conn == conn_of(own, pino)) {
 		cc->key = key;
 		cc->val.conn = hdr->conn;
 		cc->val.ino_lo = val.ino_lo;
@@ -1041,11 +1053,15 @@ static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
 		return 0;
 	if ((KREAD(struct sock, sk, sk_shutdown) & SHUTDOWN_MASK) != SHUTDOWN_MASK)
 		return 0;
+	/* Nothing read although data waits: a read of zero bytes, or a
+	 * seqpacket message of none. */
+	if (KREAD(struct sock, sk, sk_receive_queue.qlen))
+		return 0;
 	struct spf_event *hdr = start_header(task, SPF_REC_CLOSED, DIR_RECV);
 	if (!hdr)
 		return 0;
 	fill_meta(hdr, sk, DIR_RECV);
-	if (!match_filters(hdr))
+	if (!match_filters_of(hdr, true))
 		return 0;
 	if (emit_header(hdr) < 0)
 		count_lost();

@@ -21,13 +21,16 @@
 
 /* Ring records. Every record starts with a __u32 kind. */
 enum spf_rec_kind {
-	/* struct spf_event, then `captured` bytes of data unless SPF_F_CHUNKED. */
+	/* The fixed part of struct spf_event, `path_len` bytes of path, then
+	 * `captured` bytes of data unless SPF_F_CHUNKED (see struct spf_event). */
 	SPF_REC_EVENT = 1,
 	/* struct spf_chunk, then `len` bytes: part of the data of the next
 	 * event of the same tid with the same cookie. */
 	SPF_REC_CHUNK = 2,
-	/* The fixed part of struct spf_event: the connection ended. Sent when a
-	 * stream or seqpacket socket reads end-of-file after its peer closed. */
+	/* An event header without data (path as for SPF_REC_EVENT): the
+	 * connection ended. Sent when a stream or seqpacket socket whose peer
+	 * closed reads nothing and has nothing left to read; it may come more
+	 * than once for one connection. */
 	SPF_REC_CLOSED = 3,
 };
 
