@@ -993,87 +993,11 @@ fn http2_is_registered() {
 
 // ---- live capture with the real probe ----
 
-static LIVE_LOCK: Mutex<()> = Mutex::new(());
-
-/// A running `unix` source filtered on one socket path, on its own runtime.
-struct Live {
-    rt: tokio::runtime::Runtime,
-    source: tokio::task::JoinHandle<Result<spf_pipeline::SourceSummary, spf_pipeline::SourceError>>,
-    collect: tokio::task::JoinHandle<Vec<spf_pipeline::SourceItem>>,
-    stop: spf_pipeline::stage::tokio_stop::StopFlag,
-}
-
-fn live_start(name: &str, path: &std::path::Path) -> Option<Live> {
-    use spf_pipeline::Source as _;
-    let required = std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1");
-    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
-        assert!(
-            !required,
-            "{name}: BPF required (SPF_REQUIRE_BPF=1) but unavailable: {reason}"
-        );
-        eprintln!("skipping {name}: {reason}");
-        return None;
-    }
-    let cfg = spf_probes::UnixConfig {
-        paths: vec![spf_probes::PathFilter::parse(path.to_str().unwrap()).unwrap()],
-        // The server runs in this process.
-        include_self: true,
-        ..spf_probes::UnixConfig::default()
-    };
-    let source = match cfg.build_source() {
-        Ok(s) => s,
-        Err(e) => {
-            assert!(
-                !required,
-                "{name}: BPF required (SPF_REQUIRE_BPF=1) but the probe failed: {e}"
-            );
-            eprintln!("skipping {name}: {e}");
-            return None;
-        }
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (emitter, mut rx, stop) = spf_pipeline::Emitter::channel(64);
-    let source = rt.spawn(Box::new(source).run(emitter));
-    let collect = rt.spawn(async move {
-        let mut all = Vec::new();
-        while let Some(batch) = rx.recv().await {
-            all.extend(batch);
-        }
-        all
-    });
-    Some(Live {
-        rt,
-        source,
-        collect,
-        stop,
-    })
-}
-
-impl Live {
-    fn finish(self) -> Vec<Arc<Event>> {
-        self.stop.set();
-        let summary = self.rt.block_on(self.source).unwrap().unwrap();
-        assert_eq!(summary.lost, 0, "the probe lost events");
-        let items = self.rt.block_on(self.collect).unwrap();
-        items
-            .into_iter()
-            .filter_map(|i| match i {
-                spf_pipeline::SourceItem::Event(e) => Some(e),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
 /// curl (its own process) against a hyper server in this process, captured by
 /// the eBPF probe: both ends' views decode to exactly what each peer sent.
 #[test]
 fn live_probe_curl_against_hyper() {
-    let _g = LIVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = crate::capture::lock();
     if !curl_has_http2() {
         eprintln!("skipping live_probe_curl_against_hyper: curl without HTTP/2 support");
         return;
@@ -1089,7 +1013,11 @@ fn live_probe_curl_against_hyper() {
         let _e = rt.enter();
         UnixListener::bind(&sock).unwrap()
     };
-    let Some(live) = live_start("live_probe_curl_against_hyper", &sock) else {
+    let cfg = spf_probes::UnixConfig {
+        paths: vec![spf_probes::PathFilter::parse(sock.to_str().unwrap()).unwrap()],
+        ..spf_probes::UnixConfig::default()
+    };
+    let Some(live) = crate::capture::start("live_probe_curl_against_hyper", cfg) else {
         return;
     };
     let seen = {
@@ -1125,7 +1053,9 @@ fn live_probe_curl_against_hyper() {
         );
         received.extend(parse_curl_dump(&std::fs::read_to_string(&dump).unwrap()));
     }
-    let events = live.finish();
+    let captured = live.finish();
+    captured.assert_no_loss();
+    let events = captured.events;
     drop(rt);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
@@ -1163,14 +1093,8 @@ fn live_probe_curl_against_hyper() {
 /// with no error and no placeholder.
 #[test]
 fn spf_demo_shows_the_grpc_conversation() {
-    let _g = LIVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let required = std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1");
-    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
-        assert!(
-            !required,
-            "spf demo: BPF required (SPF_REQUIRE_BPF=1) but unavailable: {reason}"
-        );
-        eprintln!("skipping spf_demo_shows_the_grpc_conversation: {reason}");
+    let _g = crate::capture::lock();
+    if !crate::capture::bpf_ready("spf_demo_shows_the_grpc_conversation") {
         return;
     }
     let out = crate::util::spf_output(&["demo", "--ndjson"]);

@@ -1,5 +1,6 @@
 //! spf's one integration test binary: real processes, real sockets, real files.
 
+mod capture;
 mod util;
 
 mod http2;

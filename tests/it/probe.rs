@@ -1,10 +1,8 @@
 //! The `unix` source with the real BPF probe: real sockets of every kind, real
 //! peers (Rust std, raw libc calls, a Python process), every byte compared.
 //!
-//! BPF programs see the whole machine, and the other tests of this binary run in
-//! threads of this same process, so every test filters tightly (a unique path, a
-//! connection's socket inodes, a thread name) and one lock keeps probe tests from
-//! overlapping.
+//! Captures are started with the helpers in `capture.rs`, which say how tests
+//! keep out of each other's way.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -13,137 +11,13 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use spf_pipeline::{Direction, Emitter, Event, Lost, SockKind, Source, SourceItem, SourceSummary};
+use spf_pipeline::{Direction, Event, SockKind};
 use spf_probes::{DirectionFilter, PathFilter, UnixConfig};
 
+use crate::capture::{Captured, lock, required, start};
 use crate::util::test_bytes;
-
-static PROBE_LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    PROBE_LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn required() -> bool {
-    std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1")
-}
-
-/// A running capture: the source on its own runtime, a task collecting what it
-/// hands over.
-struct Capture {
-    rt: tokio::runtime::Runtime,
-    source: tokio::task::JoinHandle<Result<SourceSummary, spf_pipeline::SourceError>>,
-    collect: tokio::task::JoinHandle<Vec<SourceItem>>,
-    stop: spf_pipeline::stage::tokio_stop::StopFlag,
-}
-
-struct Captured {
-    events: Vec<Arc<Event>>,
-    lost: Vec<Lost>,
-    /// (conn, ts_ns) of every connection reported closed.
-    closed: Vec<(u64, u64)>,
-    summary: SourceSummary,
-}
-
-/// Starts a capture, or returns None (after saying why) where BPF cannot run
-/// and the environment does not require it.
-fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
-    cfg.include_self = true;
-    if !crate::util::bpf_available(name) {
-        return None;
-    }
-    if let Some(reason) = spf_probes::bpf_unavailable_reason() {
-        assert!(
-            !required(),
-            "{name}: BPF required (SPF_REQUIRE_BPF=1) but unavailable: {reason}"
-        );
-        eprintln!("skipping {name}: {reason}");
-        return None;
-    }
-    let source = match cfg.build_source() {
-        Ok(s) => s,
-        Err(e) => {
-            assert!(
-                !required(),
-                "{name}: BPF required (SPF_REQUIRE_BPF=1) but the probe failed: {e}"
-            );
-            eprintln!("skipping {name}: {e}");
-            return None;
-        }
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (emitter, mut rx, stop) = Emitter::channel(64);
-    let source = rt.spawn(Box::new(source).run(emitter));
-    let collect = rt.spawn(async move {
-        let mut all = Vec::new();
-        while let Some(batch) = rx.recv().await {
-            all.extend(batch);
-        }
-        all
-    });
-    Some(Capture {
-        rt,
-        source,
-        collect,
-        stop,
-    })
-}
-
-impl Capture {
-    /// Stops the source. Every syscall made before this call has already passed
-    /// its tracepoint, so the source's last drain sees all of it.
-    fn finish(self) -> Captured {
-        self.stop.set();
-        let summary = self
-            .rt
-            .block_on(self.source)
-            .expect("source task")
-            .expect("source result");
-        let items = self.rt.block_on(self.collect).expect("collector task");
-        let mut events = Vec::new();
-        let mut lost = Vec::new();
-        let mut closed = Vec::new();
-        let mut last_seq = 0;
-        for it in items {
-            match it {
-                SourceItem::Event(e) => {
-                    assert!(
-                        e.seq > last_seq,
-                        "seq must strictly increase: {} after {last_seq}",
-                        e.seq
-                    );
-                    last_seq = e.seq;
-                    events.push(e);
-                }
-                SourceItem::Lost(l) => lost.push(l),
-                SourceItem::Closed { conn, ts_ns } => closed.push((conn, ts_ns)),
-            }
-        }
-        Captured {
-            events,
-            lost,
-            closed,
-            summary,
-        }
-    }
-}
-
-impl Captured {
-    fn of_conn(&self, conn: u64) -> Vec<&Arc<Event>> {
-        self.events.iter().filter(|e| e.conn == conn).collect()
-    }
-
-    fn assert_no_loss(&self) {
-        assert!(self.lost.is_empty(), "lost: {:?}", self.lost);
-        assert_eq!(self.summary.lost, 0);
-    }
-}
 
 /// Concatenated captured data of the events matching `f`, checking that none was
 /// cut short.
@@ -187,6 +61,14 @@ fn path_cfg(p: &str) -> UnixConfig {
     }
 }
 
+/// Only this process's traffic (either end).
+fn own_pid() -> UnixConfig {
+    UnixConfig {
+        pids: vec![pid()],
+        ..Default::default()
+    }
+}
+
 fn pid() -> u32 {
     std::process::id()
 }
@@ -218,13 +100,7 @@ fn stream_socketpair_both_directions() {
     let _g = lock();
     let (mut a, b) = UnixStream::pair().unwrap();
     let conn = conn_of(a.as_raw_fd(), b.as_raw_fd());
-    let Some(cap) = start(
-        "stream_socketpair_both_directions",
-        UnixConfig {
-            pids: vec![pid()],
-            ..Default::default()
-        },
-    ) else {
+    let Some(cap) = start("stream_socketpair_both_directions", own_pid()) else {
         return;
     };
     let ab = test_bytes(3000, 1);
@@ -242,16 +118,8 @@ fn stream_socketpair_both_directions() {
     c.assert_no_loss();
 
     let evs = c.of_conn(conn);
-    let send: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Send)
-        .collect();
-    let recv: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Recv)
-        .collect();
+    let send = c.of_conn_dir(conn, Direction::Send);
+    let recv = c.of_conn_dir(conn, Direction::Recv);
     let mut want_send = ab.clone();
     want_send.extend_from_slice(&ba);
     assert_eq!(stream(send.iter().copied()), want_send);
@@ -312,8 +180,8 @@ fn named_listener_connect_accept() {
         assert_eq!((e.pid, e.peer_pid), (pid(), pid()));
     }
     // Which end sent what: the client's socket is the one whose send carried req.
-    let send = stream(c.events.iter().filter(|e| e.dir == Direction::Send));
-    let recv = stream(c.events.iter().filter(|e| e.dir == Direction::Recv));
+    let send = stream(c.of_dir(Direction::Send));
+    let recv = stream(c.of_dir(Direction::Recv));
     let mut both = req.clone();
     both.extend_from_slice(&resp);
     assert_eq!(send, both);
@@ -375,16 +243,8 @@ fn dgram_sendto_path() {
     reader.join().unwrap();
     let c = cap.finish();
     c.assert_no_loss();
-    let send: Vec<_> = c
-        .events
-        .iter()
-        .filter(|e| e.dir == Direction::Send)
-        .collect();
-    let recv: Vec<_> = c
-        .events
-        .iter()
-        .filter(|e| e.dir == Direction::Recv)
-        .collect();
+    let send = c.of_dir(Direction::Send);
+    let recv = c.of_dir(Direction::Recv);
     assert_eq!(send.len(), msgs.len());
     assert_eq!(recv.len(), msgs.len());
     for (e, m) in send.iter().zip(&msgs) {
@@ -551,13 +411,7 @@ fn seqpacket_keeps_message_boundaries() {
     let _g = lock();
     let (a, b) = socketpair(libc::SOCK_SEQPACKET);
     let conn = conn_of(a, b);
-    let Some(cap) = start(
-        "seqpacket_keeps_message_boundaries",
-        UnixConfig {
-            pids: vec![pid()],
-            ..Default::default()
-        },
-    ) else {
+    let Some(cap) = start("seqpacket_keeps_message_boundaries", own_pid()) else {
         return;
     };
     let msgs: Vec<Vec<u8>> = (0..10)
@@ -574,9 +428,8 @@ fn seqpacket_keeps_message_boundaries() {
     }
     let c = cap.finish();
     c.assert_no_loss();
-    let evs = c.of_conn(conn);
-    let send: Vec<_> = evs.iter().filter(|e| e.dir == Direction::Send).collect();
-    let recv: Vec<_> = evs.iter().filter(|e| e.dir == Direction::Recv).collect();
+    let send = c.of_conn_dir(conn, Direction::Send);
+    let recv = c.of_conn_dir(conn, Direction::Recv);
     assert_eq!(send.len(), msgs.len());
     assert_eq!(recv.len(), msgs.len());
     for ((s, r), m) in send.iter().zip(&recv).zip(&msgs) {
@@ -593,13 +446,7 @@ fn sendmsg_with_64_iovecs() {
     let _g = lock();
     let (a, b) = socketpair(libc::SOCK_STREAM);
     let conn = conn_of(a, b);
-    let Some(cap) = start(
-        "sendmsg_with_64_iovecs",
-        UnixConfig {
-            pids: vec![pid()],
-            ..Default::default()
-        },
-    ) else {
+    let Some(cap) = start("sendmsg_with_64_iovecs", own_pid()) else {
         return;
     };
     let parts: Vec<Vec<u8>> = (0..64)
@@ -643,17 +490,8 @@ fn sendmsg_with_64_iovecs() {
     let c = cap.finish();
     c.assert_no_loss();
     let want: Vec<u8> = parts.concat();
-    let evs = c.of_conn(conn);
-    let send: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Send)
-        .collect();
-    let recv: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Recv)
-        .collect();
+    let send = c.of_conn_dir(conn, Direction::Send);
+    let recv = c.of_conn_dir(conn, Direction::Recv);
     assert_eq!(send.len(), 1);
     assert_eq!(recv.len(), 1);
     assert_eq!(stream(send), want);
@@ -667,13 +505,7 @@ fn writev_readv_sendmmsg_recvmmsg() {
     let _g = lock();
     let (a, b) = socketpair(libc::SOCK_SEQPACKET);
     let conn = conn_of(a, b);
-    let Some(cap) = start(
-        "writev_readv_sendmmsg_recvmmsg",
-        UnixConfig {
-            pids: vec![pid()],
-            ..Default::default()
-        },
-    ) else {
+    let Some(cap) = start("writev_readv_sendmmsg_recvmmsg", own_pid()) else {
         return;
     };
     // writev of three pieces, readv into two buffers: one message.
@@ -772,17 +604,8 @@ fn writev_readv_sendmmsg_recvmmsg() {
     }
     let c = cap.finish();
     c.assert_no_loss();
-    let evs = c.of_conn(conn);
-    let send: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Send)
-        .collect();
-    let recv: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Recv)
-        .collect();
+    let send = c.of_conn_dir(conn, Direction::Send);
+    let recv = c.of_conn_dir(conn, Direction::Recv);
     assert_eq!(
         send.len(),
         6,
@@ -832,11 +655,7 @@ fn one_mib_write_default_snaplen_is_truncated() {
         return;
     };
     c.assert_no_loss();
-    let send: Vec<_> = c
-        .of_conn(conn)
-        .into_iter()
-        .filter(|e| e.dir == Direction::Send)
-        .collect();
+    let send = c.of_conn_dir(conn, Direction::Send);
     assert_eq!(send.len(), 1);
     let e = send[0];
     assert!(e.truncated);
@@ -852,19 +671,10 @@ fn one_mib_write_with_raised_snaplen_is_whole() {
         return;
     };
     c.assert_no_loss();
-    let evs = c.of_conn(conn);
-    let send: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Send)
-        .collect();
+    let send = c.of_conn_dir(conn, Direction::Send);
     assert_eq!(send.len(), 1);
     assert_eq!(stream(send), data);
-    let recv: Vec<_> = evs
-        .iter()
-        .copied()
-        .filter(|e| e.dir == Direction::Recv)
-        .collect();
+    let recv = c.of_conn_dir(conn, Direction::Recv);
     assert_eq!(stream(recv), data);
 }
 
@@ -1583,10 +1393,7 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
     let (ab, cd) = (conn_of(a, b), conn_of(c, d));
     let Some(cap) = start(
         "a_peer_closing_ends_the_connection_and_a_half_close_does_not",
-        UnixConfig {
-            pids: vec![pid()],
-            ..Default::default()
-        },
+        own_pid(),
     ) else {
         return;
     };
@@ -1617,10 +1424,7 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
     c2.assert_no_loss();
 
     let closes: Vec<_> = c2.closed.iter().filter(|(k, _)| *k == ab).collect();
-    let recv_ab = c2
-        .of_conn(ab)
-        .into_iter()
-        .filter(|e| e.dir == Direction::Recv);
+    let recv_ab = c2.of_conn_dir(ab, Direction::Recv);
     assert_eq!(stream(recv_ab), b"byelater");
     assert_eq!(closes.len(), 1, "one close for the pair: {:?}", c2.closed);
     let last_data = c2.of_conn(ab).iter().map(|e| e.ts_ns).max().unwrap();
@@ -1630,10 +1434,7 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
         "a half close is no close: {:?}",
         c2.closed
     );
-    let sent = c2
-        .of_conn(cd)
-        .into_iter()
-        .filter(|e| e.dir == Direction::Send);
+    let sent = c2.of_conn_dir(cd, Direction::Send);
     assert_eq!(stream(sent), b"still here");
 }
 
@@ -1642,13 +1443,7 @@ fn an_empty_seqpacket_message_is_no_end() {
     let _g = lock();
     let (a, b) = socketpair(libc::SOCK_SEQPACKET);
     let conn = conn_of(a, b);
-    let Some(cap) = start(
-        "an_empty_seqpacket_message_is_no_end",
-        UnixConfig {
-            pids: vec![pid()],
-            ..Default::default()
-        },
-    ) else {
+    let Some(cap) = start("an_empty_seqpacket_message_is_no_end", own_pid()) else {
         return;
     };
     // SAFETY: a send of zero bytes from a valid pointer.
