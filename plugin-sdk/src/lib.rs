@@ -711,6 +711,25 @@ pub mod __private {
     pub struct DecoderShim<T>(PhantomData<T>);
 
     impl<T: DecoderPlugin> DecoderShim<T> {
+        /// Calls `f` on the instance with the host's output callbacks for this
+        /// call, refusing a null callback table.
+        ///
+        /// # Safety
+        /// `instance` and `out` as the host passes them to a vtable function.
+        unsafe fn with_out(
+            instance: *mut c_void,
+            out: *const SpfDecoderOut,
+            f: impl FnOnce(&mut T, &mut DecoderOutput<'_>) -> Result<(), Error>,
+        ) -> i32 {
+            if out.is_null() {
+                return SPF_ERROR;
+            }
+            // SAFETY: the host lends the callbacks for this call.
+            let mut out = unsafe { DecoderOutput::from_raw(&*out) };
+            // SAFETY: forwarded from the host.
+            unsafe { call::<T>(instance, |p| f(p, &mut out)) }
+        }
+
         pub const VTABLE: SpfDecoderVtable = SpfDecoderVtable {
             init: Some(Self::init),
             decode: Some(Self::decode),
@@ -735,15 +754,13 @@ pub mod __private {
             event: *const SpfEventView,
             out: *const SpfDecoderOut,
         ) -> i32 {
-            if event.is_null() || out.is_null() {
+            if event.is_null() {
                 return SPF_ERROR;
             }
-            // SAFETY: the host lends the view and callbacks for this call.
-            unsafe {
-                let event = Event::from_view(&*event);
-                let mut out = DecoderOutput::from_raw(&*out);
-                call::<T>(instance, |p| p.decode(&event, &mut out))
-            }
+            // SAFETY: the host lends the view for this call.
+            let event = unsafe { Event::from_view(&*event) };
+            // SAFETY: forwarded from the host.
+            unsafe { Self::with_out(instance, out, |p, out| p.decode(&event, out)) }
         }
 
         unsafe extern "C" fn lost(
@@ -751,14 +768,8 @@ pub mod __private {
             count: u64,
             out: *const SpfDecoderOut,
         ) -> i32 {
-            if out.is_null() {
-                return SPF_ERROR;
-            }
-            // SAFETY: as in `decode`.
-            unsafe {
-                let mut out = DecoderOutput::from_raw(&*out);
-                call::<T>(instance, |p| p.lost(count, &mut out))
-            }
+            // SAFETY: forwarded from the host.
+            unsafe { Self::with_out(instance, out, |p, out| p.lost(count, out)) }
         }
 
         unsafe extern "C" fn closed(
@@ -766,25 +777,13 @@ pub mod __private {
             conn: u64,
             out: *const SpfDecoderOut,
         ) -> i32 {
-            if out.is_null() {
-                return SPF_ERROR;
-            }
-            // SAFETY: as in `decode`.
-            unsafe {
-                let mut out = DecoderOutput::from_raw(&*out);
-                call::<T>(instance, |p| p.closed(conn, &mut out))
-            }
+            // SAFETY: forwarded from the host.
+            unsafe { Self::with_out(instance, out, |p, out| p.closed(conn, out)) }
         }
 
         unsafe extern "C" fn finish(instance: *mut c_void, out: *const SpfDecoderOut) -> i32 {
-            if out.is_null() {
-                return SPF_ERROR;
-            }
-            // SAFETY: as in `decode`.
-            unsafe {
-                let mut out = DecoderOutput::from_raw(&*out);
-                call::<T>(instance, |p| p.finish(&mut out))
-            }
+            // SAFETY: forwarded from the host.
+            unsafe { Self::with_out(instance, out, |p, out| p.finish(out)) }
         }
     }
 

@@ -147,10 +147,12 @@ impl Probe {
             )
         })?;
         let prog = self.skel.progs.spf_sys_exit.as_fd().try_clone_to_owned()?;
-        Ok(AttachSwitch {
-            prog,
-            link: Some(Hook::Skel(link)),
-        })
+        // The switch holds a link of its own making: one kind of link to
+        // drop and make again.
+        drop(link);
+        let mut switch = AttachSwitch { prog, link: None };
+        switch.on()?;
+        Ok(switch)
     }
 
     fn skipped_runs(&self) -> u64 {
@@ -164,11 +166,6 @@ impl Probe {
     }
 }
 
-enum Hook {
-    Skel(#[allow(dead_code, reason = "held: dropping it detaches the program")] libbpf_rs::Link),
-    Fd(#[allow(dead_code, reason = "held: closing it detaches the program")] std::os::fd::OwnedFd),
-}
-
 /// Detaches the probe's hook and attaches it again while the program stays
 /// loaded. Benchmarks use it to measure with and without the probe in quick
 /// alternation: a machine's speed drifts over seconds, and loading the program
@@ -177,15 +174,11 @@ enum Hook {
 #[doc(hidden)]
 pub struct AttachSwitch {
     prog: std::os::fd::OwnedFd,
-    link: Option<Hook>,
+    /// The link while attached: closing it detaches the program.
+    link: Option<std::os::fd::OwnedFd>,
 }
 
 impl AttachSwitch {
-    /// Whether the hook is attached now.
-    pub fn is_on(&self) -> bool {
-        self.link.is_some()
-    }
-
     /// Attaches the hook if it is not.
     pub fn on(&mut self) -> std::io::Result<()> {
         use std::os::fd::{AsRawFd, FromRawFd};
@@ -201,7 +194,7 @@ impl AttachSwitch {
             return Err(std::io::Error::from_raw_os_error(-fd));
         }
         // SAFETY: the kernel just handed over this descriptor.
-        self.link = Some(Hook::Fd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+        self.link = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         Ok(())
     }
 

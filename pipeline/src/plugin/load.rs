@@ -322,32 +322,32 @@ pub(crate) fn handshake(
             // SAFETY: a decoder declaration points at a static decoder vtable.
             let vt = unsafe { decl.decoder.as_ref() }
                 .ok_or_else(|| malformed("decoder vtable is null"))?;
-            for (f, present) in [
-                ("init", vt.init.is_some()),
-                ("decode", vt.decode.is_some()),
-                ("last_error", vt.last_error.is_some()),
-                ("destroy", vt.destroy.is_some()),
-            ] {
-                if !present {
-                    return Err(malformed(&format!("decoder function `{f}` is null")));
-                }
-            }
+            required_fns(
+                "decoder",
+                [
+                    ("init", vt.init.is_some()),
+                    ("decode", vt.decode.is_some()),
+                    ("last_error", vt.last_error.is_some()),
+                    ("destroy", vt.destroy.is_some()),
+                ],
+                &malformed,
+            )?;
             (Kind::Decoder, Vtable::Decoder(vt))
         }
         SPF_KIND_SINK => {
             // SAFETY: a sink declaration points at a static sink vtable.
             let vt =
                 unsafe { decl.sink.as_ref() }.ok_or_else(|| malformed("sink vtable is null"))?;
-            for (f, present) in [
-                ("init", vt.init.is_some()),
-                ("write", vt.write.is_some()),
-                ("last_error", vt.last_error.is_some()),
-                ("destroy", vt.destroy.is_some()),
-            ] {
-                if !present {
-                    return Err(malformed(&format!("sink function `{f}` is null")));
-                }
-            }
+            required_fns(
+                "sink",
+                [
+                    ("init", vt.init.is_some()),
+                    ("write", vt.write.is_some()),
+                    ("last_error", vt.last_error.is_some()),
+                    ("destroy", vt.destroy.is_some()),
+                ],
+                &malformed,
+            )?;
             (Kind::Sink, Vtable::Sink(vt))
         }
         other => {
@@ -378,6 +378,19 @@ pub(crate) fn handshake(
         },
         vtable,
     })
+}
+
+/// Fails, naming the first one, if a function the host calls is missing from
+/// a vtable of `kind`.
+fn required_fns<const N: usize>(
+    kind: &str,
+    fns: [(&str, bool); N],
+    malformed: &impl Fn(&str) -> LoadError,
+) -> Result<(), LoadError> {
+    match fns.iter().find(|(_, present)| !present) {
+        Some((f, _)) => Err(malformed(&format!("{kind} function `{f}` is null"))),
+        None => Ok(()),
+    }
 }
 
 /// Reads a NUL-terminated string of at most 256 bytes.
