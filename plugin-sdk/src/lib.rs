@@ -468,29 +468,12 @@ pub trait SinkPlugin: Send + Sized + 'static {
 #[macro_export]
 macro_rules! export_decoder {
     ($name:literal, $ty:ty) => {
-        const _: () = assert!(
-            $crate::__private::valid_name($name),
-            "plugin names use lowercase letters, digits, '-' and '_' (1 to 64 of them)"
+        $crate::__spf_declaration!(
+            $name,
+            $crate::SPF_KIND_DECODER,
+            &<$crate::__private::DecoderShim<$ty>>::VTABLE,
+            ::core::ptr::null()
         );
-
-        #[allow(non_upper_case_globals)]
-        #[unsafe(no_mangle)]
-        pub static spf_plugin_declaration: $crate::SpfPluginDeclaration =
-            $crate::SpfPluginDeclaration {
-                magic: $crate::SPF_PLUGIN_MAGIC,
-                abi_major: $crate::SPF_ABI_MAJOR,
-                abi_minor: $crate::SPF_ABI_MINOR,
-                kind: $crate::SPF_KIND_DECODER,
-                name: concat!($name, "\0").as_ptr().cast(),
-                version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast(),
-                decoder: &<$crate::__private::DecoderShim<$ty>>::VTABLE,
-                sink: ::core::ptr::null(),
-                declaration_size: ::core::mem::size_of::<$crate::SpfPluginDeclaration>() as u32,
-                event_view_size: ::core::mem::size_of::<$crate::SpfEventView>() as u32,
-                decoder_out_size: ::core::mem::size_of::<$crate::SpfDecoderOut>() as u32,
-                decoder_vtable_size: ::core::mem::size_of::<$crate::SpfDecoderVtable>() as u32,
-                sink_vtable_size: ::core::mem::size_of::<$crate::SpfSinkVtable>() as u32,
-            };
     };
 }
 
@@ -498,6 +481,20 @@ macro_rules! export_decoder {
 #[macro_export]
 macro_rules! export_sink {
     ($name:literal, $ty:ty) => {
+        $crate::__spf_declaration!(
+            $name,
+            $crate::SPF_KIND_SINK,
+            ::core::ptr::null(),
+            &<$crate::__private::SinkShim<$ty>>::VTABLE
+        );
+    };
+}
+
+/// The declaration both export macros write: one kind, one vtable.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __spf_declaration {
+    ($name:literal, $kind:expr, $decoder:expr, $sink:expr) => {
         const _: () = assert!(
             $crate::__private::valid_name($name),
             "plugin names use lowercase letters, digits, '-' and '_' (1 to 64 of them)"
@@ -510,11 +507,11 @@ macro_rules! export_sink {
                 magic: $crate::SPF_PLUGIN_MAGIC,
                 abi_major: $crate::SPF_ABI_MAJOR,
                 abi_minor: $crate::SPF_ABI_MINOR,
-                kind: $crate::SPF_KIND_SINK,
+                kind: $kind,
                 name: concat!($name, "\0").as_ptr().cast(),
                 version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast(),
-                decoder: ::core::ptr::null(),
-                sink: &<$crate::__private::SinkShim<$ty>>::VTABLE,
+                decoder: $decoder,
+                sink: $sink,
                 declaration_size: ::core::mem::size_of::<$crate::SpfPluginDeclaration>() as u32,
                 event_view_size: ::core::mem::size_of::<$crate::SpfEventView>() as u32,
                 decoder_out_size: ::core::mem::size_of::<$crate::SpfDecoderOut>() as u32,
