@@ -88,12 +88,13 @@ fn config_from_flags(args: &RunArgs) -> String {
         }
     }
     doc.insert("source".into(), source.into());
-    let mut decoder = toml::Table::new();
-    decoder.insert(
-        "type".into(),
-        args.decoder.as_deref().unwrap_or("raw").into(),
-    );
-    doc.insert("decoder".into(), decoder.into());
+    // Without --decoder the registry's default decoder applies, as for a config
+    // file without a [decoder] section.
+    if let Some(d) = &args.decoder {
+        let mut decoder = toml::Table::new();
+        decoder.insert("type".into(), d.as_str().into());
+        doc.insert("decoder".into(), decoder.into());
+    }
     let mut sinks = Vec::new();
     let mut stdout = toml::Table::new();
     stdout.insert("type".into(), "stdout".into());

@@ -39,6 +39,7 @@ fn event(seq: u64, data: Vec<u8>) -> Arc<Event> {
         len: data.len() as u64,
         data: data.into(),
         truncated: false,
+        ..Event::default()
     })
 }
 
@@ -139,7 +140,7 @@ fn run(dec: &mut dyn Decoder, evs: &[Arc<Event>]) -> usize {
     let mut out = Vec::with_capacity(1 << 20);
     let mut n = 0;
     for e in evs {
-        dec.decode(e, &mut recs);
+        dec.decode(e, &mut spf_pipeline::Out::collect(&mut recs));
         for r in recs.drain(..) {
             spf_pipeline::ndjson::encode(&r, &mut out);
             n += 1;
@@ -160,7 +161,7 @@ fn raw() -> Box<dyn Decoder> {
         "[source]\ntype = \"file\"\npath = \"/dev/null\"\n[decoder]\ntype = \"raw\"\n",
     )
     .expect("raw decoder config");
-    cfg.decoder.build().expect("raw decoder")
+    cfg.decoder.build(&Default::default()).expect("raw decoder")
 }
 
 struct Stats {

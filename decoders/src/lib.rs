@@ -5,8 +5,10 @@ pub mod raw;
 
 use spf_pipeline::config::Registry;
 
-/// Adds every built-in decoder to `reg`.
+/// Adds every built-in decoder to `reg`, and makes `raw` the decoder of a config
+/// that names none.
 pub fn register(reg: &mut Registry) {
     raw::register(reg);
     http2::register(reg);
+    reg.default_decoder("raw");
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use spf_pipeline::config::{BuildError, DecoderConfig, Registry, Section};
-use spf_pipeline::{Decoder, Event, Record};
+use spf_pipeline::config::{BuildContext, BuildError, DecoderConfig, Registry, Section};
+use spf_pipeline::{Decoder, Event, Out, Record};
 
 pub fn register(reg: &mut Registry) {
     reg.decoder("raw", |s: &mut Section<'_>| {
@@ -20,7 +20,7 @@ pub fn register(reg: &mut Registry) {
 pub struct RawConfig {}
 
 impl DecoderConfig for RawConfig {
-    fn build(&self) -> Result<Box<dyn Decoder>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
         Ok(Box::new(Raw::default()))
     }
 }
@@ -42,7 +42,7 @@ impl Decoder for Raw {
         &self.name
     }
 
-    fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
+    fn decode(&mut self, event: &Arc<Event>, out: &mut Out<'_>) {
         out.push(Record::raw(Arc::clone(event), Arc::clone(&self.name)));
     }
 }

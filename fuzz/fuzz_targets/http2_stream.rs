@@ -40,7 +40,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let mut seq = 0u64;
     if with_preface {
-        d.decode(&event(seq, Direction::Send, 1, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false), &mut out);
+        d.decode(&event(seq, Direction::Send, 1, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false), &mut spf_pipeline::Out::collect(&mut out));
         seq += 1;
     }
     while let Some((&ctl, r)) = rest.split_first() {
@@ -50,17 +50,17 @@ fuzz_target!(|input: &[u8]| {
         rest = next;
         let dir = if ctl & 1 == 0 { Direction::Send } else { Direction::Recv };
         let pid = 1 + ((ctl >> 2) & 1) as u32;
-        d.decode(&event(seq, dir, pid, chunk, ctl & 0x7 == 0x6), &mut out);
+        d.decode(&event(seq, dir, pid, chunk, ctl & 0x7 == 0x6), &mut spf_pipeline::Out::collect(&mut out));
         seq += 1;
         if ctl == 0xff {
-            d.lost(1, &mut out);
+            d.lost(1, &mut spf_pipeline::Out::collect(&mut out));
         }
         if ctl == 0xfe {
-            d.closed(1, &mut out);
+            d.closed(1, &mut spf_pipeline::Out::collect(&mut out));
         }
         if out.len() > 4096 {
             out.clear();
         }
     }
-    d.finish(&mut out);
+    d.finish(&mut spf_pipeline::Out::collect(&mut out));
 });

@@ -31,7 +31,7 @@ impl Decoder for BuiltinEcho {
         &self.name
     }
 
-    fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
+    fn decode(&mut self, event: &Arc<Event>, out: &mut spf_pipeline::Out<'_>) {
         let text = String::from_utf8_lossy(&event.data).into_owned();
         let mut inner = serde_json::Map::new();
         inner.insert("text".into(), serde_json::Value::String(text.clone()));
@@ -90,6 +90,7 @@ fn events() -> Vec<Arc<Event>> {
                 len: EVENT_SIZE as u64,
                 data: bytes::Bytes::from(data),
                 truncated: false,
+                ..Event::default()
             })
         })
         .collect()
@@ -102,7 +103,7 @@ fn pass(d: &mut dyn Decoder, events: &[Arc<Event>], encode: bool) -> f64 {
     let start = Instant::now();
     for chunk in events.chunks(512) {
         for e in chunk {
-            d.decode(e, &mut out);
+            d.decode(e, &mut spf_pipeline::Out::collect(&mut out));
         }
         if encode {
             for r in &out {
@@ -138,8 +139,8 @@ fn main() {
     // Same output from both, or the comparison means nothing.
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for e in &events[..100] {
-        builtin.decode(e, &mut a);
-        plugin.decode(e, &mut b);
+        builtin.decode(e, &mut spf_pipeline::Out::collect(&mut a));
+        plugin.decode(e, &mut spf_pipeline::Out::collect(&mut b));
     }
     assert_eq!(a, b, "built-in and plugin disagree");
 

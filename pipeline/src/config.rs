@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use crate::event::View;
+pub use crate::limits::{BuildContext, Limits};
 use crate::stage::{Decoder, Sink, Source};
 
 /// One problem in a config file.
@@ -71,7 +73,7 @@ impl BuildError {
 }
 
 pub trait SourceConfig: Send + Sync + fmt::Debug {
-    fn build(&self) -> Result<Box<dyn Source>, BuildError>;
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError>;
     /// The file the source reads, if any: a sink must not write to it.
     fn input_path(&self) -> Option<&Path> {
         None
@@ -83,11 +85,11 @@ pub trait SourceConfig: Send + Sync + fmt::Debug {
 }
 
 pub trait DecoderConfig: Send + Sync + fmt::Debug {
-    fn build(&self) -> Result<Box<dyn Decoder>, BuildError>;
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError>;
 }
 
 pub trait SinkConfig: Send + Sync + fmt::Debug {
-    fn build(&self) -> Result<Box<dyn Sink>, BuildError>;
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError>;
     /// The file the sink writes, if any.
     fn output_path(&self) -> Option<&Path> {
         None
@@ -97,12 +99,15 @@ pub trait SinkConfig: Send + Sync + fmt::Debug {
 /// Reads one component's table (without its `type` key) into its config type.
 pub type Factory<T> = fn(&mut Section<'_>) -> Option<Box<T>>;
 
-/// The component types a config may name, by kind.
+/// The component types a config may name, by kind, and which decoder and sink a
+/// config gets when it names none.
 #[derive(Default)]
 pub struct Registry {
     sources: BTreeMap<&'static str, Factory<dyn SourceConfig>>,
     decoders: BTreeMap<&'static str, Factory<dyn DecoderConfig>>,
     sinks: BTreeMap<&'static str, Factory<dyn SinkConfig>>,
+    default_decoder: Option<&'static str>,
+    default_sink: Option<&'static str>,
 }
 
 impl Registry {
@@ -127,6 +132,18 @@ impl Registry {
 
     pub fn sink(&mut self, name: &'static str, f: Factory<dyn SinkConfig>) -> &mut Self {
         self.sinks.insert(name, f);
+        self
+    }
+
+    /// The decoder of a config without a `[decoder]` section.
+    pub fn default_decoder(&mut self, name: &'static str) -> &mut Self {
+        self.default_decoder = Some(name);
+        self
+    }
+
+    /// The sink of a config without a `[[sink]]`.
+    pub fn default_sink(&mut self, name: &'static str) -> &mut Self {
+        self.default_sink = Some(name);
         self
     }
 
@@ -171,7 +188,10 @@ impl Default for ReorderConfig {
 pub struct Config {
     pub source: Box<dyn SourceConfig>,
     pub source_type: String,
+    /// `[source] view`: syscalls as they happened, or connections (the default).
+    pub view: View,
     pub reorder: ReorderConfig,
+    pub limits: Limits,
     pub decoder: Box<dyn DecoderConfig>,
     pub decoder_type: String,
     pub sinks: Vec<Box<dyn SinkConfig>>,
@@ -267,7 +287,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-const TOP_KEYS: &[&str] = &["source", "reorder", "decoder", "sink"];
+const TOP_KEYS: &[&str] = &["source", "reorder", "limits", "decoder", "sink"];
 
 /// Reads a config file.
 pub fn load_file(registry: &Registry, path: &Path) -> Result<Config, ConfigErrors> {
@@ -313,6 +333,7 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         }
     }
 
+    let mut view = Some(View::default());
     let source = match root.get("source") {
         None => {
             errors.push(
@@ -325,7 +346,13 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
             );
             None
         }
-        Some(v) => component(&mut errors, "source", v, &registry.sources, "source"),
+        Some(v) => {
+            // `view` belongs to the pipeline, not to the source type: every
+            // source's events can be seen either way.
+            let (v, parsed) = take_view(&mut errors, v);
+            view = parsed;
+            component(&mut errors, "source", &v, &registry.sources, "source")
+        }
     };
 
     let reorder = match root.get("reorder") {
@@ -333,22 +360,34 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         Some(v) => parse_collect::<ReorderConfig>(v, "reorder", &mut errors),
     };
 
+    let limits = match root.get("limits") {
+        None => Some(Limits::default()),
+        Some(v) => parse_collect::<Limits>(v, "limits", &mut errors),
+    };
+
     let decoder = match root.get("decoder") {
-        None => Some((
-            "raw".to_string(),
-            registry.decoders.get("raw").and_then(|f| {
-                let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
-                with_section(&mut errors, "decoder".into(), empty, f)
-            }),
-        ))
-        .and_then(|(t, d)| d.map(|d| (t, d))),
+        None => registry.default_decoder.and_then(|name| {
+            let f = registry.decoders.get(name)?;
+            let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
+            with_section(&mut errors, "decoder".into(), empty, f).map(|d| (name.to_string(), d))
+        }),
         Some(v) => component(&mut errors, "decoder", v, &registry.decoders, "decoder"),
     };
+    if root.get("decoder").is_none() && registry.default_decoder.is_none() {
+        errors.push(
+            root_span.start,
+            "decoder".into(),
+            format!(
+                "missing [decoder] section; add one with type = one of: {}",
+                registry.decoder_types().join(", ")
+            ),
+        );
+    }
 
     let mut sinks = Vec::new();
     match root.get("sink") {
         None => {
-            if let Some(f) = registry.sinks.get("stdout") {
+            if let Some(f) = registry.default_sink.and_then(|n| registry.sinks.get(n)) {
                 let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
                 if let Some(s) = with_section(&mut errors, "sink".into(), empty, f) {
                     sinks.push(s);
@@ -413,8 +452,13 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
     if !errors.list.is_empty() {
         return Err(finish(errors));
     }
-    let (Some((source_type, source)), Some(reorder), Some((decoder_type, decoder))) =
-        (source, reorder, decoder)
+    let (
+        Some((source_type, source)),
+        Some(view),
+        Some(reorder),
+        Some(limits),
+        Some((decoder_type, decoder)),
+    ) = (source, view, reorder, limits, decoder)
     else {
         // Every `None` above pushed an error, so this is unreachable in practice;
         // keep a message rather than a panic all the same.
@@ -429,11 +473,49 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
     Ok(Config {
         source,
         source_type,
+        view,
         reorder,
+        limits,
         decoder,
         decoder_type,
         sinks,
     })
+}
+
+/// Takes `view` out of the `[source]` table; `None` (with an error recorded)
+/// when it is not a view's name.
+fn take_view<'t>(
+    errors: &mut Errors<'t>,
+    v: &Spanned<DeValue<'t>>,
+) -> (Spanned<DeValue<'t>>, Option<View>) {
+    let mut v = v.clone();
+    let DeValue::Table(t) = v.get_mut() else {
+        return (v, Some(View::default()));
+    };
+    let Some(raw) = t.remove("view") else {
+        return (v, Some(View::default()));
+    };
+    let view = match raw.get_ref().as_str() {
+        Some("connection") => Some(View::Connection),
+        Some("syscalls") => Some(View::Syscalls),
+        Some(other) => {
+            errors.push(
+                raw.span().start,
+                "source.view".into(),
+                format!("unknown view `{other}`, expected `connection` or `syscalls`"),
+            );
+            None
+        }
+        None => {
+            errors.push(
+                raw.span().start,
+                "source.view".into(),
+                format!("expected a string, found {}", raw.get_ref().type_str()),
+            );
+            None
+        }
+    };
+    (v, view)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -570,4 +652,64 @@ fn component<'t, T: ?Sized>(
     let name = name.to_string();
     let value = Spanned::new(v.span(), DeValue::Table(table));
     with_section(errors, key.to_string(), value, factory).map(|c| (name, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NullDecoder {}
+
+    impl DecoderConfig for NullDecoder {
+        fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
+            Err(BuildError::new("not for running"))
+        }
+    }
+
+    fn registry(default_decoder: bool) -> Registry {
+        let mut r = Registry::new();
+        r.decoder("null", |s| {
+            s.parse::<NullDecoder>()
+                .map(|d| Box::new(d) as Box<dyn DecoderConfig>)
+        });
+        if default_decoder {
+            r.default_decoder("null");
+        }
+        r
+    }
+
+    const SOURCE: &str = "[source]\ntype = \"file\"\npath = \"/dev/null\"\n";
+
+    #[test]
+    fn view_and_limits_are_read_and_checked() {
+        let reg = registry(true);
+        let cfg = parse(&reg, "t", SOURCE).unwrap();
+        assert_eq!(cfg.view, View::default());
+        assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.decoder_type, "null");
+
+        let text = format!("{SOURCE}view = \"syscalls\"\n[limits]\nmemory = 1000\n");
+        let cfg = parse(&reg, "t", &text).unwrap();
+        assert_eq!(cfg.view, View::Syscalls);
+        assert_eq!(cfg.limits.memory, 1000);
+        assert_eq!(
+            cfg.limits.header_list_size,
+            Limits::default().header_list_size
+        );
+
+        let text = format!("{SOURCE}view = \"frames\"\n[limits]\nmemroy = 1\n");
+        let errs = parse(&reg, "t", &text).unwrap_err().0;
+        let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(keys, [("source.view", 4), ("limits.memroy", 6)], "{errs:?}");
+    }
+
+    #[test]
+    fn default_decoder_comes_from_the_registry() {
+        let errs = parse(&registry(false), "t", SOURCE).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "decoder");
+        assert!(errs[0].message.contains("null"), "{}", errs[0].message);
+    }
 }

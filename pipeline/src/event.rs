@@ -1,75 +1,39 @@
 //! What a source produces: one [`Event`] per syscall's worth of socket data, plus
 //! markers for data the kernel could not hand over and for connections that ended.
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// Which way the bytes went, seen from the process that made the syscall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Direction {
-    Send,
-    Recv,
+// Defined once, in the plugin SDK, so that both sides of the plugin boundary use
+// the very same types.
+pub use spf_plugin::{Direction, Role, SockKind};
+
+/// How the pipeline shows traffic: as the syscalls that moved it, or as the
+/// conversations of connections (each byte once, both ends joined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum View {
+    /// One event per syscall, from the process that made it: with both ends of
+    /// a connection captured, every byte shows up twice (one end's send, the
+    /// other's receive).
+    #[default]
+    Syscalls,
+    /// One byte stream per direction of each connection, each byte once, every
+    /// event seen from its sender (`dir` is `send`; the receiver is the peer).
+    Connection,
 }
 
-impl Direction {
+impl View {
     pub const fn as_str(self) -> &'static str {
         match self {
-            Direction::Send => "send",
-            Direction::Recv => "recv",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "send" => Some(Direction::Send),
-            "recv" => Some(Direction::Recv),
-            _ => None,
+            View::Syscalls => "syscalls",
+            View::Connection => "connection",
         }
     }
 }
 
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The AF_UNIX socket type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SockKind {
-    Stream,
-    Dgram,
-    Seqpacket,
-}
-
-impl SockKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SockKind::Stream => "stream",
-            SockKind::Dgram => "dgram",
-            SockKind::Seqpacket => "seqpacket",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "stream" => Some(SockKind::Stream),
-            "dgram" => Some(SockKind::Dgram),
-            "seqpacket" => Some(SockKind::Seqpacket),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for SockKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One syscall's worth of data through one AF_UNIX socket.
+/// One syscall's worth of data through one AF_UNIX socket, or, in the
+/// connection view, one piece of a connection's byte stream seen from its sender.
 ///
 /// `comm` and `path` are shared strings because a source sees the same few values
 /// millions of times; cloning an `Arc` is cheaper than allocating each time.
@@ -86,6 +50,8 @@ pub struct Event {
     pub comm: Arc<str>,
     /// Pid of the process at the other end, 0 when unknown.
     pub peer_pid: u32,
+    /// Command name of the process at the other end, empty when unknown.
+    pub peer_comm: Arc<str>,
     /// Bound path of the socket or of its peer; `@name` for abstract names; empty
     /// for unnamed sockets.
     pub path: Arc<str>,
@@ -97,15 +63,77 @@ pub struct Event {
     /// of a connection apart when both are captured: one end's sends are the
     /// other's receives.
     pub socket: u64,
+    /// The socket at the other end (its inode), 0 when unknown.
+    pub peer_socket: u64,
+    /// Which end of the connection `pid` is.
+    pub role: Role,
+    /// Where the bytes this syscall moved begin in their direction's stream
+    /// (stream sockets: a byte offset; datagram and seqpacket sockets: a message
+    /// number), counted by the kernel from when the capture first saw the
+    /// connection. `None` when the source does not know it.
+    pub pos: Option<u64>,
+    /// Bytes at the start of what a receive moved that were not captured because
+    /// the sender's capture already holds them (connection view capture only):
+    /// `data` begins `skip` bytes into what the syscall moved.
+    pub skip: u64,
     /// Bytes the syscall really moved.
     pub len: u64,
-    /// The captured bytes: the first `data.len()` of the `len` moved.
+    /// The captured bytes: `data.len()` of the `len` moved, from `skip` on.
     pub data: Bytes,
-    /// True when `data` holds fewer bytes than `len`.
+    /// True when bytes the syscall moved are neither in `data` nor skipped.
     pub truncated: bool,
+    /// Set in the connection view only: whose syscall captured the bytes
+    /// (`send`: the sender's own; `recv`: the receiver's, where no send held
+    /// them, e.g. the sender used sendfile). `None` in the syscall view.
+    pub via: Option<Direction>,
+    /// The cgroup of the process (its id, the cgroup directory's inode), 0 when
+    /// unknown.
+    pub cgroup: u64,
+    /// The machine the event was captured on, empty for this one.
+    pub node: Arc<str>,
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        let empty: Arc<str> = Arc::from("");
+        Event {
+            seq: 0,
+            ts_ns: 0,
+            time_ns: 0,
+            pid: 0,
+            tid: 0,
+            comm: Arc::clone(&empty),
+            peer_pid: 0,
+            peer_comm: Arc::clone(&empty),
+            path: Arc::clone(&empty),
+            sock: SockKind::Stream,
+            dir: Direction::Send,
+            conn: 0,
+            socket: 0,
+            peer_socket: 0,
+            role: Role::Unknown,
+            pos: None,
+            skip: 0,
+            len: 0,
+            data: Bytes::new(),
+            truncated: false,
+            via: None,
+            cgroup: 0,
+            node: empty,
+        }
+    }
 }
 
 impl Event {
+    /// Which view made this event.
+    pub fn view(&self) -> View {
+        if self.via.is_some() {
+            View::Connection
+        } else {
+            View::Syscalls
+        }
+    }
+
     /// Identifies one direction of one connection: the unit whose byte order
     /// must never change.
     pub fn flow(&self) -> Flow {

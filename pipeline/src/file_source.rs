@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{BuildError, Registry, Section, SourceConfig};
-use crate::event::{Direction, Event, SockKind, SourceItem};
+use crate::config::{BuildContext, BuildError, Registry, Section, SourceConfig};
+use crate::event::{Direction, Event, SourceItem};
 use crate::ndjson::{Interner, Parsed, parse_line};
 use crate::stage::{Batch, BoxFuture, Emitter, Source, SourceError, SourceSummary};
 
@@ -92,7 +92,7 @@ impl SourceConfig for FileSourceConfig {
         Some(&self.path)
     }
 
-    fn build(&self) -> Result<Box<dyn Source>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError> {
         let dir = match self.dir {
             Dir::Send => Direction::Send,
             Dir::Recv => Direction::Recv,
@@ -294,6 +294,8 @@ fn read_bytes(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let mut seq = 0u64;
+    // One connection's bytes from its first: positions are known exactly.
+    let mut seq_bytes = 0u64;
     let mut batch: Batch = Vec::new();
     let mut buf = vec![0u8; cfg.chunk];
     loop {
@@ -323,16 +325,15 @@ fn read_bytes(
             pid: 0,
             tid: 0,
             comm: Arc::clone(&comm),
-            peer_pid: 0,
             path: Arc::clone(&path),
-            sock: SockKind::Stream,
             dir,
             conn: 1,
-            socket: 0,
+            pos: Some(seq_bytes),
             len: filled as u64,
             data: buf[..filled].to_vec().into(),
-            truncated: false,
+            ..Event::default()
         })));
+        seq_bytes += filled as u64;
         seq += 1;
         if (batch.len() >= BATCH || batch.len() * cfg.chunk >= BATCH_BYTES)
             && !out.blocking_send(std::mem::take(&mut batch))

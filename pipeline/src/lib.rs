@@ -2,15 +2,17 @@
 //! reorder stage and the runner. No BPF and no C toolchain: builds and tests anywhere.
 
 pub mod event;
+pub mod limits;
 pub mod record;
 pub mod reorder;
 pub mod runner;
 pub mod stage;
 
-pub use event::{Direction, Event, Flow, Lost, SockKind, SourceItem};
-pub use record::{Body, Decoded, Record};
+pub use event::{Direction, Event, Flow, Lost, Role, SockKind, SourceItem, View};
+pub use limits::{Budget, BuildContext, Limits};
+pub use record::{Body, Decoded, Endpoint, Exchange, Record, RecordKind};
 pub use stage::{
-    Batch, BoxFuture, Decoder, Emitter, Sink, SinkError, Source, SourceError, SourceSummary,
+    Batch, BoxFuture, Decoder, Emitter, Out, Sink, SinkError, Source, SourceError, SourceSummary,
 };
 pub mod config;
 pub mod file_source;

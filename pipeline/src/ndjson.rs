@@ -12,8 +12,8 @@ use std::sync::Arc;
 use base64_simd::STANDARD as B64;
 use serde::Deserialize;
 
-use crate::event::{Direction, Event, Lost, SockKind, SourceItem};
-use crate::record::{Body, Record};
+use crate::event::{Direction, Event, Lost, Role, SockKind, SourceItem};
+use crate::record::{Body, Exchange, Record};
 
 /// How many captured bytes the escaped `text` preview shows; `data_b64` always has
 /// them all.
@@ -50,6 +50,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
                         let _ = serde_json::to_writer(&mut *out, v);
                     }
                 }
+                Body::Exchange(x) => exchange(x, out),
                 Body::Error { code, message } => {
                     out.extend_from_slice(b",\"error\":{\"code\":");
                     match code {
@@ -66,6 +67,53 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
     }
 }
 
+/// `,"exchange":{...}`: every key always present (`null` when unknown), so that
+/// jq filters need no `?`.
+fn exchange(x: &Exchange, out: &mut Vec<u8>) {
+    fn opt_str(key: &[u8], v: Option<&str>, out: &mut Vec<u8>) {
+        out.extend_from_slice(key);
+        match v {
+            Some(s) => json_str(s, out),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    fn opt_u64(key: &[u8], v: Option<u64>, out: &mut Vec<u8>) {
+        out.extend_from_slice(key);
+        match v {
+            Some(n) => push_u64(n, out),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.extend_from_slice(b",\"exchange\":{\"protocol\":");
+    json_str(&x.protocol, out);
+    opt_str(b",\"method\":", x.method.as_deref(), out);
+    opt_str(b",\"path\":", x.path.as_deref(), out);
+    opt_str(b",\"authority\":", x.authority.as_deref(), out);
+    opt_u64(b",\"status\":", x.status.map(u64::from), out);
+    opt_u64(b",\"grpc_status\":", x.grpc_status.map(u64::from), out);
+    opt_str(b",\"grpc_message\":", x.grpc_message.as_deref(), out);
+    out.extend_from_slice(b",\"request_bytes\":");
+    push_u64(x.request_bytes, out);
+    out.extend_from_slice(b",\"response_bytes\":");
+    push_u64(x.response_bytes, out);
+    out.extend_from_slice(b",\"started_ns\":");
+    push_u64(x.started_ns, out);
+    out.extend_from_slice(b",\"started\":\"");
+    rfc3339(x.started_time_ns, out);
+    out.push(b'"');
+    opt_u64(b",\"latency_ns\":", x.latency_ns, out);
+    opt_str(b",\"error\":", x.error.as_deref(), out);
+    out.extend_from_slice(b",\"client_pid\":");
+    push_u64(x.client.pid.into(), out);
+    out.extend_from_slice(b",\"client_comm\":");
+    json_str(&x.client.comm, out);
+    out.extend_from_slice(b",\"server_pid\":");
+    push_u64(x.server.pid.into(), out);
+    out.extend_from_slice(b",\"server_comm\":");
+    json_str(&x.server.comm, out);
+    out.push(b'}');
+}
+
 fn encode_lost(l: &Lost, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"ts_ns\":");
     push_u64(l.ts_ns, out);
@@ -76,6 +124,11 @@ fn encode_lost(l: &Lost, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// The fields every record of an event has. Fields that most events leave at
+/// their default (`peer_comm`, `peer_socket`, `role`, `pos`, `skip`, `via`,
+/// `cgroup`, `node`) are written only when set, always in this order, so
+/// that the reader's fast path can expect them. `via` is there exactly in the
+/// connection view.
 fn common_fields(e: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\"ts_ns\":");
     push_u64(e.ts_ns, out);
@@ -89,6 +142,10 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     json_str(&e.comm, out);
     out.extend_from_slice(b",\"peer_pid\":");
     push_u64(e.peer_pid.into(), out);
+    if !e.peer_comm.is_empty() {
+        out.extend_from_slice(b",\"peer_comm\":");
+        json_str(&e.peer_comm, out);
+    }
     out.extend_from_slice(b",\"path\":");
     json_str(&e.path, out);
     out.extend_from_slice(b",\"sock\":\"");
@@ -99,6 +156,23 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     push_u64(e.conn, out);
     out.extend_from_slice(b",\"socket\":");
     push_u64(e.socket, out);
+    if e.peer_socket != 0 {
+        out.extend_from_slice(b",\"peer_socket\":");
+        push_u64(e.peer_socket, out);
+    }
+    if e.role != Role::Unknown {
+        out.extend_from_slice(b",\"role\":\"");
+        out.extend_from_slice(e.role.as_str().as_bytes());
+        out.push(b'"');
+    }
+    if let Some(pos) = e.pos {
+        out.extend_from_slice(b",\"pos\":");
+        push_u64(pos, out);
+    }
+    if e.skip != 0 {
+        out.extend_from_slice(b",\"skip\":");
+        push_u64(e.skip, out);
+    }
     out.extend_from_slice(b",\"len\":");
     push_u64(e.len, out);
     out.extend_from_slice(b",\"captured\":");
@@ -108,6 +182,19 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     } else {
         b",\"truncated\":false"
     });
+    if let Some(via) = e.via {
+        out.extend_from_slice(b",\"via\":\"");
+        out.extend_from_slice(via.as_str().as_bytes());
+        out.push(b'"');
+    }
+    if e.cgroup != 0 {
+        out.extend_from_slice(b",\"cgroup\":");
+        push_u64(e.cgroup, out);
+    }
+    if !e.node.is_empty() {
+        out.extend_from_slice(b",\"node\":");
+        json_str(&e.node, out);
+    }
 }
 
 fn push_u64(v: u64, out: &mut Vec<u8>) {
@@ -418,6 +505,8 @@ struct Line<'a> {
     comm: Option<std::borrow::Cow<'a, str>>,
     peer_pid: Option<u32>,
     #[serde(borrow)]
+    peer_comm: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
     path: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     sock: Option<std::borrow::Cow<'a, str>>,
@@ -425,8 +514,18 @@ struct Line<'a> {
     dir: Option<std::borrow::Cow<'a, str>>,
     conn: Option<u64>,
     socket: Option<u64>,
+    peer_socket: Option<u64>,
+    #[serde(borrow)]
+    role: Option<std::borrow::Cow<'a, str>>,
+    pos: Option<u64>,
+    skip: Option<u64>,
     len: Option<u64>,
     truncated: Option<bool>,
+    #[serde(borrow)]
+    via: Option<std::borrow::Cow<'a, str>>,
+    cgroup: Option<u64>,
+    #[serde(borrow)]
+    node: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     decoder: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
@@ -466,7 +565,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawStr<'a> {
 #[derive(Default)]
 pub struct Interner {
     last_comm: Option<Arc<str>>,
+    last_peer_comm: Option<Arc<str>>,
     last_path: Option<Arc<str>>,
+    last_node: Option<Arc<str>>,
     /// The last `YYYY-MM-DDTHH:MM:SS` seen and its seconds: lines of one second
     /// share it, and parsing the calendar is a measurable part of a replay.
     last_second: Option<([u8; 19], u64)>,
@@ -556,11 +657,29 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
             why: format!("`{s}` is not send or recv"),
         })?,
     };
+    let role = match l.role.as_deref() {
+        None => Role::Unknown,
+        Some(s) => Role::parse(s).ok_or_else(|| ParseError::Field {
+            field: "role",
+            why: format!("`{s}` is not client, server or unknown"),
+        })?,
+    };
+    let via = match l.via.as_deref() {
+        None => None,
+        Some(s) => Some(Direction::parse(s).ok_or_else(|| ParseError::Field {
+            field: "via",
+            why: format!("`{s}` is not send or recv"),
+        })?),
+    };
+    let skip = l.skip.unwrap_or(0);
     let len = l.len.unwrap_or(data.len() as u64);
-    if len < data.len() as u64 {
+    if len < (data.len() as u64).saturating_add(skip) {
         return Err(ParseError::Field {
             field: "len",
-            why: format!("{len} is less than the {} bytes captured", data.len()),
+            why: format!(
+                "{len} is less than the {} bytes captured and {skip} skipped",
+                data.len()
+            ),
         });
     }
     let comm = Interner::get(
@@ -573,6 +692,16 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
         &mut interner.map,
         l.path.as_deref().unwrap_or(""),
     );
+    let peer_comm = Interner::get(
+        &mut interner.last_peer_comm,
+        &mut interner.map,
+        l.peer_comm.as_deref().unwrap_or(""),
+    );
+    let node = Interner::get(
+        &mut interner.last_node,
+        &mut interner.map,
+        l.node.as_deref().unwrap_or(""),
+    );
     Ok(Parsed::Item(SourceItem::Event(Arc::new(Event {
         seq,
         ts_ns,
@@ -581,14 +710,24 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
         tid: l.tid.unwrap_or(0),
         comm,
         peer_pid: l.peer_pid.unwrap_or(0),
+        peer_comm,
         path,
         sock,
         dir,
         conn: l.conn.unwrap_or(0),
         socket: l.socket.unwrap_or(0),
+        peer_socket: l.peer_socket.unwrap_or(0),
+        role,
+        pos: l.pos,
+        skip,
         len,
-        truncated: l.truncated.unwrap_or(len > data.len() as u64),
+        truncated: l
+            .truncated
+            .unwrap_or(len > (data.len() as u64).saturating_add(skip)),
         data: data.into(),
+        via,
+        cgroup: l.cgroup.unwrap_or(0),
+        node,
     }))))
 }
 
@@ -729,6 +868,10 @@ mod fast {
         let comm = c.text_str()?;
         c.lit(b",\"peer_pid\":")?;
         let peer_pid = u32::try_from(c.uint()?).ok()?;
+        let peer_comm = match c.lit(b",\"peer_comm\":") {
+            Some(()) => c.text_str()?,
+            None => "",
+        };
         c.lit(b",\"path\":")?;
         let path = c.text_str()?;
         c.lit(b",\"sock\":")?;
@@ -742,6 +885,19 @@ mod fast {
             Some(()) => c.uint()?,
             None => 0,
         };
+        let opt_uint = |c: &mut Cur<'_>, key: &[u8]| -> Option<Option<u64>> {
+            match c.lit(key) {
+                Some(()) => Some(Some(c.uint()?)),
+                None => Some(None),
+            }
+        };
+        let peer_socket = opt_uint(&mut c, b",\"peer_socket\":")?.unwrap_or(0);
+        let role = match c.lit(b",\"role\":") {
+            Some(()) => Role::parse(c.text_str()?)?,
+            None => Role::Unknown,
+        };
+        let pos = opt_uint(&mut c, b",\"pos\":")?;
+        let skip = opt_uint(&mut c, b",\"skip\":")?.unwrap_or(0);
         c.lit(b",\"len\":")?;
         let len = c.uint()?;
         c.lit(b",\"captured\":")?;
@@ -753,6 +909,15 @@ mod fast {
             c.lit(b"false")?;
             false
         };
+        let via = match c.lit(b",\"via\":") {
+            Some(()) => Some(Direction::parse(c.text_str()?)?),
+            None => None,
+        };
+        let cgroup = opt_uint(&mut c, b",\"cgroup\":")?.unwrap_or(0);
+        let node = match c.lit(b",\"node\":") {
+            Some(()) => c.text_str()?,
+            None => "",
+        };
         c.lit(b",\"decoder\":\"raw\",\"data_b64\":")?;
         let b64 = c.b64_str()?;
         if c.lit(b",\"text\":").is_some() {
@@ -763,11 +928,13 @@ mod fast {
             return None;
         }
         let data = B64.decode_to_vec(b64).ok()?;
-        if data.len() as u64 != captured || len < captured {
+        if data.len() as u64 != captured || len < captured.checked_add(skip)? {
             return None;
         }
         let comm = Interner::get(&mut interner.last_comm, &mut interner.map, comm);
+        let peer_comm = Interner::get(&mut interner.last_peer_comm, &mut interner.map, peer_comm);
         let path = Interner::get(&mut interner.last_path, &mut interner.map, path);
+        let node = Interner::get(&mut interner.last_node, &mut interner.map, node);
         Some(SourceItem::Event(Arc::new(Event {
             seq,
             ts_ns,
@@ -776,14 +943,22 @@ mod fast {
             tid,
             comm,
             peer_pid,
+            peer_comm,
             path,
             sock,
             dir,
             conn,
             socket,
+            peer_socket,
+            role,
+            pos,
+            skip,
             len,
             data: data.into(),
             truncated,
+            via,
+            cgroup,
+            node,
         })))
     }
 }
@@ -866,6 +1041,7 @@ mod tests {
             len: data.len() as u64 + 5,
             data: data.to_vec().into(),
             truncated: true,
+            ..Event::default()
         })
     }
 

@@ -43,6 +43,82 @@ pub enum Body {
         code: Option<String>,
         message: String,
     },
+    /// One request paired with its response (or with why none came). NDJSON:
+    /// an `exchange` object.
+    Exchange(Box<Exchange>),
+}
+
+/// One request and its response, as a request/response decoder pairs them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Exchange {
+    /// `http1`, `http2`, `grpc`, or a plugin's protocol name.
+    pub protocol: Arc<str>,
+    pub method: Option<String>,
+    /// The request target; for gRPC `/service/method`.
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    /// HTTP status (or the protocol's own status code).
+    pub status: Option<u32>,
+    pub grpc_status: Option<u32>,
+    pub grpc_message: Option<String>,
+    /// Bytes of the request and of the response, headers and bodies.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// Kernel time (CLOCK_MONOTONIC) of the request's first byte.
+    pub started_ns: u64,
+    /// Wall-clock time of the request's first byte, nanoseconds since the epoch.
+    pub started_time_ns: u64,
+    /// From the request's first byte to the response's last one; `None` when
+    /// no response came.
+    pub latency_ns: Option<u64>,
+    /// Why the exchange did not complete normally (`no response`, a stream
+    /// reset, ...).
+    pub error: Option<String>,
+    pub client: Endpoint,
+    pub server: Endpoint,
+}
+
+/// One end of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    pub pid: u32,
+    pub comm: Arc<str>,
+}
+
+/// What kind of record a sink is given, for sinks that keep only some kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    /// An event's own bytes (`raw`).
+    Event,
+    /// A decoded protocol unit: a frame, a message, a header block.
+    Frame,
+    Exchange,
+    Error,
+    Lost,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 5] = [
+        RecordKind::Event,
+        RecordKind::Frame,
+        RecordKind::Exchange,
+        RecordKind::Error,
+        RecordKind::Lost,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Event => "event",
+            RecordKind::Frame => "frame",
+            RecordKind::Exchange => "exchange",
+            RecordKind::Error => "error",
+            RecordKind::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        RecordKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 impl Record {
@@ -82,6 +158,26 @@ impl Record {
             decoder,
             body: Body::Fields { json, text },
         })
+    }
+
+    pub fn exchange(event: Arc<Event>, decoder: Arc<str>, exchange: Exchange) -> Self {
+        Record::Decoded(Decoded {
+            event,
+            decoder,
+            body: Body::Exchange(Box::new(exchange)),
+        })
+    }
+
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Lost(_) => RecordKind::Lost,
+            Record::Decoded(d) => match d.body {
+                Body::Raw => RecordKind::Event,
+                Body::Fields { .. } => RecordKind::Frame,
+                Body::Error { .. } => RecordKind::Error,
+                Body::Exchange(_) => RecordKind::Exchange,
+            },
+        }
     }
 
     /// True for error records (used by the exit summary).

@@ -240,6 +240,7 @@ mod tests {
             len: 1,
             data: vec![seq as u8].into(),
             truncated: false,
+            ..Event::default()
         }))
     }
 

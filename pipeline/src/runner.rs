@@ -11,12 +11,12 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{BuildError, Config, ReorderConfig};
+use crate::config::{BuildContext, BuildError, Config, ReorderConfig};
 use crate::event::SourceItem;
 use crate::record::Record;
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
-use crate::stage::{Decoder, Emitter, Sink, SinkError, Source, SourceError};
+use crate::stage::{Decoder, Emitter, Out, Sink, SinkError, Source, SourceError};
 
 /// Batches in flight between the source and the pipeline. Bounded so a source that
 /// outruns the decoder is slowed down (or, for the kernel, drops and counts) rather
@@ -38,15 +38,16 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn build(config: &Config) -> Result<Self, BuildError> {
+        let ctx = BuildContext::new(config.limits.clone());
         // Sinks first: a sink that cannot open its file should fail before a BPF
         // program is loaded.
         let sinks = config
             .sinks
             .iter()
-            .map(|s| s.build())
+            .map(|s| s.build(&ctx))
             .collect::<Result<Vec<_>, _>>()?;
-        let decoder = config.decoder.build()?;
-        let source = config.source.build()?;
+        let decoder = config.decoder.build(&ctx)?;
+        let source = config.source.build(&ctx)?;
         Ok(Pipeline {
             source,
             reorder: config.reorder,
@@ -142,6 +143,13 @@ struct Core {
     reorder: Reorder,
     decoder: Box<dyn Decoder>,
     decoder_is_raw: bool,
+    writer: Writer,
+    records: Vec<Record>,
+    conns: FxHashSet<u64>,
+}
+
+/// The sinks and what the run counts of the records written to them.
+struct Writer {
     sinks: Vec<Box<dyn Sink>>,
     /// Sinks whose reader went away (`| head`): skipped from then on, while the
     /// others (a capture file) keep everything.
@@ -150,9 +158,7 @@ struct Core {
     /// The `decoder` name of the raw records written for `events = true` sinks,
     /// shared rather than allocated per event.
     raw_name: Arc<str>,
-    records: Vec<Record>,
     summary: Summary,
-    conns: FxHashSet<u64>,
     per_decoder: BTreeMap<Arc<str>, u64>,
     failure: Option<RunError>,
 }
@@ -162,37 +168,77 @@ impl Core {
         if self.done() {
             return;
         }
-        match item {
+        match &item {
             SourceItem::Event(ev) => {
-                self.summary.events += 1;
-                self.summary.bytes += ev.len;
+                let w = &mut self.writer;
+                w.summary.events += 1;
+                w.summary.bytes += ev.len;
                 // Bounded: only for the status line, so forgetting old connections
                 // under extreme churn is fine.
                 if self.conns.len() < 1_000_000 && self.conns.insert(ev.conn) {
-                    self.summary.connections += 1;
+                    w.summary.connections += 1;
                 }
-                if self.event_sinks && !self.decoder_is_raw {
-                    let raw = Record::raw(Arc::clone(&ev), Arc::clone(&self.raw_name));
-                    self.write_to(&raw, true);
+                if w.event_sinks && !self.decoder_is_raw {
+                    let raw = Record::raw(Arc::clone(ev), Arc::clone(&w.raw_name));
+                    w.write_to(&raw, true);
                 }
-                self.decoder.decode(&ev, &mut self.records);
-            }
-            SourceItem::Lost(l) => {
-                self.decoder.lost(l.count, &mut self.records);
-                self.records.push(Record::Lost(l));
             }
             SourceItem::Closed { conn, .. } => {
-                self.conns.remove(&conn);
-                self.decoder.closed(conn, &mut self.records);
+                self.conns.remove(conn);
             }
+            SourceItem::Lost(_) => {}
         }
-        self.emit();
+        let Core {
+            decoder,
+            writer,
+            records,
+            ..
+        } = self;
+        let mut drain = |r: &mut Vec<Record>| writer.emit(r);
+        let mut out = Out::streaming(records, &mut drain);
+        match item {
+            SourceItem::Event(ev) => decoder.decode(&ev, &mut out),
+            SourceItem::Lost(l) => {
+                decoder.lost(l.count, &mut out);
+                out.push(Record::Lost(l));
+            }
+            SourceItem::Closed { conn, .. } => decoder.closed(conn, &mut out),
+        }
+        writer.emit(records);
     }
 
-    fn emit(&mut self) {
-        let records = std::mem::take(&mut self.records);
-        for r in &records {
-            match r {
+    fn finish(&mut self) {
+        let mut released = Vec::new();
+        self.reorder.drain(&mut |i| released.push(i));
+        for i in released {
+            self.handle(i);
+        }
+        let Core {
+            decoder,
+            writer,
+            records,
+            ..
+        } = self;
+        let mut drain = |r: &mut Vec<Record>| writer.emit(r);
+        decoder.finish(&mut Out::streaming(records, &mut drain));
+        writer.emit(records);
+        writer.flush();
+        writer.summary.reorder_forced = self.reorder.forced;
+        for (k, v) in &writer.per_decoder {
+            *writer.summary.records.entry(k.to_string()).or_default() += v;
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.writer.done()
+    }
+}
+
+impl Writer {
+    /// Writes and counts `records`, leaving the vector empty.
+    fn emit(&mut self, records: &mut Vec<Record>) {
+        for r in records.drain(..) {
+            match &r {
                 Record::Lost(l) => {
                     self.summary.lost += l.count;
                     *self.summary.records.entry("lost".into()).or_default() += 1;
@@ -205,16 +251,16 @@ impl Core {
                     *self.per_decoder.entry(Arc::clone(&d.decoder)).or_default() += 1;
                 }
             }
-            self.write_to(r, false);
+            self.write_to(&r, false);
         }
-        let mut records = records;
-        records.clear();
-        self.records = records;
     }
 
     /// Writes one record to every sink (or, with `events_only`, to the sinks that
     /// asked for raw events).
     fn write_to(&mut self, r: &Record, events_only: bool) {
+        if self.done() {
+            return;
+        }
         for i in 0..self.sinks.len() {
             if self.closed[i] || (events_only && !self.sinks[i].wants_events()) {
                 continue;
@@ -253,21 +299,6 @@ impl Core {
         }
     }
 
-    fn finish(&mut self) {
-        let mut released = Vec::new();
-        self.reorder.drain(&mut |i| released.push(i));
-        for i in released {
-            self.handle(i);
-        }
-        self.decoder.finish(&mut self.records);
-        self.emit();
-        self.flush();
-        self.summary.reorder_forced = self.reorder.forced;
-        for (k, v) in &self.per_decoder {
-            *self.summary.records.entry(k.to_string()).or_default() += v;
-        }
-    }
-
     fn done(&self) -> bool {
         self.failure.is_some() || self.closed.iter().all(|&c| c)
     }
@@ -291,15 +322,17 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         reorder: Reorder::new(&reorder),
         decoder,
         decoder_is_raw,
-        closed: vec![false; sinks.len()],
-        sinks,
-        event_sinks,
-        raw_name: "raw".into(),
+        writer: Writer {
+            closed: vec![false; sinks.len()],
+            sinks,
+            event_sinks,
+            raw_name: "raw".into(),
+            summary: Summary::default(),
+            per_decoder: BTreeMap::new(),
+            failure: None,
+        },
         records: Vec::new(),
-        summary: Summary::default(),
         conns: FxHashSet::default(),
-        per_decoder: BTreeMap::new(),
-        failure: None,
     };
     // When stdout is the terminal too, the records are the live view: a status line
     // on the same screen would only get in their way.
@@ -330,7 +363,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                 // Caught up with the source: push output out now, so a quiet
                 // capture shows up at once rather than at the next periodic flush.
                 if rx.is_empty() {
-                    core.flush();
+                    core.writer.flush();
                     last_flush = now;
                 }
                 if core.done() {
@@ -351,13 +384,13 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                     core.handle(i);
                 }
                 if any || now.duration_since(last_flush) >= FLUSH_EVERY {
-                    core.flush();
+                    core.writer.flush();
                     last_flush = now;
                 }
                 if core.done() {
                     break;
                 }
-                status.update(&core.summary, core.conns.len());
+                status.update(&core.writer.summary, core.conns.len());
             }
         }
     }
@@ -404,7 +437,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             .await
             .ok(),
     };
-    let mut result = match core.failure.take() {
+    let mut result = match core.writer.failure.take() {
         Some(e) => Err(e),
         None => Ok(()),
     };
@@ -412,11 +445,11 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         Some(Ok(Ok(s))) => {
             // Lost markers were counted as they passed; the source's own count can
             // only be higher (markers it could not deliver during shutdown).
-            core.summary.lost = core.summary.lost.max(s.lost);
-            core.summary.skipped = s.skipped;
+            core.writer.summary.lost = core.writer.summary.lost.max(s.lost);
+            core.writer.summary.skipped = s.skipped;
         }
         Some(Ok(Err(e))) => {
-            if result.is_ok() && !core.summary.output_closed {
+            if result.is_ok() && !core.writer.summary.output_closed {
                 result = Err(RunError::Source(e));
             }
         }
@@ -430,7 +463,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         None => source_task.abort(),
     }
     Outcome {
-        summary: core.summary,
+        summary: core.writer.summary,
         result,
     }
 }

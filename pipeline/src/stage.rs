@@ -130,27 +130,93 @@ pub mod tokio_stop {
     }
 }
 
+/// Where a decoder puts its records.
+///
+/// In a run, records go on to the sinks in batches of [`Out::BATCH`] while the
+/// decoder is still working, so that one event that yields millions of records
+/// (a flood of tiny frames) never holds them all at once. Built with
+/// [`Out::collect`], it keeps everything (tests, and decoders that wrap others).
+pub struct Out<'a> {
+    buf: &'a mut Vec<Record>,
+    drain: Option<&'a mut Drain<'a>>,
+}
+
+/// What [`Out`] hands full batches to: it writes them and empties the vector.
+pub type Drain<'a> = dyn FnMut(&mut Vec<Record>) + 'a;
+
+impl<'a> Out<'a> {
+    /// Records held at most before they are handed on.
+    pub const BATCH: usize = 256;
+
+    /// Collects every record into `buf`.
+    pub fn collect(buf: &'a mut Vec<Record>) -> Self {
+        Out { buf, drain: None }
+    }
+
+    /// Hands records to `drain` (which must empty the vector) every
+    /// [`Out::BATCH`] records; whatever is left stays in `buf` for the caller.
+    pub fn streaming(buf: &'a mut Vec<Record>, drain: &'a mut Drain<'a>) -> Self {
+        Out {
+            buf,
+            drain: Some(drain),
+        }
+    }
+
+    pub fn push(&mut self, record: Record) {
+        self.buf.push(record);
+        if self.buf.len() >= Self::BATCH
+            && let Some(drain) = self.drain.as_mut()
+        {
+            drain(self.buf);
+        }
+    }
+
+    /// Records pushed and not yet handed on.
+    pub fn pending(&self) -> &[Record] {
+        self.buf
+    }
+}
+
+impl Extend<Record> for Out<'_> {
+    fn extend<T: IntoIterator<Item = Record>>(&mut self, iter: T) {
+        for r in iter {
+            self.push(r);
+        }
+    }
+}
+
 /// Turns events into records, keeping whatever per-connection state it needs.
 ///
-/// Calls are made from one thread at a time, in the order the reorder stage hands
-/// events on. Malformed input must become [`Record`]s with an error body, never a
-/// panic.
+/// Calls are made from one thread at a time, in the order the reorder stage (and,
+/// in the connection view, the connection stage) hands events on. Malformed
+/// input must become [`Record`]s with an error body, never a panic; state that
+/// input makes a decoder hold must stay within the run's
+/// [`Limits`](crate::limits::Limits).
 pub trait Decoder: Send {
     /// The name written in each record's `decoder` field.
     fn name(&self) -> &str;
 
-    /// Decodes one event, appending any records it completes to `out`.
-    fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>);
+    /// Decodes one event, handing any records it completes to `out`.
+    fn decode(&mut self, event: &Arc<Event>, out: &mut Out<'_>);
 
     /// `count` events were lost somewhere: state that depends on seeing every byte
     /// (of any connection) can no longer be trusted.
-    fn lost(&mut self, _count: u64, _out: &mut Vec<Record>) {}
+    fn lost(&mut self, _count: u64, _out: &mut Out<'_>) {}
 
     /// A connection ended; its state can go.
-    fn closed(&mut self, _conn: u64, _out: &mut Vec<Record>) {}
+    fn closed(&mut self, _conn: u64, _out: &mut Out<'_>) {}
 
     /// The input ended; emit whatever is still held back.
-    fn finish(&mut self, _out: &mut Vec<Record>) {}
+    fn finish(&mut self, _out: &mut Out<'_>) {}
+
+    /// How sure this decoder is, from 0 (not its protocol) to 100 (certain),
+    /// that a connection speaks its protocol, given the first bytes `data` seen in
+    /// one direction of it (`event` is the event they came with: its role and
+    /// direction say which side sent them). `auto` asks every candidate and
+    /// picks the surest.
+    fn detect(&mut self, _data: &[u8], _event: &Event) -> u8 {
+        0
+    }
 }
 
 /// Writes records somewhere.
@@ -197,5 +263,46 @@ impl SinkError {
                 source,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_hands_on_full_batches_and_keeps_the_rest() {
+        let mut written = Vec::new();
+        let mut buf = Vec::new();
+        let mut drain = |r: &mut Vec<Record>| written.append(r);
+        let mut out = Out::streaming(&mut buf, &mut drain);
+        let lost = |n| {
+            Record::Lost(crate::event::Lost {
+                ts_ns: n,
+                time_ns: 0,
+                count: 1,
+            })
+        };
+        for n in 0..(Out::BATCH as u64 * 2 + 3) {
+            out.push(lost(n));
+            assert!(out.pending().len() < Out::BATCH);
+        }
+        assert_eq!(out.pending().len(), 3);
+        assert_eq!(written.len(), Out::BATCH * 2);
+        assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn collecting_out_keeps_everything() {
+        let mut buf = Vec::new();
+        let mut out = Out::collect(&mut buf);
+        out.extend((0..1000).map(|n| {
+            Record::Lost(crate::event::Lost {
+                ts_ns: n,
+                time_ns: 0,
+                count: 1,
+            })
+        }));
+        assert_eq!(buf.len(), 1000);
     }
 }

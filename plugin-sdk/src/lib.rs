@@ -287,8 +287,10 @@ unsafe impl Sync for SpfPluginDeclaration {}
 /// `String`/`&str` via `.into()`, converts into it with `?`.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Which way the bytes went, seen from the process that made the syscall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which way the bytes went, seen from the process that made the syscall. spf's
+/// pipeline uses this very type: it is defined once, here, for both sides of the
+/// plugin boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     Send,
     Recv,
@@ -301,13 +303,98 @@ impl Direction {
             Direction::Recv => "recv",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "send" => Some(Direction::Send),
+            "recv" => Some(Direction::Recv),
+            _ => None,
+        }
+    }
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The AF_UNIX socket type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SockKind {
     Stream,
     Dgram,
     Seqpacket,
+}
+
+impl SockKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SockKind::Stream => "stream",
+            SockKind::Dgram => "dgram",
+            SockKind::Seqpacket => "seqpacket",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stream" => Some(SockKind::Stream),
+            "dgram" => Some(SockKind::Dgram),
+            "seqpacket" => Some(SockKind::Seqpacket),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which end of a connection a process is: the one that connected (`Client`) or
+/// the one that accepted (`Server`). `Unknown` where the kernel cannot tell (a
+/// socketpair, a datagram socket, a capture without roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Role {
+    #[default]
+    Unknown,
+    Client,
+    Server,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "unknown" => Some(Role::Unknown),
+            "client" => Some(Role::Client),
+            "server" => Some(Role::Server),
+            _ => None,
+        }
+    }
+
+    /// The role of the other end.
+    pub const fn other(self) -> Self {
+        match self {
+            Role::Unknown => Role::Unknown,
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One event, borrowed for one `decode` call.

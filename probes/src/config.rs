@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use spf_pipeline::Source;
-use spf_pipeline::config::{BuildError, Section, SourceConfig};
+use spf_pipeline::config::{BuildContext, BuildError, Section, SourceConfig};
 
 use crate::skel::types;
 
@@ -293,7 +293,7 @@ impl UnixConfig {
 }
 
 impl SourceConfig for UnixConfig {
-    fn build(&self) -> Result<Box<dyn Source>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError> {
         Ok(Box::new(self.build_source()?))
     }
 

@@ -386,6 +386,11 @@ impl Converter {
         let comm = self.comm(&h.comm);
         self.seq += 1;
         let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) < h.len;
+        let dir = if h.flags & F_RECV != 0 {
+            Direction::Recv
+        } else {
+            Direction::Send
+        };
         let ev = Event {
             seq: self.seq,
             ts_ns: h.ts_ns,
@@ -400,16 +405,13 @@ impl Converter {
                 5 => SockKind::Seqpacket,
                 _ => SockKind::Stream,
             },
-            dir: if h.flags & F_RECV != 0 {
-                Direction::Recv
-            } else {
-                Direction::Send
-            },
+            dir,
             conn,
             socket: h.own_ino,
             len: h.len,
             data: bytes,
             truncated,
+            ..Event::default()
         };
         self.batch_bytes += ev.data.len();
         self.batch.push(SourceItem::Event(Arc::new(ev)));

@@ -6,8 +6,10 @@ pub mod stdout;
 
 use spf_pipeline::config::Registry;
 
-/// Adds every built-in sink to `reg`.
+/// Adds every built-in sink to `reg`, and makes `stdout` the sink of a config
+/// that names none.
 pub fn register(reg: &mut Registry) {
     stdout::register(reg);
     ndjson::register(reg);
+    reg.default_sink("stdout");
 }

@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use spf_pipeline::config::{BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
 use spf_pipeline::{Record, Sink, SinkError};
 
 pub fn register(reg: &mut Registry) {
@@ -50,7 +50,7 @@ impl SinkConfig for NdjsonConfig {
         Some(&self.path)
     }
 
-    fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -123,7 +123,7 @@ mod tests {
             append: false,
             events: false,
         };
-        let mut sink = cfg.build().unwrap();
+        let mut sink = cfg.build(&Default::default()).unwrap();
         sink.write(&Record::Lost(spf_pipeline::Lost {
             ts_ns: 1,
             time_ns: 2,

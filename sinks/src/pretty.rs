@@ -1,7 +1,8 @@
 //! The human-readable rendering shared by the pretty stdout format.
 
 use spf_pipeline::ndjson::{escape_bytes, rfc3339};
-use spf_pipeline::{Body, Direction, Record};
+use spf_pipeline::runner::human_bytes;
+use spf_pipeline::{Body, Direction, Exchange, Record};
 
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
@@ -100,6 +101,12 @@ impl Pretty {
                             out.push(b'\n');
                         }
                     }
+                    Body::Exchange(x) => {
+                        let line = format!("  {}", exchange_line(x));
+                        let colour = if x.error.is_some() { RED } else { CYAN };
+                        self.paint(out, colour, clean(&line).as_bytes());
+                        out.push(b'\n');
+                    }
                     Body::Error { code, message } => {
                         let line = match code {
                             Some(c) => format!("  error {c}: {message}"),
@@ -132,6 +139,57 @@ fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// One exchange as an access-log line: who called whom, what, how it ended,
+/// how long it took and how much moved.
+pub fn exchange_line(x: &Exchange) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "{}[{}] → {}[{}] {}",
+        x.client.comm, x.client.pid, x.server.comm, x.server.pid, x.protocol
+    );
+    if let Some(m) = &x.method {
+        let _ = write!(s, " {m}");
+    }
+    if let Some(p) = &x.path {
+        let _ = write!(s, " {p}");
+    }
+    match (x.status, x.grpc_status) {
+        (_, Some(g)) => {
+            let _ = write!(s, " grpc-status {g}");
+            if let Some(m) = &x.grpc_message {
+                let _ = write!(s, " ({m})");
+            }
+        }
+        (Some(st), None) => {
+            let _ = write!(s, " {st}");
+        }
+        (None, None) => {}
+    }
+    if let Some(l) = x.latency_ns {
+        let _ = write!(s, " {}", human_duration(l));
+    }
+    let _ = write!(
+        s,
+        " {} → {}",
+        human_bytes(x.request_bytes),
+        human_bytes(x.response_bytes)
+    );
+    if let Some(e) = &x.error {
+        let _ = write!(s, " error: {e}");
+    }
+    s
+}
+
+/// Nanoseconds as a short human duration (`850 µs`, `3.2 ms`, `1.50 s`).
+pub fn human_duration(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns} ns"),
+        1_000..=999_999 => format!("{:.1} µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
 fn peer(pid: u32) -> String {
     if pid == 0 {
         "?".into()
@@ -162,7 +220,6 @@ mod tests {
     #[test]
     fn raw_shows_escaped_bytes_and_truncation() {
         let ev = Arc::new(Event {
-            seq: 0,
             ts_ns: 1,
             time_ns: 1_000_000_000,
             pid: 42,
@@ -173,10 +230,10 @@ mod tests {
             sock: SockKind::Stream,
             dir: Direction::Send,
             conn: 9,
-            socket: 0,
             len: 10,
             data: bytes::Bytes::from_static(b"GET\r\n\x01"),
             truncated: true,
+            ..Event::default()
         });
         let mut out = Vec::new();
         Pretty {

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal as _, Write as _};
 
 use serde::Deserialize;
-use spf_pipeline::config::{BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
 use spf_pipeline::{Record, Sink, SinkError};
 
 use crate::pretty::Pretty;
@@ -61,7 +61,7 @@ fn default_max_bytes() -> usize {
 }
 
 impl SinkConfig for StdoutConfig {
-    fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
         let tty = std::io::stdout().is_terminal();
         let color = match self.color {
             Color::Always => true,

@@ -51,6 +51,7 @@ impl Capture {
             len: data.len() as u64,
             data: Bytes::copy_from_slice(data),
             truncated: false,
+            ..Event::default()
         }));
     }
 
@@ -64,9 +65,9 @@ fn decode(events: &[Arc<Event>]) -> Vec<Record> {
     let mut d = Http2::new(Http2Config::default());
     let mut out = Vec::new();
     for e in events {
-        d.decode(e, &mut out);
+        d.decode(e, &mut spf_pipeline::Out::collect(&mut out));
     }
-    d.finish(&mut out);
+    d.finish(&mut spf_pipeline::Out::collect(&mut out));
     out
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use spf_pipeline::{Decoder, Direction, Event, Record};
+use spf_pipeline::{Decoder, Direction, Event, Out, Record};
 
 use super::frame::{self, Header, Payload};
 use super::grpc;
@@ -160,15 +160,15 @@ struct Block {
 }
 
 /// Where records go, with what they are tied to.
-struct Ctx<'a> {
+struct Ctx<'a, 'b> {
     event: &'a Arc<Event>,
     streams: &'a mut Streams,
     name: &'a Arc<str>,
     cfg: &'a Http2Config,
-    out: &'a mut Vec<Record>,
+    out: &'a mut Out<'b>,
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     fn record(&mut self, http2: Map<String, Value>, text: String) {
         let mut json = Map::with_capacity(1);
         json.insert("http2".into(), Value::Object(http2));
@@ -202,7 +202,7 @@ impl Decoder for Http2 {
         &self.name
     }
 
-    fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
+    fn decode(&mut self, event: &Arc<Event>, out: &mut Out<'_>) {
         // One view per socket: when both ends of a connection are captured, each
         // end's bytes are decoded on their own. Sources that do not know the
         // socket fall back to the process.
@@ -234,7 +234,7 @@ impl Decoder for Http2 {
         }
     }
 
-    fn lost(&mut self, count: u64, out: &mut Vec<Record>) {
+    fn lost(&mut self, count: u64, out: &mut Out<'_>) {
         let note = format!("{count} events were lost");
         for view in self.views.values_mut() {
             for idx in 0..2 {
@@ -263,7 +263,7 @@ impl Decoder for Http2 {
         }
     }
 
-    fn closed(&mut self, conn: u64, out: &mut Vec<Record>) {
+    fn closed(&mut self, conn: u64, out: &mut Out<'_>) {
         let keys: Vec<(u64, u64)> = self.views.keys().filter(|k| k.0 == conn).copied().collect();
         for k in keys {
             if let Some(mut view) = self.views.remove(&k) {
@@ -273,7 +273,7 @@ impl Decoder for Http2 {
         self.conns.remove(&conn);
     }
 
-    fn finish(&mut self, out: &mut Vec<Record>) {
+    fn finish(&mut self, out: &mut Out<'_>) {
         let mut keys: Vec<(u64, u64)> = self.views.keys().copied().collect();
         keys.sort_unstable();
         for k in keys {
@@ -290,7 +290,7 @@ impl Http2 {
     /// longest idle quarter of the connections is forgotten. If one of them
     /// speaks again, it is decoded as a connection joined midway (placeholders
     /// for what its tables held), never with stale state.
-    fn evict_idle(&mut self, out: &mut Vec<Record>) {
+    fn evict_idle(&mut self, out: &mut Out<'_>) {
         let mut by_age: Vec<(u64, (u64, u64))> =
             self.views.iter().map(|(k, v)| (v.last_seq, *k)).collect();
         by_age.sort_unstable();
@@ -306,7 +306,7 @@ impl Http2 {
 
 impl View {
     /// Reports whatever is held back when a connection's state goes away.
-    fn flush(&mut self, name: &Arc<str>, cfg: &Http2Config, why: &str, out: &mut Vec<Record>) {
+    fn flush(&mut self, name: &Arc<str>, cfg: &Http2Config, why: &str, out: &mut Out<'_>) {
         for idx in 0..2 {
             let Some(event) = self.flows[idx].last_event.clone() else {
                 continue;
@@ -324,7 +324,7 @@ impl View {
     }
 
     /// Reports and drops a partial frame, header block, or skipped bytes.
-    fn drop_partial(&mut self, idx: usize, why: &str, ctx: &mut Ctx<'_>) {
+    fn drop_partial(&mut self, idx: usize, why: &str, ctx: &mut Ctx<'_, '_>) {
         let f = &mut self.flows[idx];
         if let Some(b) = f.block.take() {
             ctx.error(
@@ -376,7 +376,7 @@ impl View {
 
     /// Bytes are missing after what this flow has seen: nothing held can be
     /// completed, and the HPACK table may have changed unseen.
-    fn gap(&mut self, idx: usize, why: &str, ctx: &mut Ctx<'_>) {
+    fn gap(&mut self, idx: usize, why: &str, ctx: &mut Ctx<'_, '_>) {
         if self.flows[idx].mode == Mode::Start && self.flows[idx].buf.is_empty() {
             // Nothing seen yet on this flow: it may have started unseen.
             let f = &mut self.flows[idx];
@@ -395,7 +395,7 @@ impl View {
         f.hpack.forget();
     }
 
-    fn feed(&mut self, idx: usize, data: &[u8], ctx: &mut Ctx<'_>) {
+    fn feed(&mut self, idx: usize, data: &[u8], ctx: &mut Ctx<'_, '_>) {
         let f = &mut self.flows[idx];
         if f.buf.is_empty() {
             let n = self.run(idx, data, ctx);
@@ -449,7 +449,7 @@ impl View {
     }
 
     /// Consumes what it can of `bytes`; returns how many bytes it consumed.
-    fn run(&mut self, idx: usize, bytes: &[u8], ctx: &mut Ctx<'_>) -> usize {
+    fn run(&mut self, idx: usize, bytes: &[u8], ctx: &mut Ctx<'_, '_>) -> usize {
         let mut p = 0usize;
         loop {
             let rest = &bytes[p..];
@@ -603,7 +603,7 @@ impl View {
     }
 
     /// Decodes one whole frame.
-    fn frame(&mut self, idx: usize, h: Header, payload: &[u8], ctx: &mut Ctx<'_>) {
+    fn frame(&mut self, idx: usize, h: Header, payload: &[u8], ctx: &mut Ctx<'_, '_>) {
         if let Some(b) = &self.flows[idx].block
             && (h.kind != frame::CONTINUATION || h.stream_id != b.stream_id)
         {
@@ -877,7 +877,7 @@ impl View {
 
     /// Holds a header block until END_HEADERS, then decodes it and emits the
     /// opening frame's record (with the headers) and its CONTINUATION records.
-    fn block(&mut self, idx: usize, block: Block, end_headers: bool, ctx: &mut Ctx<'_>) {
+    fn block(&mut self, idx: usize, block: Block, end_headers: bool, ctx: &mut Ctx<'_, '_>) {
         if !end_headers {
             if block.fragment.len() > MAX_HEADER_BLOCK {
                 self.flows[idx].hpack.forget();
@@ -1044,7 +1044,7 @@ impl View {
         }
     }
 
-    fn end_stream(&mut self, idx: usize, sid: u32, ctx: &mut Ctx<'_>) {
+    fn end_stream(&mut self, idx: usize, sid: u32, ctx: &mut Ctx<'_, '_>) {
         if let Some(acc) = self.flows[idx].grpc.remove(&sid)
             && acc.pending() > 0
         {

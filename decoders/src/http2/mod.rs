@@ -15,7 +15,7 @@ pub mod protobuf;
 
 use serde::Deserialize;
 use spf_pipeline::Decoder;
-use spf_pipeline::config::{BuildError, DecoderConfig, Registry, Section};
+use spf_pipeline::config::{BuildContext, BuildError, DecoderConfig, Registry, Section};
 
 pub use decoder::Http2;
 
@@ -68,7 +68,7 @@ impl Default for Http2Config {
 }
 
 impl DecoderConfig for Http2Config {
-    fn build(&self) -> Result<Box<dyn Decoder>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
         Ok(Box::new(Http2::new(self.clone())))
     }
 }

@@ -26,6 +26,7 @@ pub(crate) fn event(seq: u64, dir: Direction, data: &[u8]) -> Arc<Event> {
         len: data.len() as u64,
         data: bytes::Bytes::copy_from_slice(data),
         truncated: false,
+        ..Event::default()
     })
 }
 
@@ -213,6 +214,7 @@ fn lines(recs: &[Record]) -> Vec<String> {
                     format!("{}|ERROR {code:?} {message}", d.event.dir)
                 }
                 Body::Raw => "raw".into(),
+                Body::Exchange(x) => format!("{}|EXCHANGE {x:?}", d.event.dir),
             },
             Record::Lost(l) => format!("lost {}", l.count),
         })
@@ -222,9 +224,12 @@ fn lines(recs: &[Record]) -> Vec<String> {
 fn run(d: &mut Http2, writes: &[(Direction, Vec<u8>)]) -> Vec<Record> {
     let mut out = Vec::new();
     for (i, (dir, w)) in writes.iter().enumerate() {
-        d.decode(&event(i as u64, *dir, w), &mut out);
+        d.decode(
+            &event(i as u64, *dir, w),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
     }
-    d.finish(&mut out);
+    d.finish(&mut spf_pipeline::Out::collect(&mut out));
     out
 }
 
@@ -495,18 +500,27 @@ fn lost_events_turn_old_entries_into_placeholders() {
     let mut out = Vec::new();
     let mut seq = 0;
     for w in &c[..6] {
-        d.decode(&event(seq, Direction::Send, w), &mut out);
+        d.decode(
+            &event(seq, Direction::Send, w),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
         seq += 1;
     }
     for w in &s[..5] {
-        d.decode(&event(seq, Direction::Recv, w), &mut out);
+        d.decode(
+            &event(seq, Direction::Recv, w),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
         seq += 1;
     }
-    d.lost(3, &mut out);
+    d.lost(3, &mut spf_pipeline::Out::collect(&mut out));
     out.clear();
     // Skip call 1; decode call 2.
     for w in &c[9..] {
-        d.decode(&event(seq, Direction::Send, w), &mut out);
+        d.decode(
+            &event(seq, Direction::Send, w),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
         seq += 1;
     }
     let h = headers_of(&out);
@@ -527,18 +541,24 @@ fn truncated_event_reports_and_resyncs() {
     let (c, _, _) = conversation(2, false);
     let mut d = decoder();
     let mut out = Vec::new();
-    d.decode(&event(0, Direction::Send, &c[0]), &mut out);
+    d.decode(
+        &event(0, Direction::Send, &c[0]),
+        &mut spf_pipeline::Out::collect(&mut out),
+    );
     // A write of a HEADERS frame of which only 10 bytes were captured.
     let mut e = (*event(1, Direction::Send, &c[3][..10])).clone();
     e.len = c[3].len() as u64;
     e.truncated = true;
-    d.decode(&Arc::new(e), &mut out);
+    d.decode(&Arc::new(e), &mut spf_pipeline::Out::collect(&mut out));
     let errs = errors(&out);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].contains("cut short"), "{errs:?}");
     out.clear();
     for (i, w) in c[4..].iter().enumerate() {
-        d.decode(&event(2 + i as u64, Direction::Send, w), &mut out);
+        d.decode(
+            &event(2 + i as u64, Direction::Send, w),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
     }
     assert!(errors(&out).is_empty(), "{:?}", lines(&out));
     // The second call's HEADERS decode, with placeholders for pre-gap entries.
@@ -665,17 +685,23 @@ fn robustness_against_random_and_mutated_input() {
         while pc < cw.len() || ps < sw.len() {
             let n = 1 + next() as usize % 700;
             let e = (pc + n).min(cw.len());
-            d.decode(&event(seq, Direction::Send, &cw[pc..e]), &mut out);
+            d.decode(
+                &event(seq, Direction::Send, &cw[pc..e]),
+                &mut spf_pipeline::Out::collect(&mut out),
+            );
             pc = e;
             let e = (ps + n).min(sw.len());
-            d.decode(&event(seq + 1, Direction::Recv, &sw[ps..e]), &mut out);
+            d.decode(
+                &event(seq + 1, Direction::Recv, &sw[ps..e]),
+                &mut spf_pipeline::Out::collect(&mut out),
+            );
             ps = e;
             seq += 2;
             if next() % 50 == 0 {
-                d.lost(1, &mut out);
+                d.lost(1, &mut spf_pipeline::Out::collect(&mut out));
             }
         }
-        d.finish(&mut out);
+        d.finish(&mut spf_pipeline::Out::collect(&mut out));
         if out.iter().any(Record::is_error) {
             error_runs += 1;
         }
@@ -729,20 +755,32 @@ fn both_ends_captured() {
         let mut seq = 0;
         for i in 0..c.len().max(s.len()) {
             if let Some(w) = c.get(i) {
-                d.decode(&ev(seq, 100, Direction::Send, w), &mut out);
+                d.decode(
+                    &ev(seq, 100, Direction::Send, w),
+                    &mut spf_pipeline::Out::collect(&mut out),
+                );
                 if !only_sends {
-                    d.decode(&ev(seq + 1, 200, Direction::Recv, w), &mut out);
+                    d.decode(
+                        &ev(seq + 1, 200, Direction::Recv, w),
+                        &mut spf_pipeline::Out::collect(&mut out),
+                    );
                 }
             }
             if let Some(w) = s.get(i) {
-                d.decode(&ev(seq + 2, 200, Direction::Send, w), &mut out);
+                d.decode(
+                    &ev(seq + 2, 200, Direction::Send, w),
+                    &mut spf_pipeline::Out::collect(&mut out),
+                );
                 if !only_sends {
-                    d.decode(&ev(seq + 3, 100, Direction::Recv, w), &mut out);
+                    d.decode(
+                        &ev(seq + 3, 100, Direction::Recv, w),
+                        &mut spf_pipeline::Out::collect(&mut out),
+                    );
                 }
             }
             seq += 4;
         }
-        d.finish(&mut out);
+        d.finish(&mut spf_pipeline::Out::collect(&mut out));
         assert!(errors(&out).is_empty(), "{:?}", errors(&out));
         let got: Vec<Hdrs> = headers_of(&out).into_iter().map(|x| x.1).collect();
         let copies = if only_sends { 1 } else { 2 };
@@ -780,17 +818,26 @@ fn idle_connections_are_dropped_and_rejoin_safely() {
     };
     // Connection 1: preface and the first call.
     for (i, w) in c[..6].iter().enumerate() {
-        d.decode(&ev(i as u64, 1, w), &mut out);
+        d.decode(
+            &ev(i as u64, 1, w),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
     }
     // Many other connections, each one preface.
     for k in 0..decoder::MAX_VIEWS as u64 + 10 {
-        d.decode(&ev(100 + k, 1000 + k, frame::PREFACE), &mut out);
+        d.decode(
+            &ev(100 + k, 1000 + k, frame::PREFACE),
+            &mut spf_pipeline::Out::collect(&mut out),
+        );
     }
     assert!(d.view_count() <= decoder::MAX_VIEWS);
     out.clear();
     // Connection 1 again: the second call's HEADERS refer to entries from the
     // first call, now forgotten.
-    d.decode(&ev(1_000_000, 1, &c[6]), &mut out);
+    d.decode(
+        &ev(1_000_000, 1, &c[6]),
+        &mut spf_pipeline::Out::collect(&mut out),
+    );
     let h = headers_of(&out);
     assert_eq!(h.len(), 1, "{:?}", lines(&out));
     assert!(h[0].1.iter().any(|(n, _)| n.starts_with("<unknown index")));
@@ -886,11 +933,14 @@ fn both_ends_in_one_process_are_reported_not_misdecoded() {
     for i in 0..c.len().max(s.len()) {
         for w in [c.get(i), s.get(i)].into_iter().flatten() {
             // Same pid, both ends' sends.
-            d.decode(&event(seq, Direction::Send, w), &mut out);
+            d.decode(
+                &event(seq, Direction::Send, w),
+                &mut spf_pipeline::Out::collect(&mut out),
+            );
             seq += 1;
         }
     }
-    d.finish(&mut out);
+    d.finish(&mut spf_pipeline::Out::collect(&mut out));
     let errs = errors(&out);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(

@@ -14,7 +14,7 @@ use super::{PluginInfo, init_instance, last_error};
 use crate::config::BuildError;
 use crate::event::{Direction, Event, SockKind};
 use crate::record::Record;
-use crate::stage::Decoder;
+use crate::stage::{Decoder, Out};
 
 /// Error code of records that stand for a failed plugin call.
 pub const PLUGIN_ERROR: &str = "PLUGIN_ERROR";
@@ -31,15 +31,25 @@ const RESERVED: &[&str] = &[
     "tid",
     "comm",
     "peer_pid",
+    "peer_comm",
     "path",
     "sock",
     "dir",
     "conn",
     "socket",
+    "peer_socket",
+    "role",
+    "pos",
+    "skip",
     "len",
     "captured",
     "truncated",
+    "via",
+    "cgroup",
+    "node",
+    "view",
     "decoder",
+    "exchange",
     "error",
     "data_b64",
     "text",
@@ -101,7 +111,7 @@ impl PluginDecoder {
     fn call(
         &mut self,
         event: &Arc<Event>,
-        out: &mut Vec<Record>,
+        out: &mut Out<'_>,
         f: impl FnOnce(*mut c_void, *const SpfDecoderOut) -> i32,
     ) {
         let mut ctx = Ctx {
@@ -150,7 +160,7 @@ impl PluginDecoder {
     }
 
     /// Counts a failed call; switches the plugin off after `max_errors` in a row.
-    fn failed(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
+    fn failed(&mut self, event: &Arc<Event>, out: &mut Out<'_>) {
         self.failures_in_a_row += 1;
         if self.max_errors > 0 && self.failures_in_a_row >= self.max_errors {
             self.disabled = true;
@@ -188,8 +198,7 @@ impl PluginDecoder {
 
 /// Connections whose last event is kept for their close records. Past this many
 /// (a source that never reports closes) what is kept is dropped and close records
-/// carry only the connection id. Kept events hold their bytes, so this also
-/// bounds the memory held (to this many snaplens).
+/// carry only the connection id. Kept events hold no bytes.
 const MAX_REMEMBERED: usize = 1024;
 
 /// An event's metadata without its bytes: what a record about the connection (not
@@ -204,23 +213,7 @@ fn identity(e: &Event) -> Arc<Event> {
 }
 
 fn unknown() -> Event {
-    Event {
-        seq: 0,
-        ts_ns: 0,
-        time_ns: 0,
-        pid: 0,
-        tid: 0,
-        comm: Arc::from(""),
-        peer_pid: 0,
-        path: Arc::from(""),
-        sock: SockKind::Stream,
-        dir: Direction::Send,
-        conn: 0,
-        socket: 0,
-        len: 0,
-        data: bytes::Bytes::new(),
-        truncated: false,
-    }
+    Event::default()
 }
 
 impl Drop for PluginDecoder {
@@ -237,7 +230,7 @@ impl Decoder for PluginDecoder {
         &self.name
     }
 
-    fn decode(&mut self, event: &Arc<Event>, out: &mut Vec<Record>) {
+    fn decode(&mut self, event: &Arc<Event>, out: &mut Out<'_>) {
         if self.disabled {
             return;
         }
@@ -247,7 +240,9 @@ impl Decoder for PluginDecoder {
             if self.earlier.len() >= MAX_REMEMBERED {
                 self.earlier.clear();
             }
-            self.earlier.insert(prev.conn, prev);
+            // Only the metadata: records about a connection need no bytes, and
+            // keeping whole events would hold up to MAX_REMEMBERED snaplens.
+            self.earlier.insert(prev.conn, identity(&prev));
         }
         let view = SpfEventView {
             seq: event.seq,
@@ -278,7 +273,7 @@ impl Decoder for PluginDecoder {
         self.call(event, out, |inst, cb| unsafe { decode(inst, &view, cb) });
     }
 
-    fn lost(&mut self, count: u64, out: &mut Vec<Record>) {
+    fn lost(&mut self, count: u64, out: &mut Out<'_>) {
         let Some(lost) = self.vt.lost.filter(|_| !self.disabled) else {
             return;
         };
@@ -287,7 +282,7 @@ impl Decoder for PluginDecoder {
         self.call(&anchor, out, |inst, cb| unsafe { lost(inst, count, cb) });
     }
 
-    fn closed(&mut self, conn: u64, out: &mut Vec<Record>) {
+    fn closed(&mut self, conn: u64, out: &mut Out<'_>) {
         let anchor = self.anchor(Some(conn));
         let Some(closed) = self.vt.closed.filter(|_| !self.disabled) else {
             return;
@@ -296,7 +291,7 @@ impl Decoder for PluginDecoder {
         self.call(&anchor, out, |inst, cb| unsafe { closed(inst, conn, cb) });
     }
 
-    fn finish(&mut self, out: &mut Vec<Record>) {
+    fn finish(&mut self, out: &mut Out<'_>) {
         let Some(finish) = self.vt.finish.filter(|_| !self.disabled) else {
             return;
         };
@@ -307,16 +302,16 @@ impl Decoder for PluginDecoder {
 }
 
 /// What the output callbacks see through their `ctx` pointer.
-struct Ctx<'a> {
+struct Ctx<'a, 'b> {
     event: &'a Arc<Event>,
     decoder: &'a Arc<str>,
     label: &'a str,
-    out: &'a mut Vec<Record>,
+    out: &'a mut Out<'b>,
     /// Some output of this call was rejected.
     rejected: bool,
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     fn reject(&mut self, message: String) -> i32 {
         self.rejected = true;
         self.out.push(Record::error(
@@ -347,7 +342,7 @@ unsafe extern "C" fn on_record(
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: ctx is the `Ctx` of the call in progress; the plugin lends both
         // buffers for this call, and they are copied before returning.
-        let (ctx, json, text) = unsafe { (&mut *ctx.cast::<Ctx<'_>>(), bytes(json, json_len), bytes(text, text_len)) };
+        let (ctx, json, text) = unsafe { (&mut *ctx.cast::<Ctx<'_, '_>>(), bytes(json, json_len), bytes(text, text_len)) };
         let map = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json) {
             Ok(m) => m,
             Err(e) => {
@@ -387,7 +382,7 @@ unsafe extern "C" fn on_error(
         // SAFETY: as in `on_record`.
         let (ctx, code, message) = unsafe {
             (
-                &mut *ctx.cast::<Ctx<'_>>(),
+                &mut *ctx.cast::<Ctx<'_, '_>>(),
                 bytes(code, code_len),
                 bytes(message, message_len),
             )

@@ -36,7 +36,7 @@ pub use decoder::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT, PluginDecoder};
 pub use load::{Kind, LoadError, Loaded, PluginInfo, check, load};
 pub use sink::PluginSink;
 
-use crate::config::{BuildError, DecoderConfig, Registry, Section, SinkConfig};
+use crate::config::{BuildContext, BuildError, DecoderConfig, Registry, Section, SinkConfig};
 use crate::stage::{Decoder, Sink};
 use load::Vtable;
 
@@ -95,7 +95,7 @@ impl PluginDecoderConfig {
 }
 
 impl DecoderConfig for PluginDecoderConfig {
-    fn build(&self) -> Result<Box<dyn Decoder>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
         Ok(Box::new(self.build_plugin()?))
     }
 }
@@ -143,7 +143,7 @@ impl PluginSinkConfig {
 }
 
 impl SinkConfig for PluginSinkConfig {
-    fn build(&self) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
         Ok(Box::new(self.build_plugin()?))
     }
 }

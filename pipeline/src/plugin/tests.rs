@@ -147,6 +147,7 @@ fn event(seq: u64, conn: u64, data: &'static [u8]) -> Arc<Event> {
         len: data.len() as u64,
         data: bytes::Bytes::from_static(data),
         truncated: false,
+        ..Event::default()
     })
 }
 
@@ -366,7 +367,7 @@ fn decode_passes_event_and_copies_output() {
     let mut d = decoder(100, "{\"mode\":\"loud\"}");
     let mut out = Vec::new();
     let e = event(1, 5, b"hello");
-    d.decode(&e, &mut out);
+    d.decode(&e, &mut crate::stage::Out::collect(&mut out));
     assert_eq!(out.len(), 1);
     let Record::Decoded(r) = &out[0] else {
         panic!()
@@ -382,7 +383,10 @@ fn decode_passes_event_and_copies_output() {
         other => panic!("{other:?}"),
     }
     out.clear();
-    d.decode(&event(2, 5, b"proto"), &mut out);
+    d.decode(
+        &event(2, 5, b"proto"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
     assert_eq!(
         error_of(&out[0]),
         (Some("BAD_FRAME".into()), "frame makes no sense".into())
@@ -420,7 +424,10 @@ fn failures_and_panics_cost_one_event_each() {
         .enumerate()
     {
         let data: &'static [u8] = data;
-        d.decode(&event(i as u64, 1, data), &mut out);
+        d.decode(
+            &event(i as u64, 1, data),
+            &mut crate::stage::Out::collect(&mut out),
+        );
     }
     assert_eq!(out.len(), 5);
     let (code, msg) = error_of(&out[1]);
@@ -444,9 +451,18 @@ fn failures_and_panics_cost_one_event_each() {
 fn bad_output_is_an_error_record() {
     let mut d = decoder(100, "{}");
     let mut out = Vec::new();
-    d.decode(&event(1, 1, b"badjson"), &mut out);
-    d.decode(&event(2, 1, b"array"), &mut out);
-    d.decode(&event(3, 1, b"reserved"), &mut out);
+    d.decode(
+        &event(1, 1, b"badjson"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
+    d.decode(
+        &event(2, 1, b"array"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
+    d.decode(
+        &event(3, 1, b"reserved"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
     let msgs: Vec<_> = out.iter().map(error_of).collect();
     assert!(
         msgs.iter()
@@ -463,8 +479,14 @@ fn bad_output_is_an_error_record() {
     // Rejected output counts towards switching the plugin off.
     let mut d = decoder(2, "{}");
     let mut out = Vec::new();
-    d.decode(&event(1, 1, b"badjson"), &mut out);
-    d.decode(&event(2, 1, b"array"), &mut out);
+    d.decode(
+        &event(1, 1, b"badjson"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
+    d.decode(
+        &event(2, 1, b"array"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
     let codes: Vec<_> = out.iter().map(|r| error_of(r).0.unwrap()).collect();
     assert_eq!(codes, [PLUGIN_OUTPUT, PLUGIN_OUTPUT, PLUGIN_DISABLED]);
 }
@@ -476,14 +498,20 @@ fn plugin_failing_in_a_row_is_disabled_once() {
     // Failures that are not in a row do not add up.
     for data in [&b"fail"[..], b"fail", b"ok", b"fail", b"fail"] {
         let data: &'static [u8] = data;
-        d.decode(&event(0, 1, data), &mut out);
+        d.decode(
+            &event(0, 1, data),
+            &mut crate::stage::Out::collect(&mut out),
+        );
     }
     assert!(
         !out.iter()
             .any(|r| error_of_opt(r).is_some_and(|c| c == PLUGIN_DISABLED))
     );
     out.clear();
-    d.decode(&event(9, 1, b"panic"), &mut out);
+    d.decode(
+        &event(9, 1, b"panic"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
     assert_eq!(out.len(), 2);
     let (code, msg) = error_of(&out[1]);
     assert_eq!(code.as_deref(), Some(PLUGIN_DISABLED));
@@ -492,8 +520,11 @@ fn plugin_failing_in_a_row_is_disabled_once() {
         "{msg}"
     );
     out.clear();
-    d.decode(&event(10, 1, b"fine"), &mut out);
-    d.finish(&mut out);
+    d.decode(
+        &event(10, 1, b"fine"),
+        &mut crate::stage::Out::collect(&mut out),
+    );
+    d.finish(&mut crate::stage::Out::collect(&mut out));
     assert!(out.is_empty(), "a disabled plugin is not called: {out:?}");
 }
 
@@ -516,12 +547,12 @@ fn closed_records_carry_that_connection() {
     let c = event(3, 10, b"z");
     let e = event(4, 30, b"w");
     for ev in [&a, &b, &c, &e] {
-        d.decode(ev, &mut out);
+        d.decode(ev, &mut crate::stage::Out::collect(&mut out));
     }
     out.clear();
     let anchored = |d: &mut PluginDecoder, conn: u64| {
         let mut out = Vec::new();
-        d.closed(conn, &mut out);
+        d.closed(conn, &mut crate::stage::Out::collect(&mut out));
         let Record::Decoded(r) = &out[0] else {
             panic!()
         };
