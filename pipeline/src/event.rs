@@ -124,7 +124,53 @@ impl Default for Event {
     }
 }
 
+/// Where a decoder keeps the state for an event's bytes: one state per
+/// connection (connection view) or per connection end (syscall view), each with
+/// two byte streams, `side` 0 and 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub conn: u64,
+    /// 0 in the connection view; in the syscall view the socket (or, when the
+    /// source does not know it, the pid with the top bit set).
+    pub end: u64,
+    /// Connection view: 0 for bytes from the client (roles unknown: from the
+    /// lower socket inode), 1 for bytes from the server. Syscall view: 0 for
+    /// what this end sent, 1 for what it received.
+    pub side: usize,
+}
+
 impl Event {
+    /// Where a decoder keeps the state of this event's bytes.
+    pub fn stream_key(&self) -> StreamKey {
+        if self.via.is_some() {
+            let side = match self.role {
+                Role::Client => 0,
+                Role::Server => 1,
+                Role::Unknown => usize::from(
+                    self.peer_socket != 0 && self.socket != 0 && self.socket > self.peer_socket,
+                ),
+            };
+            return StreamKey {
+                conn: self.conn,
+                end: 0,
+                side,
+            };
+        }
+        let end = if self.socket != 0 {
+            self.socket
+        } else {
+            u64::from(self.pid) | 1 << 63
+        };
+        StreamKey {
+            conn: self.conn,
+            end,
+            side: match self.dir {
+                Direction::Send => 0,
+                Direction::Recv => 1,
+            },
+        }
+    }
+
     /// Which view made this event.
     pub fn view(&self) -> View {
         if self.via.is_some() {
@@ -184,5 +230,55 @@ impl SourceItem {
             SourceItem::Lost(l) => l.ts_ns,
             SourceItem::Closed { ts_ns, .. } => *ts_ns,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_keys_join_both_ends_only_in_the_connection_view() {
+        let client_send = Event {
+            conn: 5,
+            socket: 5,
+            peer_socket: 6,
+            role: Role::Client,
+            via: Some(Direction::Send),
+            ..Event::default()
+        };
+        let server_send = Event {
+            socket: 6,
+            peer_socket: 5,
+            role: Role::Server,
+            via: Some(Direction::Recv),
+            ..client_send.clone()
+        };
+        let (a, b) = (client_send.stream_key(), server_send.stream_key());
+        assert_eq!((a.conn, a.end, a.side), (5, 0, 0));
+        assert_eq!((b.conn, b.end, b.side), (5, 0, 1));
+        // Roles unknown (a socketpair): the lower socket is side 0.
+        let unknown = |socket, peer_socket| Event {
+            socket,
+            peer_socket,
+            role: Role::Unknown,
+            ..client_send.clone()
+        };
+        assert_eq!(unknown(5, 6).stream_key().side, 0);
+        assert_eq!(unknown(6, 5).stream_key().side, 1);
+        // The syscall view keeps each end apart, side by direction.
+        let recv = Event {
+            dir: Direction::Recv,
+            via: None,
+            ..server_send.clone()
+        };
+        let k = recv.stream_key();
+        assert_eq!((k.conn, k.end, k.side), (5, 6, 1));
+        let no_socket = Event {
+            socket: 0,
+            pid: 7,
+            ..recv
+        };
+        assert_eq!(no_socket.stream_key().end, 7 | 1 << 63);
     }
 }

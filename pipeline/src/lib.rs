@@ -8,9 +8,9 @@ pub mod reorder;
 pub mod runner;
 pub mod stage;
 
-pub use event::{Direction, Event, Flow, Lost, Role, SockKind, SourceItem, View};
+pub use event::{Direction, Event, Flow, Lost, Role, SockKind, SourceItem, StreamKey, View};
 pub use limits::{Budget, BuildContext, Limits};
-pub use record::{Body, Decoded, Endpoint, Exchange, Record, RecordKind};
+pub use record::{Body, Decoded, Endpoint, Exchange, Fields, Record, RecordKind};
 pub use stage::{
     Batch, BoxFuture, Decoder, Emitter, Out, Sink, SinkError, Source, SourceError, SourceSummary,
 };

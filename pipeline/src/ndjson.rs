@@ -50,6 +50,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
                         let _ = serde_json::to_writer(&mut *out, v);
                     }
                 }
+                Body::Typed(f) => f.write_json(out),
                 Body::Exchange(x) => exchange(x, out),
                 Body::Error { code, message } => {
                     out.extend_from_slice(b",\"error\":{\"code\":");

@@ -37,6 +37,10 @@ pub enum Body {
         json: serde_json::Map<String, serde_json::Value>,
         text: String,
     },
+    /// Decoder-specific fields as a typed value that writes itself: what the
+    /// built-in decoders use, so that a record costs one allocation and its JSON
+    /// and text are made only by the sinks that write them.
+    Typed(Arc<dyn Fields>),
     /// Input the decoder could not make sense of. `code` names the protocol's error
     /// (e.g. `FRAME_SIZE_ERROR`) where there is one. NDJSON: `error: {code, message}`.
     Error {
@@ -46,6 +50,34 @@ pub enum Body {
     /// One request paired with its response (or with why none came). NDJSON:
     /// an `exchange` object.
     Exchange(Box<Exchange>),
+}
+
+/// A record's own fields, kept typed until a sink writes them.
+pub trait Fields: Send + Sync + std::fmt::Debug {
+    /// Appends the record's top-level NDJSON fields, each as `,"key":value`
+    /// (by convention one object named after the decoder, e.g. `,"http2":{...}`).
+    fn write_json(&self, out: &mut Vec<u8>);
+
+    /// Appends the human rendering for pretty output: one or more lines
+    /// separated by `\n`, without a final newline. `verbosity` is 0 (default),
+    /// 1 (`-v`) or 2 (`-vv`): e.g. bodies only at 2.
+    fn write_text(&self, verbosity: u8, out: &mut String);
+
+    /// The least verbosity at which pretty output shows this record at all: 0
+    /// always, 1 with `-v` (frames that an exchange record already sums up), 2
+    /// with `-vv`.
+    fn verbosity(&self) -> u8 {
+        0
+    }
+}
+
+impl PartialEq for dyn Fields {
+    fn eq(&self, other: &Self) -> bool {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        self.write_json(&mut a);
+        other.write_json(&mut b);
+        a == b
+    }
 }
 
 /// One request and its response, as a request/response decoder pairs them.
@@ -160,6 +192,14 @@ impl Record {
         })
     }
 
+    pub fn typed(event: Arc<Event>, decoder: Arc<str>, fields: Arc<dyn Fields>) -> Self {
+        Record::Decoded(Decoded {
+            event,
+            decoder,
+            body: Body::Typed(fields),
+        })
+    }
+
     pub fn exchange(event: Arc<Event>, decoder: Arc<str>, exchange: Exchange) -> Self {
         Record::Decoded(Decoded {
             event,
@@ -173,7 +213,7 @@ impl Record {
             Record::Lost(_) => RecordKind::Lost,
             Record::Decoded(d) => match d.body {
                 Body::Raw => RecordKind::Event,
-                Body::Fields { .. } => RecordKind::Frame,
+                Body::Fields { .. } | Body::Typed(_) => RecordKind::Frame,
                 Body::Error { .. } => RecordKind::Error,
                 Body::Exchange(_) => RecordKind::Exchange,
             },
@@ -189,5 +229,39 @@ impl Record {
                 ..
             })
         )
+    }
+}
+
+impl Body {
+    /// The decoder-specific fields as a JSON object, whatever form they are kept
+    /// in (`None` for raw, error and exchange bodies): for tests and for code
+    /// that inspects records rather than writing them.
+    pub fn json(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match self {
+            Body::Fields { json, .. } => Some(json.clone()),
+            Body::Typed(f) => {
+                let mut buf = b"{\"_\":0".to_vec();
+                f.write_json(&mut buf);
+                buf.push(b'}');
+                let mut map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&buf).ok()?;
+                map.remove("_");
+                Some(map)
+            }
+            _ => None,
+        }
+    }
+
+    /// The pretty rendering of decoder-specific fields at `verbosity`.
+    pub fn text(&self, verbosity: u8) -> Option<String> {
+        match self {
+            Body::Fields { text, .. } => Some(text.clone()),
+            Body::Typed(f) => {
+                let mut s = String::new();
+                f.write_text(verbosity, &mut s);
+                Some(s)
+            }
+            _ => None,
+        }
     }
 }

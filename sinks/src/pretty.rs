@@ -94,6 +94,15 @@ impl Pretty {
                         }
                         out.push(b'\n');
                     }
+                    Body::Typed(f) => {
+                        let mut text = String::new();
+                        f.write_text(2, &mut text);
+                        for line in text.lines() {
+                            out.extend_from_slice(b"  ");
+                            self.paint(out, CYAN, clean(line).as_bytes());
+                            out.push(b'\n');
+                        }
+                    }
                     Body::Fields { text, .. } => {
                         for line in text.lines() {
                             out.extend_from_slice(b"  ");

@@ -215,6 +215,12 @@ fn lines(recs: &[Record]) -> Vec<String> {
                 }
                 Body::Raw => "raw".into(),
                 Body::Exchange(x) => format!("{}|EXCHANGE {x:?}", d.event.dir),
+                Body::Typed(_) => format!(
+                    "{}|{}|{}",
+                    d.event.dir,
+                    Value::Object(d.body.json().unwrap_or_default()),
+                    d.body.text(2).unwrap_or_default()
+                ),
             },
             Record::Lost(l) => format!("lost {}", l.count),
         })
