@@ -12,7 +12,6 @@ fn main() {
         .clang_args(["-O2", "-g", "-Wall", "-Wno-unused-function"])
         .build_and_generate(&out)
         .unwrap_or_else(|e| panic!("building the BPF program {SRC} with clang: {e:#}"));
-    for f in ["src/bpf/spf.bpf.c", "src/bpf/spf.h", "src/bpf/kernel.h"] {
-        println!("cargo:rerun-if-changed={f}");
-    }
+    // The program and every part and header it includes.
+    println!("cargo:rerun-if-changed=src/bpf");
 }

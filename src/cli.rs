@@ -59,7 +59,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Read the pipeline from this TOML file (see spf.toml for a commented example).
-    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "snaplen"])]
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "snaplen", "direction", "view"])]
     pub config: Option<PathBuf>,
 
     /// Capture sockets with this path: exact, prefix with a trailing `*`, or an
@@ -80,9 +80,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub snaplen: Option<u64>,
 
+    /// Which syscalls to capture: both ends' sends and receives (the default),
+    /// only sends, or only receives.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub direction: Option<DirectionArg>,
+
+    /// How to show the traffic: `connection` (the default) joins the two ends
+    /// of each connection, each byte once, seen from its sender; `syscalls`
+    /// shows every syscall of every captured process as it happened (with
+    /// both ends captured, each byte twice: one end's send, the other's
+    /// receive).
+    #[arg(long, value_enum, value_name = "VIEW")]
+    pub view: Option<ViewArg>,
+
     /// Replay a capture written with --output (or an ndjson sink) instead of
     /// capturing live. Needs no root.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen", "direction"])]
     pub replay: Option<PathBuf>,
 
     /// How to decode the bytes: raw (escaped bytes, the default) or http2 (HTTP/2
@@ -102,6 +115,19 @@ pub struct RunArgs {
     /// No live status line and no summary at exit.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectionArg {
+    Both,
+    Send,
+    Recv,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewArg {
+    Connection,
+    Syscalls,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

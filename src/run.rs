@@ -9,7 +9,7 @@ use spf_pipeline::config::{self, Config, ConfigErrors, Registry};
 use spf_pipeline::runner::{self, Pipeline, RunOptions};
 use spf_pipeline::stage::tokio_stop::StopFlag;
 
-use crate::cli::{OutFormat, RunArgs};
+use crate::cli::{DirectionArg, OutFormat, RunArgs, ViewArg};
 
 /// Every component type this build knows.
 pub fn registry() -> Registry {
@@ -80,12 +80,27 @@ fn config_from_flags(args: &RunArgs) -> String {
                 toml::Value::Array(args.comm.iter().map(|c| c.as_str().into()).collect()),
             );
         }
+        if let Some(d) = args.direction {
+            let d = match d {
+                DirectionArg::Both => "both",
+                DirectionArg::Send => "send",
+                DirectionArg::Recv => "recv",
+            };
+            source.insert("direction".into(), d.into());
+        }
         if let Some(s) = args.snaplen {
             source.insert(
                 "snaplen".into(),
                 i64::try_from(s).unwrap_or(i64::MAX).into(),
             );
         }
+    }
+    if let Some(v) = args.view {
+        let v = match v {
+            ViewArg::Connection => "connection",
+            ViewArg::Syscalls => "syscalls",
+        };
+        source.insert("view".into(), v.into());
     }
     doc.insert("source".into(), source.into());
     // Without --decoder the registry's default decoder applies, as for a config
@@ -123,6 +138,8 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
         "source.pid" => "--pid",
         "source.comm" => "--comm",
         "source.snaplen" => "--snaplen",
+        "source.direction" => "--direction",
+        "source.view" => "--view",
         "decoder.type" | "decoder" => "--decoder",
         "sink[1].path" => "--output",
         _ => key,

@@ -16,10 +16,10 @@ pub enum View {
     /// One event per syscall, from the process that made it: with both ends of
     /// a connection captured, every byte shows up twice (one end's send, the
     /// other's receive).
-    #[default]
     Syscalls,
     /// One byte stream per direction of each connection, each byte once, every
     /// event seen from its sender (`dir` is `send`; the receiver is the peer).
+    #[default]
     Connection,
 }
 
@@ -67,11 +67,19 @@ pub struct Event {
     pub peer_socket: u64,
     /// Which end of the connection `pid` is.
     pub role: Role,
-    /// Where the bytes this syscall moved begin in their direction's stream
-    /// (stream sockets: a byte offset; datagram and seqpacket sockets: a message
-    /// number), counted by the kernel from when the capture first saw the
-    /// connection. `None` when the source does not know it.
+    /// Which of the connection's two directions the bytes travel, 0 or 1: the
+    /// same number for one end's send and the other end's receive (0 where a
+    /// socket has only one direction, e.g. an unconnected datagram receiver).
+    pub lane: u8,
+    /// Where the bytes this syscall moved begin in their lane's stream (stream
+    /// sockets: a byte offset; seqpacket sockets: a message number), in the
+    /// sender's counting, so that a send and the receive of the same byte
+    /// have the same position. `None` when the source does not know it.
+    /// Positions compare only within one `epoch`.
     pub pos: Option<u64>,
+    /// Positions of different epochs do not compare: a new epoch begins when
+    /// the source starts counting a connection anew. 0 without positions.
+    pub epoch: u32,
     /// Bytes at the start of what a receive moved that were not captured because
     /// the sender's capture already holds them (connection view capture only):
     /// `data` begins `skip` bytes into what the syscall moved.
@@ -112,7 +120,9 @@ impl Default for Event {
             socket: 0,
             peer_socket: 0,
             role: Role::Unknown,
+            lane: 0,
             pos: None,
+            epoch: 0,
             skip: 0,
             len: 0,
             data: Bytes::new(),

@@ -146,6 +146,7 @@ fn read_ndjson(
         lineno: 0,
         seq: 0,
         bytes: 0,
+        syscalls: false,
     };
     let read_err = |e: std::io::Error| SourceError(format!("reading `{}`: {e}", path.display()));
     let mut partial = Vec::new();
@@ -252,6 +253,9 @@ struct LineState {
     lineno: u64,
     seq: u64,
     bytes: usize,
+    /// A syscall event was read: connection-view raw records that follow are
+    /// derived from such events (see `line`).
+    syscalls: bool,
 }
 
 impl LineState {
@@ -265,6 +269,15 @@ impl LineState {
             Ok(Parsed::Item(item)) => {
                 match &item {
                     SourceItem::Lost(l) => self.summary.lost += l.count,
+                    SourceItem::Event(e) if e.via.is_none() => {
+                        self.syscalls = true;
+                        self.bytes += e.data.len();
+                    }
+                    // A capture written in the connection view holds the
+                    // syscalls (`events = true`) and, after each, the raw
+                    // decoder's records of it seen from the sender: those are
+                    // derived, and replaying them would show their bytes twice.
+                    SourceItem::Event(_) if self.syscalls => return,
                     SourceItem::Event(e) => self.bytes += e.data.len(),
                     SourceItem::Closed { .. } => {}
                 }

@@ -1,6 +1,7 @@
 //! The spine of spf: events, records, the stage traits, config and validation, the
 //! reorder stage and the runner. No BPF and no C toolchain: builds and tests anywhere.
 
+pub mod connection;
 pub mod event;
 pub mod limits;
 pub mod record;

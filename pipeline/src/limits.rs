@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 
+use crate::event::View;
+
 /// The configured limits. Defaults suit real traffic with a wide margin; each is
 /// a key of `[limits]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -112,6 +114,9 @@ pub struct BuildContext {
     /// The machine's name as records carry it (`node`); empty for the local
     /// machine when no name was configured.
     pub node: Arc<str>,
+    /// How the run shows traffic: a source can prepare for the connection
+    /// view (e.g. count stream positions in the kernel).
+    pub view: View,
 }
 
 impl Default for BuildContext {
@@ -127,6 +132,7 @@ impl BuildContext {
             limits,
             budget,
             node: Arc::from(""),
+            view: View::default(),
         }
     }
 }

@@ -126,7 +126,8 @@ fn encode_lost(l: &Lost, out: &mut Vec<u8>) {
 }
 
 /// The fields every record of an event has. Fields that most events leave at
-/// their default (`peer_comm`, `peer_socket`, `role`, `pos`, `skip`, `via`,
+/// their default (`peer_comm`, `peer_socket`, `role`, `lane`, `pos`, `epoch`,
+/// `skip`, `via`,
 /// `cgroup`, `node`) are written only when set, always in this order, so
 /// that the reader's fast path can expect them. `via` is there exactly in the
 /// connection view.
@@ -166,9 +167,17 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
         out.extend_from_slice(e.role.as_str().as_bytes());
         out.push(b'"');
     }
+    if e.lane != 0 {
+        out.extend_from_slice(b",\"lane\":");
+        push_u64(e.lane.into(), out);
+    }
     if let Some(pos) = e.pos {
         out.extend_from_slice(b",\"pos\":");
         push_u64(pos, out);
+    }
+    if e.epoch != 0 {
+        out.extend_from_slice(b",\"epoch\":");
+        push_u64(e.epoch.into(), out);
     }
     if e.skip != 0 {
         out.extend_from_slice(b",\"skip\":");
@@ -518,7 +527,9 @@ struct Line<'a> {
     peer_socket: Option<u64>,
     #[serde(borrow)]
     role: Option<std::borrow::Cow<'a, str>>,
+    lane: Option<u8>,
     pos: Option<u64>,
+    epoch: Option<u32>,
     skip: Option<u64>,
     len: Option<u64>,
     truncated: Option<bool>,
@@ -719,7 +730,9 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
         socket: l.socket.unwrap_or(0),
         peer_socket: l.peer_socket.unwrap_or(0),
         role,
+        lane: l.lane.unwrap_or(0),
         pos: l.pos,
+        epoch: l.epoch.unwrap_or(0),
         skip,
         len,
         truncated: l
@@ -897,7 +910,9 @@ mod fast {
             Some(()) => Role::parse(c.text_str()?)?,
             None => Role::Unknown,
         };
+        let lane = u8::try_from(opt_uint(&mut c, b",\"lane\":")?.unwrap_or(0)).ok()?;
         let pos = opt_uint(&mut c, b",\"pos\":")?;
+        let epoch = u32::try_from(opt_uint(&mut c, b",\"epoch\":")?.unwrap_or(0)).ok()?;
         let skip = opt_uint(&mut c, b",\"skip\":")?.unwrap_or(0);
         c.lit(b",\"len\":")?;
         let len = c.uint()?;
@@ -952,7 +967,9 @@ mod fast {
             socket,
             peer_socket,
             role,
+            lane,
             pos,
+            epoch,
             skip,
             len,
             data: data.into(),

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{BuildContext, BuildError, Config, ReorderConfig};
-use crate::event::SourceItem;
+use crate::connection::{Connections, Output};
+use crate::event::{SourceItem, View};
 use crate::record::Record;
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
@@ -30,6 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// The stages of one run, built from a [`Config`].
 pub struct Pipeline {
     source: Box<dyn Source>,
+    view: View,
     reorder: ReorderConfig,
     decoder: Box<dyn Decoder>,
     decoder_is_raw: bool,
@@ -38,7 +40,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn build(config: &Config) -> Result<Self, BuildError> {
-        let ctx = BuildContext::new(config.limits.clone());
+        let ctx = BuildContext {
+            view: config.view,
+            ..BuildContext::new(config.limits.clone())
+        };
         // Sinks first: a sink that cannot open its file should fail before a BPF
         // program is loaded.
         let sinks = config
@@ -50,6 +55,7 @@ impl Pipeline {
         let source = config.source.build(&ctx)?;
         Ok(Pipeline {
             source,
+            view: config.view,
             reorder: config.reorder,
             decoder,
             decoder_is_raw: config.decoder_type == "raw",
@@ -141,6 +147,8 @@ pub struct Outcome {
 
 struct Core {
     reorder: Reorder,
+    /// The connection stage, in the connection view.
+    connections: Option<Connections>,
     decoder: Box<dyn Decoder>,
     decoder_is_raw: bool,
     writer: Writer,
@@ -164,21 +172,26 @@ struct Writer {
 }
 
 impl Core {
-    fn handle(&mut self, item: SourceItem) {
+    /// Takes one item the reorder stage released: counts it, writes it as a
+    /// raw record to the sinks that keep every event, and hands it to the
+    /// decoder (through the connection stage in the connection view).
+    fn handle(&mut self, item: SourceItem, now: Instant) {
         if self.done() {
             return;
         }
         match &item {
             SourceItem::Event(ev) => {
                 let w = &mut self.writer;
-                w.summary.events += 1;
-                w.summary.bytes += ev.len;
+                w.summary.events = w.summary.events.saturating_add(1);
+                w.summary.bytes = w.summary.bytes.saturating_add(ev.len);
                 // Bounded: only for the status line, so forgetting old connections
                 // under extreme churn is fine.
                 if self.conns.len() < 1_000_000 && self.conns.insert(ev.conn) {
-                    w.summary.connections += 1;
+                    w.summary.connections = w.summary.connections.saturating_add(1);
                 }
-                if w.event_sinks && !self.decoder_is_raw {
+                // The raw decoder's own records are the events themselves,
+                // except in the connection view, where they are its events.
+                if w.event_sinks && !(self.decoder_is_raw && self.connections.is_none()) {
                     let raw = Record::raw(Arc::clone(ev), Arc::clone(&w.raw_name));
                     w.write_to(&raw, true);
                 }
@@ -189,49 +202,88 @@ impl Core {
             SourceItem::Lost(_) => {}
         }
         let Core {
+            connections,
             decoder,
             writer,
             records,
             ..
         } = self;
-        let mut drain = |r: &mut Vec<Record>| writer.emit(r);
-        let mut out = Out::streaming(records, &mut drain);
-        match item {
-            SourceItem::Event(ev) => decoder.decode(&ev, &mut out),
-            SourceItem::Lost(l) => {
-                decoder.lost(l.count, &mut out);
-                out.push(Record::Lost(l));
-            }
-            SourceItem::Closed { conn, .. } => decoder.closed(conn, &mut out),
+        match connections {
+            Some(c) => c.push(item, now, &mut |o| decode(decoder, writer, records, o)),
+            None => decode(decoder, writer, records, Output::Item(item)),
         }
-        writer.emit(records);
+    }
+
+    /// Lets the connection stage hand on what waited too long for missing
+    /// bytes when no new item came.
+    fn tick(&mut self, now: Instant) {
+        let Core {
+            connections,
+            decoder,
+            writer,
+            records,
+            ..
+        } = self;
+        if let Some(c) = connections {
+            c.tick(now, &mut |o| decode(decoder, writer, records, o));
+        }
     }
 
     fn finish(&mut self) {
         let mut released = Vec::new();
         self.reorder.drain(&mut |i| released.push(i));
+        let now = Instant::now();
         for i in released {
-            self.handle(i);
+            self.handle(i, now);
         }
         let Core {
+            connections,
             decoder,
             writer,
             records,
             ..
         } = self;
+        if let Some(c) = connections {
+            c.finish(&mut |o| decode(decoder, writer, records, o));
+        }
         let mut drain = |r: &mut Vec<Record>| writer.emit(r);
         decoder.finish(&mut Out::streaming(records, &mut drain));
         writer.emit(records);
         writer.flush();
         writer.summary.reorder_forced = self.reorder.forced;
         for (k, v) in &writer.per_decoder {
-            *writer.summary.records.entry(k.to_string()).or_default() += v;
+            let n = writer.summary.records.entry(k.to_string()).or_default();
+            *n = n.saturating_add(*v);
         }
     }
 
     fn done(&self) -> bool {
         self.writer.done()
     }
+}
+
+/// Hands one item to the decoder and its records to the sinks.
+fn decode(
+    decoder: &mut Box<dyn Decoder>,
+    writer: &mut Writer,
+    records: &mut Vec<Record>,
+    item: Output,
+) {
+    if writer.done() {
+        return;
+    }
+    let mut drain = |r: &mut Vec<Record>| writer.emit(r);
+    let mut out = Out::streaming(records, &mut drain);
+    match item {
+        Output::Item(SourceItem::Event(ev)) => decoder.decode(&ev, &mut out),
+        Output::Item(SourceItem::Lost(l)) => out.push(Record::Lost(l)),
+        Output::LostUnplaced(l) => {
+            decoder.lost(l.count, &mut out);
+            out.push(Record::Lost(l));
+        }
+        Output::Item(SourceItem::Closed { conn, .. }) => decoder.closed(conn, &mut out),
+    }
+    writer.emit(records);
 }
 
 impl Writer {
@@ -309,6 +361,7 @@ impl Writer {
 pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcome {
     let Pipeline {
         source,
+        view,
         reorder,
         decoder,
         decoder_is_raw,
@@ -320,6 +373,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
     let event_sinks = sinks.iter().any(|s| s.wants_events());
     let mut core = Core {
         reorder: Reorder::new(&reorder),
+        connections: (view == View::Connection).then(Connections::new),
         decoder,
         decoder_is_raw,
         writer: Writer {
@@ -358,7 +412,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                     core.reorder.push(item, now, &mut |i| released.push(i));
                 }
                 for i in released.drain(..) {
-                    core.handle(i);
+                    core.handle(i, now);
                 }
                 // Caught up with the source: push output out now, so a quiet
                 // capture shows up at once rather than at the next periodic flush.
@@ -381,8 +435,9 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                 // periodic flush.
                 let any = !released.is_empty();
                 for i in released.drain(..) {
-                    core.handle(i);
+                    core.handle(i, now);
                 }
+                core.tick(now);
                 if any || now.duration_since(last_flush) >= FLUSH_EVERY {
                     core.writer.flush();
                     last_flush = now;
@@ -410,7 +465,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                     core.reorder.push(item, now, &mut |i| released.push(i));
                 }
                 for i in released.drain(..) {
-                    core.handle(i);
+                    core.handle(i, now);
                 }
             }
             Ok(None) | Err(_) => break,
@@ -423,7 +478,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             core.reorder.push(item, now, &mut |i| released.push(i));
         }
         for i in released.drain(..) {
-            core.handle(i);
+            core.handle(i, now);
         }
     }
     core.finish();

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use spf_pipeline::Source;
+use spf_pipeline::View;
 use spf_pipeline::config::{BuildContext, BuildError, Section, SourceConfig};
 
 use crate::skel::types;
@@ -138,6 +139,10 @@ pub struct UnixConfig {
     /// output could feed back into the capture; tests that drive the source
     /// in-process turn it on.
     pub include_self: bool,
+    /// Count stream positions in the kernel and leave out of a receive what
+    /// the sender's capture holds: set for the connection view with both
+    /// directions captured (never from the source's own table).
+    pub positions: bool,
 }
 
 impl Default for UnixConfig {
@@ -150,6 +155,7 @@ impl Default for UnixConfig {
             snaplen: DEFAULT_SNAPLEN,
             ring_size: DEFAULT_RING_SIZE,
             include_self: false,
+            positions: false,
         }
     }
 }
@@ -234,6 +240,7 @@ impl UnixConfig {
             // A sixteenth full: early enough that the reader starts draining
             // long before the ring fills, rarely enough to batch many records.
             wake_bytes: u32::try_from(self.ring_size / 16).unwrap_or(u32::MAX),
+            positions: u32::from(self.positions),
             ..Default::default()
         };
         for (slot, pid) in c.pids.iter_mut().zip(&self.pids) {
@@ -293,8 +300,13 @@ impl UnixConfig {
 }
 
 impl SourceConfig for UnixConfig {
-    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError> {
-        Ok(Box::new(self.build_source()?))
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError> {
+        let mut cfg = self.clone();
+        // The connection view keeps each byte once: with both directions
+        // captured, the kernel counts stream positions and leaves out of a
+        // receive what the sender's capture holds.
+        cfg.positions = ctx.view == View::Connection && cfg.direction == DirectionFilter::Both;
+        Ok(Box::new(cfg.build_source()?))
     }
 
     fn needs_root(&self) -> bool {
@@ -336,6 +348,7 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         },
         ring_size: raw.ring_size.unwrap_or(DEFAULT_RING_SIZE),
         include_self: false,
+        positions: false,
     };
     errs.extend(cfg.validate());
     if errs.is_empty() { Ok(cfg) } else { Err(errs) }

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use libbpf_rs::RingBufferBuilder;
 use spf_pipeline::config::BuildError;
 use spf_pipeline::{
-    Batch, BoxFuture, Direction, Emitter, Event, Lost, SockKind, Source, SourceError, SourceItem,
-    SourceSummary,
+    Batch, BoxFuture, Direction, Emitter, Event, Lost, Role, SockKind, Source, SourceError,
+    SourceItem, SourceSummary,
 };
 
 use crate::config::UnixConfig;
@@ -28,6 +28,10 @@ const F_RECV: u32 = spf_event_flags::SPF_F_RECV.0;
 const F_TRUNCATED: u32 = spf_event_flags::SPF_F_TRUNCATED.0;
 const F_CHUNKED: u32 = spf_event_flags::SPF_F_CHUNKED.0;
 const F_CONN_BY_PATH: u32 = spf_event_flags::SPF_F_CONN_BY_PATH.0;
+const F_POS: u32 = spf_event_flags::SPF_F_POS.0;
+const F_TO_HI: u32 = spf_event_flags::SPF_F_TO_HI.0;
+const F_CLIENT: u32 = spf_event_flags::SPF_F_CLIENT.0;
+const F_SERVER: u32 = spf_event_flags::SPF_F_SERVER.0;
 /// Bytes of an event record's header: the struct up to its `path`.
 const EVENT_FIXED: usize = std::mem::offset_of!(spf_event, path);
 
@@ -385,7 +389,16 @@ impl Converter {
         }
         let comm = self.comm(&h.comm);
         self.seq += 1;
-        let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) < h.len;
+        let skip = u64::from(h.skip).min(h.len);
+        let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) + skip < h.len;
+        let role = if h.flags & F_CLIENT != 0 {
+            Role::Client
+        } else if h.flags & F_SERVER != 0 {
+            Role::Server
+        } else {
+            Role::Unknown
+        };
+        let positioned = h.flags & F_POS != 0;
         let dir = if h.flags & F_RECV != 0 {
             Direction::Recv
         } else {
@@ -408,9 +421,16 @@ impl Converter {
             dir,
             conn,
             socket: h.own_ino,
+            peer_socket: h.peer_ino,
+            role,
+            lane: u8::from(h.flags & F_TO_HI != 0),
+            pos: positioned.then_some(h.pos),
+            epoch: if positioned { h.epoch } else { 0 },
+            skip,
             len: h.len,
             data: bytes,
             truncated,
+            cgroup: h.cgroup,
             ..Event::default()
         };
         self.batch_bytes += ev.data.len();

@@ -3,7 +3,9 @@
 mod capture;
 mod util;
 
+mod conversation;
 mod http2;
+mod live;
 mod plugins;
 mod probe;
 mod replay;

@@ -58,11 +58,14 @@ fn raw_replay_is_lossless_and_stable() {
         "data_b64 must give back exactly the input bytes"
     );
 
-    // Replaying the capture through raw again gives the same records, byte for byte.
+    // Replaying the capture through raw again, syscall by syscall, gives the
+    // same records, byte for byte.
     let again = dir.path().join("again.ndjson");
     let o = spf_output(&[
         "run",
         "-q",
+        "--view",
+        "syscalls",
         "--replay",
         capture.to_str().unwrap(),
         "--format",
@@ -465,7 +468,7 @@ fn closed_stdout_does_not_cut_the_capture_file() {
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "set -o pipefail; '{}' run -q --replay '{}' --format ndjson --output '{}' | head -1",
+            "set -o pipefail; '{}' run -q --view syscalls --replay '{}' --format ndjson --output '{}' | head -1",
             env!("CARGO_BIN_EXE_spf"),
             capture.display(),
             copy.display()

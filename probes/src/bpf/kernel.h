@@ -126,8 +126,21 @@ struct sock_common {
 
 struct socket;
 
+struct sk_buff {
+	struct sk_buff *next;
+	unsigned int len;
+	char cb[48];
+};
+
 struct sk_buff_head {
+	struct sk_buff *next;
 	__u32 qlen;
+};
+
+/* What af_unix keeps in an skb's control block: how much of a stream skb the
+ * reader has taken so far. */
+struct unix_skb_parms {
+	__u32 consumed;
 };
 
 struct sock {
@@ -158,9 +171,19 @@ struct unix_address {
 	struct sockaddr_un name[0];
 };
 
+struct dentry;
+
+struct path {
+	void *mnt;
+	struct dentry *dentry;
+};
+
 struct unix_sock {
 	struct sock sk;
 	struct unix_address *addr;
+	/* Set for a socket bound to a filesystem name; an accepted socket shares
+	 * its listener's `addr` but has no `path`. */
+	struct path path;
 	struct sock *peer;
 };
 

@@ -48,6 +48,16 @@ enum spf_event_flags {
 	SPF_F_DROPPED = 1 << 4,
 	/* Reading the process's buffer failed part way. */
 	SPF_F_FAULT = 1 << 5,
+	/* `pos` and `epoch` are set: where the syscall's data sits in its
+	 * direction's stream (see struct spf_event). */
+	SPF_F_POS = 1 << 6,
+	/* The bytes travel towards the connection's higher-addressed sock: the
+	 * same bit from both ends, so it names the direction. */
+	SPF_F_TO_HI = 1 << 7,
+	/* The socket that made the syscall is the end that connected ... */
+	SPF_F_CLIENT = 1 << 8,
+	/* ... or the end that accepted. Neither: not known (a socketpair). */
+	SPF_F_SERVER = 1 << 9,
 };
 
 /* An event record is the fixed part of this struct (everything before
@@ -69,6 +79,21 @@ struct spf_event {
 	__u64 captured;
 	__u64 conn;
 	__u64 own_ino;
+	/* The other end's socket inode, 0 when it has none (not accepted yet,
+	 * closed). */
+	__u64 peer_ino;
+	/* With SPF_F_POS: the stream position of the syscall's first unit (byte;
+	 * message for seqpacket) in the sender's counting, the same for the
+	 * send and the receive of one byte. */
+	__u64 pos;
+	/* The cgroup (v2) of the process. */
+	__u64 cgroup;
+	/* Units at the start of what a receive moved that are not in the
+	 * record because the sender's capture already holds them. */
+	__u32 skip;
+	/* Positions of one epoch compare; a new one begins when the probe
+	 * starts counting a connection anew. */
+	__u32 epoch;
 	__u32 pid;
 	__u32 tid;
 	__u32 peer_pid;
@@ -120,6 +145,10 @@ struct spf_config {
 	/* The reader is woken once this many bytes wait in the ring; below
 	 * that it finds them on its own short timer. */
 	__u32 wake_bytes;
+	/* Non-zero: count stream positions of connections and leave out of
+	 * receives what the sender's capture holds (the connection view with
+	 * both directions captured). */
+	__u32 positions;
 	__u32 n_pids;
 	__u32 n_comms;
 	__u32 n_paths;

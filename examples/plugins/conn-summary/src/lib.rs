@@ -48,6 +48,9 @@ struct Conn {
     records: u64,
     errors: u64,
     decoders: BTreeSet<String>,
+    /// Raw records of syscalls came for this connection: they alone count as
+    /// events.
+    saw_syscalls: bool,
 }
 
 pub struct ConnSummary {
@@ -139,6 +142,15 @@ impl SinkPlugin for ConnSummary {
         }
         if time > c.last_time.as_str() {
             c.last_time = time.to_string();
+        }
+        // Raw records of syscalls (from `events = true`) are the events; in
+        // the connection view a decoder's record stands for the bytes of one of
+        // them again, seen from the sender, so once raw records come it no
+        // longer counts as an event.
+        let syscall = str_of("decoder") == "raw" && !r.contains_key("via");
+        c.saw_syscalls |= syscall;
+        if c.saw_syscalls && !syscall {
+            return Ok(());
         }
         let flow = if str_of("dir") == "recv" {
             &mut c.recv
@@ -236,12 +248,14 @@ mod tests {
         let cfg = json!({ "output": out.display().to_string() }).to_string();
         let mut s = ConnSummary::init(&cfg).unwrap();
         // Event 1 (raw line from `events = true`, then two records), event 2 (raw
-        // only: no record), event 3 on the other direction, an error record.
+        // only: no record), event 3 on the other direction with an error
+        // record.
         for l in [
             line(7, "send", 1, 100, "raw", false),
             line(7, "send", 1, 100, "resp", false),
             line(7, "send", 1, 100, "resp", false),
             line(7, "send", 2, 50, "raw", false),
+            line(7, "recv", 3, 9, "raw", false),
             line(7, "recv", 3, 9, "resp", true),
             json!({"ts_ns": 4, "time": "2026-01-01T00:00:04.000000000Z", "lost": 3}).to_string(),
         ] {

@@ -1,0 +1,382 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::*;
+use crate::event::Role;
+
+const CLIENT_SOCK: u64 = 11;
+const SERVER_SOCK: u64 = 12;
+const BASE: u64 = 1 << 62;
+
+/// A syscall event on a connected stream: `dir` seen from `socket`'s process;
+/// lane 0 carries client-to-server bytes.
+fn ev(
+    seq: u64,
+    socket: u64,
+    dir: Direction,
+    pos: Option<u64>,
+    len: u64,
+    skip: u64,
+    data: &[u8],
+) -> SourceItem {
+    let client = socket == CLIENT_SOCK;
+    let (pid, comm, peer_pid) = if client {
+        (100, "client", 200)
+    } else {
+        (200, "server", 100)
+    };
+    let from_client = client == (dir == Direction::Send);
+    SourceItem::Event(Arc::new(Event {
+        seq,
+        ts_ns: seq * 1000,
+        pid,
+        tid: pid + 1,
+        comm: comm.into(),
+        peer_pid,
+        sock: SockKind::Stream,
+        dir,
+        conn: CLIENT_SOCK,
+        socket,
+        peer_socket: if client { SERVER_SOCK } else { CLIENT_SOCK },
+        role: if client { Role::Client } else { Role::Server },
+        lane: u8::from(!from_client),
+        pos: pos.map(|p| BASE + p),
+        epoch: pos.map_or(0, |_| 7),
+        skip,
+        len,
+        truncated: skip + (data.len() as u64) < len,
+        data: bytes::Bytes::copy_from_slice(data),
+        ..Event::default()
+    }))
+}
+
+fn run(items: Vec<SourceItem>) -> Vec<Output> {
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    for i in items {
+        c.push(i, now, &mut |o| out.push(o));
+    }
+    c.finish(&mut |o| out.push(o));
+    out
+}
+
+fn events(out: &[Output]) -> Vec<Arc<Event>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Item(SourceItem::Event(e)) => Some(Arc::clone(e)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The bytes of one lane, in order, and the gaps in it as (offset, length).
+fn lane_bytes(evs: &[Arc<Event>], lane: u8) -> (Vec<u8>, Vec<(u64, u64)>) {
+    let mut bytes = Vec::new();
+    let mut gaps = Vec::new();
+    for e in evs.iter().filter(|e| e.lane == lane) {
+        assert_eq!(
+            e.pos,
+            Some(bytes.len() as u64 + gaps.iter().map(|g: &(u64, u64)| g.1).sum::<u64>())
+        );
+        bytes.extend_from_slice(&e.data);
+        if e.truncated {
+            gaps.push((
+                e.pos.unwrap() + e.data.len() as u64,
+                e.len - e.data.len() as u64,
+            ));
+        }
+    }
+    (bytes, gaps)
+}
+
+const REQ: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+
+#[test]
+fn each_byte_once_from_the_sender_with_the_receiver_named() {
+    let n = REQ.len() as u64;
+    let out = run(vec![
+        ev(1, CLIENT_SOCK, Direction::Send, Some(0), n, 0, REQ),
+        // The receive the send covers: no data, only who received.
+        ev(2, SERVER_SOCK, Direction::Recv, Some(0), n, n, b""),
+        ev(3, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        ev(4, CLIENT_SOCK, Direction::Recv, Some(0), 5, 5, b""),
+    ]);
+    let evs = events(&out);
+    assert_eq!(evs.len(), 2, "{evs:#?}");
+    let req = &evs[0];
+    assert_eq!(&req.data[..], REQ);
+    assert_eq!((req.pid, &*req.comm, req.peer_pid), (100, "client", 200));
+    assert_eq!(req.dir, Direction::Send);
+    assert_eq!(req.via, Some(Direction::Send));
+    assert_eq!(req.role, Role::Client);
+    assert_eq!(req.stream_key().side, 0);
+    let resp = &evs[1];
+    assert_eq!(&resp.data[..], b"hello");
+    assert_eq!((resp.pid, resp.peer_pid), (200, 100));
+    assert_eq!(&*resp.peer_comm, "client");
+    assert_eq!(resp.stream_key().side, 1);
+}
+
+#[test]
+fn bytes_only_the_receiver_saw_come_from_its_receive() {
+    // A server that writes its headers and sends the body with sendfile: the
+    // receive skips the headers the send holds and carries the body.
+    let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let mut whole = b"HDRS".to_vec();
+    whole.extend_from_slice(&body);
+    let out = run(vec![
+        ev(1, SERVER_SOCK, Direction::Send, Some(0), 4, 0, b"HDRS"),
+        ev(2, CLIENT_SOCK, Direction::Recv, Some(0), 1004, 4, &body),
+    ]);
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 1), (whole, vec![]));
+    assert_eq!(evs[1].via, Some(Direction::Recv));
+    // Seen from the sender: the server, named from its own send.
+    assert_eq!((evs[1].pid, &*evs[1].comm), (200, "server"));
+    assert_eq!((evs[1].peer_pid, &*evs[1].peer_comm), (100, "client"));
+    assert_eq!(evs[1].socket, SERVER_SOCK);
+}
+
+#[test]
+fn a_receive_before_its_send_is_not_doubled() {
+    let out = run(vec![
+        ev(
+            1,
+            SERVER_SOCK,
+            Direction::Recv,
+            Some(0),
+            10,
+            0,
+            b"0123456789",
+        ),
+        ev(
+            2,
+            CLIENT_SOCK,
+            Direction::Send,
+            Some(0),
+            10,
+            0,
+            b"0123456789",
+        ),
+        ev(3, CLIENT_SOCK, Direction::Send, Some(10), 2, 0, b"ab"),
+    ]);
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 0), (b"0123456789ab".to_vec(), vec![]));
+}
+
+#[test]
+fn a_receive_that_relies_on_a_later_send_waits_for_it() {
+    let out = run(vec![
+        ev(1, SERVER_SOCK, Direction::Recv, Some(0), 10, 4, b"456789"),
+        ev(2, CLIENT_SOCK, Direction::Send, Some(0), 4, 0, b"0123"),
+    ]);
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 0), (b"0123456789".to_vec(), vec![]));
+    assert_eq!(evs[0].via, Some(Direction::Send));
+    assert_eq!(evs[1].via, Some(Direction::Recv));
+}
+
+#[test]
+fn a_send_cut_by_snaplen_is_completed_by_the_receive() {
+    let data: Vec<u8> = (0..100u8).collect();
+    let out = run(vec![
+        ev(
+            1,
+            CLIENT_SOCK,
+            Direction::Send,
+            Some(0),
+            100,
+            0,
+            &data[..16],
+        ),
+        ev(2, SERVER_SOCK, Direction::Recv, Some(0), 60, 0, &data[..60]),
+        ev(
+            3,
+            SERVER_SOCK,
+            Direction::Recv,
+            Some(60),
+            40,
+            0,
+            &data[60..],
+        ),
+    ]);
+    assert_eq!(lane_bytes(&events(&out), 0), (data, vec![]));
+}
+
+#[test]
+fn units_no_event_holds_become_a_gap() {
+    let out = run(vec![
+        ev(1, CLIENT_SOCK, Direction::Send, Some(0), 3, 0, b"abc"),
+        ev(2, CLIENT_SOCK, Direction::Send, Some(10), 3, 0, b"xyz"),
+        // Cut by snaplen, and the receiver is not captured.
+        ev(3, CLIENT_SOCK, Direction::Send, Some(13), 5, 0, b"12"),
+    ]);
+    let evs = events(&out);
+    assert_eq!(
+        lane_bytes(&evs, 0),
+        (b"abcxyz12".to_vec(), vec![(3, 7), (15, 3)])
+    );
+}
+
+#[test]
+fn a_wait_for_missing_bytes_ends_after_the_grace_time() {
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    for i in [
+        ev(1, CLIENT_SOCK, Direction::Send, Some(0), 3, 0, b"abc"),
+        ev(2, CLIENT_SOCK, Direction::Send, Some(10), 3, 0, b"xyz"),
+    ] {
+        c.push(i, now, &mut |o| out.push(o));
+    }
+    assert_eq!(events(&out).len(), 1, "the piece after the gap waits");
+    c.tick(now + GAP_GRACE / 2, &mut |o| out.push(o));
+    assert_eq!(events(&out).len(), 1);
+    c.tick(now + GAP_GRACE * 2, &mut |o| out.push(o));
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 0), (b"abcxyz".to_vec(), vec![(3, 7)]));
+}
+
+#[test]
+fn without_positions_the_senders_events_win() {
+    let out = run(vec![
+        ev(1, CLIENT_SOCK, Direction::Send, None, 3, 0, b"abc"),
+        ev(2, SERVER_SOCK, Direction::Recv, None, 3, 0, b"abc"),
+        ev(3, SERVER_SOCK, Direction::Send, None, 2, 0, b"ok"),
+        ev(4, CLIENT_SOCK, Direction::Recv, None, 2, 0, b"ok"),
+    ]);
+    let evs = events(&out);
+    let data: Vec<(&[u8], Option<Direction>)> = evs.iter().map(|e| (&e.data[..], e.via)).collect();
+    assert_eq!(
+        data,
+        [
+            (&b"abc"[..], Some(Direction::Send)),
+            (&b"ok"[..], Some(Direction::Send))
+        ]
+    );
+}
+
+#[test]
+fn a_capture_without_lanes_is_split_by_socket() {
+    // Written before events had lanes or peers: only socket and direction.
+    let old = |seq, socket, dir, data: &[u8]| {
+        let SourceItem::Event(e) = ev(seq, socket, dir, None, data.len() as u64, 0, data) else {
+            unreachable!()
+        };
+        SourceItem::Event(Arc::new(Event {
+            lane: 0,
+            peer_socket: 0,
+            role: Role::Unknown,
+            ..(*e).clone()
+        }))
+    };
+    let out = run(vec![
+        old(1, CLIENT_SOCK, Direction::Send, b"req"),
+        old(2, SERVER_SOCK, Direction::Recv, b"req"),
+        old(3, SERVER_SOCK, Direction::Send, b"resp"),
+        old(4, CLIENT_SOCK, Direction::Recv, b"resp"),
+    ]);
+    let evs = events(&out);
+    let got: Vec<(&[u8], u32)> = evs.iter().map(|e| (&e.data[..], e.pid)).collect();
+    assert_eq!(got, [(&b"req"[..], 100), (&b"resp"[..], 200)]);
+}
+
+#[test]
+fn datagrams_seen_at_both_ends_are_kept_once() {
+    let dg = |seq, dir, data: &[u8]| {
+        SourceItem::Event(Arc::new(Event {
+            seq,
+            ts_ns: seq * 1000,
+            sock: SockKind::Dgram,
+            dir,
+            conn: 77,
+            socket: if dir == Direction::Send { 5 } else { 77 },
+            len: data.len() as u64,
+            data: bytes::Bytes::copy_from_slice(data),
+            ..Event::default()
+        }))
+    };
+    let out = run(vec![
+        dg(1, Direction::Send, b"one"),
+        dg(2, Direction::Recv, b"one"),
+        // The receiver reads before the sender's record is in.
+        dg(3, Direction::Recv, b"two"),
+        dg(4, Direction::Send, b"two"),
+        dg(5, Direction::Send, b"three"),
+    ]);
+    let got: Vec<Vec<u8>> = events(&out).iter().map(|e| e.data.to_vec()).collect();
+    assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+}
+
+#[test]
+fn a_loss_is_placed_only_where_lanes_have_positions() {
+    let lost = SourceItem::Lost(Lost {
+        ts_ns: 5000,
+        time_ns: 0,
+        count: 3,
+    });
+    let positioned = run(vec![
+        ev(1, CLIENT_SOCK, Direction::Send, Some(0), 1, 0, b"a"),
+        lost.clone(),
+    ]);
+    assert!(matches!(positioned[1], Output::Item(SourceItem::Lost(_))));
+    let unpositioned = run(vec![
+        ev(1, CLIENT_SOCK, Direction::Send, None, 1, 0, b"a"),
+        lost,
+    ]);
+    assert!(matches!(unpositioned[1], Output::LostUnplaced(_)));
+}
+
+#[test]
+fn a_close_hands_on_what_was_held_then_the_close() {
+    let out = run(vec![
+        ev(1, CLIENT_SOCK, Direction::Send, Some(0), 1, 0, b"a"),
+        ev(2, CLIENT_SOCK, Direction::Send, Some(5), 1, 0, b"f"),
+        SourceItem::Closed {
+            conn: CLIENT_SOCK,
+            ts_ns: 3000,
+        },
+    ]);
+    assert!(matches!(
+        out.last(),
+        Some(Output::Item(SourceItem::Closed { .. }))
+    ));
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 0), (b"af".to_vec(), vec![(1, 4)]));
+}
+
+#[test]
+fn seqpacket_messages_are_matched_by_number() {
+    let msg = |seq, socket, dir, pos, skip, data: &[u8]| {
+        let SourceItem::Event(e) = ev(seq, socket, dir, Some(pos), data.len() as u64, skip, data)
+        else {
+            unreachable!()
+        };
+        SourceItem::Event(Arc::new(Event {
+            sock: SockKind::Seqpacket,
+            ..(*e).clone()
+        }))
+    };
+    let out = run(vec![
+        msg(1, CLIENT_SOCK, Direction::Send, 0, 0, b"m0"),
+        // Covered by the send: no data.
+        msg(2, SERVER_SOCK, Direction::Recv, 0, 2, b""),
+        // A message the send side did not capture.
+        msg(3, SERVER_SOCK, Direction::Recv, 1, 0, b"m1"),
+        msg(4, CLIENT_SOCK, Direction::Send, 2, 0, b"m2"),
+        msg(5, SERVER_SOCK, Direction::Recv, 2, 0, b"m2"),
+    ]);
+    let got: Vec<(Vec<u8>, Option<u64>)> = events(&out)
+        .iter()
+        .map(|e| (e.data.to_vec(), e.pos))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (b"m0".to_vec(), Some(0)),
+            (b"m1".to_vec(), Some(1)),
+            (b"m2".to_vec(), Some(2))
+        ]
+    );
+}

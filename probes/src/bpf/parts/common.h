@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* What every part of the probe shares: settings, the ring buffer, the loss
+ * counter, the per-CPU event header, and the way kernel fields are read. */
+#ifndef SPF_COMMON_H
+#define SPF_COMMON_H
+
+/* sk_shutdown bits: RCV_SHUTDOWN | SEND_SHUTDOWN. */
+#define SHUTDOWN_MASK 3
+
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define SOCK_SEQPACKET 5
+
+/* Reads `ptr->field` of a kernel object of type `type`: a plain load where the
+ * kernel lets programs cast pointers (bpf_rdonly_cast, Linux 6.2+), a
+ * bpf_probe_read_kernel call elsewhere. Every event reads a dozen fields, and
+ * the helper calls were most of an event's cost. */
+#define KREAD(type, ptr, field)                                                            \
+	(bpf_ksym_exists(bpf_rdonly_cast) ? bpf_core_cast((ptr), type)->field               \
+					   : BPF_CORE_READ((type *)(ptr), field))
+
+const volatile struct spf_config spf_cfg = {
+	.snaplen = 65536,
+	.dir_mask = 3,
+	.wake_bytes = 1 << 20,
+};
+
+/* Events that could not be placed in the ring buffer whole. User space reads it
+ * through the mmapped .bss, no syscall needed. */
+__u64 spf_lost = 0;
+
+/* Never used by the program: they make the skeleton carry the record layouts
+ * and their constants to Rust. */
+struct spf_event spf_event_layout = {};
+struct spf_chunk spf_chunk_layout = {};
+struct spf_name_key spf_name_key_layout = {};
+enum spf_rec_kind spf_rec_kind_layout = 0;
+enum spf_event_flags spf_event_flags_layout = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 << 20);
+} spf_ring SEC(".maps");
+
+/* Per-CPU scratch for the event header being built: too big for the stack once
+ * the copy loop's context is there too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spf_event);
+} spf_scratch SEC(".maps");
+
+enum { DIR_SEND = 0, DIR_RECV = 1 };
+
+static __always_inline void count_lost(void)
+{
+	__sync_fetch_and_add(&spf_lost, 1);
+}
+
+/* The per-CPU header, started for an event of the current task. */
+static __always_inline struct spf_event *start_header(struct task_struct *task, __u32 kind, __u8 dir)
+{
+	__u32 zero = 0;
+	struct spf_event *hdr = bpf_map_lookup_elem(&spf_scratch, &zero);
+	if (!hdr || !task)
+		return NULL;
+	/* The path is read up to path_len only: no need to clear it. */
+	__builtin_memset(hdr, 0, SPF_EVENT_FIXED);
+	hdr->kind = kind;
+	hdr->flags = dir == DIR_RECV ? SPF_F_RECV : 0;
+	hdr->ts_ns = bpf_ktime_get_ns();
+	hdr->cgroup = bpf_get_current_cgroup_id();
+	/* Plain loads from the current task rather than a helper call each. */
+	hdr->pid = task->tgid;
+	hdr->tid = task->pid;
+	__builtin_memcpy(hdr->comm, task->comm, sizeof(hdr->comm));
+	return hdr;
+}
+
+#endif

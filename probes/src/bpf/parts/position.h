@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * Stream positions: where the bytes of each syscall sit in their direction's
+ * stream, the same number for the send and for the receive of one byte, so
+ * that user space can join both ends of a connection and keep each byte once,
+ * and so that a receive need not copy what the sender's capture already holds.
+ *
+ * Each direction counts what its sender's syscalls moved in (`sent`) and what
+ * its receiver's took out (`recvd`), from when the probe first saw the
+ * connection. The two counts are offset by D, the bytes the receiver takes
+ * before the first byte the sender's count knows of (bytes queued before the
+ * probe started). D is exact where the probe saw the connection being made
+ * (connect, socketpair: D = 0). Elsewhere it is bracketed from moments when
+ * the receive queue is empty, read in an order that makes each reading a
+ * true bound:
+ *   at a send's exit, after its bytes were queued: D >= recvd + queued - sent
+ *     (equal unless a receive is still on its way out of the kernel);
+ *   at a receive's exit: D <= recvd + queued - sent
+ *     (equal unless a send is still on its way out).
+ * When the bounds meet, D is known and positions are given. "queued" is the
+ * receive queue's length for seqpacket (in messages), and for streams the
+ * unread bytes of a short queue, walked without a lock (see queued_units).
+ *
+ * This holds for one sending and one receiving thread per direction, which is
+ * how streams are used: when the bounds ever cross, the direction is marked
+ * unreliable and gets no positions. Counts start at POS_BASE so that bytes
+ * from before the probe's start still have positions (below POS_BASE).
+ */
+#ifndef SPF_POSITION_H
+#define SPF_POSITION_H
+
+/* A stream receive queue is walked only this far when counting its bytes. */
+#define QUEUE_WALK_MAX 16
+
+/* The units waiting in `sk`'s receive queue: messages for seqpacket (the
+ * queue's length), bytes for a stream (the unread part of each skb). False
+ * when they cannot be counted: a queue longer than QUEUE_WALK_MAX, or one that
+ * changed while it was walked. The walk takes no lock; a reader taking bytes
+ * meanwhile only makes the count include bytes it is taking, which the bounds
+ * in this file allow for. */
+static __always_inline bool queued_units(struct sock *sk, bool seqpacket, __u64 *out)
+{
+	__u32 qlen = KREAD(struct sock, sk, sk_receive_queue.qlen);
+	*out = qlen;
+	if (seqpacket || qlen == 0)
+		return true;
+	if (qlen > QUEUE_WALK_MAX)
+		return false;
+	struct sk_buff *head = (struct sk_buff *)&sk->sk_receive_queue;
+	struct sk_buff *skb = KREAD(struct sock, sk, sk_receive_queue.next);
+	__u64 total = 0;
+	for (int i = 0; i < QUEUE_WALK_MAX; i++) {
+		if (!skb || skb == head)
+			break;
+		__u32 len = KREAD(struct sk_buff, skb, len);
+		struct unix_skb_parms *cb = (struct unix_skb_parms *)&skb->cb;
+		__u32 consumed = KREAD(struct unix_skb_parms, cb, consumed);
+		if (consumed > len)
+			return false;
+		total += len - consumed;
+		skb = KREAD(struct sk_buff, skb, next);
+	}
+	if (skb != head || KREAD(struct sock, sk, sk_receive_queue.qlen) != qlen)
+		return false;
+	*out = total;
+	return true;
+}
+
+/* The position state of the direction the bytes of this syscall travel, or
+ * NULL (not a connected stream or seqpacket socket, or positions are off). */
+static __always_inline struct dir_pos *pos_dir(struct spf_event *hdr, struct sock *sk,
+					       struct sock *peer)
+{
+	if (!spf_cfg.positions || !peer)
+		return NULL;
+	if (hdr->sock_type != SOCK_STREAM && hdr->sock_type != SOCK_SEQPACKET)
+		return NULL;
+	struct conn_key key = conn_key_of(sk, peer);
+	struct conn_val *v = bpf_map_lookup_elem(&spf_conns, &key);
+	if (!v)
+		return NULL;
+	hdr->epoch = v->epoch;
+	return &v->dir[(hdr->flags & SPF_F_TO_HI) ? 1 : 0];
+}
+
+/* The units a syscall moved: bytes, or one message. */
+static __always_inline __u64 pos_units(struct spf_event *hdr, __u64 bytes)
+{
+	return hdr->sock_type == SOCK_SEQPACKET ? 1 : bytes;
+}
+
+/* Counts a send of `units` into `receiver`'s queue and gives the event its
+ * position. Call before the event is filtered or emitted, then pos_send_end. */
+static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos *dp,
+					   struct sock *receiver, __u64 units)
+{
+	__u64 before = POS_BASE + __sync_fetch_and_add(&dp->sent, units);
+	__u64 after = before + units;
+	/* recvd before the queue: a receive finishing in between makes the
+	 * bound smaller, never wrong. */
+	__u64 r = POS_BASE + *(volatile __u64 *)&dp->recvd;
+	__u64 queued = 0;
+	if (queued_units(receiver, hdr->sock_type == SOCK_SEQPACKET, &queued)) {
+		__s64 est = (__s64)(r + queued) - (__s64)after;
+		if (est > dp->lo)
+			dp->lo = est;
+		if (dp->lo > dp->hi)
+			dp->unreliable = 1;
+	}
+	hdr->pos = before;
+	hdr->flags |= SPF_F_POS;
+}
+
+/* The send's capture is settled: its first `captured` units reached the ring
+ * (all of them, or a prefix: cut by snaplen, or nothing when filtered out or
+ * lost). */
+static __always_inline void pos_send_end(struct dir_pos *dp, __u64 pos, __u64 units,
+					 __u64 captured)
+{
+	if (captured < units) {
+		__u64 first = pos + captured;
+		__u64 end = pos + units;
+		/* No hole pending (the receive passed the last one): start anew. */
+		if (dp->hole_lo >= dp->hole_end || first < dp->hole_lo)
+			dp->hole_lo = first;
+		if (end > dp->hole_end)
+			dp->hole_end = end;
+	}
+	/* After the hole: a receive that sees these units settled sees it. */
+	__sync_fetch_and_add(&dp->done, units);
+}
+
+/* Bytes (or messages) that moved without a buffer the probe can read
+ * (sendfile, splice): counted, and marked as not captured. */
+static __always_inline void pos_send_unseen(struct dir_pos *dp, __u64 units)
+{
+	__u64 before = POS_BASE + __sync_fetch_and_add(&dp->sent, units);
+	pos_send_end(dp, before, units, 0);
+}
+
+/* Counts a receive of `units` and, when the position of its first unit in the
+ * sender's counting is known, gives the event that position. Returns how many
+ * of its first units the sender's capture holds: those need no copy. */
+static __always_inline __u64 pos_recv(struct spf_event *hdr, struct dir_pos *dp, struct sock *sk,
+				      __u64 units)
+{
+	__u64 before = POS_BASE + __sync_fetch_and_add(&dp->recvd, units);
+	__u64 after = before + units;
+	/* sent before the queue: a send queueing in between makes the bound
+	 * larger, never wrong. */
+	__u64 s = POS_BASE + *(volatile __u64 *)&dp->sent;
+	__u64 queued = 0;
+	if (queued_units(sk, hdr->sock_type == SOCK_SEQPACKET, &queued)) {
+		__s64 est = (__s64)(after + queued) - (__s64)s;
+		if (est < dp->hi)
+			dp->hi = est;
+	}
+	__s64 lo = dp->lo;
+	__s64 hi = dp->hi;
+	if (lo > hi)
+		dp->unreliable = 1;
+	if (lo != hi || dp->unreliable)
+		return 0;
+	__u64 start = before - (__u64)lo;
+	hdr->pos = start;
+	hdr->flags |= SPF_F_POS;
+	/* done before the hole: see pos_send_end. */
+	__u64 done = POS_BASE + *(volatile __u64 *)&dp->done;
+	__u64 hole_lo = dp->hole_lo;
+	__u64 hole_end = dp->hole_end;
+	/* Covered: sent, settled, and outside the hole. The receive skips its
+	 * covered start and copies from there on. */
+	__u64 covered_to = done;
+	if (start < hole_end) {
+		if (start >= hole_lo)
+			return 0;
+		if (hole_lo < covered_to)
+			covered_to = hole_lo;
+	}
+	if (covered_to <= start)
+		return 0;
+	__u64 covered = covered_to - start;
+	return covered < units ? covered : units;
+}
+
+#endif

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* The syscalls the probe looks at, by number, and where their arguments are. */
+#ifndef SPF_SYSCALLS_H
+#define SPF_SYSCALLS_H
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_read 0
+#define NR_write 1
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendfile 40
+#define NR_connect 42
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_socketpair 53
+#define NR_splice 275
+#define NR_recvmmsg 299
+#define NR_sendmmsg 307
+#define SYSCALL_NR(regs) ((long)(regs)->orig_ax)
+#define ARG1(regs) ((regs)->di)
+#define ARG2(regs) ((regs)->si)
+#define ARG3(regs) ((regs)->dx)
+#define ARG4(regs) ((regs)->r10)
+#define ARG5(regs) ((regs)->r8)
+#define ARG6(regs) ((regs)->r9)
+/* A 32-bit process's syscalls have other numbers and other argument
+ * registers; it enters with the 32-bit code segment. Its traffic is not
+ * captured (see docs/probe.md). */
+#define NATIVE_SYSCALL(regs) ((regs)->cs == 0x33)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_read 63
+#define NR_write 64
+#define NR_readv 65
+#define NR_writev 66
+#define NR_sendfile 71
+#define NR_splice 76
+#define NR_socketpair 199
+#define NR_connect 203
+#define NR_sendto 206
+#define NR_recvfrom 207
+#define NR_sendmsg 211
+#define NR_recvmsg 212
+#define NR_recvmmsg 243
+#define NR_sendmmsg 269
+#define SYSCALL_NR(regs) ((long)(regs)->syscallno)
+#define ARG1(regs) ((regs)->orig_x0)
+#define ARG2(regs) ((regs)->regs[1])
+#define ARG3(regs) ((regs)->regs[2])
+#define ARG4(regs) ((regs)->regs[3])
+#define ARG5(regs) ((regs)->regs[4])
+#define ARG6(regs) ((regs)->regs[5])
+/* A 32-bit (compat) task runs with PSR_MODE32_BIT set. */
+#define NATIVE_SYSCALL(regs) (!((regs)->pstate & 0x10))
+#endif
+
+enum call_kind {
+	K_NONE = 0,
+	K_PLAIN,      /* write, read, sendto, recvfrom: one buffer */
+	K_IOV,        /* writev, readv */
+	K_MSG,        /* sendmsg, recvmsg */
+	K_MMSG,       /* sendmmsg, recvmmsg */
+	/* No data to capture, only stream positions to keep (see position.h). */
+	K_CONNECT,    /* connect: a new connection, counted from its start */
+	K_SOCKETPAIR, /* socketpair: likewise */
+	K_SPLICE,     /* sendfile, splice: bytes moved without passing through
+		       * a buffer the probe can read */
+};
+
+static __always_inline int classify(long nr, __u8 *dir)
+{
+	switch (nr) {
+	case NR_write:
+	case NR_sendto:
+		*dir = DIR_SEND;
+		return K_PLAIN;
+	case NR_read:
+	case NR_recvfrom:
+		*dir = DIR_RECV;
+		return K_PLAIN;
+	case NR_writev:
+		*dir = DIR_SEND;
+		return K_IOV;
+	case NR_readv:
+		*dir = DIR_RECV;
+		return K_IOV;
+	case NR_sendmsg:
+		*dir = DIR_SEND;
+		return K_MSG;
+	case NR_recvmsg:
+		*dir = DIR_RECV;
+		return K_MSG;
+	case NR_sendmmsg:
+		*dir = DIR_SEND;
+		return K_MMSG;
+	case NR_recvmmsg:
+		*dir = DIR_RECV;
+		return K_MMSG;
+	case NR_connect:
+		return K_CONNECT;
+	case NR_socketpair:
+		return K_SOCKETPAIR;
+	case NR_sendfile:
+	case NR_splice:
+		return K_SPLICE;
+	}
+	return K_NONE;
+}
+
+/* The data syscall being looked at, from its saved registers. */
+struct call {
+	struct task_struct *task;
+	struct sock *sk;
+	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array */
+	__u64 count;   /* buffer size, iovec count or message count */
+	__u64 addr;    /* sendto's destination sockaddr */
+	__u64 addrlen;
+	__u8 kind;
+	__u8 dir;
+};
+
+#endif

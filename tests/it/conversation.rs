@@ -1,0 +1,529 @@
+//! The connection view on live traffic: the probe counting stream positions,
+//! the connection stage joining both ends, each byte once.
+//!
+//! Captures come from the real probe (see `capture.rs`) with positions on, as
+//! the connection view runs it; their items go through the same connection
+//! stage the pipeline runs, and what comes out is compared byte for byte with
+//! what each end sent.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use spf_pipeline::connection::{Connections, Output};
+use spf_pipeline::{Direction, Event, Role, SourceItem};
+use spf_probes::{PathFilter, UnixConfig};
+
+use crate::capture::{Captured, lock, start};
+use crate::util::test_bytes;
+
+fn positions(mut cfg: UnixConfig) -> UnixConfig {
+    cfg.positions = true;
+    cfg
+}
+
+fn own_pid() -> UnixConfig {
+    UnixConfig {
+        pids: vec![std::process::id()],
+        ..UnixConfig::default()
+    }
+}
+
+fn ino(fd: i32) -> u64 {
+    // SAFETY: fstat into a zeroed buffer on an open fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+    st.st_ino
+}
+
+/// The connection view of one connection of a capture: its events, in order,
+/// as the pipeline's connection stage hands them on.
+fn joined(c: &Captured, conn: u64) -> Vec<Arc<Event>> {
+    let mut stage = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let mut items: Vec<SourceItem> = c
+        .events
+        .iter()
+        .filter(|e| e.conn == conn)
+        .map(|e| SourceItem::Event(Arc::clone(e)))
+        .collect();
+    // As the reorder stage would hand them on.
+    items.sort_by_key(|i| i.ts_ns());
+    for i in items {
+        stage.push(i, now, &mut |o| out.push(o));
+    }
+    stage.finish(&mut |o| out.push(o));
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::Item(SourceItem::Event(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compares two byte strings, saying where they first differ rather than
+/// printing megabytes.
+#[track_caller]
+fn same_bytes(got: &[u8], want: &[u8]) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{} bytes where {} were sent; first difference at {:?}",
+            got.len(),
+            want.len(),
+            at.unwrap_or(got.len().min(want.len()))
+        );
+    }
+}
+
+/// The bytes a lane's events carry, in order; fails on a gap.
+fn lane_bytes(evs: &[Arc<Event>], from: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in evs.iter().filter(|e| e.socket == from) {
+        assert!(
+            !e.truncated,
+            "gap in the stream of socket {from} at {:?}: {} bytes missing (via {:?})",
+            e.pos,
+            e.len - e.data.len() as u64,
+            e.via
+        );
+        assert_eq!(
+            e.pos,
+            Some(out.len() as u64),
+            "positions count the lane's bytes"
+        );
+        out.extend_from_slice(&e.data);
+    }
+    out
+}
+
+/// Reads `n` bytes 16 KiB at a time, as curl reads a response.
+fn read_in_chunks(s: &mut UnixStream, n: usize) -> Vec<u8> {
+    let mut got = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 16 << 10];
+    while got.len() < n {
+        let want = buf.len().min(n - got.len());
+        let k = s.read(&mut buf[..want]).unwrap();
+        assert!(k > 0, "early end of stream");
+        got.extend_from_slice(&buf[..k]);
+    }
+    got
+}
+
+/// Bytes the probe copied from receives (what the connection view had to take
+/// from the receiving end).
+fn copied_from_receives(c: &Captured, conn: u64) -> usize {
+    c.events
+        .iter()
+        .filter(|e| e.conn == conn && e.dir == Direction::Recv)
+        .map(|e| e.data.len())
+        .sum()
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("spf-conv-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn each_byte_once_seen_from_its_sender() {
+    let _g = lock();
+    let dir = tmpdir("once");
+    let path = dir.join("srv.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let cfg = UnixConfig {
+        paths: vec![PathFilter::parse(path.to_str().unwrap()).unwrap()],
+        ..UnixConfig::default()
+    };
+    let Some(cap) = start("each_byte_once_seen_from_its_sender", positions(cfg)) else {
+        return;
+    };
+    let req = test_bytes(5000, 3);
+    let resp = test_bytes(70_000, 4);
+    let (req2, resp2) = (req.clone(), resp.clone());
+    let client = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&path).unwrap();
+        for chunk in req2.chunks(1000) {
+            s.write_all(chunk).unwrap();
+        }
+        let mut r = vec![0u8; resp2.len()];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(r, resp2);
+        s
+    });
+    let (mut srv, _) = listener.accept().unwrap();
+    let mut got = vec![0u8; req.len()];
+    srv.read_exact(&mut got).unwrap();
+    srv.write_all(&resp).unwrap();
+    let cli = client.join().unwrap();
+    let (cli_ino, srv_ino) = (ino(cli.as_raw_fd()), ino(srv.as_raw_fd()));
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = c.events.iter().find(|e| e.socket == cli_ino).unwrap().conn;
+
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, cli_ino), &req);
+    same_bytes(&lane_bytes(&evs, srv_ino), &resp);
+    let me = std::process::id();
+    for e in &evs {
+        assert_eq!(e.dir, Direction::Send);
+        assert_eq!((e.pid, e.peer_pid), (me, me));
+        let (role, peer) = if e.socket == cli_ino {
+            (Role::Client, srv_ino)
+        } else {
+            (Role::Server, cli_ino)
+        };
+        assert_eq!(e.role, role, "{e:?}");
+        // A client may send before the server's accept() gave its socket an
+        // inode: until then the receiving socket is not known by number.
+        assert!(e.peer_socket == peer || e.peer_socket == 0, "{e:?}");
+    }
+    // The connection was made while the probe watched: its positions are
+    // known from the first byte, so no receive copied what a send held. The
+    // 70,000-byte reply's send was cut at the default snaplen (64 KiB): the
+    // client's receive copied exactly the rest.
+    let tail = resp.len() - 65536;
+    assert_eq!(copied_from_receives(&c, conn), tail);
+    let via_recv: Vec<usize> = evs
+        .iter()
+        .filter(|e| e.via == Some(Direction::Recv))
+        .map(|e| e.data.len())
+        .collect();
+    assert_eq!(via_recv, [tail]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bytes_a_send_capture_cut_short_come_from_the_receive() {
+    let _g = lock();
+    let Some(cap) = start("bytes_a_send_capture_cut_short", positions(own_pid())) else {
+        return;
+    };
+    // Made while the probe watches: counted from its first byte.
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    let big = test_bytes(1 << 20, 9);
+    let big2 = big.clone();
+    let reader = std::thread::spawn(move || {
+        let got = read_in_chunks(&mut b, big2.len());
+        same_bytes(&got, &big2);
+        b.write_all(b"thanks").unwrap();
+        b
+    });
+    // One write of 1 MiB: its capture is cut at the default snaplen (64 KiB);
+    // the reader takes it 16 KiB at a time, as curl does.
+    a.write_all(&big).unwrap();
+    let mut ack = [0u8; 6];
+    a.read_exact(&mut ack).unwrap();
+    let _b = reader.join().unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = a_ino.min(b_ino);
+
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, a_ino), &big);
+    same_bytes(&lane_bytes(&evs, b_ino), b"thanks");
+    // The send was cut at 4096 bytes per syscall: the rest came from the
+    // receiver's reads, once.
+    assert!(evs.iter().any(|e| e.via == Some(Direction::Recv)));
+}
+
+#[test]
+fn sendfile_bytes_arrive_once_from_the_receive() {
+    let _g = lock();
+    let dir = tmpdir("sendfile");
+    let body = test_bytes(1 << 20, 21);
+    let file_path = dir.join("body.bin");
+    std::fs::write(&file_path, &body).unwrap();
+    let Some(cap) = start("sendfile_bytes_arrive_once", positions(own_pid())) else {
+        return;
+    };
+    let (mut srv, mut cli) = UnixStream::pair().unwrap();
+    let (srv_ino, cli_ino) = (ino(srv.as_raw_fd()), ino(cli.as_raw_fd()));
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    let expect = [head.clone(), body.clone()].concat();
+    let want = expect.len();
+    let reader = std::thread::spawn(move || read_in_chunks(&mut cli, want));
+    srv.write_all(&head).unwrap();
+    let file = std::fs::File::open(&file_path).unwrap();
+    let mut left = body.len();
+    while left > 0 {
+        // SAFETY: both fds are open; a null offset reads from the file's position.
+        let n = unsafe {
+            libc::sendfile(
+                srv.as_raw_fd(),
+                file.as_raw_fd(),
+                std::ptr::null_mut(),
+                left,
+            )
+        };
+        assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+        left -= n as usize;
+    }
+    let got = reader.join().unwrap();
+    same_bytes(&got, &expect);
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = srv_ino.min(cli_ino);
+
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, srv_ino), &expect);
+    // The headers from the server's write, the body from the client's reads;
+    // every event names the server as the sender.
+    let via_recv: usize = evs
+        .iter()
+        .filter(|e| e.via == Some(Direction::Recv))
+        .map(|e| e.data.len())
+        .sum();
+    assert_eq!(via_recv, body.len());
+    assert!(
+        evs.iter()
+            .all(|e| e.socket == srv_ino && e.peer_socket == cli_ino)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sets the calling thread's name, which is what the `comm` filter matches.
+fn name_thread(name: &str) {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 15 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+}
+
+#[test]
+fn a_sender_outside_the_filter_is_seen_through_its_receiver() {
+    let _g = lock();
+    let cfg = UnixConfig {
+        comms: vec!["spf-conv-kept".into()],
+        ..UnixConfig::default()
+    };
+    let Some(cap) = start("a_sender_outside_the_filter", positions(cfg)) else {
+        return;
+    };
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    let from_a = test_bytes(3000, 31);
+    let from_b = test_bytes(2500, 32);
+    let (fa, fb) = (from_a.clone(), from_b.clone());
+    let a_len = from_a.len();
+    let fb2 = from_b.clone();
+    let kept = std::thread::spawn(move || {
+        name_thread("spf-conv-kept");
+        a.write_all(&fa).unwrap();
+        let mut got = vec![0u8; fb.len()];
+        a.read_exact(&mut got).unwrap();
+        assert_eq!(got, fb);
+        a
+    });
+    let other = std::thread::spawn(move || {
+        name_thread("spf-conv-other");
+        let mut got = vec![0u8; a_len];
+        b.read_exact(&mut got).unwrap();
+        b.write_all(&fb2).unwrap();
+        (b, got)
+    });
+    let _a = kept.join().unwrap();
+    let (_b, got) = other.join().unwrap();
+    assert_eq!(got, from_a);
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = a_ino.min(b_ino);
+
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, a_ino), &from_a);
+    // The other thread's sends were filtered out: its bytes come from the kept
+    // thread's receives, still named as sent from its socket.
+    same_bytes(&lane_bytes(&evs, b_ino), &from_b);
+    assert!(
+        evs.iter()
+            .filter(|e| e.socket == b_ino)
+            .all(|e| e.via == Some(Direction::Recv))
+    );
+}
+
+#[test]
+fn a_connection_older_than_the_capture_is_aligned_and_kept_once() {
+    let _g = lock();
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    // Traffic before the capture: positions must not depend on having seen
+    // the connection's start.
+    a.write_all(b"before").unwrap();
+    let mut six = [0u8; 6];
+    b.read_exact(&mut six).unwrap();
+    let Some(cap) = start("a_connection_older_than_the_capture", positions(own_pid())) else {
+        return;
+    };
+    // Two processes' worth of ping-pong: one thread per end.
+    let lens: Vec<(usize, usize)> = (0..200usize)
+        .map(|i| (50 + (i % 7) * 13, 20 + (i % 5) * 11))
+        .collect();
+    let lens2 = lens.clone();
+    let echo = std::thread::spawn(move || {
+        let mut sent = Vec::new();
+        for (i, (q, r)) in lens2.iter().enumerate() {
+            let mut got = vec![0u8; *q];
+            b.read_exact(&mut got).unwrap();
+            let reply = test_bytes(*r, i as u64 + 1000);
+            b.write_all(&reply).unwrap();
+            sent.extend_from_slice(&reply);
+        }
+        (b, sent)
+    });
+    let mut sent_a = Vec::new();
+    for (i, (q, r)) in lens.iter().enumerate() {
+        let msg = test_bytes(*q, i as u64);
+        a.write_all(&msg).unwrap();
+        let mut back = vec![0u8; *r];
+        a.read_exact(&mut back).unwrap();
+        sent_a.extend_from_slice(&msg);
+    }
+    let (_b, sent_b) = echo.join().unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = a_ino.min(b_ino);
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, a_ino), &sent_a);
+    same_bytes(&lane_bytes(&evs, b_ino), &sent_b);
+    // Once the two ends' counts were aligned, receives stopped copying what the
+    // sends held: far fewer bytes than both directions' traffic were copied
+    // twice.
+    let total = sent_a.len() + sent_b.len();
+    let twice = copied_from_receives(&c, conn);
+    assert!(
+        twice < total / 4,
+        "{twice} of {total} bytes copied at both ends"
+    );
+}
+
+/// The bytes each socket of `conn` sent, from NDJSON records of the raw
+/// decoder, in record order.
+fn sent_by(records: &[serde_json::Value], conn: u64, socket: u64, dir: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    records
+        .iter()
+        .filter(|r| r["conn"] == conn && r["socket"] == socket && r["dir"] == dir)
+        .filter(|r| r["decoder"] == "raw")
+        .flat_map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r["data_b64"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A socketpair conversation in a thread named `comm`: three writes one way,
+/// one reply the other. Returns (a's inode, b's inode, a's bytes, b's bytes).
+fn talk(comm: &'static str) -> (u64, u64, Vec<u8>, Vec<u8>) {
+    std::thread::spawn(move || {
+        crate::live::name_thread(comm);
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let ab: Vec<u8> = [test_bytes(700, 61), test_bytes(900, 62), test_bytes(64, 63)].concat();
+        for part in [&ab[..700], &ab[700..1600], &ab[1600..]] {
+            a.write_all(part).unwrap();
+        }
+        let mut got = vec![0u8; ab.len()];
+        b.read_exact(&mut got).unwrap();
+        let ba = test_bytes(321, 64);
+        b.write_all(&ba).unwrap();
+        let mut back = vec![0u8; ba.len()];
+        a.read_exact(&mut back).unwrap();
+        (ino(a.as_raw_fd()), ino(b.as_raw_fd()), ab, ba)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn spf_run_shows_each_byte_once_and_its_capture_replays_in_both_views() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("cap.ndjson");
+    let comm = "spf-live-conv";
+    let args = [
+        "--comm",
+        comm,
+        "--decoder",
+        "raw",
+        "--output",
+        cap.to_str().unwrap(),
+    ];
+    let Some(live) = crate::live::LiveSpf::start("spf_run_each_byte_once", dir.path(), comm, &args)
+    else {
+        return;
+    };
+    let (a, b, ab, ba) = talk(comm);
+    let (records, _) = live.stop();
+    let conn = a.min(b);
+
+    // The default view: each byte once, every record from its sender.
+    same_bytes(&sent_by(&records, conn, a, "send"), &ab);
+    same_bytes(&sent_by(&records, conn, b, "send"), &ba);
+    let of_conn: Vec<_> = records.iter().filter(|r| r["conn"] == conn).collect();
+    assert!(
+        of_conn
+            .iter()
+            .all(|r| r["dir"] == "send" && r["via"].is_string())
+    );
+    assert!(of_conn.iter().all(|r| r["pid"] == std::process::id()));
+
+    // The capture holds the syscalls; replayed in the connection view it
+    // gives the same bytes again, and in the syscall view every send whole.
+    let replay = |view: &str| {
+        let o = crate::util::spf_output(&[
+            "run",
+            "--replay",
+            cap.to_str().unwrap(),
+            "--view",
+            view,
+            "--decoder",
+            "raw",
+            "--format",
+            "ndjson",
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", crate::util::stderr_text(&o));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let joined_again = replay("connection");
+    same_bytes(&sent_by(&joined_again, conn, a, "send"), &ab);
+    same_bytes(&sent_by(&joined_again, conn, b, "send"), &ba);
+    let syscalls = replay("syscalls");
+    same_bytes(&sent_by(&syscalls, conn, a, "send"), &ab);
+    same_bytes(&sent_by(&syscalls, conn, b, "send"), &ba);
+    assert!(
+        syscalls
+            .iter()
+            .filter(|r| r["conn"] == conn)
+            .any(|r| r["dir"] == "recv")
+    );
+}
+
+#[test]
+fn the_syscall_view_shows_every_syscall_whole() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let comm = "spf-live-sys";
+    let args = ["--comm", comm, "--decoder", "raw", "--view", "syscalls"];
+    let Some(live) = crate::live::LiveSpf::start("the_syscall_view", dir.path(), comm, &args)
+    else {
+        return;
+    };
+    let (a, b, ab, ba) = talk(comm);
+    let (records, _) = live.stop();
+    let conn = a.min(b);
+    same_bytes(&sent_by(&records, conn, a, "send"), &ab);
+    same_bytes(&sent_by(&records, conn, b, "recv"), &ab);
+    same_bytes(&sent_by(&records, conn, b, "send"), &ba);
+    same_bytes(&sent_by(&records, conn, a, "recv"), &ba);
+    assert!(records.iter().all(|r| r.get("via").is_none()));
+}
