@@ -97,6 +97,8 @@ pub struct Event {
     /// The cgroup of the process (its id, the cgroup directory's inode), 0 when
     /// unknown.
     pub cgroup: u64,
+    /// The container the process runs in, where its cgroup names one.
+    pub container: Option<Arc<Container>>,
     /// The machine the event was captured on, empty for this one.
     pub node: Arc<str>,
 }
@@ -129,6 +131,7 @@ impl Default for Event {
             truncated: false,
             via: None,
             cgroup: 0,
+            container: None,
             node: empty,
         }
     }
@@ -207,6 +210,20 @@ pub struct Flow {
     pub conn: u64,
     pub socket: u64,
     pub dir: Direction,
+}
+
+/// A container, as its runtime's cgroup and state name it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Container {
+    /// The runtime's id for it (e.g. Docker's 64 hex digits).
+    pub id: Arc<str>,
+    /// `docker`, `containerd`, `podman`, `crio`.
+    pub runtime: Arc<str>,
+    /// The runtime's name for it, where its state says.
+    pub name: Option<Arc<str>>,
+    /// The Kubernetes pod it belongs to, where known.
+    pub pod_namespace: Option<Arc<str>>,
+    pub pod_name: Option<Arc<str>>,
 }
 
 /// Events the kernel (or a source) could not hand over.

@@ -9,7 +9,9 @@ pub mod reorder;
 pub mod runner;
 pub mod stage;
 
-pub use event::{Direction, Event, Flow, Lost, Role, SockKind, SourceItem, StreamKey, View};
+pub use event::{
+    Container, Direction, Event, Flow, Lost, Role, SockKind, SourceItem, StreamKey, View,
+};
 pub use limits::{Budget, BuildContext, Limits};
 pub use record::{Body, Decoded, Endpoint, Exchange, Fields, Record, RecordKind};
 pub use stage::{

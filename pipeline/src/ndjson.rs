@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64_simd::STANDARD as B64;
 use serde::Deserialize;
 
-use crate::event::{Direction, Event, Lost, Role, SockKind, SourceItem};
+use crate::event::{Container, Direction, Event, Lost, Role, SockKind, SourceItem};
 use crate::record::{Body, Exchange, Record};
 
 /// How many captured bytes the escaped `text` preview shows; `data_b64` always has
@@ -66,6 +66,25 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(b"}\n");
         }
     }
+}
+
+/// `,"container":{...}`: id and runtime always, the rest where known.
+fn container(c: &Container, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"container\":{\"id\":");
+    json_str(&c.id, out);
+    out.extend_from_slice(b",\"runtime\":");
+    json_str(&c.runtime, out);
+    for (key, v) in [
+        (&b",\"name\":"[..], &c.name),
+        (&b",\"pod_namespace\":"[..], &c.pod_namespace),
+        (&b",\"pod_name\":"[..], &c.pod_name),
+    ] {
+        if let Some(v) = v {
+            out.extend_from_slice(key);
+            json_str(v, out);
+        }
+    }
+    out.push(b'}');
 }
 
 /// `,"exchange":{...}`: every key always present (`null` when unknown), so that
@@ -200,6 +219,9 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     if e.cgroup != 0 {
         out.extend_from_slice(b",\"cgroup\":");
         push_u64(e.cgroup, out);
+    }
+    if let Some(c) = &e.container {
+        container(c, out);
     }
     if !e.node.is_empty() {
         out.extend_from_slice(b",\"node\":");
@@ -536,12 +558,22 @@ struct Line<'a> {
     #[serde(borrow)]
     via: Option<std::borrow::Cow<'a, str>>,
     cgroup: Option<u64>,
+    container: Option<ContainerLine>,
     #[serde(borrow)]
     node: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     decoder: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     data_b64: Option<RawStr<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ContainerLine {
+    id: String,
+    runtime: String,
+    name: Option<String>,
+    pod_namespace: Option<String>,
+    pod_name: Option<String>,
 }
 
 /// A JSON string taken as bytes: base64 needs no UTF-8 check, and skipping it is a
@@ -741,6 +773,15 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
         data: data.into(),
         via,
         cgroup: l.cgroup.unwrap_or(0),
+        container: l.container.map(|c| {
+            Arc::new(Container {
+                id: c.id.into(),
+                runtime: c.runtime.into(),
+                name: c.name.map(Into::into),
+                pod_namespace: c.pod_namespace.map(Into::into),
+                pod_name: c.pod_name.map(Into::into),
+            })
+        }),
         node,
     }))))
 }
@@ -976,6 +1017,8 @@ mod fast {
             truncated,
             via,
             cgroup,
+            // A line with a container goes through serde.
+            container: None,
             node,
         })))
     }

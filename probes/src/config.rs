@@ -6,6 +6,7 @@ use spf_pipeline::Source;
 use spf_pipeline::View;
 use spf_pipeline::config::{BuildContext, BuildError, Section, SourceConfig};
 
+use crate::containers::{CgroupId, Names, cgroup_id, container_cgroups};
 use crate::skel::types;
 
 /// Bytes captured per event unless `snaplen` says otherwise.
@@ -24,6 +25,7 @@ const PATH_MAX: usize = 108;
 const MAX_PATHS: usize = 16;
 const MAX_PIDS: usize = 64;
 const MAX_COMMS: usize = 16;
+const MAX_CGROUPS: usize = 16;
 const COMM_LEN: usize = 16;
 
 /// Which directions to capture.
@@ -123,6 +125,12 @@ struct RawConfig {
     snaplen: Option<u64>,
     #[serde(default)]
     ring_size: Option<u64>,
+    #[serde(default)]
+    follow: Option<Pids>,
+    #[serde(default)]
+    cgroup: Option<Paths>,
+    #[serde(default)]
+    container: Option<Comms>,
 }
 
 /// A validated `unix` source config.
@@ -143,6 +151,11 @@ pub struct UnixConfig {
     /// the sender's capture holds: set for the connection view with both
     /// directions captured (never from the source's own table).
     pub positions: bool,
+    /// Keep only these processes and every process they start from now on.
+    pub follow: Vec<u32>,
+    /// Keep only processes in these cgroups or below them (`cgroup` and the
+    /// cgroups of `container`).
+    pub cgroups: Vec<CgroupId>,
 }
 
 impl Default for UnixConfig {
@@ -156,6 +169,8 @@ impl Default for UnixConfig {
             ring_size: DEFAULT_RING_SIZE,
             include_self: false,
             positions: false,
+            follow: Vec::new(),
+            cgroups: Vec::new(),
         }
     }
 }
@@ -259,6 +274,12 @@ impl UnixConfig {
             slot.prefix = u32::from(p.prefix);
         }
         c.n_paths = self.paths.len().min(MAX_PATHS) as u32;
+        for (slot, g) in c.cgroups.iter_mut().zip(&self.cgroups) {
+            slot.id = g.id;
+            slot.level = g.level;
+        }
+        c.n_cgroups = self.cgroups.len().min(MAX_CGROUPS) as u32;
+        c.follow = u32::from(!self.follow.is_empty());
         c
     }
 
@@ -337,6 +358,40 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
             Err(e) => errs.push(("path", e)),
         }
     }
+    let mut cgroups = Vec::new();
+    for p in Paths::into_vec(raw.cgroup) {
+        match cgroup_id(&p) {
+            Ok(c) => cgroups.push(c),
+            Err(e) => errs.push(("cgroup", e)),
+        }
+    }
+    let wanted = Comms::into_vec(raw.container);
+    if !wanted.is_empty() {
+        let names = Names::read();
+        for want in &wanted {
+            let found = container_cgroups(want, &names);
+            if found.is_empty() {
+                errs.push((
+                    "container",
+                    format!(
+                        "no running container is `{want}` (give a name, a full id or an id prefix of at least 12 digits)"
+                    ),
+                ));
+            }
+            for path in found {
+                match cgroup_id(&path) {
+                    Ok(c) => cgroups.push(c),
+                    Err(e) => errs.push(("container", e)),
+                }
+            }
+        }
+    }
+    if cgroups.len() > MAX_CGROUPS {
+        errs.push((
+            "cgroup",
+            format!("at most {MAX_CGROUPS} cgroups (containers count one each)"),
+        ));
+    }
     let cfg = UnixConfig {
         paths,
         pids: Pids::into_vec(raw.pid),
@@ -349,6 +404,8 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         ring_size: raw.ring_size.unwrap_or(DEFAULT_RING_SIZE),
         include_self: false,
         positions: false,
+        follow: Pids::into_vec(raw.follow),
+        cgroups,
     };
     errs.extend(cfg.validate());
     if errs.is_empty() { Ok(cfg) } else { Err(errs) }

@@ -6,6 +6,7 @@
 //! through the skeleton that `build.rs` generates.
 
 mod config;
+pub mod containers;
 mod pool;
 mod probe;
 mod proc_net;

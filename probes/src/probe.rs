@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Mutex, Once};
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{OpenObject, PrintLevel};
+use libbpf_rs::{MapCore as _, OpenObject, PrintLevel};
 use spf_pipeline::config::BuildError;
 
 use crate::config::UnixConfig;
@@ -105,9 +105,21 @@ impl Probe {
             BuildError::new(format!("cannot size the ring buffer to {ring} bytes: {e}"))
         })?;
 
+        // Following processes through forks costs every fork on the machine a
+        // program run: only when asked.
+        if cfg.follow.is_empty() {
+            open.progs.spf_fork.set_autoload(false);
+            open.progs.spf_exit.set_autoload(false);
+        }
         let mut skel = open.load().map_err(|e| load_error(&e))?;
         if !cfg.pids.is_empty() {
             seed_pid_names(&skel, &cfg.pids);
+        }
+        for pid in &cfg.follow {
+            skel.maps
+                .spf_tracked
+                .update(&pid.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
+                .map_err(|e| BuildError::new(format!("cannot follow pid {pid}: {e}")))?;
         }
         skel.attach().map_err(|e| {
             BuildError::new(format!(
@@ -208,7 +220,6 @@ impl AttachSwitch {
 /// probe learns such names as those processes receive, and this gives it the
 /// names bound before it started, so the first datagram to them counts too.
 fn seed_pid_names(skel: &SpfSkel<'_>, pids: &[u32]) {
-    use libbpf_rs::MapCore;
     for name in crate::proc_net::names_of_pids(pids) {
         let raw: Vec<u8> = match name.strip_prefix('@') {
             Some(n) => std::iter::once(0u8).chain(n.bytes()).collect(),

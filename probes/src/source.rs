@@ -49,12 +49,19 @@ const POLL: Duration = Duration::from_millis(10);
 pub struct UnixSource {
     cfg: UnixConfig,
     probe: Probe,
+    /// What the container runtimes' state names, read while spf is still
+    /// root (it is root-only).
+    names: crate::containers::Names,
 }
 
 impl UnixSource {
     pub(crate) fn new(cfg: UnixConfig) -> Result<UnixSource, BuildError> {
         let probe = Probe::load(&cfg)?;
-        Ok(UnixSource { cfg, probe })
+        Ok(UnixSource {
+            cfg,
+            probe,
+            names: crate::containers::Names::read(),
+        })
     }
 
     /// Hands over the probe's hook so that it can be turned off and on while
@@ -66,7 +73,9 @@ impl UnixSource {
 
     fn run_blocking(self, out: Emitter) -> Result<SourceSummary, SourceError> {
         ask_for_short_slices();
-        let conv = RefCell::new(Converter::new());
+        let mut conv = Converter::new();
+        conv.containers = crate::containers::Resolver::new(self.names.clone());
+        let conv = RefCell::new(conv);
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.probe.skel.maps.spf_ring, |data: &[u8]| {
@@ -240,6 +249,8 @@ pub(crate) struct Converter {
     last_path: Option<(Box<[u8]>, Arc<str>)>,
     empty: Arc<str>,
     resolver: Resolver,
+    /// The container of each cgroup seen.
+    containers: crate::containers::Resolver,
     /// Receiving socket inode by bound name, learned from the receivers' own
     /// events: a datagram's receiver may be gone by the time /proc/net/unix
     /// is read.
@@ -268,6 +279,7 @@ impl Converter {
             last_path: None,
             empty: Arc::from(""),
             resolver: Resolver::default(),
+            containers: crate::containers::Resolver::new(crate::containers::Names::default()),
             learned: HashMap::new(),
             unresolved: Vec::new(),
         }
@@ -431,6 +443,7 @@ impl Converter {
             data: bytes,
             truncated,
             cgroup: h.cgroup,
+            container: self.containers.of(h.cgroup, h.pid),
             ..Event::default()
         };
         self.batch_bytes += ev.data.len();

@@ -1475,3 +1475,165 @@ fn an_empty_seqpacket_message_is_no_end() {
     let last = c.of_conn(conn).iter().map(|e| e.ts_ns).max().unwrap();
     assert!(closes[0].1 >= last);
 }
+
+/// A Python script that waits for a line on stdin, then sends its tag
+/// (`argv[1]`) from a child it forks and from itself, each on a connection of
+/// its own to the server socket `argv[2]`.
+const FAMILY: &str = r#"
+import os, socket, sys
+sys.stdin.readline()
+def send(msg):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[2])
+    s.sendall(msg.encode())
+    s.close()
+pid = os.fork()
+if pid == 0:
+    send("child of " + sys.argv[1])
+    os._exit(0)
+os.waitpid(pid, 0)
+send("parent " + sys.argv[1])
+"#;
+
+/// Accepts `n` connections on `listener` and returns what each sent.
+fn accept_all(listener: &UnixListener, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = String::new();
+            s.read_to_string(&mut got).unwrap();
+            got
+        })
+        .collect()
+}
+
+#[test]
+fn follow_keeps_a_process_and_what_it_forks_only() {
+    let _g = lock();
+    let Some(py) = python() else { return };
+    let py = &py;
+    let dir = tmpdir("follow");
+    let path = dir.join("srv.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let spawn = |tag: &str| {
+        Command::new(py)
+            .arg("-c")
+            .arg(FAMILY)
+            .arg(tag)
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut followed = spawn("followed");
+    let mut other = spawn("other");
+    let cfg = UnixConfig {
+        follow: vec![followed.id()],
+        ..UnixConfig::default()
+    };
+    let Some(cap) = start("follow_keeps_a_process_and_what_it_forks_only", cfg) else {
+        for mut c in [followed, other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        return;
+    };
+    for c in [&mut followed, &mut other] {
+        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut got = accept_all(&listener, 4);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "child of followed",
+            "child of other",
+            "parent followed",
+            "parent other"
+        ]
+    );
+    assert!(followed.wait().unwrap().success());
+    assert!(other.wait().unwrap().success());
+    let c = cap.finish();
+    c.assert_no_loss();
+    let mut sent: Vec<String> = c
+        .events
+        .iter()
+        .filter(|e| e.dir == Direction::Send)
+        .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+        .collect();
+    sent.sort();
+    assert_eq!(sent, ["child of followed", "parent followed"]);
+    assert!(
+        c.events.iter().all(|e| e.pid != pid()),
+        "the server is not followed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cgroup_filter_keeps_the_processes_of_one_cgroup() {
+    let _g = lock();
+    let Some(py) = python() else { return };
+    let py = &py;
+    let root = spf_probes::containers::cgroup_root();
+    let name = format!("spf-test-{}", pid());
+    let cg_dir = root.join(&name);
+    if let Err(e) = std::fs::create_dir(&cg_dir) {
+        assert!(
+            !required(),
+            "cannot make a cgroup under {}: {e}",
+            root.display()
+        );
+        eprintln!("skipping cgroup_filter test: cannot make a cgroup: {e}");
+        return;
+    }
+    let dir = tmpdir("cgroup");
+    let path = dir.join("srv.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let spawn = |tag: &str| {
+        Command::new(py)
+            .arg("-c")
+            .arg(FAMILY)
+            .arg(tag)
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut inside = spawn("inside");
+    let mut outside = spawn("outside");
+    // Into the cgroup, as a container runtime would put a container.
+    std::fs::write(cg_dir.join("cgroup.procs"), inside.id().to_string()).unwrap();
+    let cg = spf_probes::containers::cgroup_id(&format!("/{name}")).unwrap();
+    let cfg = UnixConfig {
+        cgroups: vec![cg],
+        ..UnixConfig::default()
+    };
+    let started = start("cgroup_filter_keeps_the_processes_of_one_cgroup", cfg);
+    for c in [&mut inside, &mut outside] {
+        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let got = accept_all(&listener, 4);
+    assert_eq!(got.len(), 4);
+    assert!(inside.wait().unwrap().success());
+    assert!(outside.wait().unwrap().success());
+    let result = started.map(|cap| cap.finish());
+    std::fs::remove_dir(&cg_dir).unwrap();
+    let Some(c) = result else { return };
+    c.assert_no_loss();
+    let mut sent: Vec<String> = c
+        .events
+        .iter()
+        .filter(|e| e.dir == Direction::Send)
+        .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+        .collect();
+    sent.sort();
+    // The child forked inside the cgroup stays in it.
+    assert_eq!(sent, ["child of inside", "parent inside"]);
+    assert!(
+        c.events.iter().all(|e| e.cgroup == cg.id),
+        "every event names the cgroup"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -402,6 +402,33 @@ static __noinline int handle_positions(struct task_struct *task, struct pt_regs 
 	return 0;
 }
 
+/* ---- following processes ------------------------------------------------ */
+
+/* A followed process forked: its child is followed too. Attached only when
+ * `follow` is set (see probe.rs), so that other runs pay nothing per fork. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(spf_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid;
+	if (!bpf_map_lookup_elem(&spf_tracked, &ptgid))
+		return 0;
+	__u32 ctgid = child->tgid;
+	__u8 one = 1;
+	bpf_map_update_elem(&spf_tracked, &ctgid, &one, BPF_NOEXIST);
+	return 0;
+}
+
+/* A followed process ended: its pid may be reused by anyone. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(spf_exit, struct task_struct *p)
+{
+	if (p->pid != p->tgid)
+		return 0;
+	__u32 tgid = p->tgid;
+	bpf_map_delete_elem(&spf_tracked, &tgid);
+	return 0;
+}
+
 /* ---- the hook ----------------------------------------------------------- */
 
 /* Everything happens at syscall exit: the return value says how many bytes

@@ -13,6 +13,7 @@
 #define SPF_MAX_PIDS 64
 #define SPF_MAX_COMMS 16
 #define SPF_MAX_PATHS 16
+#define SPF_MAX_CGROUPS 16
 
 /* Most iovecs one message may carry (the kernel's UIO_MAXIOV). */
 #define SPF_MAX_IOV 1024
@@ -135,6 +136,15 @@ struct spf_name_key {
 	__u32 len;
 };
 
+/* A cgroup (v2) whose processes, and its descendants' processes, are kept. */
+struct spf_cgroup_filter {
+	/* The cgroup's id (the inode of its directory). */
+	__u64 id;
+	/* Its depth below the root (the root is 0). */
+	__u32 level;
+	__u32 _pad;
+};
+
 struct spf_config {
 	/* Most bytes captured per event. */
 	__u32 snaplen;
@@ -152,9 +162,15 @@ struct spf_config {
 	__u32 n_pids;
 	__u32 n_comms;
 	__u32 n_paths;
+	__u32 n_cgroups;
+	/* Non-zero: keep only processes in spf_tracked (followed from the pids
+	 * user space put there, through every fork). */
+	__u32 follow;
+	__u32 _pad;
 	__u32 pids[SPF_MAX_PIDS];
 	char comms[SPF_MAX_COMMS][SPF_COMM_LEN];
 	struct spf_path_filter paths[SPF_MAX_PATHS];
+	struct spf_cgroup_filter cgroups[SPF_MAX_CGROUPS];
 };
 
 #endif

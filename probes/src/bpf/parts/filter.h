@@ -95,11 +95,39 @@ static __noinline bool path_matches(const __u8 *path, __u32 path_len)
 	return false;
 }
 
+/* Processes followed (`follow`): the pids user space starts with, and every
+ * process they fork from then on (see the fork and exit hooks). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} spf_tracked SEC(".maps");
+
+/* Whether the current process is in one of the cgroups of the filter, or
+ * below one. */
+static __noinline bool cgroup_matches(void)
+{
+	for (int i = 0; i < SPF_MAX_CGROUPS; i++) {
+		if (i >= spf_cfg.n_cgroups)
+			break;
+		if (bpf_get_current_ancestor_cgroup_id(spf_cfg.cgroups[i].level) == spf_cfg.cgroups[i].id)
+			return true;
+	}
+	return false;
+}
+
 /* Whether the event passes the filters. `conn_level`: the record is about
  * the connection, not one thread's syscall: the comm filter, which names the
  * threads whose traffic is kept, does not apply. */
 static __always_inline bool match_filters_of(struct spf_event *hdr, bool conn_level)
 {
+	/* Who made the syscall: for a record about the connection, as the comm
+	 * filter, these do not apply. */
+	if (spf_cfg.follow && !conn_level && !bpf_map_lookup_elem(&spf_tracked, &hdr->pid))
+		return false;
+	if (spf_cfg.n_cgroups && !conn_level && !cgroup_matches())
+		return false;
 	if (spf_cfg.n_pids) {
 		bool ok = false;
 		for (int i = 0; i < SPF_MAX_PIDS; i++) {
