@@ -229,7 +229,8 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     }
 }
 
-fn push_u64(v: u64, out: &mut Vec<u8>) {
+/// Writes `v` as a JSON number.
+pub fn push_u64(v: u64, out: &mut Vec<u8>) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     let mut v = v;
@@ -244,7 +245,8 @@ fn push_u64(v: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&buf[i..]);
 }
 
-fn b64_into(data: &[u8], out: &mut Vec<u8>) {
+/// Appends `data` as standard base64 (no quotes).
+pub fn b64_into(data: &[u8], out: &mut Vec<u8>) {
     B64.encode_append(data, out);
 }
 
