@@ -20,6 +20,11 @@ pub struct Limits {
     /// section), counted as RFC 9113's SETTINGS_MAX_HEADER_LIST_SIZE does: each
     /// name and value plus 32 bytes per field.
     pub header_list_size: usize,
+    /// Fields in one HTTP/1 header or trailer section.
+    pub header_fields: usize,
+    /// Longest line of an HTTP/1 message head (request, status or header
+    /// line) and of a chunk-size line with its extensions.
+    pub line_length: usize,
     /// CONTINUATION frames after one HEADERS or PUSH_PROMISE.
     pub continuation_frames: usize,
     /// Streams (HTTP/2) or outstanding requests (HTTP/1) tracked per connection.
@@ -46,6 +51,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_list_size: 256 << 10,
+            header_fields: 4096,
+            line_length: 64 << 10,
             continuation_frames: 256,
             streams_per_connection: 1024,
             message_size: 16 << 20,
