@@ -1,5 +1,6 @@
 //! spf's built-in decoders, one module per decoder.
 
+pub mod http1;
 pub mod http2;
 pub mod raw;
 
@@ -9,6 +10,7 @@ use spf_pipeline::config::Registry;
 /// that names none.
 pub fn register(reg: &mut Registry) {
     raw::register(reg);
+    http1::register(reg);
     http2::register(reg);
     reg.default_decoder("raw");
 }
