@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::{BuildContext, BuildError, Config, ReorderConfig};
 use crate::connection::{Connections, Output};
 use crate::event::{SourceItem, View};
-use crate::record::Record;
+use crate::record::{Body, Record};
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
 use crate::stage::{Decoder, Emitter, Out, Sink, SinkError, Source, SourceError};
@@ -163,6 +163,13 @@ struct Writer {
     /// others (a capture file) keep everything.
     closed: Vec<bool>,
     event_sinks: bool,
+    /// In the syscall view with a decoder other than `raw`, the runner writes
+    /// every event as a raw record to the sinks that want events: raw records
+    /// the decoder makes (`auto` on a connection it did not recognise, a
+    /// tunnel after an upgrade) would repeat those bytes there as events, and
+    /// a replay would see them twice. (In the connection view such records
+    /// are marked `via`, and a replay skips them.)
+    events_written: bool,
     /// The `decoder` name of the raw records written for `events = true` sinks,
     /// shared rather than allocated per event.
     raw_name: Arc<str>,
@@ -317,6 +324,13 @@ impl Writer {
             if self.closed[i] || (events_only && !self.sinks[i].wants_events()) {
                 continue;
             }
+            if !events_only
+                && self.events_written
+                && self.sinks[i].wants_events()
+                && matches!(r, Record::Decoded(d) if matches!(d.body, Body::Raw))
+            {
+                continue;
+            }
             if let Err(e) = self.sinks[i].write(r) {
                 self.sink_failed(i, e);
             }
@@ -380,6 +394,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             closed: vec![false; sinks.len()],
             sinks,
             event_sinks,
+            events_written: event_sinks && !decoder_is_raw && view == View::Syscalls,
             raw_name: "raw".into(),
             summary: Summary::default(),
             per_decoder: BTreeMap::new(),
