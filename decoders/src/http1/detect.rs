@@ -228,6 +228,16 @@ pub fn confidence(data: &[u8]) -> u8 {
             None => {}
         }
     }
+    // A request line still arriving: a known method and an origin-form
+    // target are enough to go on.
+    if memchr(b'\n', window).is_none()
+        && let Some(sp) = memchr(b' ', &window[..window.len().min(MAX_METHOD + 1)])
+        && KNOWN_METHODS.contains(&&window[..sp])
+        && window.get(sp + 1) == Some(&b'/')
+        && could_start(window)
+    {
+        return 60;
+    }
     match find_start(window, None, 8 << 10, true) {
         Found::At(..) => 60,
         Found::NotYet { .. } => 0,
@@ -341,6 +351,8 @@ mod tests {
         assert_eq!(confidence(b"\"tail of a body\"}GET / HTTP/1.1\r\n"), 60);
         assert_eq!(confidence(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0);
         assert_eq!(confidence(b"*1\r\n$4\r\nPING\r\n"), 0);
-        assert_eq!(confidence(b"GET / HT"), 0);
+        assert_eq!(confidence(b"GET / HT"), 60);
+        assert_eq!(confidence(b"GET /x\x00"), 0);
+        assert_eq!(confidence(b"GE"), 0);
     }
 }
