@@ -280,7 +280,7 @@ fn spf_on_fifo(
         "fifo.toml",
         format!(
             "[source]\ntype = \"file\"\npath = \"{}\"\n\n[reorder]\nwindow_ms = {window_ms}\n\n\
-             [[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
+             [decoder]\ntype = \"raw\"\n\n[[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
             fifo.display(),
             out.display()
         ),
