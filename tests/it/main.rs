@@ -4,6 +4,7 @@ mod capture;
 mod util;
 
 mod conversation;
+mod http1;
 mod http2;
 mod live;
 mod plugins;

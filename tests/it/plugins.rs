@@ -58,7 +58,7 @@ fn install(lib: &Path, dir: &Path) -> PathBuf {
     to
 }
 
-fn example(name: &str, dir: &Path) -> PathBuf {
+pub(crate) fn example(name: &str, dir: &Path) -> PathBuf {
     install(&example_plugins().join(format!("lib{name}.so")), dir)
 }
 

@@ -22,6 +22,10 @@ pub const RAW: usize = 2;
 pub const WINDOW: usize = 4096;
 /// Events held back at most before deciding.
 pub const MAX_EVENTS: usize = 16;
+/// Bytes held back at most before deciding: when one direction's window
+/// shows nothing (joined in the middle of a body), the other's first bytes
+/// may still tell, within this much.
+pub const MAX_HELD: usize = 1 << 20;
 /// Confidence that decides at once.
 const SURE: u8 = 60;
 /// Confidence that is enough when no more bytes can be waited for.
@@ -35,6 +39,7 @@ struct Undecided {
     first: [Option<Arc<Event>>; 2],
     /// Budget held for the events' bytes.
     accounted: usize,
+    held: usize,
 }
 
 enum State {
@@ -213,6 +218,7 @@ impl Decoder for Auto {
                     seen: [Vec::new(), Vec::new()],
                     first: [None, None],
                     accounted: 0,
+                    held: 0,
                 })),
             });
             self.count += 1;
@@ -239,12 +245,14 @@ impl Decoder for Auto {
         if room {
             u.accounted += held;
         }
+        u.held += ev.data.len();
         // No more waiting once bytes are missing (what follows is not the
-        // continuation), the window is full, or the budget is.
+        // continuation), both windows are full, or enough is held.
         let last = !room
             || ev.truncated
-            || u.seen[key.side].len() >= WINDOW
-            || u.events.len() >= MAX_EVENTS;
+            || u.seen.iter().all(|s| s.len() >= WINDOW)
+            || u.events.len() >= MAX_EVENTS
+            || u.held >= MAX_HELD;
         if let Some(which) = judge(&mut self.delegates, u, last) {
             hand_on(&mut self.delegates, &self.budget, e, which, out);
         }

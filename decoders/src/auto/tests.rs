@@ -7,7 +7,7 @@ use bytes::Bytes;
 use spf_pipeline::config::{BuildContext, Registry};
 use spf_pipeline::{Body, Decoder, Direction, Event, Limits, Out, Record, Role, SockKind};
 
-use super::{AutoConfig, MAX_EVENTS, WINDOW};
+use super::{AutoConfig, MAX_EVENTS, MAX_HELD, WINDOW};
 
 /// A stand-in for a plugin decoder that implements `detect`: claims
 /// connections that open with a RESP array (Redis).
@@ -297,9 +297,22 @@ fn undecided_connections_are_bounded() {
         auto.decode(&event(seq + 1, 1, 0, b"\x00\x01"), &mut out);
     }
     assert_eq!(auto.chosen(&event(0, 1, 0, b"")), Some("raw"));
-    // One write larger than the window: decided at once.
-    auto.decode(&event(100, 2, 0, &vec![0xab; WINDOW + 1]), &mut out);
+    // A write larger than the window each way: decided.
+    auto.decode(&event(99, 2, 0, &vec![0xab; WINDOW + 1]), &mut out);
+    assert_eq!(
+        auto.chosen(&event(0, 2, 0, b"")),
+        None,
+        "the other side may tell"
+    );
+    auto.decode(&event(100, 2, 1, &vec![0xab; WINDOW + 1]), &mut out);
     assert_eq!(auto.chosen(&event(0, 2, 0, b"")), Some("raw"));
+    // Large writes one way only: decided once MAX_HELD bytes are held.
+    let big = vec![0xcd; MAX_HELD / 4];
+    for i in 0..4 {
+        assert_eq!(auto.chosen(&event(0, 9, 0, b"")), None);
+        auto.decode(&event(200 + i, 9, 0, &big), &mut out);
+    }
+    assert_eq!(auto.chosen(&event(0, 9, 0, b"")), Some("raw"));
     // A partial preface waits, then decides.
     auto.decode(&event(101, 3, 0, b"PRI * HTTP/2.0\r\n"), &mut out);
     assert_eq!(auto.chosen(&event(0, 3, 0, b"")), None);

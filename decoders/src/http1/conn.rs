@@ -528,6 +528,7 @@ impl Conn {
                                     index,
                                     head: input.slice(pos..pos + len),
                                     framing: Framing::None,
+                                    content_length: None,
                                 },
                             );
                             self.count_wire(side, len);
@@ -700,6 +701,7 @@ impl Conn {
                 index: Some(index),
                 head,
                 framing,
+                content_length: h.content_length,
             },
         );
         self.start_body(side, Kind::Request, Some(index), framing, &h, None, ev, cx);
@@ -734,6 +736,7 @@ impl Conn {
                     index,
                     head,
                     framing: Framing::None,
+                    content_length: h.content_length,
                 },
             );
             return (After::Continue, false);
@@ -791,6 +794,7 @@ impl Conn {
                 index,
                 head,
                 framing,
+                content_length: h.content_length,
             },
         );
         let answer = request.map(|r| {

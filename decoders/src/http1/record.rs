@@ -66,6 +66,9 @@ pub struct HeadRecord {
     /// The head as captured, its final empty line included.
     pub head: Bytes,
     pub framing: Framing,
+    /// The Content-Length field's value, where there is one (also when the
+    /// message has no body, as for a response to HEAD).
+    pub content_length: Option<u64>,
 }
 
 impl Fields for HeadRecord {
@@ -122,7 +125,7 @@ impl Fields for HeadRecord {
         out.extend_from_slice(b",\"body\":\"");
         out.extend_from_slice(self.framing.as_str().as_bytes());
         out.push(b'"');
-        if let Framing::Length(n) = self.framing {
+        if let Some(n) = self.content_length {
             out.extend_from_slice(b",\"content_length\":");
             push_u64(n, out);
         }
@@ -317,6 +320,7 @@ mod tests {
             index: Some(2),
             head: Bytes::from_static(b"POST /a?b=\"c\" HTTP/1.1\r\nHost: x\r\nX-Bin: \xff\r\n\r\n"),
             framing: Framing::Length(5),
+            content_length: Some(5),
         };
         let v = json(&r);
         assert_eq!(
@@ -337,6 +341,7 @@ mod tests {
             index: None,
             head: Bytes::from_static(b"HTTP/1.0 404 Not Found\r\n\r\n"),
             framing: Framing::UntilClose,
+            content_length: None,
         };
         assert_eq!(
             json(&r)["http1"],
@@ -349,6 +354,7 @@ mod tests {
             index: Some(0),
             head: Bytes::from_static(b"Grpc-Status: 0\r\n\r\n"),
             framing: Framing::None,
+            content_length: None,
         };
         assert_eq!(
             json(&r)["http1"],
