@@ -16,7 +16,7 @@ Examples:
 
   # Capture now (raw events, replayable), decode later without root
   sudo spf run --path /var/run/docker.sock --output capture.ndjson
-  spf run --replay capture.ndjson --decoder http2
+  spf run --replay capture.ndjson --decoder http1
 
   # The full pipeline from a config file; check it first
   spf validate -c spf.toml
@@ -98,8 +98,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen", "direction"])]
     pub replay: Option<PathBuf>,
 
-    /// How to decode the bytes: raw (escaped bytes, the default) or http2 (HTTP/2
-    /// and gRPC). Plugin decoders need a config file (-c).
+    /// How to decode the bytes: auto (the default: each connection by what its
+    /// first bytes speak), http1, http2 (HTTP/2 and gRPC) or raw (escaped
+    /// bytes). Plugin decoders need a config file (-c).
     #[arg(long, value_name = "DECODER")]
     pub decoder: Option<String>,
 
