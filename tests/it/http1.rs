@@ -1109,10 +1109,131 @@ fn default_decoder_capture_replays_each_byte_once() {
         .unwrap(),
     ]);
     assert!(o.status.success(), "{}", crate::util::stderr_text(&o));
-    let back: Vec<u8> = crate::util::read_ndjson(&out)
-        .iter()
+    // Replayed as it was captured, syscall by syscall: the dump, once.
+    let o = crate::util::spf_output(&[
+        "run",
+        "-q",
+        "--replay",
+        out.to_str().unwrap(),
+        "--view",
+        "syscalls",
+        "--decoder",
+        "raw",
+        "--format",
+        "ndjson",
+    ]);
+    assert!(o.status.success(), "{}", crate::util::stderr_text(&o));
+    let back: Vec<u8> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|l| l["decoder"] == "raw")
         .flat_map(|l| b64(l["data_b64"].as_str().unwrap()))
         .collect();
     assert_eq!(back, data);
+}
+
+/// `spf run` with the probe, as users run it (connection view, `auto`):
+/// curl against nginx, keep-alive, a 1 MiB file sent with sendfile and an
+/// upload. Each exchange comes out once, paired, with the right processes,
+/// and the sendfile body arrives whole from curl's receives.
+#[test]
+fn live_spf_run_curl_against_nginx() {
+    let _g = crate::capture::lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (_nginx, sock) = nginx(dir.path());
+    let big = test_bytes(1 << 20, 21);
+    www(dir.path(), "big.bin", &big);
+    www(dir.path(), "small.json", br#"{"ok":true}"#);
+    let payload_file = write_file(dir.path(), "payload.bin", test_bytes(50_000, 22));
+    // Reads of the 1 MiB body are larger than the default snaplen.
+    let args = [
+        "--comm",
+        "h1canary",
+        "--comm",
+        "curl",
+        "--comm",
+        "nginx",
+        "--snaplen",
+        "1048576",
+    ];
+    let Some(live) = crate::live::LiveSpf::start(
+        "live_spf_run_curl_against_nginx",
+        dir.path(),
+        "h1canary",
+        &args,
+    ) else {
+        return;
+    };
+    let s = sock.to_str().unwrap();
+    let got = curl(&[
+        "--unix-socket",
+        s,
+        "http://localhost/small.json",
+        "http://localhost/big.bin",
+    ]);
+    assert_eq!(got.len(), 11 + big.len());
+    let p = format!("@{}", payload_file.display());
+    curl(&[
+        "--unix-socket",
+        s,
+        "--data-binary",
+        &p,
+        "http://localhost/echo",
+    ]);
+    let (records, _) = live.stop();
+    let mine: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p == s))
+        .collect();
+    let bad: Vec<&Value> = mine
+        .iter()
+        .filter(|r| r.get("error").is_some() || r["http1"]["type"] == "skipped")
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    let x: Vec<&Value> = mine
+        .iter()
+        .filter(|r| r.get("exchange").is_some())
+        .map(|r| &r["exchange"])
+        .collect();
+    let calls: Vec<(&str, &str, u64)> = x
+        .iter()
+        .map(|x| {
+            (
+                x["method"].as_str().unwrap(),
+                x["path"].as_str().unwrap(),
+                x["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("GET", "/small.json", 200),
+            ("GET", "/big.bin", 200),
+            ("POST", "/echo", 200)
+        ],
+        "each exchange once"
+    );
+    for x in &x {
+        assert_eq!(
+            (x["client_comm"].as_str(), x["server_comm"].as_str()),
+            (Some("curl"), Some("nginx"))
+        );
+        assert!(x["latency_ns"].as_u64().unwrap() > 0);
+    }
+    // The sendfile body, whole and exact, from the records of the decoder.
+    let conn = mine.iter().find(|r| r.get("exchange").is_some()).unwrap()["conn"].clone();
+    let body: Vec<u8> = mine
+        .iter()
+        .filter(|r| {
+            r["conn"] == conn
+                && r["http1"]["type"] == "body"
+                && r["http1"]["message"] == "response"
+                && r["http1"]["index"] == 1
+        })
+        .flat_map(|r| b64(r["http1"]["data_b64"].as_str().unwrap()))
+        .collect();
+    assert_eq!(body.len(), big.len());
+    assert!(body == big, "the 1 MiB body differs");
 }
