@@ -9,8 +9,13 @@
  *     const SpfPluginDeclaration spf_plugin_declaration = { ... };
  *
  * spf reads it before calling anything. Its first six fields keep their layout in
- * every ABI version; the vtables may change with SPF_ABI_MAJOR. Its *_size fields
- * (sizeof of each struct below) must match spf's own, or spf refuses the plugin.
+ * every ABI version; the vtables may change with SPF_ABI_MAJOR. A minor version
+ * only appends fields to structs; spf lends a plugin the structs of the minor it
+ * was built for. Its *_size fields (sizeof of each struct below) must match that
+ * minor's layout, or spf refuses the plugin.
+ *
+ * ABI 1.1 added the connection view to SpfEventView (side ... node), the
+ * optional SpfDecoderVtable.detect and SpfDecoderOut.exchange.
  *
  * Rules:
  *   - Everything spf passes in (config, event views, lines) is borrowed for the
@@ -33,7 +38,7 @@ extern "C" {
 
 #define SPF_PLUGIN_MAGIC 0x53504650u /* "SPFP" */
 #define SPF_ABI_MAJOR 1u
-#define SPF_ABI_MINOR 0u
+#define SPF_ABI_MINOR 1u
 
 #define SPF_KIND_DECODER 1u
 #define SPF_KIND_SINK 2u
@@ -48,6 +53,14 @@ extern "C" {
 #define SPF_SOCK_STREAM 0u
 #define SPF_SOCK_DGRAM 1u
 #define SPF_SOCK_SEQPACKET 2u
+
+#define SPF_ROLE_UNKNOWN 0u
+#define SPF_ROLE_CLIENT 1u
+#define SPF_ROLE_SERVER 2u
+
+#define SPF_VIA_NONE 0u /* the syscall view */
+#define SPF_VIA_SEND 1u /* connection view: the sender's syscall held the bytes */
+#define SPF_VIA_RECV 2u /* connection view: the receiver's did */
 
 /* A borrowed byte string; ptr may be NULL when len is 0. Not NUL-terminated. */
 typedef struct SpfBytes {
@@ -72,6 +85,18 @@ typedef struct SpfEventView {
     SpfBytes comm;
     SpfBytes path;
     SpfBytes data;
+    /* ABI 1.1: the connection view. */
+    uint32_t side;     /* connection view: 0 bytes from the client (roles unknown:
+                        * from the lower socket), 1 from the server; syscall view:
+                        * 0 sent by this end, 1 received */
+    uint32_t role;     /* SPF_ROLE_*: which end the sender (pid) is */
+    uint32_t via;      /* SPF_VIA_* */
+    uint32_t has_pos;  /* 1 when pos is known */
+    uint64_t pos;      /* where data begins in this direction's stream */
+    uint64_t peer_socket; /* the other end's socket (inode), 0 when unknown */
+    uint64_t cgroup;      /* cgroup id of pid, 0 when unknown */
+    SpfBytes peer_comm;   /* command name at the other end, may be empty */
+    SpfBytes node;        /* machine the event was captured on, empty: this one */
 } SpfEventView;
 
 /* Host callbacks for a decoder's output. Both copy before returning; non-zero
@@ -85,6 +110,13 @@ typedef struct SpfDecoderOut {
     /* An error record about the input; code may be empty. */
     int32_t (*error)(void *ctx, const uint8_t *code, size_t code_len,
                      const uint8_t *message, size_t message_len);
+    /* ABI 1.1: one request/response exchange as a JSON object: "protocol"
+     * (required), "method", "path", "authority", "status", "grpc_status",
+     * "grpc_message", "request_bytes", "response_bytes", "started_ns",
+     * "started_time_ns", "latency_ns", "error", "client" and "server" (each
+     * {"pid", "comm"}). spf checks it and writes an exchange record, or an
+     * error record saying what was wrong. */
+    int32_t (*exchange)(void *ctx, const uint8_t *json, size_t json_len);
 } SpfDecoderOut;
 
 /* Entries marked optional may be NULL. */
@@ -104,6 +136,11 @@ typedef struct SpfDecoderVtable {
      * call into the plugin. */
     const uint8_t *(*last_error)(void *instance, size_t *len);
     void (*destroy)(void *instance);
+    /* ABI 1.1, optional: 0 (not this protocol) to 100 (certain) that a
+     * connection whose first bytes in one direction are data speaks this
+     * protocol; event is the event they came with. Keep no state here. */
+    uint32_t (*detect)(void *instance, const uint8_t *data, size_t data_len,
+                       const SpfEventView *event);
 } SpfDecoderVtable;
 
 typedef struct SpfSinkVtable {

@@ -51,8 +51,14 @@ pub const SPF_PLUGIN_MAGIC: u32 = 0x5350_4650;
 /// Must equal the host's major.
 pub const SPF_ABI_MAJOR: u32 = 1;
 /// The host's minor must be at least the plugin's: a minor adds fields at the end
-/// of a vtable, which an older host would not know to call.
-pub const SPF_ABI_MINOR: u32 = 0;
+/// of a struct, which an older host would not know to fill or call. A host lends
+/// a plugin of an older minor the structs of that minor (the older layout is a
+/// prefix of the newer one), so old plugins keep working unchanged.
+///
+/// Minor 1 added the connection view to [`SpfEventView`] (`side`, `role`,
+/// `via`, `pos`, `peer_socket`, `cgroup`, `peer_comm`, `node`), the optional
+/// [`SpfDecoderVtable::detect`] and [`SpfDecoderOut::exchange`].
+pub const SPF_ABI_MINOR: u32 = 1;
 
 pub const SPF_KIND_DECODER: u32 = 1;
 pub const SPF_KIND_SINK: u32 = 2;
@@ -70,6 +76,17 @@ pub const SPF_DIR_RECV: u32 = 1;
 pub const SPF_SOCK_STREAM: u32 = 0;
 pub const SPF_SOCK_DGRAM: u32 = 1;
 pub const SPF_SOCK_SEQPACKET: u32 = 2;
+
+pub const SPF_ROLE_UNKNOWN: u32 = 0;
+pub const SPF_ROLE_CLIENT: u32 = 1;
+pub const SPF_ROLE_SERVER: u32 = 2;
+
+/// `SpfEventView::via`: the syscall view (each event is one syscall).
+pub const SPF_VIA_NONE: u32 = 0;
+/// Connection view, the sender's own syscall held the bytes.
+pub const SPF_VIA_SEND: u32 = 1;
+/// Connection view, the receiver's syscall held them (no send did).
+pub const SPF_VIA_RECV: u32 = 2;
 
 /// The name of the exported [`SpfPluginDeclaration`].
 pub const SPF_DECLARATION_SYMBOL: &str = "spf_plugin_declaration";
@@ -132,6 +149,30 @@ pub struct SpfEventView {
     pub comm: SpfBytes,
     pub path: SpfBytes,
     pub data: SpfBytes,
+    // ABI 1.1: the connection view. Plugins of minor 0 are lent the struct up to
+    // here.
+    /// Which of the connection's two byte streams the bytes belong to: in the
+    /// connection view 0 for bytes from the client (roles unknown: from the lower
+    /// socket inode), 1 for bytes from the server; in the syscall view 0 for what
+    /// this end sent, 1 for what it received. Key per-stream state by
+    /// `(conn, side)` in the connection view.
+    pub side: u32,
+    /// `SPF_ROLE_*`: which end of the connection the sender (`pid`) is.
+    pub role: u32,
+    /// `SPF_VIA_*`: `SPF_VIA_NONE` in the syscall view.
+    pub via: u32,
+    /// 1 when `pos` is known.
+    pub has_pos: u32,
+    /// Where `data` begins in this direction's stream.
+    pub pos: u64,
+    /// The socket at the other end (its inode), 0 when unknown.
+    pub peer_socket: u64,
+    /// The cgroup id of `pid`, 0 when unknown.
+    pub cgroup: u64,
+    /// The command name at the other end, empty when unknown.
+    pub peer_comm: SpfBytes,
+    /// The machine the event was captured on, empty for this one.
+    pub node: SpfBytes,
 }
 
 /// Host callbacks a decoder hands its output to. Both copy what they are given
@@ -159,6 +200,11 @@ pub struct SpfDecoderOut {
         message: *const u8,
         message_len: usize,
     ) -> i32,
+    /// ABI 1.1: one request/response exchange, as a JSON object with the keys of
+    /// [`Exchange`] (`protocol` required; see [`Exchange::to_json`]). The host
+    /// checks it and writes an `exchange` record, or an error record naming
+    /// what was wrong. Only lent to plugins of minor 1 or later.
+    pub exchange: unsafe extern "C" fn(ctx: *mut c_void, json: *const u8, json_len: usize) -> i32,
 }
 
 /// A decoder's functions. Entries marked optional may be null.
@@ -199,6 +245,20 @@ pub struct SpfDecoderVtable {
     pub last_error:
         Option<unsafe extern "C" fn(instance: *mut c_void, len: *mut usize) -> *const u8>,
     pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    /// Optional (ABI 1.1): how sure the plugin is, from 0 (not its protocol) to
+    /// 100 (certain), that a connection whose first bytes in one direction are
+    /// `data` speaks its protocol; `event` is the event they came with (its
+    /// `side` and `role` say who sent them). The `auto` decoder asks every
+    /// candidate and picks the surest. Must not keep state about the bytes:
+    /// the same bytes are handed to `decode` if the plugin is picked.
+    pub detect: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            data: *const u8,
+            data_len: usize,
+            event: *const SpfEventView,
+        ) -> u32,
+    >,
 }
 
 /// A sink's functions. Entries marked optional may be null.
@@ -423,6 +483,57 @@ pub struct Event<'a> {
     pub comm: &'a str,
     pub path: &'a str,
     pub data: &'a [u8],
+    /// Which of the connection's two byte streams the bytes belong to, 0 or 1.
+    /// Connection view: 0 from the client (roles unknown: from the lower socket
+    /// inode), 1 from the server, so `(conn, side)` keys one direction of one
+    /// connection. Syscall view: 0 for what this end (`socket`) sent, 1 for what
+    /// it received.
+    pub side: u8,
+    /// Which end of the connection the sender (`pid`) is.
+    pub role: Role,
+    /// Connection view only: whose syscall captured the bytes (`Send`: the
+    /// sender's, `Recv`: the receiver's). `None` in the syscall view.
+    pub via: Option<Direction>,
+    /// Where `data` begins in this direction's stream, when known.
+    pub pos: Option<u64>,
+    /// The socket at the other end (its inode), 0 when unknown.
+    pub peer_socket: u64,
+    /// The cgroup id of `pid`, 0 when unknown.
+    pub cgroup: u64,
+    /// The command name of the process at the other end, empty when unknown.
+    pub peer_comm: &'a str,
+    /// The machine the event was captured on, empty for this one.
+    pub node: &'a str,
+}
+
+impl Default for Event<'_> {
+    fn default() -> Self {
+        Event {
+            seq: 0,
+            ts_ns: 0,
+            time_ns: 0,
+            conn: 0,
+            socket: 0,
+            len: 0,
+            pid: 0,
+            tid: 0,
+            peer_pid: 0,
+            dir: Direction::Send,
+            sock: SockKind::Stream,
+            truncated: false,
+            comm: "",
+            path: "",
+            data: &[],
+            side: 0,
+            role: Role::Unknown,
+            via: None,
+            pos: None,
+            peer_socket: 0,
+            cgroup: 0,
+            peer_comm: "",
+            node: "",
+        }
+    }
 }
 
 impl<'a> Event<'a> {
@@ -430,11 +541,13 @@ impl<'a> Event<'a> {
     /// Every pointer in `view` must be valid for `'a`.
     pub unsafe fn from_view(view: &'a SpfEventView) -> Self {
         // SAFETY: forwarded from the caller.
-        let (comm, path, data) = unsafe {
+        let (comm, path, data, peer_comm, node) = unsafe {
             (
                 view.comm.as_slice(),
                 view.path.as_slice(),
                 view.data.as_slice(),
+                view.peer_comm.as_slice(),
+                view.node.as_slice(),
             )
         };
         Event {
@@ -461,8 +574,158 @@ impl<'a> Event<'a> {
             comm: std::str::from_utf8(comm).unwrap_or(""),
             path: std::str::from_utf8(path).unwrap_or(""),
             data,
+            side: u8::from(view.side != 0),
+            role: match view.role {
+                SPF_ROLE_CLIENT => Role::Client,
+                SPF_ROLE_SERVER => Role::Server,
+                _ => Role::Unknown,
+            },
+            via: match view.via {
+                SPF_VIA_SEND => Some(Direction::Send),
+                SPF_VIA_RECV => Some(Direction::Recv),
+                _ => None,
+            },
+            pos: (view.has_pos != 0).then_some(view.pos),
+            peer_socket: view.peer_socket,
+            cgroup: view.cgroup,
+            peer_comm: std::str::from_utf8(peer_comm).unwrap_or(""),
+            node: std::str::from_utf8(node).unwrap_or(""),
         }
     }
+}
+
+/// One end of an [`Exchange`]: a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Endpoint<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+}
+
+/// One request paired with its response (or with why none came), as
+/// [`DecoderOutput::exchange`] hands it to spf, which writes it as an
+/// `exchange` record like those of its own HTTP and gRPC decoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Exchange<'a> {
+    /// The protocol, e.g. `resp`: lowercase letters, digits, `-` and `_`.
+    pub protocol: &'a str,
+    pub method: Option<&'a str>,
+    /// What the request was about (a path, a key, a topic).
+    pub path: Option<&'a str>,
+    pub authority: Option<&'a str>,
+    /// The protocol's status code, where it has one.
+    pub status: Option<u32>,
+    pub grpc_status: Option<u32>,
+    pub grpc_message: Option<&'a str>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// Kernel time (the events' `ts_ns`) of the request's first byte.
+    pub started_ns: u64,
+    /// Wall-clock time (the events' `time_ns`) of the request's first byte.
+    pub started_time_ns: u64,
+    /// From the request's first byte to the response's last; `None` when no
+    /// response came.
+    pub latency_ns: Option<u64>,
+    /// Why the exchange did not complete normally, e.g. `no response`.
+    pub error: Option<&'a str>,
+    /// The processes at each end; spf fills in what it knows from the event
+    /// the exchange is emitted with when these are `None`.
+    pub client: Option<Endpoint<'a>>,
+    pub server: Option<Endpoint<'a>>,
+}
+
+impl Exchange<'_> {
+    /// The JSON object [`SpfDecoderOut::exchange`] takes: every key of this
+    /// struct, `null` or absent for `None`.
+    pub fn to_json(&self) -> String {
+        let mut j = JsonObject::new();
+        j.str("protocol", Some(self.protocol));
+        j.str("method", self.method);
+        j.str("path", self.path);
+        j.str("authority", self.authority);
+        j.num("status", self.status.map(u64::from));
+        j.num("grpc_status", self.grpc_status.map(u64::from));
+        j.str("grpc_message", self.grpc_message);
+        j.num("request_bytes", Some(self.request_bytes));
+        j.num("response_bytes", Some(self.response_bytes));
+        j.num("started_ns", Some(self.started_ns));
+        j.num("started_time_ns", Some(self.started_time_ns));
+        j.num("latency_ns", self.latency_ns);
+        j.str("error", self.error);
+        for (key, end) in [("client", self.client), ("server", self.server)] {
+            if let Some(e) = end {
+                j.raw_key(key);
+                let mut inner = JsonObject::new();
+                inner.num("pid", Some(u64::from(e.pid)));
+                inner.str("comm", Some(e.comm));
+                j.out.push_str(&inner.finish());
+            }
+        }
+        j.finish()
+    }
+}
+
+/// A tiny JSON object writer: the SDK has no dependencies, and an exchange
+/// needs only strings and numbers.
+struct JsonObject {
+    out: String,
+}
+
+impl JsonObject {
+    fn new() -> Self {
+        JsonObject {
+            out: String::from("{"),
+        }
+    }
+
+    fn raw_key(&mut self, key: &str) {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        json_string(key, &mut self.out);
+        self.out.push(':');
+    }
+
+    fn str(&mut self, key: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.raw_key(key);
+            json_string(v, &mut self.out);
+        }
+    }
+
+    fn num(&mut self, key: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.raw_key(key);
+            self.out.push_str(&v.to_string());
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+/// Appends `s` as a JSON string: quotes, backslashes and control characters
+/// escaped (RFC 8259), everything else as it is.
+pub fn json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(HEX[(c as usize) >> 4] as char);
+                out.push(HEX[(c as usize) & 15] as char);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Where a decoder puts its records; the host copies each one at once.
@@ -492,6 +755,15 @@ impl<'a> DecoderOutput<'a> {
                 text.len(),
             ) == SPF_OK
         }
+    }
+
+    /// Emits one exchange: a request paired with its response. Returns false
+    /// when the host rejected it (it reports why itself, as an error record).
+    pub fn exchange(&mut self, exchange: &Exchange<'_>) -> bool {
+        let json = exchange.to_json();
+        // SAFETY: the host's callback copies the buffer before returning; an
+        // SDK plugin declares minor 1, so the host lends it this callback.
+        unsafe { (self.raw.exchange)(self.raw.ctx, json.as_ptr(), json.len()) == SPF_OK }
     }
 
     /// Emits an error record about the input, e.g. malformed protocol data. `code`
@@ -534,6 +806,15 @@ pub trait DecoderPlugin: Send + Sized + 'static {
     /// The input ended; emit whatever is still held back.
     fn finish(&mut self, _out: &mut DecoderOutput<'_>) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// How sure the plugin is, from 0 (not its protocol) to 100 (certain), that
+    /// a connection whose first bytes in one direction are `data` speaks its
+    /// protocol (`event.side`/`event.role` say who sent them). Asked by the
+    /// `auto` decoder before any `decode` of that connection; keep no state
+    /// here. Values above 100 count as 100, a panic as 0.
+    fn detect(&mut self, _data: &[u8], _event: &Event<'_>) -> u8 {
+        0
     }
 }
 
@@ -822,6 +1103,7 @@ pub mod __private {
             finish: Some(Self::finish),
             last_error: Some(last_error_shim::<T>),
             destroy: Some(destroy_shim::<T>),
+            detect: Some(Self::detect),
         };
 
         unsafe extern "C" fn init(
@@ -831,6 +1113,37 @@ pub mod __private {
         ) -> i32 {
             // SAFETY: forwarded from the host.
             unsafe { init::<T>(config, config_len, instance, T::init) }
+        }
+
+        unsafe extern "C" fn detect(
+            instance: *mut c_void,
+            data: *const u8,
+            data_len: usize,
+            event: *const SpfEventView,
+        ) -> u32 {
+            if event.is_null() || instance.is_null() {
+                return 0;
+            }
+            // SAFETY: the host lends the view and the bytes for this call.
+            let (event, data) = unsafe {
+                (
+                    Event::from_view(&*event),
+                    SpfBytes {
+                        ptr: data,
+                        len: data_len,
+                    }
+                    .as_slice(),
+                )
+            };
+            let mut sure = 0u8;
+            // SAFETY: as in `call`; a failure or panic is "not mine".
+            let rc = unsafe {
+                call::<T>(instance, |p| {
+                    sure = p.detect(data, &event);
+                    Ok(())
+                })
+            };
+            if rc == SPF_OK { u32::from(sure.min(100)) } else { 0 }
         }
 
         unsafe extern "C" fn decode(

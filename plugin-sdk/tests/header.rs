@@ -67,11 +67,18 @@ fn assertions() -> String {
     constant!(c, SPF_SOCK_STREAM);
     constant!(c, SPF_SOCK_DGRAM);
     constant!(c, SPF_SOCK_SEQPACKET);
+    constant!(c, SPF_ROLE_UNKNOWN);
+    constant!(c, SPF_ROLE_CLIENT);
+    constant!(c, SPF_ROLE_SERVER);
+    constant!(c, SPF_VIA_NONE);
+    constant!(c, SPF_VIA_SEND);
+    constant!(c, SPF_VIA_RECV);
 
     offsets!(c, SpfBytes: ptr, len);
-    offsets!(c, SpfEventView: seq, ts_ns, time_ns, conn, socket, len, pid, tid, peer_pid, dir, sock, truncated, comm, path, data);
-    offsets!(c, SpfDecoderOut: ctx, record, error);
-    offsets!(c, SpfDecoderVtable: init, decode, lost, closed, finish, last_error, destroy);
+    offsets!(c, SpfEventView: seq, ts_ns, time_ns, conn, socket, len, pid, tid, peer_pid, dir, sock, truncated, comm, path, data,
+        side, role, via, has_pos, pos, peer_socket, cgroup, peer_comm, node);
+    offsets!(c, SpfDecoderOut: ctx, record, error, exchange);
+    offsets!(c, SpfDecoderVtable: init, decode, lost, closed, finish, last_error, destroy, detect);
     offsets!(c, SpfSinkVtable: init, write, flush, last_error, destroy);
     offsets!(c, SpfPluginDeclaration: magic, abi_major, abi_minor, kind, name, version, decoder, sink,
         declaration_size, event_view_size, decoder_out_size, decoder_vtable_size, sink_vtable_size);
@@ -93,6 +100,15 @@ fn assertions() -> String {
     signature!(c, SpfEventView.comm: SpfBytes => "SpfBytes");
     signature!(c, SpfEventView.path: SpfBytes => "SpfBytes");
     signature!(c, SpfEventView.data: SpfBytes => "SpfBytes");
+    signature!(c, SpfEventView.side: u32 => "uint32_t");
+    signature!(c, SpfEventView.role: u32 => "uint32_t");
+    signature!(c, SpfEventView.via: u32 => "uint32_t");
+    signature!(c, SpfEventView.has_pos: u32 => "uint32_t");
+    signature!(c, SpfEventView.pos: u64 => "uint64_t");
+    signature!(c, SpfEventView.peer_socket: u64 => "uint64_t");
+    signature!(c, SpfEventView.cgroup: u64 => "uint64_t");
+    signature!(c, SpfEventView.peer_comm: SpfBytes => "SpfBytes");
+    signature!(c, SpfEventView.node: SpfBytes => "SpfBytes");
 
     signature!(c, SpfDecoderOut.ctx: *mut c_void => "void *");
     signature!(c, SpfDecoderOut.record:
@@ -101,6 +117,9 @@ fn assertions() -> String {
     signature!(c, SpfDecoderOut.error:
         unsafe extern "C" fn(*mut c_void, *const u8, usize, *const u8, usize) -> i32
         => "int32_t (*)(void *, const uint8_t *, size_t, const uint8_t *, size_t)");
+    signature!(c, SpfDecoderOut.exchange:
+        unsafe extern "C" fn(*mut c_void, *const u8, usize) -> i32
+        => "int32_t (*)(void *, const uint8_t *, size_t)");
 
     type Init = Option<unsafe extern "C" fn(*const u8, usize, *mut *mut c_void) -> i32>;
     type LastError = Option<unsafe extern "C" fn(*mut c_void, *mut usize) -> *const u8>;
@@ -139,6 +158,9 @@ fn assertions() -> String {
     signature!(c, SpfDecoderVtable.finish:
         Option<unsafe extern "C" fn(*mut c_void, *const SpfDecoderOut) -> i32>
         => "int32_t (*)(void *, const SpfDecoderOut *)");
+    signature!(c, SpfDecoderVtable.detect:
+        Option<unsafe extern "C" fn(*mut c_void, *const u8, usize, *const SpfEventView) -> u32>
+        => "uint32_t (*)(void *, const uint8_t *, size_t, const SpfEventView *)");
     signature!(c, SpfSinkVtable.write:
         Option<unsafe extern "C" fn(*mut c_void, *const u8, usize) -> i32>
         => "int32_t (*)(void *, const uint8_t *, size_t)");

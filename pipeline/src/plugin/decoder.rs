@@ -6,55 +6,18 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use spf_plugin::{
-    SPF_DIR_RECV, SPF_DIR_SEND, SPF_ERROR, SPF_OK, SPF_SOCK_DGRAM, SPF_SOCK_SEQPACKET,
-    SPF_SOCK_STREAM, SpfBytes, SpfDecoderOut, SpfDecoderVtable, SpfEventView,
+    SPF_DIR_RECV, SPF_DIR_SEND, SPF_ERROR, SPF_OK, SPF_ROLE_CLIENT, SPF_ROLE_SERVER,
+    SPF_ROLE_UNKNOWN, SPF_SOCK_DGRAM, SPF_SOCK_SEQPACKET, SPF_SOCK_STREAM, SPF_VIA_NONE,
+    SPF_VIA_RECV, SPF_VIA_SEND, SpfBytes, SpfDecoderOut, SpfDecoderVtable, SpfEventView,
 };
 
+use super::output::{Emit, PLUGIN_DISABLED, PLUGIN_ERROR};
 use super::{PluginInfo, init_instance, last_error};
 use crate::config::BuildError;
-use crate::event::{Direction, Event, SockKind};
+use crate::event::{Direction, Event, Role, SockKind};
+use crate::limits::Budget;
 use crate::record::Record;
 use crate::stage::{Decoder, Out};
-
-/// Error code of records that stand for a failed plugin call.
-pub const PLUGIN_ERROR: &str = "PLUGIN_ERROR";
-/// Error code of records a plugin emitted in a shape spf cannot use.
-pub const PLUGIN_OUTPUT: &str = "PLUGIN_OUTPUT";
-/// Error code of the one record that says a plugin was switched off.
-pub const PLUGIN_DISABLED: &str = "PLUGIN_DISABLED";
-
-/// NDJSON fields that spf writes itself; a plugin's record may not set them.
-const RESERVED: &[&str] = &[
-    "ts_ns",
-    "time",
-    "pid",
-    "tid",
-    "comm",
-    "peer_pid",
-    "peer_comm",
-    "path",
-    "sock",
-    "dir",
-    "conn",
-    "socket",
-    "peer_socket",
-    "role",
-    "pos",
-    "skip",
-    "len",
-    "captured",
-    "truncated",
-    "via",
-    "cgroup",
-    "node",
-    "view",
-    "decoder",
-    "exchange",
-    "error",
-    "data_b64",
-    "text",
-    "lost",
-];
 
 pub struct PluginDecoder {
     info: PluginInfo,
@@ -71,6 +34,8 @@ pub struct PluginDecoder {
     /// from one event to the next, not on every event.
     last: Option<Arc<Event>>,
     earlier: FxHashMap<u64, Arc<Event>>,
+    /// The run's memory budget: what `earlier` holds is taken from it.
+    budget: Arc<Budget>,
 }
 
 // SAFETY: the ABI lets successive calls on one instance come from different
@@ -85,10 +50,12 @@ impl PluginDecoder {
         vt: &'static SpfDecoderVtable,
         config: &str,
         max_errors: u64,
+        budget: Arc<Budget>,
     ) -> Result<Self, BuildError> {
         let label = info.label();
         let instance = init_instance(&label, vt.init, vt.last_error, config)?;
         Ok(PluginDecoder {
+            budget,
             name: Arc::from(info.name.as_str()),
             label,
             info,
@@ -114,17 +81,20 @@ impl PluginDecoder {
         out: &mut Out<'_>,
         f: impl FnOnce(*mut c_void, *const SpfDecoderOut) -> i32,
     ) {
-        let mut ctx = Ctx {
+        let mut ctx = Emit {
             event,
             decoder: &self.name,
             label: &self.label,
             out,
             rejected: false,
         };
+        // Minor 0 plugins read only the callbacks their layout has; the rest of
+        // the struct is there for newer ones.
         let callbacks = SpfDecoderOut {
             ctx: (&raw mut ctx).cast(),
             record: on_record,
             error: on_error,
+            exchange: on_exchange,
         };
         let rc = f(self.instance, &callbacks);
         let rejected = ctx.rejected;
@@ -181,18 +151,45 @@ impl PluginDecoder {
     fn anchor(&mut self, conn: Option<u64>) -> Arc<Event> {
         match conn {
             Some(c) => {
-                let earlier = self.earlier.remove(&c);
+                let earlier = self.forget(c);
                 match (&self.last, earlier) {
                     (Some(l), _) if l.conn == c => identity(l),
-                    (_, Some(e)) => identity(&e),
+                    (_, Some(e)) => e,
                     _ => Arc::new(Event {
                         conn: c,
-                        ..unknown()
+                        ..Event::default()
                     }),
                 }
             }
-            None => self.last.clone().unwrap_or_else(|| Arc::new(unknown())),
+            None => self.last.clone().unwrap_or_else(|| Arc::new(Event::default())),
         }
+    }
+
+    /// Keeps `prev`'s metadata for records about its connection, within the
+    /// memory budget: past it (or past [`MAX_REMEMBERED`]) close records carry
+    /// only the connection id.
+    fn remember(&mut self, prev: &Event) {
+        if self.earlier.len() >= MAX_REMEMBERED {
+            self.forget_all();
+        }
+        if self.earlier.contains_key(&prev.conn) {
+            // Replaced below: its share of the budget stays taken.
+        } else if !self.budget.try_take(REMEMBERED_COST) {
+            return;
+        }
+        // Only the metadata: records about a connection need no bytes.
+        self.earlier.insert(prev.conn, identity(prev));
+    }
+
+    fn forget(&mut self, conn: u64) -> Option<Arc<Event>> {
+        let e = self.earlier.remove(&conn)?;
+        self.budget.give(REMEMBERED_COST);
+        Some(e)
+    }
+
+    fn forget_all(&mut self) {
+        self.budget.give(self.earlier.len() * REMEMBERED_COST);
+        self.earlier.clear();
     }
 }
 
@@ -200,6 +197,10 @@ impl PluginDecoder {
 /// (a source that never reports closes) what is kept is dropped and close records
 /// carry only the connection id. Kept events hold no bytes.
 const MAX_REMEMBERED: usize = 1024;
+
+/// What one remembered connection costs the memory budget: the event's
+/// metadata and its slot in the map (its strings are shared with the source).
+const REMEMBERED_COST: usize = size_of::<Event>() + 2 * size_of::<usize>() + 32;
 
 /// An event's metadata without its bytes: what a record about the connection (not
 /// about some bytes of it) is attached to.
@@ -212,12 +213,56 @@ fn identity(e: &Event) -> Arc<Event> {
     })
 }
 
-fn unknown() -> Event {
-    Event::default()
+/// The view of `event` lent to a plugin, with `data` as its bytes (the event's
+/// own for `decode`; the first bytes of a connection for `detect`). Minor 0
+/// plugins read its first part only, which is the 1.0 layout.
+pub(crate) fn event_view(event: &Event, data: &[u8]) -> SpfEventView {
+    SpfEventView {
+        seq: event.seq,
+        ts_ns: event.ts_ns,
+        time_ns: event.time_ns,
+        conn: event.conn,
+        socket: event.socket,
+        len: event.len,
+        pid: event.pid,
+        tid: event.tid,
+        peer_pid: event.peer_pid,
+        dir: match event.dir {
+            Direction::Send => SPF_DIR_SEND,
+            Direction::Recv => SPF_DIR_RECV,
+        },
+        sock: match event.sock {
+            SockKind::Stream => SPF_SOCK_STREAM,
+            SockKind::Dgram => SPF_SOCK_DGRAM,
+            SockKind::Seqpacket => SPF_SOCK_SEQPACKET,
+        },
+        truncated: u32::from(event.truncated),
+        comm: SpfBytes::from_slice(event.comm.as_bytes()),
+        path: SpfBytes::from_slice(event.path.as_bytes()),
+        data: SpfBytes::from_slice(data),
+        side: event.stream_key().side as u32,
+        role: match event.role {
+            Role::Unknown => SPF_ROLE_UNKNOWN,
+            Role::Client => SPF_ROLE_CLIENT,
+            Role::Server => SPF_ROLE_SERVER,
+        },
+        via: match event.via {
+            None => SPF_VIA_NONE,
+            Some(Direction::Send) => SPF_VIA_SEND,
+            Some(Direction::Recv) => SPF_VIA_RECV,
+        },
+        has_pos: u32::from(event.pos.is_some()),
+        pos: event.pos.unwrap_or(0),
+        peer_socket: event.peer_socket,
+        cgroup: event.cgroup,
+        peer_comm: SpfBytes::from_slice(event.peer_comm.as_bytes()),
+        node: SpfBytes::from_slice(event.node.as_bytes()),
+    }
 }
 
 impl Drop for PluginDecoder {
     fn drop(&mut self) {
+        self.forget_all();
         if let Some(destroy) = self.vt.destroy {
             // SAFETY: made by init, destroyed once.
             unsafe { destroy(self.instance) };
@@ -237,37 +282,9 @@ impl Decoder for PluginDecoder {
         if let Some(prev) = self.last.replace(event.clone())
             && prev.conn != event.conn
         {
-            if self.earlier.len() >= MAX_REMEMBERED {
-                self.earlier.clear();
-            }
-            // Only the metadata: records about a connection need no bytes, and
-            // keeping whole events would hold up to MAX_REMEMBERED snaplens.
-            self.earlier.insert(prev.conn, identity(&prev));
+            self.remember(&prev);
         }
-        let view = SpfEventView {
-            seq: event.seq,
-            ts_ns: event.ts_ns,
-            time_ns: event.time_ns,
-            conn: event.conn,
-            socket: event.socket,
-            len: event.len,
-            pid: event.pid,
-            tid: event.tid,
-            peer_pid: event.peer_pid,
-            dir: match event.dir {
-                Direction::Send => SPF_DIR_SEND,
-                Direction::Recv => SPF_DIR_RECV,
-            },
-            sock: match event.sock {
-                SockKind::Stream => SPF_SOCK_STREAM,
-                SockKind::Dgram => SPF_SOCK_DGRAM,
-                SockKind::Seqpacket => SPF_SOCK_SEQPACKET,
-            },
-            truncated: u32::from(event.truncated),
-            comm: SpfBytes::from_slice(event.comm.as_bytes()),
-            path: SpfBytes::from_slice(event.path.as_bytes()),
-            data: SpfBytes::from_slice(&event.data),
-        };
+        let view = event_view(event, &event.data);
         let Some(decode) = self.vt.decode else { return };
         // SAFETY: the view borrows `event`, which outlives the call.
         self.call(event, out, |inst, cb| unsafe { decode(inst, &view, cb) });
@@ -298,29 +315,19 @@ impl Decoder for PluginDecoder {
         let anchor = self.anchor(None);
         // SAFETY: the callbacks live for the call.
         self.call(&anchor, out, |inst, cb| unsafe { finish(inst, cb) });
+        self.last = None;
+        self.forget_all();
     }
-}
 
-/// What the output callbacks see through their `ctx` pointer.
-struct Ctx<'a, 'b> {
-    event: &'a Arc<Event>,
-    decoder: &'a Arc<str>,
-    label: &'a str,
-    out: &'a mut Out<'b>,
-    /// Some output of this call was rejected.
-    rejected: bool,
-}
-
-impl Ctx<'_, '_> {
-    fn reject(&mut self, message: String) -> i32 {
-        self.rejected = true;
-        self.out.push(Record::error(
-            self.event.clone(),
-            self.decoder.clone(),
-            Some(PLUGIN_OUTPUT.into()),
-            format!("{} {message}", self.label),
-        ));
-        SPF_ERROR
+    fn detect(&mut self, data: &[u8], event: &Event) -> u8 {
+        let Some(detect) = self.vt.detect.filter(|_| !self.disabled) else {
+            return 0;
+        };
+        let view = event_view(event, data);
+        // A panic is caught by the SDK's shim; C plugins must not unwind.
+        // SAFETY: the view and the bytes are lent for the call.
+        let sure = unsafe { detect(self.instance, data.as_ptr(), data.len(), &view) };
+        sure.min(100) as u8
     }
 }
 
@@ -331,6 +338,20 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     unsafe { SpfBytes { ptr, len }.as_slice() }
 }
 
+/// Runs a callback on the call's [`Emit`]; a panic (unwinding out of an extern
+/// "C" function would abort) becomes a rejection.
+///
+/// # Safety
+/// `ctx` is the `Emit` of the call in progress.
+unsafe fn with_emit(ctx: *mut c_void, f: impl FnOnce(&mut Emit<'_, '_>) -> bool) -> i32 {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: forwarded from the caller; only one callback runs at a time.
+        let emit = unsafe { &mut *ctx.cast::<Emit<'_, '_>>() };
+        if f(emit) { SPF_OK } else { SPF_ERROR }
+    }))
+    .unwrap_or(SPF_ERROR)
+}
+
 unsafe extern "C" fn on_record(
     ctx: *mut c_void,
     json: *const u8,
@@ -338,37 +359,9 @@ unsafe extern "C" fn on_record(
     text: *const u8,
     text_len: usize,
 ) -> i32 {
-    // Unwinding out of an extern "C" function aborts: keep any panic here.
-    catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: ctx is the `Ctx` of the call in progress; the plugin lends both
-        // buffers for this call, and they are copied before returning.
-        let (ctx, json, text) = unsafe { (&mut *ctx.cast::<Ctx<'_, '_>>(), bytes(json, json_len), bytes(text, text_len)) };
-        let map = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json) {
-            Ok(m) => m,
-            Err(e) => {
-                // Say what was wrong: valid JSON of another shape, or no JSON.
-                return match serde_json::from_slice::<serde_json::Value>(json) {
-                    Ok(other) => ctx.reject(format!(
-                        "emitted a record that is not a JSON object but {}",
-                        json_kind(&other)
-                    )),
-                    Err(_) => ctx.reject(format!("emitted a record that is not valid JSON: {e}")),
-                };
-            }
-        };
-        if let Some(k) = map.keys().find(|k| RESERVED.contains(&k.as_str())) {
-            return ctx.reject(format!(
-                "emitted a record with field `{k}`, which spf sets itself; put the plugin's fields under one key named after it"
-            ));
-        }
-        let text = match std::str::from_utf8(text) {
-            Ok(t) => t.to_owned(),
-            Err(_) => String::from_utf8_lossy(text).into_owned(),
-        };
-        ctx.out.push(Record::fields(ctx.event.clone(), ctx.decoder.clone(), map, text));
-        SPF_OK
-    }))
-    .unwrap_or(SPF_ERROR)
+    // SAFETY: the plugin lends both buffers for this call; they are copied
+    // before returning.
+    unsafe { with_emit(ctx, |e| e.record(bytes(json, json_len), bytes(text, text_len))) }
 }
 
 unsafe extern "C" fn on_error(
@@ -378,34 +371,15 @@ unsafe extern "C" fn on_error(
     message: *const u8,
     message_len: usize,
 ) -> i32 {
-    catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: as in `on_record`.
-        let (ctx, code, message) = unsafe {
-            (
-                &mut *ctx.cast::<Ctx<'_, '_>>(),
-                bytes(code, code_len),
-                bytes(message, message_len),
-            )
-        };
-        let code = (!code.is_empty()).then(|| String::from_utf8_lossy(code).into_owned());
-        ctx.out.push(Record::error(
-            ctx.event.clone(),
-            ctx.decoder.clone(),
-            code,
-            String::from_utf8_lossy(message).into_owned(),
-        ));
-        SPF_OK
-    }))
-    .unwrap_or(SPF_ERROR)
+    // SAFETY: as in `on_record`.
+    unsafe {
+        with_emit(ctx, |e| {
+            e.error(bytes(code, code_len), bytes(message, message_len))
+        })
+    }
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
+unsafe extern "C" fn on_exchange(ctx: *mut c_void, json: *const u8, json_len: usize) -> i32 {
+    // SAFETY: as in `on_record`.
+    unsafe { with_emit(ctx, |e| e.exchange(bytes(json, json_len))) }
 }

@@ -300,18 +300,7 @@ pub(crate) fn handshake(
     }
     // Before any vtable is read or called: a struct that changed size under the
     // same ABI number would be read past its end on one side or the other.
-    for ((structure, host), plugin) in SpfPluginDeclaration::SIZES.into_iter().zip(decl.sizes()) {
-        if plugin != host {
-            return Err(LoadError::Layout {
-                path: path_buf(),
-                name,
-                version,
-                structure,
-                plugin: plugin.into(),
-                host: host.into(),
-            });
-        }
-    }
+    super::abi::check_sizes(path, decl, &name, &version)?;
     if !spf_plugin::valid_name_bytes(name.as_bytes()) {
         return Err(malformed(&format!(
             "name `{name}` must be 1 to 64 lowercase letters, digits, `-` or `_`"
@@ -319,8 +308,9 @@ pub(crate) fn handshake(
     }
     let (kind, vtable) = match decl.kind {
         SPF_KIND_DECODER => {
-            // SAFETY: a decoder declaration points at a static decoder vtable.
-            let vt = unsafe { decl.decoder.as_ref() }
+            // SAFETY: a decoder declaration points at a static decoder vtable
+            // of the size checked above.
+            let vt = unsafe { super::abi::decoder_vtable(decl) }
                 .ok_or_else(|| malformed("decoder vtable is null"))?;
             required_fns(
                 "decoder",

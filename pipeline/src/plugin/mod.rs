@@ -25,14 +25,18 @@
 //! is reported on stderr, and `max_errors` failed calls in a row (default 100; 0 for
 //! no limit) switch the plugin off for the rest of the run.
 
+mod abi;
 mod decoder;
 mod load;
+mod output;
 mod sink;
 
 use std::ffi::c_void;
 use std::path::Path;
 
-pub use decoder::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT, PluginDecoder};
+pub use abi::sizes_of_minor;
+pub use decoder::PluginDecoder;
+pub use output::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT};
 pub use load::{Kind, LoadError, Loaded, PluginInfo, check, load};
 pub use sink::PluginSink;
 
@@ -89,14 +93,20 @@ impl PluginDecoderConfig {
         })
     }
 
-    pub fn build_plugin(&self) -> Result<PluginDecoder, BuildError> {
-        PluginDecoder::new(self.info.clone(), self.vt, &self.config, self.max_errors)
+    pub fn build_plugin(&self, ctx: &BuildContext) -> Result<PluginDecoder, BuildError> {
+        PluginDecoder::new(
+            self.info.clone(),
+            self.vt,
+            &self.config,
+            self.max_errors,
+            ctx.budget.clone(),
+        )
     }
 }
 
 impl DecoderConfig for PluginDecoderConfig {
-    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
-        Ok(Box::new(self.build_plugin()?))
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
+        Ok(Box::new(self.build_plugin(ctx)?))
     }
 }
 

@@ -17,6 +17,7 @@ use super::load::{Vtable, handshake, vet_file};
 use super::*;
 use crate::event::{Direction, Event, SockKind};
 use crate::record::{Body, Record};
+use crate::stage::Out;
 
 /// Echoes each event's length; fails or panics on request, driven by the data.
 struct Probe {
@@ -55,6 +56,26 @@ impl DecoderPlugin for Probe {
                 out.record("{\"pid\":1}", "");
             }
             b"proto" => out.error(Some("BAD_FRAME"), "frame makes no sense"),
+            b"exchange" => {
+                out.exchange(&spf_plugin::Exchange {
+                    protocol: "probe",
+                    method: Some("PING"),
+                    started_ns: event.ts_ns,
+                    latency_ns: Some(5),
+                    ..Default::default()
+                });
+                let view = format!(
+                    "{} {:?} {:?} {:?} {}",
+                    event.side, event.role, event.via, event.pos, event.peer_comm
+                );
+                out.record(&format!("{{\"probe\":{{\"view\":\"{view}\"}}}}"), "");
+            }
+            b"badexchange" => {
+                out.exchange(&spf_plugin::Exchange {
+                    protocol: "Not A Name",
+                    ..Default::default()
+                });
+            }
             _ => {
                 let json = format!(
                     "{{\"probe\":{{\"bytes\":{},\"conn\":{}}}}}",
@@ -78,6 +99,15 @@ impl DecoderPlugin for Probe {
     fn closed(&mut self, conn: u64, out: &mut DecoderOutput<'_>) -> Result<(), Error> {
         out.record(&format!("{{\"probe\":{{\"closed\":{conn}}}}}"), "closed");
         Ok(())
+    }
+
+    fn detect(&mut self, data: &[u8], event: &spf_plugin::Event<'_>) -> u8 {
+        match data {
+            b"PROBE" if event.side == 1 => 60,
+            b"PROBE" => 77,
+            b"panic" => panic!("detect panics"),
+            _ => 0,
+        }
     }
 }
 
@@ -108,7 +138,10 @@ impl SinkPlugin for Collect {
 
 static COLLECT_VT: SpfSinkVtable = SinkShim::<Collect>::VTABLE;
 
+/// A declaration of ABI `major.minor` with the struct sizes of that minor (this
+/// SDK's where the host knows no other).
 fn decl(major: u32, minor: u32, kind: u32, name: &'static [u8]) -> &'static SpfPluginDeclaration {
+    let sizes = super::sizes_of_minor(minor).unwrap_or(SpfPluginDeclaration::SIZES.map(|(_, s)| s));
     Box::leak(Box::new(SpfPluginDeclaration {
         magic: SPF_PLUGIN_MAGIC,
         abi_major: major,
@@ -118,11 +151,11 @@ fn decl(major: u32, minor: u32, kind: u32, name: &'static [u8]) -> &'static SpfP
         version: c"9.8.7".as_ptr(),
         decoder: &PROBE_VT,
         sink: &COLLECT_VT,
-        declaration_size: SpfPluginDeclaration::SIZES[0].1,
-        event_view_size: SpfPluginDeclaration::SIZES[1].1,
-        decoder_out_size: SpfPluginDeclaration::SIZES[2].1,
-        decoder_vtable_size: SpfPluginDeclaration::SIZES[3].1,
-        sink_vtable_size: SpfPluginDeclaration::SIZES[4].1,
+        declaration_size: sizes[0],
+        event_view_size: sizes[1],
+        decoder_out_size: sizes[2],
+        decoder_vtable_size: sizes[3],
+        sink_vtable_size: sizes[4],
     }))
 }
 
@@ -162,7 +195,14 @@ fn decoder(max_errors: u64, config: &str) -> PluginDecoder {
     let Vtable::Decoder(vt) = loaded.vtable else {
         panic!("not a decoder")
     };
-    PluginDecoder::new(loaded.info, vt, config, max_errors).unwrap()
+    PluginDecoder::new(
+        loaded.info,
+        vt,
+        config,
+        max_errors,
+        crate::limits::Budget::new(1 << 20),
+    )
+    .unwrap()
 }
 
 fn error_of(r: &Record) -> (Option<String>, String) {
@@ -303,7 +343,7 @@ fn handshake_refuses_other_struct_sizes() {
         event_view_size: host_view + 8,
         // Would be refused as malformed if the vtable were looked at first.
         decoder: std::ptr::null(),
-        ..*decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0")
+        ..*decl(SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER, b"probe\0")
     }));
     let e = handshake(path(), grown, None, Some(Kind::Decoder)).unwrap_err();
     assert!(
@@ -405,7 +445,13 @@ fn init_error_is_reported_with_the_plugin_message() {
     let Vtable::Decoder(vt) = loaded.vtable else {
         panic!()
     };
-    let e = PluginDecoder::new(loaded.info, vt, "{\"mode\":\"refuse\"}", 100)
+    let e = PluginDecoder::new(
+        loaded.info,
+        vt,
+        "{\"mode\":\"refuse\"}",
+        100,
+        crate::limits::Budget::new(1 << 20),
+    )
         .err()
         .unwrap();
     let msg = e.to_string();
@@ -681,4 +727,122 @@ fn config_errors_point_at_the_plugin_section() {
         errs.contains("sink[0].max_errors: expected a non-negative integer"),
         "{errs}"
     );
+}
+
+fn decoder_of_minor(minor: u32, budget: Arc<crate::limits::Budget>) -> PluginDecoder {
+    let loaded = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, minor, SPF_KIND_DECODER, b"probe\0"),
+        None,
+        None,
+    )
+    .unwrap();
+    let Vtable::Decoder(vt) = loaded.vtable else {
+        panic!("not a decoder")
+    };
+    PluginDecoder::new(loaded.info, vt, "{}", 100, budget).unwrap()
+}
+
+/// ABI 1.1: `detect` answers for the plugin (clamped, a panic is "no"); a 1.0
+/// plugin has no `detect`, even though its static here holds one past the
+/// 1.0 layout's end.
+#[test]
+fn detect_is_called_for_minor_1_plugins_only() {
+    let budget = crate::limits::Budget::new(1 << 20);
+    let mut d = decoder_of_minor(SPF_ABI_MINOR, budget.clone());
+    let client = Event {
+        role: crate::event::Role::Client,
+        via: Some(Direction::Send),
+        ..(*event(1, 5, b"")).clone()
+    };
+    assert_eq!(crate::stage::Decoder::detect(&mut d, b"PROBE", &client), 77);
+    let server = Event {
+        role: crate::event::Role::Server,
+        ..client.clone()
+    };
+    assert_eq!(crate::stage::Decoder::detect(&mut d, b"PROBE", &server), 60);
+    assert_eq!(crate::stage::Decoder::detect(&mut d, b"other", &client), 0);
+    assert_eq!(crate::stage::Decoder::detect(&mut d, b"panic", &client), 0);
+
+    let mut old = decoder_of_minor(0, budget);
+    assert_eq!(old.info().abi_minor, 0);
+    assert_eq!(crate::stage::Decoder::detect(&mut old, b"PROBE", &client), 0);
+    // It still decodes.
+    let mut out = Vec::new();
+    old.decode(&event(2, 5, b"abc"), &mut Out::collect(&mut out));
+    assert_eq!(out.len(), 1);
+}
+
+/// Exchanges from a plugin become exchange records; the connection view
+/// reaches the plugin; a bad exchange is an error record naming the field.
+#[test]
+fn exchanges_and_the_connection_view_reach_spf_and_the_plugin() {
+    let mut d = decoder_of_minor(SPF_ABI_MINOR, crate::limits::Budget::new(1 << 20));
+    let ev = Arc::new(Event {
+        role: crate::event::Role::Server,
+        via: Some(Direction::Recv),
+        pos: Some(42),
+        peer_comm: Arc::from("cli"),
+        ..(*event(3, 5, b"exchange")).clone()
+    });
+    let mut out = Vec::new();
+    d.decode(&ev, &mut Out::collect(&mut out));
+    assert_eq!(out.len(), 2, "{out:?}");
+    let Record::Decoded(x) = &out[0] else {
+        panic!("{out:?}")
+    };
+    let Body::Exchange(x) = &x.body else {
+        panic!("{out:?}")
+    };
+    assert_eq!(x.protocol.as_ref(), "probe");
+    assert_eq!(x.method.as_deref(), Some("PING"));
+    assert_eq!(x.latency_ns, Some(5));
+    // The sender is the server: it is the server's end of the exchange.
+    assert_eq!((x.server.pid, x.server.comm.as_ref()), (42, "client"));
+    assert_eq!((x.client.pid, x.client.comm.as_ref()), (7, "cli"));
+    let Record::Decoded(r) = &out[1] else {
+        panic!()
+    };
+    assert_eq!(
+        r.body.json().unwrap_or_else(|| panic!("{r:?}"))["probe"]["view"],
+        "1 Server Some(Recv) Some(42) cli"
+    );
+
+    out.clear();
+    d.decode(&event(4, 5, b"badexchange"), &mut Out::collect(&mut out));
+    let (code, msg) = error_of(&out[0]);
+    assert_eq!(code.as_deref(), Some(PLUGIN_OUTPUT));
+    assert!(msg.contains("exchange") && msg.contains("`protocol`"), "{msg}");
+}
+
+/// What the host keeps about connections for their close records is taken
+/// from the run's memory budget and given back; with none left, close records
+/// carry only the connection id.
+#[test]
+fn remembered_connections_count_against_the_budget() {
+    let budget = crate::limits::Budget::new(1 << 20);
+    let mut d = decoder_of_minor(SPF_ABI_MINOR, budget.clone());
+    let mut out = Vec::new();
+    for conn in 1..=10 {
+        d.decode(&event(conn, conn, b"x"), &mut Out::collect(&mut out));
+    }
+    let held = budget.used();
+    assert!(held > 0, "nine connections remembered, none counted");
+    d.closed(3, &mut Out::collect(&mut out));
+    assert!(budget.used() < held);
+    drop(d);
+    assert_eq!(budget.used(), 0, "dropping the decoder gives everything back");
+
+    let empty = crate::limits::Budget::new(0);
+    let mut d = decoder_of_minor(SPF_ABI_MINOR, empty.clone());
+    out.clear();
+    d.decode(&event(1, 1, b"x"), &mut Out::collect(&mut out));
+    d.decode(&event(2, 2, b"x"), &mut Out::collect(&mut out));
+    out.clear();
+    d.closed(1, &mut Out::collect(&mut out));
+    let Record::Decoded(r) = &out[0] else {
+        panic!()
+    };
+    assert_eq!((r.event.conn, r.event.pid), (1, 0), "only the id is left");
+    assert_eq!(empty.used(), 0);
 }
