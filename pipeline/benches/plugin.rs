@@ -130,7 +130,9 @@ fn main() {
     let lib = build_echo();
     let cfg = PluginDecoderConfig::open(&lib, &serde_json::json!({}), DEFAULT_MAX_ERRORS)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut plugin = cfg.build_plugin(&spf_pipeline::BuildContext::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut plugin = cfg
+        .build_plugin(&spf_pipeline::BuildContext::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut builtin = BuiltinEcho {
         name: Arc::from("echo"),
     };

@@ -1143,7 +1143,11 @@ pub mod __private {
                     Ok(())
                 })
             };
-            if rc == SPF_OK { u32::from(sure.min(100)) } else { 0 }
+            if rc == SPF_OK {
+                u32::from(sure.min(100))
+            } else {
+                0
+            }
         }
 
         unsafe extern "C" fn decode(

@@ -161,7 +161,10 @@ impl PluginDecoder {
                     }),
                 }
             }
-            None => self.last.clone().unwrap_or_else(|| Arc::new(Event::default())),
+            None => self
+                .last
+                .clone()
+                .unwrap_or_else(|| Arc::new(Event::default())),
         }
     }
 
@@ -361,7 +364,11 @@ unsafe extern "C" fn on_record(
 ) -> i32 {
     // SAFETY: the plugin lends both buffers for this call; they are copied
     // before returning.
-    unsafe { with_emit(ctx, |e| e.record(bytes(json, json_len), bytes(text, text_len))) }
+    unsafe {
+        with_emit(ctx, |e| {
+            e.record(bytes(json, json_len), bytes(text, text_len))
+        })
+    }
 }
 
 unsafe extern "C" fn on_error(

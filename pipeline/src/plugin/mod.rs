@@ -36,8 +36,8 @@ use std::path::Path;
 
 pub use abi::sizes_of_minor;
 pub use decoder::PluginDecoder;
-pub use output::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT};
 pub use load::{Kind, LoadError, Loaded, PluginInfo, check, load};
+pub use output::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT};
 pub use sink::PluginSink;
 
 use crate::config::{BuildContext, BuildError, DecoderConfig, Registry, Section, SinkConfig};

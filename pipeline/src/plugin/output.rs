@@ -84,8 +84,7 @@ impl Emit<'_, '_> {
                 json.len()
             ));
         }
-        let map = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json)
-        {
+        let map = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json) {
             Ok(m) => m,
             Err(e) => {
                 // Say what was wrong: valid JSON of another shape, or no JSON.
@@ -218,7 +217,10 @@ pub(crate) fn parse_exchange(json: &[u8], event: &Event) -> Result<Exchange, Str
     }
     let endpoint = |e: PluginEndpoint| -> Result<Endpoint, String> {
         if e.comm.len() > 64 {
-            return Err(format!("an endpoint's `comm` is {} bytes long", e.comm.len()));
+            return Err(format!(
+                "an endpoint's `comm` is {} bytes long",
+                e.comm.len()
+            ));
         }
         Ok(Endpoint {
             pid: e.pid,
@@ -252,8 +254,16 @@ pub(crate) fn parse_exchange(json: &[u8], event: &Event) -> Result<Exchange, Str
         started_time_ns: x.started_time_ns,
         latency_ns: x.latency_ns,
         error: x.error,
-        client: x.client.map(endpoint).transpose()?.unwrap_or(client_default),
-        server: x.server.map(endpoint).transpose()?.unwrap_or(server_default),
+        client: x
+            .client
+            .map(endpoint)
+            .transpose()?
+            .unwrap_or(client_default),
+        server: x
+            .server
+            .map(endpoint)
+            .transpose()?
+            .unwrap_or(server_default),
     })
 }
 

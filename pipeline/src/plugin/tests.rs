@@ -452,8 +452,8 @@ fn init_error_is_reported_with_the_plugin_message() {
         100,
         crate::limits::Budget::new(1 << 20),
     )
-        .err()
-        .unwrap();
+    .err()
+    .unwrap();
     let msg = e.to_string();
     assert!(
         msg.contains("`probe`") && msg.contains("init failed: config says refuse"),
@@ -766,7 +766,10 @@ fn detect_is_called_for_minor_1_plugins_only() {
 
     let mut old = decoder_of_minor(0, budget);
     assert_eq!(old.info().abi_minor, 0);
-    assert_eq!(crate::stage::Decoder::detect(&mut old, b"PROBE", &client), 0);
+    assert_eq!(
+        crate::stage::Decoder::detect(&mut old, b"PROBE", &client),
+        0
+    );
     // It still decodes.
     let mut out = Vec::new();
     old.decode(&event(2, 5, b"abc"), &mut Out::collect(&mut out));
@@ -812,7 +815,10 @@ fn exchanges_and_the_connection_view_reach_spf_and_the_plugin() {
     d.decode(&event(4, 5, b"badexchange"), &mut Out::collect(&mut out));
     let (code, msg) = error_of(&out[0]);
     assert_eq!(code.as_deref(), Some(PLUGIN_OUTPUT));
-    assert!(msg.contains("exchange") && msg.contains("`protocol`"), "{msg}");
+    assert!(
+        msg.contains("exchange") && msg.contains("`protocol`"),
+        "{msg}"
+    );
 }
 
 /// What the host keeps about connections for their close records is taken
@@ -831,7 +837,11 @@ fn remembered_connections_count_against_the_budget() {
     d.closed(3, &mut Out::collect(&mut out));
     assert!(budget.used() < held);
     drop(d);
-    assert_eq!(budget.used(), 0, "dropping the decoder gives everything back");
+    assert_eq!(
+        budget.used(),
+        0,
+        "dropping the decoder gives everything back"
+    );
 
     let empty = crate::limits::Budget::new(0);
     let mut d = decoder_of_minor(SPF_ABI_MINOR, empty.clone());
