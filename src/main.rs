@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // `spf plugin-host`: the process an isolated plugin runs in (spf starts it
+    // itself; it is no command for users).
+    if let Some(code) = spf_pipeline::plugin::isolate::host_main() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let args = cli::Cli::parse();
     match cli::dispatch(args) {
         Ok(code) => code,

@@ -221,6 +221,22 @@ impl Core {
         }
     }
 
+    /// Lets the decoder hand on what it held back for speed: the run caught up.
+    fn flush_decoder(&mut self) {
+        let Core {
+            decoder,
+            writer,
+            records,
+            ..
+        } = self;
+        if writer.done() {
+            return;
+        }
+        let mut drain = |r: &mut Vec<Record>| writer.emit(r);
+        decoder.flush(&mut Out::streaming(records, &mut drain));
+        writer.emit(records);
+    }
+
     /// Lets the connection stage hand on what waited too long for missing
     /// bytes when no new item came.
     fn tick(&mut self, now: Instant) {
@@ -432,6 +448,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                 // Caught up with the source: push output out now, so a quiet
                 // capture shows up at once rather than at the next periodic flush.
                 if rx.is_empty() {
+                    core.flush_decoder();
                     core.writer.flush();
                     last_flush = now;
                 }
@@ -453,6 +470,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                     core.handle(i, now);
                 }
                 core.tick(now);
+                core.flush_decoder();
                 if any || now.duration_since(last_flush) >= FLUSH_EVERY {
                     core.writer.flush();
                     last_flush = now;

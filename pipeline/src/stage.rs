@@ -209,6 +209,12 @@ pub trait Decoder: Send {
     /// The input ended; emit whatever is still held back.
     fn finish(&mut self, _out: &mut Out<'_>) {}
 
+    /// The run caught up with its input (or some time passed without any):
+    /// hand on records held back only for speed, e.g. answers of a plugin in
+    /// another process that streams events without waiting for each. A decoder
+    /// that wraps others passes this on.
+    fn flush(&mut self, _out: &mut Out<'_>) {}
+
     /// How sure this decoder is, from 0 (not its protocol) to 100 (certain),
     /// that a connection speaks its protocol, given the first bytes `data` seen in
     /// one direction of it (`event` is the event they came with: its role and

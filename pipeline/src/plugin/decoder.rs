@@ -28,10 +28,14 @@ pub struct PluginDecoder {
     max_errors: u64,
     failures_in_a_row: u64,
     disabled: bool,
-    /// The latest event, and the last event of every other connection seen, so
-    /// that records a plugin emits when a connection closes carry that
-    /// connection's metadata. The map is touched only when the connection changes
-    /// from one event to the next, not on every event.
+    anchors: Anchors,
+}
+
+/// The latest event, and the metadata of the last event of every other
+/// connection seen, so that records a plugin emits when a connection closes
+/// carry that connection's metadata. The map is touched only when the
+/// connection changes from one event to the next, not on every event.
+pub(crate) struct Anchors {
     last: Option<Arc<Event>>,
     earlier: FxHashMap<u64, Arc<Event>>,
     /// The run's memory budget: what `earlier` holds is taken from it.
@@ -55,7 +59,7 @@ impl PluginDecoder {
         let label = info.label();
         let instance = init_instance(&label, vt.init, vt.last_error, config)?;
         Ok(PluginDecoder {
-            budget,
+            anchors: Anchors::new(budget),
             name: Arc::from(info.name.as_str()),
             label,
             info,
@@ -64,8 +68,6 @@ impl PluginDecoder {
             max_errors,
             failures_in_a_row: 0,
             disabled: false,
-            last: None,
-            earlier: FxHashMap::default(),
         })
     }
 
@@ -145,10 +147,35 @@ impl PluginDecoder {
             ));
         }
     }
+}
+
+impl Anchors {
+    pub fn new(budget: Arc<Budget>) -> Self {
+        Anchors {
+            last: None,
+            earlier: FxHashMap::default(),
+            budget,
+        }
+    }
+
+    /// Notes `event` as the latest.
+    pub fn seen(&mut self, event: &Arc<Event>) {
+        if let Some(prev) = self.last.replace(event.clone())
+            && prev.conn != event.conn
+        {
+            self.remember(&prev);
+        }
+    }
+
+    /// Forgets everything (the input ended).
+    pub fn clear(&mut self) {
+        self.last = None;
+        self.forget_all();
+    }
 
     /// The event that records of a call without one (lost, closed, finish) are
     /// attached to.
-    fn anchor(&mut self, conn: Option<u64>) -> Arc<Event> {
+    pub fn anchor(&mut self, conn: Option<u64>) -> Arc<Event> {
         match conn {
             Some(c) => {
                 let earlier = self.forget(c);
@@ -193,6 +220,12 @@ impl PluginDecoder {
     fn forget_all(&mut self) {
         self.budget.give(self.earlier.len() * REMEMBERED_COST);
         self.earlier.clear();
+    }
+}
+
+impl Drop for Anchors {
+    fn drop(&mut self) {
+        self.forget_all();
     }
 }
 
@@ -265,7 +298,6 @@ pub(crate) fn event_view(event: &Event, data: &[u8]) -> SpfEventView {
 
 impl Drop for PluginDecoder {
     fn drop(&mut self) {
-        self.forget_all();
         if let Some(destroy) = self.vt.destroy {
             // SAFETY: made by init, destroyed once.
             unsafe { destroy(self.instance) };
@@ -282,11 +314,7 @@ impl Decoder for PluginDecoder {
         if self.disabled {
             return;
         }
-        if let Some(prev) = self.last.replace(event.clone())
-            && prev.conn != event.conn
-        {
-            self.remember(&prev);
-        }
+        self.anchors.seen(event);
         let view = event_view(event, &event.data);
         let Some(decode) = self.vt.decode else { return };
         // SAFETY: the view borrows `event`, which outlives the call.
@@ -297,13 +325,13 @@ impl Decoder for PluginDecoder {
         let Some(lost) = self.vt.lost.filter(|_| !self.disabled) else {
             return;
         };
-        let anchor = self.anchor(None);
+        let anchor = self.anchors.anchor(None);
         // SAFETY: the callbacks live for the call.
         self.call(&anchor, out, |inst, cb| unsafe { lost(inst, count, cb) });
     }
 
     fn closed(&mut self, conn: u64, out: &mut Out<'_>) {
-        let anchor = self.anchor(Some(conn));
+        let anchor = self.anchors.anchor(Some(conn));
         let Some(closed) = self.vt.closed.filter(|_| !self.disabled) else {
             return;
         };
@@ -315,11 +343,10 @@ impl Decoder for PluginDecoder {
         let Some(finish) = self.vt.finish.filter(|_| !self.disabled) else {
             return;
         };
-        let anchor = self.anchor(None);
+        let anchor = self.anchors.anchor(None);
         // SAFETY: the callbacks live for the call.
         self.call(&anchor, out, |inst, cb| unsafe { finish(inst, cb) });
-        self.last = None;
-        self.forget_all();
+        self.anchors.clear();
     }
 
     fn detect(&mut self, data: &[u8], event: &Event) -> u8 {

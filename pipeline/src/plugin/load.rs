@@ -410,7 +410,7 @@ unsafe fn c_string(p: *const c_char) -> Option<String> {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

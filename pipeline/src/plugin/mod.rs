@@ -27,6 +27,7 @@
 
 mod abi;
 mod decoder;
+pub mod isolate;
 mod load;
 mod output;
 mod sink;
@@ -55,7 +56,14 @@ pub const HOST_STRUCT_SIZES: [(&str, u32); 5] = spf_plugin::SpfPluginDeclaration
 pub const DEFAULT_MAX_ERRORS: u64 = 100;
 
 /// Keys of a plugin's section that spf reads itself rather than handing on.
-const HOST_KEYS: &[&str] = &["path", "max_errors", "events"];
+const HOST_KEYS: &[&str] = &[
+    "path",
+    "max_errors",
+    "events",
+    "isolate",
+    "deadline_ms",
+    "max_restarts",
+];
 
 /// Registers `type = "plugin"` for decoders and sinks.
 pub fn register(r: &mut Registry) {
@@ -159,42 +167,162 @@ impl SinkConfig for PluginSinkConfig {
 }
 
 fn decoder_factory(s: &mut Section<'_>) -> Option<Box<dyn DecoderConfig>> {
-    let (loaded, config, max_errors, events) = read_section(s, Kind::Decoder)?;
-    if events {
+    let section = read_section(s, Kind::Decoder)?;
+    if section.events {
         s.error(
             "events",
             "only a [[sink]] plugin takes `events`; a decoder sees every event anyway",
         );
         return None;
     }
-    match loaded.vtable {
-        Vtable::Decoder(vt) => Some(Box::new(PluginDecoderConfig {
-            info: loaded.info,
-            vt,
-            config,
-            max_errors,
+    match section.plugin {
+        Plugin::Isolated(info, opts) => Some(Box::new(IsolatedDecoderConfig {
+            info,
+            opts,
+            config: section.config,
+            max_errors: section.max_errors,
         })),
-        Vtable::Sink(_) => None,
+        Plugin::Loaded(loaded) => match loaded.vtable {
+            Vtable::Decoder(vt) => Some(Box::new(PluginDecoderConfig {
+                info: loaded.info,
+                vt,
+                config: section.config,
+                max_errors: section.max_errors,
+            })),
+            Vtable::Sink(_) => None,
+        },
     }
 }
 
 fn sink_factory(s: &mut Section<'_>) -> Option<Box<dyn SinkConfig>> {
-    let (loaded, config, max_errors, events) = read_section(s, Kind::Sink)?;
-    match loaded.vtable {
-        Vtable::Sink(vt) => Some(Box::new(PluginSinkConfig {
-            info: loaded.info,
-            vt,
-            config,
-            max_errors,
-            events,
+    let section = read_section(s, Kind::Sink)?;
+    match section.plugin {
+        Plugin::Isolated(info, opts) => Some(Box::new(IsolatedSinkConfig {
+            info,
+            opts,
+            config: section.config,
+            max_errors: section.max_errors,
+            events: section.events,
         })),
-        Vtable::Decoder(_) => None,
+        Plugin::Loaded(loaded) => match loaded.vtable {
+            Vtable::Sink(vt) => Some(Box::new(PluginSinkConfig {
+                info: loaded.info,
+                vt,
+                config: section.config,
+                max_errors: section.max_errors,
+                events: section.events,
+            })),
+            Vtable::Decoder(_) => None,
+        },
+    }
+}
+
+/// A `[decoder] type = "plugin"` section with `isolate = true`, handshaken in a
+/// plugin host.
+#[derive(Debug)]
+pub struct IsolatedDecoderConfig {
+    pub info: PluginInfo,
+    pub opts: isolate::IsolateOptions,
+    pub config: String,
+    pub max_errors: u64,
+}
+
+impl IsolatedDecoderConfig {
+    /// Checks the decoder plugin at `path` in a plugin host (for tools and
+    /// benchmarks that build a decoder without a config file).
+    pub fn open(
+        path: &Path,
+        config: &serde_json::Value,
+        max_errors: u64,
+        opts: isolate::IsolateOptions,
+    ) -> Result<Self, String> {
+        let info = isolate::check(path, Kind::Decoder, &opts)?;
+        Ok(IsolatedDecoderConfig {
+            info,
+            opts,
+            config: config.to_string(),
+            max_errors,
+        })
+    }
+
+    pub fn build_plugin(&self, ctx: &BuildContext) -> Result<isolate::IsolatedDecoder, BuildError> {
+        isolate::IsolatedDecoder::new(
+            self.info.clone(),
+            &self.config,
+            self.max_errors,
+            self.opts.clone(),
+            ctx.budget.clone(),
+        )
+    }
+}
+
+impl DecoderConfig for IsolatedDecoderConfig {
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
+        Ok(Box::new(self.build_plugin(ctx)?))
+    }
+}
+
+/// A `[[sink]] type = "plugin"` section with `isolate = true`.
+#[derive(Debug)]
+pub struct IsolatedSinkConfig {
+    pub info: PluginInfo,
+    pub opts: isolate::IsolateOptions,
+    pub config: String,
+    pub max_errors: u64,
+    pub events: bool,
+}
+
+impl SinkConfig for IsolatedSinkConfig {
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
+        Ok(Box::new(isolate::IsolatedSink::new(
+            self.info.clone(),
+            &self.config,
+            self.max_errors,
+            self.events,
+            self.opts.clone(),
+        )?))
+    }
+}
+
+/// A plugin section, split into the host's keys and the plugin's.
+struct PluginSection {
+    plugin: Plugin,
+    /// The plugin's own keys as a JSON object.
+    config: String,
+    max_errors: u64,
+    events: bool,
+}
+
+enum Plugin {
+    /// Loaded into spf.
+    Loaded(Loaded),
+    /// Checked in a plugin host; runs in one.
+    Isolated(PluginInfo, isolate::IsolateOptions),
+}
+
+/// Reads an optional non-negative integer host key.
+fn host_u64(
+    s: &mut Section<'_>,
+    map: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    what: &str,
+) -> Result<Option<u64>, ()> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) => Ok(Some(n)),
+            None => {
+                s.error(key, format!("expected a non-negative integer: {what}"));
+                Err(())
+            }
+        },
     }
 }
 
 /// Splits a plugin section into the host's keys and the plugin's, and loads the
-/// library. Every problem becomes a config error positioned at its key.
-fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<(Loaded, String, u64, bool)> {
+/// library (or, isolated, checks it in a plugin host). Every problem becomes a
+/// config error positioned at its key.
+fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<PluginSection> {
     let mut json = s.to_json()?;
     let serde_json::Value::Object(map) = &mut json else {
         s.error("", "expected a table");
@@ -219,40 +347,97 @@ fn read_section(s: &mut Section<'_>, kind: Kind) -> Option<(Loaded, String, u64,
             return None;
         }
     };
-    let max_errors = match map.get("max_errors") {
-        None => DEFAULT_MAX_ERRORS,
-        Some(v) => match v.as_u64() {
-            Some(n) => n,
-            None => {
+    let max_errors = host_u64(
+        s,
+        map,
+        "max_errors",
+        "failed calls in a row before the plugin is switched off (0: never)",
+    )
+    .ok()?
+    .unwrap_or(DEFAULT_MAX_ERRORS);
+    let mut flag = |key: &str, what: &str| match map.get(key) {
+        None => Some(false),
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            s.error(key, format!("expected true or false: {what}"));
+            None
+        }
+    };
+    let events = flag(
+        "events",
+        "whether the sink also receives every event as a raw record",
+    )?;
+    let isolated = flag(
+        "isolate",
+        "whether the plugin runs in a process of its own, unprivileged and sandboxed",
+    )?;
+    let mut opts = isolate::IsolateOptions::default();
+    if let Some(ms) = host_u64(
+        s,
+        map,
+        "deadline_ms",
+        "milliseconds an isolated plugin may take for one call before it is restarted",
+    )
+    .ok()?
+    {
+        opts.deadline = std::time::Duration::from_millis(ms.max(1));
+    }
+    if let Some(n) = host_u64(
+        s,
+        map,
+        "max_restarts",
+        "restarts of an isolated plugin allowed within a minute",
+    )
+    .ok()?
+    {
+        opts.max_restarts = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if !isolated {
+        for key in ["deadline_ms", "max_restarts"] {
+            if map.contains_key(key) {
                 s.error(
-                    "max_errors",
-                    "expected a non-negative integer: failed calls in a row before the plugin is switched off (0: never)",
+                    key,
+                    "only an isolated plugin (isolate = true) takes this key",
                 );
                 return None;
             }
-        },
-    };
-    let events = match map.get("events") {
-        None => false,
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(_) => {
-            s.error(
-                "events",
-                "expected true or false: whether the sink also receives every event as a raw record",
-            );
-            return None;
         }
-    };
+    }
     for k in HOST_KEYS {
         map.remove(*k);
     }
-    match load(Path::new(&path), Some(kind)) {
-        Ok(loaded) => Some((loaded, json.to_string(), max_errors, events)),
-        Err(e) => {
-            s.error("path", e.to_string());
-            None
+    let config = json.to_string();
+    let plugin = if isolated {
+        let path = Path::new(&path);
+        if !path.is_absolute() {
+            s.error(
+                "path",
+                LoadError::NotAbsolute(path.to_path_buf()).to_string(),
+            );
+            return None;
         }
-    }
+        match isolate::check(path, kind, &opts) {
+            Ok(info) => Plugin::Isolated(info, opts),
+            Err(e) => {
+                s.error("path", e);
+                return None;
+            }
+        }
+    } else {
+        match load(Path::new(&path), Some(kind)) {
+            Ok(loaded) => Plugin::Loaded(loaded),
+            Err(e) => {
+                s.error("path", e.to_string());
+                return None;
+            }
+        }
+    };
+    Some(PluginSection {
+        plugin,
+        config,
+        max_errors,
+        events,
+    })
 }
 
 /// Copies the plugin's last error message.
