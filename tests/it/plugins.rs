@@ -176,7 +176,7 @@ fn resp_plugin_decodes_a_real_redis_capture() {
     let conn3: Vec<_> = records
         .iter()
         .filter(|r| r["conn"] == 3)
-        .map(|r| &r["resp"])
+        .filter_map(|r| r.get("resp"))
         .collect();
     assert_eq!(
         conn3,
@@ -545,8 +545,8 @@ fn plugin_built_with_other_struct_sizes_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let include = edited_header(dir.path(), |h| {
         h.replacen(
-            "    SpfBytes data;\n} SpfEventView;",
-            "    SpfBytes data;\n    uint64_t added_in_a_prerelease;\n} SpfEventView;",
+            "} SpfEventView;",
+            "    uint64_t added_in_a_prerelease;\n} SpfEventView;",
             1,
         )
     });
@@ -706,4 +706,288 @@ fn c_plugin_built_from_the_header_works() {
             && err.contains("init failed: length takes no config keys"),
         "{err}"
     );
+}
+
+/// A plugin built against the ABI 1.0 header (a copy of the header as 1.0
+/// shipped it) keeps working under this spf, which speaks 1.1: accepted, lent
+/// the 1.0 layout, and decoding as before, in spf and isolated.
+#[test]
+fn abi_1_0_plugin_runs_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compile_c_with(
+        dir.path(),
+        "spf_length",
+        &root_dir().join("examples/plugins/c/spf_length.c"),
+        &root_dir().join("tests/data/abi-1.0"),
+    );
+    let o = check(&lib, Some("decoder"));
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "abi      1.0 (this spf speaks {}.{})",
+            HOST_ABI.0, HOST_ABI.1
+        )),
+        "{text}"
+    );
+    assert!(HOST_ABI.1 >= 1);
+    let capture = read_ndjson(&redis_capture());
+    for isolate in ["false", "true"] {
+        let sub = dir.path().join(isolate);
+        std::fs::create_dir(&sub).unwrap();
+        let (cfg, out) = config(
+            &sub,
+            &redis_capture(),
+            &format!(
+                "type = \"plugin\"\npath = {}\nisolate = {isolate}",
+                toml_str(&lib)
+            ),
+            "",
+        );
+        let o = run(&cfg);
+        assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+        let records = read_ndjson(&out);
+        assert_eq!(records.len(), capture.len(), "isolate = {isolate}");
+        let mut total = 0;
+        for (r, e) in records.iter().zip(&capture) {
+            total += e["len"].as_u64().unwrap();
+            assert_eq!(r["length"]["bytes"], e["len"]);
+            assert_eq!(r["length"]["total"], total);
+        }
+    }
+}
+
+/// The RESP plugin in its own process gives exactly the records it gives in
+/// spf, exchanges included.
+#[test]
+fn isolated_resp_plugin_gives_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let resp = example("spf_resp", dir.path());
+    let mut outputs = Vec::new();
+    for isolate in ["false", "true"] {
+        let sub = dir.path().join(isolate);
+        std::fs::create_dir(&sub).unwrap();
+        let (cfg, out) = config(
+            &sub,
+            &redis_capture(),
+            &format!(
+                "type = \"plugin\"\npath = {}\nisolate = {isolate}",
+                toml_str(&resp)
+            ),
+            "",
+        );
+        let o = run(&cfg);
+        assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+        outputs.push(std::fs::read_to_string(&out).unwrap());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    let records: Vec<Value> = outputs[1]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exchanges: Vec<&Value> = records.iter().filter_map(|r| r.get("exchange")).collect();
+    // Every command of the capture was answered, in order, each timed.
+    assert!(exchanges.len() >= 15, "{exchanges:#?}");
+    for x in &exchanges {
+        assert!(x["protocol"] == "resp" && x["method"].is_string(), "{x}");
+        assert!(
+            x["latency_ns"].as_u64().is_some_and(|l| l > 0) || x["error"] == "no response",
+            "{x}"
+        );
+    }
+    let conn12: Vec<&str> = records
+        .iter()
+        .filter(|r| r["conn"] == 12)
+        .filter_map(|r| r["exchange"]["method"].as_str())
+        .collect();
+    assert_eq!(conn12, ["SET", "INCR", "MGET", "DEL", "ECHO"]);
+    let failed = exchanges
+        .iter()
+        .find(|x| x["method"] == "NOSUCHCOMMAND")
+        .expect("the failing command's exchange");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("ERR unknown command")
+    );
+}
+
+/// A decoder that misbehaves on request: its event's bytes say how.
+const C_CRASHY: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "spf_plugin.h"
+static int32_t init(const uint8_t *c, size_t n, void **i) { (void)c; (void)n; *i = (void *)1; return SPF_OK; }
+static const uint8_t *last_error(void *i, size_t *n) { (void)i; *n = 0; return (const uint8_t *)""; }
+static void destroy(void *i) { (void)i; }
+static int is(const SpfEventView *e, const char *word) {
+    size_t n = strlen(word);
+    return e->data.len >= n && memcmp(e->data.ptr, word, n) == 0;
+}
+static int32_t decode(void *i, const SpfEventView *e, const SpfDecoderOut *o) {
+    (void)i;
+    char json[512];
+    if (is(e, "abort")) abort();
+    if (is(e, "segv")) { volatile int *p = NULL; *p = 1; }
+    if (is(e, "exit")) exit(3);
+    if (is(e, "loop")) { for (;;) { } }
+    if (is(e, "open:")) {
+        char path[256] = {0};
+        size_t n = e->data.len - 5 < 255 ? e->data.len - 5 : 255;
+        memcpy(path, e->data.ptr + 5, n);
+        char got[64] = {0};
+        int fd = open(path, O_RDONLY);
+        int err = fd < 0 ? errno : 0;
+        if (fd >= 0) { ssize_t r = read(fd, got, sizeof got - 1); (void)r; close(fd); }
+        for (char *c = got; *c; c++) if (*c == '"' || *c == '\\' || *c < 0x20) *c = '_';
+        snprintf(json, sizeof json, "{\"crashy\":{\"errno\":%d,\"read\":\"%s\"}}", err, got);
+    } else {
+        snprintf(json, sizeof json, "{\"crashy\":{\"bytes\":%zu}}", e->data.len);
+    }
+    return o->record(o->ctx, (const uint8_t *)json, strlen(json), (const uint8_t *)"", 0);
+}
+static const SpfDecoderVtable vt = { .init = init, .decode = decode, .last_error = last_error, .destroy = destroy };
+const SpfPluginDeclaration spf_plugin_declaration = {
+    .magic = SPF_PLUGIN_MAGIC, .abi_major = SPF_ABI_MAJOR, .abi_minor = SPF_ABI_MINOR,
+    .kind = SPF_KIND_DECODER, .name = "crashy", .version = "0.0.1", .decoder = &vt, .sink = NULL,
+    .declaration_size = sizeof(SpfPluginDeclaration), .event_view_size = sizeof(SpfEventView),
+    .decoder_out_size = sizeof(SpfDecoderOut), .decoder_vtable_size = sizeof(SpfDecoderVtable),
+    .sink_vtable_size = sizeof(SpfSinkVtable),
+};
+"#;
+
+/// A replay capture of one event per connection, carrying `payloads`.
+fn capture_of(dir: &Path, payloads: &[&str]) -> PathBuf {
+    use base64::Engine as _;
+    let mut text = String::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let line = serde_json::json!({
+            "ts_ns": 1_000_000 + i as u64 * 1000,
+            "time": "2026-01-01T00:00:00Z",
+            "pid": 100, "tid": 100, "comm": "client", "peer_pid": 200,
+            "path": "/run/test.sock", "sock": "stream", "dir": "send",
+            "conn": i as u64 + 1, "len": p.len(), "captured": p.len(), "truncated": false,
+            "decoder": "raw",
+            "data_b64": base64::engine::general_purpose::STANDARD.encode(p),
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    write_file(dir, "capture.ndjson", text)
+}
+
+/// An isolated plugin that aborts, segfaults, calls `exit` and loops forever:
+/// each costs the event it was on (a PLUGIN_ERROR record saying what
+/// happened), a new process takes over, and the connections after it are
+/// decoded. spf itself runs to the end.
+#[test]
+fn isolated_plugin_crashes_are_reported_and_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compile_c(dir.path(), "crashy", C_CRASHY);
+    let capture = capture_of(
+        dir.path(),
+        &[
+            "ok1", "abort", "ok3", "segv", "ok5", "exit", "ok7", "loop", "ok9",
+        ],
+    );
+    let (cfg, out) = config(
+        dir.path(),
+        &capture,
+        &format!(
+            "type = \"plugin\"\npath = {}\nisolate = true\ndeadline_ms = 500\nmax_restarts = 10",
+            toml_str(&lib)
+        ),
+        "",
+    );
+    let o = run(&cfg);
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+    let records = read_ndjson(&out);
+    let by_conn = |c: u64| -> Vec<&Value> { records.iter().filter(|r| r["conn"] == c).collect() };
+    for ok in [1, 3, 5, 7, 9] {
+        let r = by_conn(ok);
+        assert_eq!(r.len(), 1, "conn {ok}: {records:#?}");
+        assert_eq!(r[0]["crashy"]["bytes"], 3, "conn {ok}: {records:#?}");
+    }
+    for (conn, what) in [
+        (2, "killed by signal 6 (SIGABRT)"),
+        (4, "killed by signal 11 (SIGSEGV)"),
+        (6, "exited with status 3"),
+        (8, "did not answer within 500 ms and was killed"),
+    ] {
+        let r = by_conn(conn);
+        assert_eq!(r.len(), 1, "conn {conn}: {records:#?}");
+        assert_eq!(r[0]["error"]["code"], "PLUGIN_ERROR", "{}", r[0]);
+        let msg = r[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("plugin `crashy` 0.0.1")
+                && msg.contains("(isolated)")
+                && msg.contains(what),
+            "conn {conn}: {msg}"
+        );
+    }
+
+    // More failures in a minute than max_restarts allows switch it off, with
+    // one record, and the run still ends well.
+    let sub = dir.path().join("limit");
+    std::fs::create_dir(&sub).unwrap();
+    let capture = capture_of(&sub, &["abort", "abort", "ok3", "ok4"]);
+    let (cfg, out) = config(
+        &sub,
+        &capture,
+        &format!(
+            "type = \"plugin\"\npath = {}\nisolate = true\nmax_restarts = 1",
+            toml_str(&lib)
+        ),
+        "",
+    );
+    let o = run(&cfg);
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+    let codes: Vec<String> = read_ndjson(&out)
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap_or("-").to_string())
+        .collect();
+    assert_eq!(codes, ["PLUGIN_ERROR", "PLUGIN_ERROR", "PLUGIN_DISABLED"]);
+}
+
+/// An isolated plugin runs as an unprivileged user under seccomp: a file only
+/// root may read stays out of its reach, while the same plugin in spf (as
+/// root) reads it, which shows the test can tell.
+#[test]
+fn isolated_plugin_cannot_open_a_root_only_file() {
+    if !is_root() {
+        eprintln!("skipping: needs root to make a root-only file and drop privileges");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_file(dir.path(), "secret.txt", "TOPSECRET");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lib = compile_c(dir.path(), "crashy", C_CRASHY);
+    let capture = capture_of(dir.path(), &[&format!("open:{}", secret.display())]);
+    let mut seen = Vec::new();
+    for isolate in ["false", "true"] {
+        let sub = dir.path().join(isolate);
+        std::fs::create_dir(&sub).unwrap();
+        let (cfg, out) = config(
+            &sub,
+            &capture,
+            &format!(
+                "type = \"plugin\"\npath = {}\nisolate = {isolate}",
+                toml_str(&lib)
+            ),
+            "",
+        );
+        let o = run(&cfg);
+        assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+        let r = read_ndjson(&out);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        seen.push(r[0]["crashy"].clone());
+    }
+    assert_eq!(seen[0]["read"], "TOPSECRET", "in spf, as root: {}", seen[0]);
+    assert_eq!(seen[1]["read"], "", "isolated: {}", seen[1]);
+    assert_ne!(seen[1]["errno"], 0, "isolated: {}", seen[1]);
 }

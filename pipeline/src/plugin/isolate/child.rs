@@ -330,12 +330,22 @@ fn serve_decoder(
             other => return Err(format!("a decoder got a frame of type {other}")),
         };
         done(out, rc, value, vt.last_error, inst);
+        answer(out)?;
     }
     if let Some(destroy) = vt.destroy {
         // SAFETY: made by init, destroyed once.
         unsafe { destroy(inst) };
     }
     write_all(out)
+}
+
+/// Sends a call's answer before the next call starts: should the plugin die
+/// on that one, spf has every answer before it and knows which call it died
+/// on.
+fn answer(out: &mut Vec<u8>) -> Result<(), String> {
+    write_all(out)?;
+    out.clear();
+    Ok(())
 }
 
 fn serve_sink(
@@ -362,6 +372,7 @@ fn serve_sink(
             other => return Err(format!("a sink got a frame of type {other}")),
         };
         done(out, rc, 0, vt.last_error, inst);
+        answer(out)?;
     }
     if let Some(destroy) = vt.destroy {
         // SAFETY: made by init, destroyed once.

@@ -444,6 +444,9 @@ impl IsolatedDecoder {
     /// The process failed: an error record on the call it was working on, a
     /// new process, and the calls it had not answered handed to the new one.
     fn fault(&mut self, f: Fault, out: &mut Out<'_>) {
+        // Answers that came before the end are still in the read buffer: they
+        // belong to the calls before the one it failed on.
+        let _ = self.take_answers(out);
         let pid = self.sup.proc.as_ref().map_or(0, |p| p.pid);
         let Some((culprit, _)) = self.in_flight.pop_front() else {
             // Between calls: nothing was lost but the process.
@@ -656,6 +659,7 @@ impl IsolatedSink {
     }
 
     fn fault(&mut self, f: Fault) {
+        let _ = self.take_answers();
         let pid = self.sup.proc.as_ref().map_or(0, |p| p.pid);
         eprintln!(
             "spf: {} process {pid} {f}; one record was not written; starting a new one",
