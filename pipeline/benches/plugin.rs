@@ -1,5 +1,8 @@
 //! Plugin overhead: the `echo` example plugin (loaded from its shared library)
-//! against the same logic built in, on 64-byte events, in one run.
+//! against the same logic built in, on 64-byte events, in one run; and the
+//! same plugin isolated (`isolate = true`, in a process of its own) against it
+//! in spf. Run it as root to measure isolation as it runs in a root spf (the
+//! plugin process then drops to `nobody`).
 //!
 //!     cargo bench -p spf-pipeline --bench plugin
 //!
@@ -14,7 +17,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spf_pipeline::plugin::{DEFAULT_MAX_ERRORS, PluginDecoderConfig};
+use spf_pipeline::plugin::isolate::IsolateOptions;
+use spf_pipeline::plugin::{DEFAULT_MAX_ERRORS, IsolatedDecoderConfig, PluginDecoderConfig};
 use spf_pipeline::{Decoder, Direction, Event, Record, SockKind};
 
 const EVENTS: usize = 100_000;
@@ -105,6 +109,8 @@ fn pass(d: &mut dyn Decoder, events: &[Arc<Event>], encode: bool) -> f64 {
         for e in chunk {
             d.decode(e, &mut spf_pipeline::Out::collect(&mut out));
         }
+        // What the runner does when it has caught up with its input.
+        d.flush(&mut spf_pipeline::Out::collect(&mut out));
         if encode {
             for r in &out {
                 spf_pipeline::ndjson::encode(r, &mut line);
@@ -127,6 +133,10 @@ fn best_and_median(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn main() {
+    // The isolated variant starts this very binary again as its plugin host.
+    if let Some(code) = spf_pipeline::plugin::isolate::host_main() {
+        std::process::exit(code);
+    }
     let lib = build_echo();
     let cfg = PluginDecoderConfig::open(&lib, &serde_json::json!({}), DEFAULT_MAX_ERRORS)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -146,20 +156,40 @@ fn main() {
     }
     assert_eq!(a, b, "built-in and plugin disagree");
 
+    let iso = IsolatedDecoderConfig::open(
+        &lib,
+        &serde_json::json!({}),
+        DEFAULT_MAX_ERRORS,
+        IsolateOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut isolated = iso
+        .build_plugin(&spf_pipeline::BuildContext::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Vec::new();
+    for e in &events[..100] {
+        isolated.decode(e, &mut spf_pipeline::Out::collect(&mut c));
+    }
+    isolated.flush(&mut spf_pipeline::Out::collect(&mut c));
+    assert_eq!(b, c, "in-process and isolated plugin disagree");
+
     println!(
         "plugin overhead: {EVENTS} events of {EVENT_SIZE} bytes, best of {ROUNDS} alternating rounds"
     );
     for encode in [false, true] {
-        let (mut pb, mut pp) = (Vec::new(), Vec::new());
-        // Warm up both, then alternate so that drift hits both alike.
+        let (mut pb, mut pp, mut pi) = (Vec::new(), Vec::new(), Vec::new());
+        // Warm up each, then alternate so that drift hits all alike.
         pass(&mut builtin, &events, encode);
         pass(&mut plugin, &events, encode);
+        pass(&mut isolated, &events, encode);
         for _ in 0..ROUNDS {
             pb.push(pass(&mut builtin, &events, encode));
             pp.push(pass(&mut plugin, &events, encode));
+            pi.push(pass(&mut isolated, &events, encode));
             std::thread::sleep(Duration::from_millis(10));
         }
-        let ((b, bm), (p, pm)) = (best_and_median(pb), best_and_median(pp));
+        let ((b, bm), (p, pm), (i, im)) =
+            (best_and_median(pb), best_and_median(pp), best_and_median(pi));
         println!(
             "{:<14} built-in {:>5.2} M events/s (median {:>5.2})   plugin {:>5.2} M events/s (median {:>5.2})   plugin/built-in {:.2}x (medians {:.2}x)",
             if encode { "decode+ndjson" } else { "decode" },
@@ -169,6 +199,14 @@ fn main() {
             pm / 1e6,
             p / b,
             pm / bm
+        );
+        println!(
+            "{:<14} isolated {:>5.2} M events/s (median {:>5.2})   isolated/in-process {:.2}x (medians {:.2}x)",
+            "",
+            i / 1e6,
+            im / 1e6,
+            i / p,
+            im / pm
         );
     }
 }

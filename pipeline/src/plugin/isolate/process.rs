@@ -412,10 +412,8 @@ impl Process {
             if n < 0 {
                 continue;
             }
-            if fds[0].revents != 0 {
-                if self.read_some()? {
-                    return Ok(());
-                }
+            if fds[0].revents != 0 && self.read_some()? {
+                return Ok(());
             }
         }
     }
