@@ -188,8 +188,11 @@ fn main() {
             pi.push(pass(&mut isolated, &events, encode));
             std::thread::sleep(Duration::from_millis(10));
         }
-        let ((b, bm), (p, pm), (i, im)) =
-            (best_and_median(pb), best_and_median(pp), best_and_median(pi));
+        let ((b, bm), (p, pm), (i, im)) = (
+            best_and_median(pb),
+            best_and_median(pp),
+            best_and_median(pi),
+        );
         println!(
             "{:<14} built-in {:>5.2} M events/s (median {:>5.2})   plugin {:>5.2} M events/s (median {:>5.2})   plugin/built-in {:.2}x (medians {:.2}x)",
             if encode { "decode+ndjson" } else { "decode" },

@@ -291,6 +291,12 @@ impl Decoder for Auto {
         }
     }
 
+    fn flush(&mut self, out: &mut Out<'_>) {
+        for d in &mut self.delegates {
+            d.flush(out);
+        }
+    }
+
     fn detect(&mut self, data: &[u8], event: &Event) -> u8 {
         let mut best = h2::confidence(data);
         for (i, d) in self.delegates.iter_mut().enumerate() {

@@ -123,7 +123,7 @@ impl AutoConfig {
             Box::new(Raw::default()),
         ];
         for p in &self.plugins {
-            delegates.push(Box::new(p.build_plugin()?));
+            delegates.push(Box::new(p.build_plugin(ctx)?));
         }
         delegates.extend(extra);
         let Limits { connections, .. } = ctx.limits;
