@@ -1004,9 +1004,8 @@ async fn auto_detects_each_connection_of_a_mix() {
     let events = cap.events();
     assert_eq!(by_conn(&events).len(), kinds.len());
 
-    // The example RESP plugin takes part, but the plugin ABI has no detect
-    // entry yet: it claims nothing, and RESP goes to raw. A decoder that
-    // implements detect claims it.
+    // The example RESP plugin takes part and claims the RESP connection
+    // through the ABI's detect entry, alone or next to another claimer.
     let resp_lib = crate::plugins::example("spf_resp", d);
     let plugin =
         spf_pipeline::plugin::PluginDecoderConfig::open(&resp_lib, &serde_json::json!({}), 100)
@@ -1016,7 +1015,7 @@ async fn auto_detects_each_connection_of_a_mix() {
         plugins: vec![plugin],
         ..AutoConfig::default()
     };
-    for (claimer, resp_as) in [(false, "raw"), (true, "resp")] {
+    for (claimer, resp_as) in [(false, "resp"), (true, "resp")] {
         let extra: Vec<Box<dyn Decoder>> = if claimer {
             vec![Box::new(RespLike(Arc::from("resp")))]
         } else {
