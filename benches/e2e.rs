@@ -1,0 +1,544 @@
+//! End to end, as users run spf: the real `spf` binary capturing live (probe,
+//! connection view, raw decoder, a real sink) while a workload runs, compared
+//! with the same workload without spf in alternating slices.
+//!
+//!     sudo cargo bench --bench e2e
+//!
+//! Each pair is one slice without spf and one with it: spf is started before the
+//! traced slice (the slice begins once its BPF link exists) and stopped after it
+//! (Ctrl-C: drain and flush). A pair's ratio is the traced slice's rate over the
+//! mean of the untraced slices before and after it. The report gives the median
+//! and quartiles of the ratios, the events spf reported dropped, and whether the
+//! sink's output held every byte the workload moved, in order (checked byte for
+//! byte against the workload's deterministic data).
+//!
+//! Workloads (all by default; name some as arguments to pick):
+//! * `pingpong`: 64-byte request and reply over a named stream socket, two
+//!   threads, both ends captured;
+//! * `bulk`: 64 KiB writes one way over a named stream socket, the reader taking
+//!   16 KiB at a time, both ends captured;
+//! * `devnull`: 64-byte writes to /dev/null while spf captures every Unix socket
+//!   (the cost for processes that never touch one).
+//!
+//! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
+//! ndjson file sink, the default) or `null` (NDJSON to stdout, redirected to
+//! /dev/null). Needs root.
+
+use std::io::{Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use spf_pipeline::ndjson::{Interner, Parsed, parse_line};
+use spf_pipeline::{Direction, SourceItem};
+
+const CHUNK: usize = 64 << 10;
+const MSG: usize = 64;
+/// The number of the message that ends a ping-pong slice.
+const END: u64 = u64::MAX;
+
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn inode(fd: i32) -> u64 {
+    // SAFETY: fstat into a zeroed buffer on an open fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+    st.st_ino
+}
+
+/// The bytes of chunk `k` of a stream: its number, then a fixed pattern, so
+/// that any byte's place in the stream can be checked.
+fn fill(k: u64, buf: &mut [u8]) {
+    buf[..8].copy_from_slice(&k.to_le_bytes());
+    for (i, b) in buf[8..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+    }
+}
+
+/// What one slice of a workload did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Slice {
+    /// Operations (round trips, writes) done.
+    ops: u64,
+    /// Bytes moved, and the number of the first chunk (or message) of the
+    /// slice, per direction of the connection (client to server, back).
+    bytes: [u64; 2],
+    first: [u64; 2],
+    secs: f64,
+}
+
+trait Workload {
+    fn name(&self) -> &'static str;
+    /// Runs for about `secs` and leaves nothing in flight.
+    fn slice(&mut self, secs: f64) -> Slice;
+    /// spf's arguments to capture this workload.
+    fn filter(&self) -> Vec<String>;
+    /// The connection and its two sockets (client, server), if it has one.
+    fn conn(&self) -> Option<(u64, u64, u64)>;
+    /// Size of one unit of the deterministic data.
+    fn unit(&self) -> usize;
+}
+
+/// A named stream socket with a client and a server end, each driven by a
+/// thread of its own through a slice.
+struct Pair {
+    dir: tempfile::TempDir,
+    client: UnixStream,
+    server: UnixStream,
+    next: [u64; 2],
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        Pair {
+            dir,
+            client,
+            server,
+            next: [0, 0],
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("bench.sock")
+    }
+
+    fn ids(&self) -> (u64, u64, u64) {
+        let (c, s) = (
+            inode(self.client.as_raw_fd()),
+            inode(self.server.as_raw_fd()),
+        );
+        (c.min(s), c, s)
+    }
+}
+
+struct PingPong(Pair);
+
+impl Workload for PingPong {
+    fn name(&self) -> &'static str {
+        "pingpong"
+    }
+
+    fn slice(&mut self, secs: f64) -> Slice {
+        let p = &mut self.0;
+        let first = p.next;
+        let mut server = p.server.try_clone().unwrap();
+        let k0 = first[1];
+        // The server answers until the client says the slice is over.
+        let answer = std::thread::spawn(move || {
+            let mut req = [0u8; MSG];
+            let mut resp = [0u8; MSG];
+            let mut k = k0;
+            loop {
+                if server.read_exact(&mut req).is_err() {
+                    break;
+                }
+                if req[8] == 0xff {
+                    break;
+                }
+                fill(k, &mut resp);
+                server.write_all(&resp).unwrap();
+                k += 1;
+            }
+            k
+        });
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(secs);
+        let mut req = [0u8; MSG];
+        let mut resp = [0u8; MSG];
+        let mut k = first[0];
+        while Instant::now() < deadline {
+            for _ in 0..64 {
+                fill(k, &mut req);
+                p.client.write_all(&req).unwrap();
+                p.client.read_exact(&mut resp).unwrap();
+                k += 1;
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        // The end of the slice: a message the server does not answer (numbered
+        // END, which the check passes over).
+        let mut end = [0u8; MSG];
+        fill(END, &mut end);
+        end[8] = 0xff;
+        p.client.write_all(&end).unwrap();
+        let served = answer.join().unwrap();
+        let n = k - first[0];
+        p.next = [k, served];
+        Slice {
+            ops: n,
+            bytes: [n * MSG as u64, (served - first[1]) * MSG as u64],
+            first,
+            secs: elapsed,
+        }
+    }
+
+    fn filter(&self) -> Vec<String> {
+        vec!["--path".into(), self.0.path().display().to_string()]
+    }
+
+    fn conn(&self) -> Option<(u64, u64, u64)> {
+        Some(self.0.ids())
+    }
+
+    fn unit(&self) -> usize {
+        MSG
+    }
+}
+
+struct Bulk(Pair);
+
+impl Workload for Bulk {
+    fn name(&self) -> &'static str {
+        "bulk"
+    }
+
+    fn slice(&mut self, secs: f64) -> Slice {
+        let p = &mut self.0;
+        let first = p.next;
+        let mut client = p.client.try_clone().unwrap();
+        // The writer: 64 KiB writes until the slice's time is up.
+        let k0 = first[0];
+        let writer = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs_f64(secs);
+            let mut chunk = vec![0u8; CHUNK];
+            let mut k = k0;
+            while Instant::now() < deadline {
+                fill(k, &mut chunk);
+                client.write_all(&chunk).unwrap();
+                k += 1;
+            }
+            k
+        });
+        // The reader, 16 KiB at a time, until it has every byte written: a
+        // read timeout lets it look whether the writer is done.
+        let start = Instant::now();
+        p.server
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut got = 0u64;
+        let k = loop {
+            if writer.is_finished() {
+                let k = writer.join().unwrap();
+                let total = (k - k0) * CHUNK as u64;
+                while got < total {
+                    let want = buf.len().min((total - got) as usize);
+                    p.server.read_exact(&mut buf[..want]).unwrap();
+                    got += want as u64;
+                }
+                break k;
+            }
+            match p.server.read(&mut buf) {
+                Ok(n) => got += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("bulk read: {e}"),
+            }
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+        p.next = [k, first[1]];
+        Slice {
+            ops: got,
+            bytes: [got, 0],
+            first,
+            secs: elapsed,
+        }
+    }
+
+    fn filter(&self) -> Vec<String> {
+        vec!["--path".into(), self.0.path().display().to_string()]
+    }
+
+    fn conn(&self) -> Option<(u64, u64, u64)> {
+        Some(self.0.ids())
+    }
+
+    fn unit(&self) -> usize {
+        CHUNK
+    }
+}
+
+struct DevNull(std::fs::File);
+
+impl Workload for DevNull {
+    fn name(&self) -> &'static str {
+        "devnull"
+    }
+
+    fn slice(&mut self, secs: f64) -> Slice {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs_f64(secs);
+        let buf = [7u8; MSG];
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            for _ in 0..256 {
+                self.0.write_all(&buf).unwrap();
+            }
+            n += 256;
+        }
+        Slice {
+            ops: n,
+            secs: start.elapsed().as_secs_f64(),
+            ..Slice::default()
+        }
+    }
+
+    fn filter(&self) -> Vec<String> {
+        // Every Unix socket on the machine.
+        Vec::new()
+    }
+
+    fn conn(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
+
+    fn unit(&self) -> usize {
+        MSG
+    }
+}
+
+/// A running spf.
+struct Spf {
+    child: Child,
+    out: Option<PathBuf>,
+    err: PathBuf,
+}
+
+fn start_spf(filter: &[String], sink: &str, dir: &Path) -> Spf {
+    let err = dir.join("spf.err");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spf"));
+    cmd.arg("run").args(filter).args(["--decoder", "raw"]);
+    let out = if sink == "file" {
+        let cfg = dir.join("e2e.toml");
+        let out = dir.join("out.ndjson");
+        let _ = std::fs::remove_file(&out);
+        let mut toml = String::from("[source]\ntype = \"unix\"\n");
+        let mut args = filter.iter();
+        while let Some(a) = args.next() {
+            if a == "--path" {
+                toml += &format!("path = {:?}\n", args.next().unwrap());
+            }
+        }
+        toml += &format!(
+            "[decoder]\ntype = \"raw\"\n[[sink]]\ntype = \"ndjson\"\npath = {:?}\n",
+            out.display().to_string()
+        );
+        std::fs::write(&cfg, toml).unwrap();
+        cmd = Command::new(env!("CARGO_BIN_EXE_spf"));
+        cmd.args(["run", "-c"]).arg(&cfg);
+        cmd.stdout(Stdio::null());
+        Some(out)
+    } else {
+        cmd.args(["--format", "ndjson"]).stdout(Stdio::null());
+        None
+    };
+    let child = cmd
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn spf");
+    let spf = Spf { child, out, err };
+    // Capturing once its BPF link exists (the reader starts right after; the
+    // ring holds what comes before).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !has_bpf_link(spf.child.id()) {
+        assert!(Instant::now() < deadline, "spf did not attach within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    spf
+}
+
+fn has_bpf_link(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|f| {
+        std::fs::read_link(f.path())
+            .map(|t| t.to_string_lossy().contains("bpf_link"))
+            .unwrap_or(false)
+    })
+}
+
+/// Stops spf as Ctrl-C does; returns the events it reported dropped.
+fn stop_spf(mut spf: Spf) -> (u64, Option<PathBuf>) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(spf.child.id() as i32, libc::SIGINT) };
+    let status = spf.child.wait().unwrap();
+    let err = std::fs::read_to_string(&spf.err).unwrap_or_default();
+    assert!(status.success(), "spf failed: {err}");
+    let dropped = err
+        .rsplit("dropped ")
+        .next()
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (dropped, spf.out)
+}
+
+/// The byte at `offset` of a stream whose first unit is number `first`.
+fn expected_byte(unit: usize, first: u64, offset: u64) -> u8 {
+    let k = first + offset / unit as u64;
+    let i = (offset % unit as u64) as usize;
+    if i < 8 {
+        k.to_le_bytes()[i]
+    } else {
+        ((i - 8) as u8).wrapping_mul(31).wrapping_add(7)
+    }
+}
+
+/// Checks the sink's output against what the workload moved in the traced
+/// slice: per direction, the bytes of its connection from the sender's side,
+/// in order, each once, compared byte for byte; gaps the output declares
+/// (events spf could not capture) are counted, not compared.
+fn check(out: &Path, w: &dyn Workload, s: &Slice) -> String {
+    let Some((conn, client, server)) = w.conn() else {
+        return "-".into();
+    };
+    let f = std::fs::File::open(out).unwrap();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut interner = Interner::default();
+    let unit = w.unit();
+    let mut offset = [0u64; 2];
+    let mut missing = [0u64; 2];
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_until(&mut r, b'\n', &mut line).unwrap();
+        if n == 0 {
+            break;
+        }
+        let Ok(Parsed::Item(SourceItem::Event(e))) = parse_line(&line, 0, &mut interner) else {
+            continue;
+        };
+        if e.conn != conn || e.dir != Direction::Send {
+            continue;
+        }
+        let side = if e.socket == client {
+            0
+        } else if e.socket == server {
+            1
+        } else {
+            continue;
+        };
+        for (i, &b) in e.data.iter().enumerate() {
+            let o = offset[side] + i as u64;
+            // Past the slice's bytes only the ping-pong's end message may come.
+            let want = if o >= s.bytes[side] {
+                let end = &mut [0u8; MSG];
+                fill(END, end);
+                end[8] = 0xff;
+                end[((o - s.bytes[side]) as usize).min(MSG - 1)]
+            } else {
+                expected_byte(unit, s.first[side], o)
+            };
+            if b != want {
+                return format!("BAD: byte {o} of direction {side} differs");
+            }
+        }
+        offset[side] += e.data.len() as u64;
+        let gap = e.len.saturating_sub(e.data.len() as u64);
+        missing[side] += gap;
+        offset[side] += gap;
+    }
+    let end_extra = if w.name() == "pingpong" {
+        MSG as u64
+    } else {
+        0
+    };
+    let complete = offset[0] == s.bytes[0] + end_extra && offset[1] == s.bytes[1];
+    match (complete, missing) {
+        (true, [0, 0]) => format!("ok ({} B)", s.bytes[0] + s.bytes[1]),
+        (true, m) => format!(
+            "gaps: {} of {} B not captured",
+            m[0] + m[1],
+            s.bytes[0] + s.bytes[1]
+        ),
+        (false, _) => format!("BAD: {offset:?} bytes where {:?} were moved", s.bytes),
+    }
+}
+
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("e2e bench: needs root (the probe); skipped");
+        return;
+    }
+    let pairs: usize = env_or("SPF_E2E_PAIRS", 10);
+    let secs: f64 = env_or("SPF_E2E_SECS", 1.0);
+    let sink = std::env::var("SPF_E2E_SINK").unwrap_or_else(|_| "file".into());
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let all: Vec<Box<dyn Workload>> = vec![
+        Box::new(PingPong(Pair::new())),
+        Box::new(Bulk(Pair::new())),
+        Box::new(DevNull(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .unwrap(),
+        )),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "e2e: {pairs} pairs of {secs} s slices, sink {sink}, load before: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for mut w in all {
+        if !wanted.is_empty() && !wanted.iter().any(|x| x == w.name()) {
+            continue;
+        }
+        let mut ratios = Vec::new();
+        let mut dropped = 0u64;
+        let mut verdicts = Vec::new();
+        let mut before = w.slice(secs);
+        for _ in 0..pairs {
+            let spf = start_spf(&w.filter(), &sink, dir.path());
+            let traced = w.slice(secs);
+            let (d, out) = stop_spf(spf);
+            dropped += d;
+            if let Some(out) = out {
+                verdicts.push(check(&out, w.as_ref(), &traced));
+            }
+            let after = w.slice(secs);
+            let rate = |s: &Slice| s.ops as f64 / s.secs;
+            ratios.push(rate(&traced) / ((rate(&before) + rate(&after)) / 2.0));
+            before = after;
+        }
+        let (q1, med, q3) = quartiles(ratios);
+        let bad = verdicts.iter().filter(|v| !v.starts_with("ok")).count();
+        println!(
+            "{:9} ratio median {med:.3} (quartiles {q1:.3}-{q3:.3}), untraced {:.0} ops/s, dropped {dropped}, output {}",
+            w.name(),
+            before.ops as f64 / before.secs,
+            if verdicts.is_empty() {
+                "not checked (stdout)".to_string()
+            } else if bad == 0 {
+                format!("complete and in order in all {} slices", verdicts.len())
+            } else {
+                format!("{bad} of {} slices wrong: {:?}", verdicts.len(), verdicts)
+            }
+        );
+    }
+}
