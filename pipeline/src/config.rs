@@ -82,17 +82,35 @@ pub trait SourceConfig: Send + Sync + fmt::Debug {
     fn needs_root(&self) -> bool {
         false
     }
+    /// See [`SinkConfig::extra_syscalls`].
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        Vec::new()
+    }
 }
 
 pub trait DecoderConfig: Send + Sync + fmt::Debug {
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError>;
+    /// See [`SinkConfig::extra_syscalls`].
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        Vec::new()
+    }
 }
 
 pub trait SinkConfig: Send + Sync + fmt::Debug {
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError>;
-    /// The file the sink writes, if any.
+    /// The file the sink writes, if any: no other sink, and not the source, may
+    /// use the same file.
     fn output_path(&self) -> Option<&Path> {
         None
+    }
+    /// System calls (`libc::SYS_*`) the built component makes while the pipeline
+    /// runs, beyond the set spf allows every pipeline once it has dropped its
+    /// privileges (reading and writing open descriptors, memory, threads, time,
+    /// opening files; no sockets). A sink that connects to a server, for example,
+    /// lists `SYS_socket` and `SYS_connect` here. Anything not allowed fails with
+    /// EPERM. Setup done in `build` is not restricted: it runs before the drop.
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        Vec::new()
     }
 }
 
@@ -183,6 +201,24 @@ impl Default for ReorderConfig {
     }
 }
 
+/// `[run]`: how the process itself runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The user spf switches to once the pipeline is built, when it starts as
+    /// root; `root` keeps root. `None`: [`crate::account::DEFAULT_USER`].
+    pub user: Option<String>,
+}
+
+impl RunConfig {
+    /// The user to switch to: the one named, or the default.
+    pub fn user_name(&self) -> &str {
+        self.user
+            .as_deref()
+            .unwrap_or(crate::account::DEFAULT_USER)
+    }
+}
+
 /// A whole, validated config.
 #[derive(Debug)]
 pub struct Config {
@@ -192,9 +228,25 @@ pub struct Config {
     pub view: View,
     pub reorder: ReorderConfig,
     pub limits: Limits,
+    pub run: RunConfig,
     pub decoder: Box<dyn DecoderConfig>,
     pub decoder_type: String,
     pub sinks: Vec<Box<dyn SinkConfig>>,
+}
+
+impl Config {
+    /// Every system call the components declared beyond the common set (see
+    /// [`SinkConfig::extra_syscalls`]), sorted, without repeats.
+    pub fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        let mut all = self.source.extra_syscalls();
+        all.extend(self.decoder.extra_syscalls());
+        for s in &self.sinks {
+            all.extend(s.extra_syscalls());
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
 }
 
 /// One component's table, handed to its factory.
@@ -287,21 +339,70 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-const TOP_KEYS: &[&str] = &["source", "reorder", "limits", "decoder", "sink"];
+const TOP_KEYS: &[&str] = &["source", "reorder", "limits", "decoder", "sink", "run"];
+
+/// Largest config file read. Real configs are a few KiB; the limit keeps a wrong
+/// path (a device, a huge file) from taking the machine's memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Reads a config file.
 pub fn load_file(registry: &Registry, path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_config(path).map_err(|message| {
         ConfigErrors(vec![ConfigError {
             origin: origin.clone(),
             line: 0,
             column: 0,
             key: String::new(),
-            message: format!("cannot read config: {e}"),
+            message,
         }])
     })?;
     parse(registry, &origin, &text)
+}
+
+/// The text of a config file: a regular file or a FIFO (`-c <(...)`), at most
+/// [`MAX_CONFIG_BYTES`], UTF-8. The type is checked on the opened file, before
+/// anything is read from it.
+fn read_config(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read config: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read config: {e}"))?;
+    let ft = meta.file_type();
+    if !(ft.is_file() || ft.is_fifo()) {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "cannot read config: it is {what}; give a regular file or a FIFO"
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read config: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "cannot read config: it is larger than {} MiB",
+            MAX_CONFIG_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read config: not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Parses and validates a config text. `origin` names it in error messages.
@@ -365,6 +466,27 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         Some(v) => parse_collect::<Limits>(v, "limits", &mut errors),
     };
 
+    let run = match root.get("run") {
+        None => Some(RunConfig::default()),
+        Some(v) => parse_collect::<RunConfig>(v, "run", &mut errors).filter(|run| {
+            let Some(name) = &run.user else { return true };
+            let problem = match crate::account::lookup(name) {
+                Ok(Some(_)) => return true,
+                Ok(None) => format!(
+                    "no user `{name}` on this system; name an existing user (or `root` to keep root)"
+                ),
+                Err(e) => e,
+            };
+            let at = v
+                .get_ref()
+                .as_table()
+                .and_then(|t| t.get("user"))
+                .map_or(v.span().start, |u| u.span().start);
+            errors.push(at, "run.user".into(), problem);
+            false
+        }),
+    };
+
     let decoder = match root.get("decoder") {
         None => registry.default_decoder.and_then(|name| {
             let f = registry.decoders.get(name)?;
@@ -384,13 +506,14 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         );
     }
 
-    let mut sinks = Vec::new();
+    // Each sink with its index in the file, for messages.
+    let mut sinks: Vec<(usize, Box<dyn SinkConfig>)> = Vec::new();
     match root.get("sink") {
         None => {
             if let Some(f) = registry.default_sink.and_then(|n| registry.sinks.get(n)) {
                 let empty = Spanned::new(0..0, DeValue::Table(DeTable::default()));
                 if let Some(s) = with_section(&mut errors, "sink".into(), empty, f) {
-                    sinks.push(s);
+                    sinks.push((0, s));
                 }
             }
         }
@@ -411,7 +534,7 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
                         &registry.sinks,
                         "sink",
                     ) {
-                        sinks.push(s);
+                        sinks.push((i, s));
                     }
                 }
             }
@@ -426,28 +549,44 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         },
     }
 
-    // A sink that truncates the file the source reads would destroy the input
-    // before a single line of it is read.
-    if let Some((_, src)) = &source
-        && let Some(input) = src.input_path()
-        && let Some(DeValue::Array(arr)) = root.get("sink").map(|v| v.get_ref())
-    {
-        for (i, s) in sinks.iter().enumerate() {
-            if s.output_path().is_some_and(|out| same_file(input, out)) {
-                let at = arr
-                    .iter()
-                    .filter(|v| v.get_ref().is_table())
-                    .nth(i)
-                    .and_then(|v| v.get_ref().as_table()?.get("path").map(|p| p.span().start))
-                    .unwrap_or(root_span.start);
-                errors.push(
-                    at,
-                    format!("sink[{i}].path"),
-                    format!("`{}` is the file the source reads", input.display()),
-                );
-            }
+    // Two writers on one file interleave into garbage, and a sink that truncates
+    // the file the source reads destroys the input before a line of it is read.
+    let path_at = |i: usize| match root.get("sink").map(|v| v.get_ref()) {
+        Some(DeValue::Array(arr)) => arr
+            .get(i)
+            .and_then(|v| v.get_ref().as_table()?.get("path").map(|p| p.span().start))
+            .unwrap_or(root_span.start),
+        _ => root_span.start,
+    };
+    let input = source
+        .as_ref()
+        .and_then(|(_, src)| src.input_path())
+        .map(FileId::of);
+    let mut outputs: Vec<(usize, FileId)> = Vec::new();
+    for (i, s) in &sinks {
+        let Some(out) = s.output_path() else { continue };
+        let id = FileId::of(out);
+        if let Some(input) = &input
+            && id.same(input)
+        {
+            errors.push(
+                path_at(*i),
+                format!("sink[{i}].path"),
+                format!("`{}` is the file the source reads", out.display()),
+            );
+        } else if let Some((first, _)) = outputs.iter().find(|(_, o)| o.same(&id)) {
+            errors.push(
+                path_at(*i),
+                format!("sink[{i}].path"),
+                format!(
+                    "`{}` is also written by sink[{first}]; two sinks cannot share a file",
+                    out.display()
+                ),
+            );
         }
+        outputs.push((*i, id));
     }
+    let sinks: Vec<Box<dyn SinkConfig>> = sinks.into_iter().map(|(_, s)| s).collect();
 
     if !errors.list.is_empty() {
         return Err(finish(errors));
@@ -457,8 +596,9 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         Some(view),
         Some(reorder),
         Some(limits),
+        Some(run),
         Some((decoder_type, decoder)),
-    ) = (source, view, reorder, limits, decoder)
+    ) = (source, view, reorder, limits, run, decoder)
     else {
         // Every `None` above pushed an error, so this is unreachable in practice;
         // keep a message rather than a panic all the same.
@@ -476,6 +616,7 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
         view,
         reorder,
         limits,
+        run,
         decoder,
         decoder_type,
         sinks,
@@ -518,11 +659,31 @@ fn take_view<'t>(
     (v, view)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
+/// What makes two paths one file: the same inode when the file exists, else the
+/// same name once the directory is resolved (`out.ndjson`, `./out.ndjson` and
+/// `/here/out.ndjson` are one file to be).
+struct FileId {
+    inode: Option<(u64, u64)>,
+    name: std::path::PathBuf,
+}
+
+impl FileId {
+    fn of(path: &Path) -> FileId {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = match (std::fs::canonicalize(dir), path.file_name()) {
+            (Ok(d), Some(f)) => d.join(f),
+            _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        };
+        FileId { inode, name }
+    }
+
+    fn same(&self, other: &FileId) -> bool {
+        self.name == other.name || (self.inode.is_some() && self.inode == other.inode)
     }
 }
 

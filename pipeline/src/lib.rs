@@ -2,6 +2,7 @@
 //! reorder stage and the runner. No BPF and no C toolchain: builds and tests anywhere.
 
 pub mod connection;
+pub mod escape;
 pub mod event;
 pub mod limits;
 pub mod record;
@@ -17,7 +18,9 @@ pub use record::{Body, Decoded, Endpoint, Exchange, Fields, Record, RecordKind};
 pub use stage::{
     Batch, BoxFuture, Decoder, Emitter, Out, Sink, SinkError, Source, SourceError, SourceSummary,
 };
+pub mod account;
 pub mod config;
 pub mod file_source;
 pub mod ndjson;
+pub mod output;
 pub mod plugin;

@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::event::{Container, Direction, Event, Lost, Role, SockKind, SourceItem};
 use crate::record::{Body, Exchange, Record};
+// The byte escaper lives with the text escaper; callers that know it from here
+// keep finding it.
+pub use crate::escape::escape_bytes;
 
 /// How many captured bytes the escaped `text` preview shows; `data_b64` always has
 /// them all.
@@ -283,81 +286,6 @@ fn control_escape(b: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\\u00");
     out.push(HEX[(b >> 4) as usize]);
     out.push(HEX[(b & 0xf) as usize]);
-}
-
-/// Escapes arbitrary bytes the way the original tool showed them: printable ASCII
-/// as is, `\n` `\r` `\t`, everything else as `\xNN`. With `json` set, the result is
-/// also escaped for use inside a JSON string.
-pub fn escape_bytes(data: &[u8], json: bool, out: &mut Vec<u8>) {
-    let table = if json { &ESCAPE_JSON } else { &ESCAPE_TEXT };
-    // Binary payloads escape nearly every byte. Each escape is copied as a fixed
-    // six bytes into a stack buffer (one move, no call) and the cursor advances by
-    // its real length; the buffer goes out in one copy per chunk.
-    const CHUNK: usize = 256;
-    let mut buf = [0u8; CHUNK * 6 + 6];
-    for chunk in data.chunks(CHUNK) {
-        let mut n = 0;
-        for &b in chunk {
-            let (bytes, len) = &table[b as usize];
-            buf[n..n + 6].copy_from_slice(bytes);
-            n += *len as usize;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
-
-type EscapeTable = [([u8; 6], u8); 256];
-static ESCAPE_TEXT: EscapeTable = escape_table(false);
-static ESCAPE_JSON: EscapeTable = escape_table(true);
-
-const fn escape_table(json: bool) -> EscapeTable {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut t = [([0u8; 6], 0u8); 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        // The escape as text, then (for JSON) with each backslash and quote escaped.
-        let mut plain = [0u8; 4];
-        let plain_len = match c {
-            b'\n' | b'\r' | b'\t' | b'\\' => {
-                plain[0] = b'\\';
-                plain[1] = match c {
-                    b'\n' => b'n',
-                    b'\r' => b'r',
-                    b'\t' => b't',
-                    _ => b'\\',
-                };
-                2
-            }
-            0x20..=0x7e => {
-                plain[0] = c;
-                1
-            }
-            _ => {
-                plain[0] = b'\\';
-                plain[1] = b'x';
-                plain[2] = HEX[(c >> 4) as usize];
-                plain[3] = HEX[(c & 0xf) as usize];
-                4
-            }
-        };
-        let mut out = [0u8; 6];
-        let mut n = 0;
-        let mut i = 0;
-        while i < plain_len {
-            let p = plain[i];
-            if json && (p == b'\\' || p == b'"') {
-                out[n] = b'\\';
-                n += 1;
-            }
-            out[n] = p;
-            n += 1;
-            i += 1;
-        }
-        t[b] = (out, n as u8);
-        b += 1;
-    }
-    t
 }
 
 /// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nanoseconds.

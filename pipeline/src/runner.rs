@@ -70,7 +70,10 @@ pub struct RunOptions {
     pub live_status: bool,
 }
 
-/// What happened in a run, for the exit summary.
+/// What happened in a run, for the exit summary. Every count saturates at
+/// `u64::MAX` rather than wrapping: the counts come from input (a replayed `lost`
+/// marker can say anything), and a wrapped sum would report a huge loss as a
+/// small one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub events: u64,
@@ -78,8 +81,12 @@ pub struct Summary {
     /// Records written, by decoder name (plus `lost` markers under `lost`).
     pub records: BTreeMap<String, u64>,
     pub errors: u64,
-    /// Events lost before the pipeline saw them.
+    /// Events the kernel could not hand over at all (the sum of the `lost`
+    /// markers): they never reached the pipeline.
     pub lost: u64,
+    /// Events handed over with fewer bytes than the syscall moved (`snaplen`, a
+    /// full ring part way through, a fault): seen, but cut.
+    pub truncated: u64,
     /// Input the source skipped as unreadable.
     pub skipped: u64,
     pub connections: u64,
@@ -107,7 +114,11 @@ impl std::fmt::Display for Summary {
         if !recs.is_empty() {
             write!(f, "; records: {}", recs.join(", "))?;
         }
-        write!(f, "; errors {}; dropped {}", self.errors, self.lost)?;
+        write!(
+            f,
+            "; errors {}; dropped {}; truncated {}",
+            self.errors, self.lost, self.truncated
+        )?;
         if self.skipped > 0 {
             write!(f, "; skipped input {}", self.skipped)?;
         }
@@ -191,6 +202,7 @@ impl Core {
                 let w = &mut self.writer;
                 w.summary.events = w.summary.events.saturating_add(1);
                 w.summary.bytes = w.summary.bytes.saturating_add(ev.len);
+                w.summary.truncated = w.summary.truncated.saturating_add(u64::from(ev.truncated));
                 // Bounded: only for the status line, so forgetting old connections
                 // under extreme churn is fine.
                 if self.conns.len() < 1_000_000 && self.conns.insert(ev.conn) {
@@ -315,15 +327,17 @@ impl Writer {
         for r in records.drain(..) {
             match &r {
                 Record::Lost(l) => {
-                    self.summary.lost += l.count;
-                    *self.summary.records.entry("lost".into()).or_default() += 1;
+                    self.summary.lost = self.summary.lost.saturating_add(l.count);
+                    let n = self.summary.records.entry("lost".into()).or_default();
+                    *n = n.saturating_add(1);
                 }
                 Record::Decoded(d) => {
                     if r.is_error() {
-                        self.summary.errors += 1;
+                        self.summary.errors = self.summary.errors.saturating_add(1);
                     }
                     // Keyed by the shared name: no String allocated per record.
-                    *self.per_decoder.entry(Arc::clone(&d.decoder)).or_default() += 1;
+                    let n = self.per_decoder.entry(Arc::clone(&d.decoder)).or_default();
+                    *n = n.saturating_add(1);
                 }
             }
             self.write_to(&r, false);
@@ -585,8 +599,8 @@ impl Status {
         if dt < STATUS_EVERY.as_secs_f64() {
             return;
         }
-        let eps = (s.events - self.last_events) as f64 / dt;
-        let bps = (s.bytes - self.last_bytes) as f64 / dt;
+        let eps = s.events.saturating_sub(self.last_events) as f64 / dt;
+        let bps = s.bytes.saturating_sub(self.last_bytes) as f64 / dt;
         eprint!(
             "\r\x1b[K{:.0} events/s, {}/s, open connections {conns}, dropped {}",
             eps,

@@ -21,6 +21,19 @@ pub const DEFAULT_RING_SIZE: u64 = 32 * 1024 * 1024;
 const MIN_RING_SIZE: u64 = 4096;
 const MAX_RING_SIZE: u64 = 1 << 30;
 
+// How the probe writes one event into the ring (spf.bpf.c): data of up to
+// INLINE_MAX bytes from one buffer goes in the event record itself, in the
+// smallest of its size classes that holds it, after the fixed header and room
+// for the path; more goes first in chunk records of up to CHUNK_MAX bytes (each
+// of the smallest chunk class that holds its part), then a header record. Each
+// record is reserved at its class's full size.
+const INLINE_MAX: u64 = 4096;
+const INLINE_CLASSES: [u64; 3] = [64, 512, 4096];
+const CHUNK_MAX: u64 = 32768;
+const CHUNK_CLASSES: [u64; 3] = [512, 4096, 32768];
+/// Room for a named socket's path after the fixed header.
+const PATH_ROOM: u64 = 112;
+
 const PATH_MAX: usize = 108;
 const MAX_PATHS: usize = 16;
 const MAX_PIDS: usize = 64;
@@ -226,8 +239,53 @@ impl UnixConfig {
                     "must be a power of two between {MIN_RING_SIZE} and {MAX_RING_SIZE} bytes, e.g. {DEFAULT_RING_SIZE}"
                 ),
             ));
+        } else if (1..=MAX_SNAPLEN).contains(&self.snaplen) {
+            // The kernel refuses a reservation that would bring what the ring
+            // holds to its size, so the records need less than all of it.
+            let need = Self::ring_bytes_for_event(self.snaplen);
+            if need >= self.ring_size {
+                let fits = (need + 1).next_power_of_two().max(MIN_RING_SIZE);
+                errs.push((
+                    "ring_size",
+                    format!(
+                        "a ring of {} bytes cannot hold one event of snaplen = {} bytes (its records take {need} bytes of ring); set ring_size to at least {fits} or lower snaplen",
+                        self.ring_size, self.snaplen
+                    ),
+                ));
+            }
         }
         errs
+    }
+
+    /// Ring buffer bytes that one event of `snaplen` captured bytes, read from
+    /// one buffer of a named socket, takes: every record the probe writes for
+    /// it, each with the kernel's record header, rounded up to 8 bytes as the
+    /// kernel does. The probe writes them all before the reader can run, so a
+    /// ring must have room for all of them at once.
+    pub fn ring_bytes_for_event(snaplen: u32) -> u64 {
+        let record = |body: u64| {
+            (body + u64::from(libbpf_rs::libbpf_sys::BPF_RINGBUF_HDR_SZ)).next_multiple_of(8)
+        };
+        let class = |n: u64, classes: &[u64; 3]| {
+            classes
+                .iter()
+                .copied()
+                .find(|&c| n <= c)
+                .unwrap_or(classes[2])
+        };
+        let fixed = std::mem::offset_of!(types::spf_event, path) as u64;
+        let chunk_header = std::mem::size_of::<types::spf_chunk>() as u64;
+        let snaplen = u64::from(snaplen);
+        if snaplen <= INLINE_MAX {
+            return record(fixed + PATH_ROOM + class(snaplen, &INLINE_CLASSES));
+        }
+        let full = snaplen / CHUNK_MAX;
+        let rest = snaplen % CHUNK_MAX;
+        let mut total = full * record(chunk_header + CHUNK_MAX);
+        if rest > 0 {
+            total += record(chunk_header + class(rest, &CHUNK_CLASSES));
+        }
+        total + record(fixed + PATH_ROOM)
     }
 
     /// Loads and attaches the probe, returning the source that reads it.
@@ -544,23 +602,111 @@ mod tests {
         );
     }
 
-    #[test]
-    fn config_values() {
+    /// Stand-ins for the default decoder and sink, which live in other crates:
+    /// a config without [decoder] or [[sink]] needs them to parse at all.
+    #[derive(Debug)]
+    struct Unused;
+
+    impl spf_pipeline::config::DecoderConfig for Unused {
+        fn build(&self) -> Result<Box<dyn spf_pipeline::Decoder>, BuildError> {
+            Err(BuildError::new("not built in this test"))
+        }
+    }
+
+    impl spf_pipeline::config::SinkConfig for Unused {
+        fn build(&self) -> Result<Box<dyn spf_pipeline::Sink>, BuildError> {
+            Err(BuildError::new("not built in this test"))
+        }
+    }
+
+    fn full_registry() -> spf_pipeline::config::Registry {
         let mut reg = spf_pipeline::config::Registry::new();
         crate::register(&mut reg);
+        reg.decoder("raw", |_| Some(Box::new(Unused)));
+        reg.sink("stdout", |_| Some(Box::new(Unused)));
+        reg
+    }
+
+    #[test]
+    fn config_values() {
+        let reg = full_registry();
         let text = "[source]\ntype = \"unix\"\npath = [\"/run/a.sock\", \"@x*\"]\npid = [7]\ncomm = [\"curl\"]\ndirection = \"send\"\nsnaplen = 1048576\nring_size = 67108864\n";
-        match spf_pipeline::config::parse(&reg, "t.toml", text) {
-            Ok(c) => {
-                let dbg = format!("{:?}", c.source);
-                assert!(
-                    dbg.contains("snaplen: 1048576") && dbg.contains("ring_size: 67108864"),
-                    "{dbg}"
-                );
-                assert!(c.source.needs_root());
+        let c = spf_pipeline::config::parse(&reg, "t.toml", text).expect("a valid config");
+        assert_eq!(c.source_type, "unix");
+        assert!(c.source.needs_root());
+        let dbg = format!("{:?}", c.source);
+        assert!(
+            dbg.contains("snaplen: 1048576") && dbg.contains("ring_size: 67108864"),
+            "{dbg}"
+        );
+        assert!(
+            dbg.contains("pids: [7]") && dbg.contains("comms: [\"curl\"]"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("direction: Send"), "{dbg}");
+        assert!(dbg.contains("prefix: true") && dbg.contains("prefix: false"), "{dbg}");
+    }
+
+    #[test]
+    fn ring_bytes_for_one_event() {
+        // 88 bytes of fixed header, 112 of path room, the data's size class,
+        // the kernel's 8-byte record header.
+        assert_eq!(UnixConfig::ring_bytes_for_event(1), 88 + 112 + 64 + 8);
+        assert_eq!(UnixConfig::ring_bytes_for_event(64), 272);
+        assert_eq!(UnixConfig::ring_bytes_for_event(65), 88 + 112 + 512 + 8);
+        assert_eq!(UnixConfig::ring_bytes_for_event(4096), 88 + 112 + 4096 + 8);
+        // Past 4 KiB: 32 KiB chunk records (24-byte header), then the header.
+        let chunk = 24 + 32768 + 8;
+        let header = 88 + 112 + 8;
+        assert_eq!(UnixConfig::ring_bytes_for_event(4097), chunk + header);
+        assert_eq!(UnixConfig::ring_bytes_for_event(65536), 2 * chunk + header);
+        assert_eq!(
+            UnixConfig::ring_bytes_for_event(65537),
+            2 * chunk + (24 + 512 + 8) + header
+        );
+        assert_eq!(
+            UnixConfig::ring_bytes_for_event(MAX_SNAPLEN),
+            512 * chunk + header
+        );
+        // Never smaller for a larger snaplen.
+        let mut last = 0;
+        for s in (1..=200_000).step_by(97) {
+            let n = UnixConfig::ring_bytes_for_event(s);
+            assert!(n >= last, "{s}");
+            last = n;
+        }
+    }
+
+    #[test]
+    fn a_ring_too_small_for_one_event_is_refused() {
+        let reg = full_registry();
+        let e = spf_pipeline::config::parse(
+            &reg,
+            "t.toml",
+            "[source]\ntype = \"unix\"\nsnaplen = 65536\nring_size = 65536\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t.toml:4:13: source.ring_size")
+                && e.contains("snaplen = 65536")
+                && e.contains("at least 131072"),
+            "{e}"
+        );
+        // The default snaplen needs 128 KiB.
+        let e = spf_pipeline::config::parse(&reg, "t.toml", "[source]\ntype = \"unix\"\nring_size = 4096\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.ring_size") && e.contains("snaplen"), "{e}");
+        for ok in [
+            "snaplen = 65536\nring_size = 131072",
+            "snaplen = 64\nring_size = 4096",
+            "snaplen = 16777216",
+        ] {
+            let text = format!("[source]\ntype = \"unix\"\n{ok}\n");
+            if let Err(e) = spf_pipeline::config::parse(&reg, "t.toml", &text) {
+                panic!("{ok}: {e}");
             }
-            // Without a raw decoder and stdout sink registered the defaults are
-            // missing; the source itself must not be what failed.
-            Err(e) => assert!(!e.to_string().contains("source"), "{e}"),
         }
     }
 

@@ -74,6 +74,11 @@ fn effective_caps() -> u64 {
 /// The loaded and attached probe. Detaches when dropped.
 pub(crate) struct Probe {
     pub(crate) skel: SpfSkel<'static>,
+    /// `/proc/self/fdinfo/N` of the program, opened while loading: the kernel's
+    /// count of skipped runs, read without `bpf()` and without privileges, so
+    /// that it still works after spf has dropped them (the directory itself is
+    /// out of reach then).
+    fdinfo: Option<std::fs::File>,
 }
 
 impl Probe {
@@ -128,7 +133,12 @@ impl Probe {
             ))
         })?;
         let _ = take_log();
-        Ok(Probe { skel })
+        let fdinfo = {
+            use std::os::fd::{AsFd, AsRawFd};
+            let fd = skel.progs.spf_sys_exit.as_fd().as_raw_fd();
+            std::fs::File::open(format!("/proc/self/fdinfo/{fd}")).ok()
+        };
+        Ok(Probe { skel, fdinfo })
     }
 
     /// Events the kernel could not hand over, ever: ring buffer reservations
@@ -168,14 +178,25 @@ impl Probe {
     }
 
     fn skipped_runs(&self) -> u64 {
-        use std::os::fd::{AsFd, AsRawFd};
-        let fd = self.skel.progs.spf_sys_exit.as_fd().as_raw_fd();
-        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-        let mut len = std::mem::size_of_val(&info) as u32;
-        // SAFETY: `info` is a bpf_prog_info of `len` bytes for the kernel to fill.
-        let r = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
-        if r == 0 { info.recursion_misses } else { 0 }
+        use std::os::unix::fs::FileExt as _;
+        let Some(f) = &self.fdinfo else { return 0 };
+        // Reading from offset 0 has the kernel write the file anew. It is a few
+        // hundred bytes.
+        let mut buf = [0u8; 1024];
+        let n = f.read_at(&mut buf, 0).unwrap_or(0);
+        recursion_misses(&buf[..n])
     }
+}
+
+/// The `recursion_misses` count of a BPF program's fdinfo text (0 when the
+/// kernel does not report it).
+fn recursion_misses(fdinfo: &[u8]) -> u64 {
+    std::str::from_utf8(fdinfo)
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Detaches the probe's hook and attaches it again while the program stays
@@ -336,6 +357,13 @@ mod tests {
         assert!(!s.contains("processed 13"), "{s}");
         assert!(!s.contains('\n'));
         assert!(verifier_summary(&log[..2]).is_none());
+    }
+
+    #[test]
+    fn recursion_misses_are_read_from_fdinfo() {
+        let text = b"pos:\t0\nflags:\t02000002\nprog_type:\t26\nrun_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t900\n";
+        assert_eq!(recursion_misses(text), 17);
+        assert_eq!(recursion_misses(b"pos:\t0\n"), 0);
     }
 
     #[test]

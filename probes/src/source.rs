@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use libbpf_rs::RingBufferBuilder;
+use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use spf_pipeline::config::BuildError;
 use spf_pipeline::{
     Batch, BoxFuture, Direction, Emitter, Event, Lost, Role, SockKind, Source, SourceError,
@@ -32,6 +32,7 @@ const F_POS: u32 = spf_event_flags::SPF_F_POS.0;
 const F_TO_HI: u32 = spf_event_flags::SPF_F_TO_HI.0;
 const F_CLIENT: u32 = spf_event_flags::SPF_F_CLIENT.0;
 const F_SERVER: u32 = spf_event_flags::SPF_F_SERVER.0;
+const F_DROPPED: u32 = spf_event_flags::SPF_F_DROPPED.0;
 /// Bytes of an event record's header: the struct up to its `path`.
 const EVENT_FIXED: usize = std::mem::offset_of!(spf_event, path);
 
@@ -48,17 +49,57 @@ const POLL: Duration = Duration::from_millis(10);
 /// The running probe and what it needs to turn records into events.
 pub struct UnixSource {
     cfg: UnixConfig,
+    /// Set up with the probe, not when reading starts: setting up a ring reader
+    /// asks the kernel about the map (`bpf()`), which kernels before 6.5 refuse
+    /// once spf has dropped its privileges. Declared before `probe` so that it
+    /// goes first.
+    ring: RingBuffer<'static>,
     probe: Probe,
     /// What the container runtimes' state names, read while spf is still
     /// root (it is root-only).
     names: crate::containers::Names,
 }
 
+/// What the ring's callback works with, on the reader thread only. The callback
+/// is made with the ring, before there is a thread or an emitter to give it; it
+/// finds them here, without a lock on the path every record takes.
+struct Reader {
+    conv: Converter,
+    out: Emitter,
+}
+
+thread_local! {
+    static READER: RefCell<Option<Reader>> = const { RefCell::new(None) };
+}
+
+/// The ring's callback: one record.
+fn on_record(data: &[u8]) -> i32 {
+    READER.with(|r| {
+        if let Some(r) = r.borrow_mut().as_mut() {
+            r.conv.record(data);
+            if r.conv.batch_full() {
+                let batch = r.conv.take_batch();
+                // A refusal means shutdown; the reading loop notices it.
+                let _ = r.out.blocking_send(batch);
+            }
+        }
+    });
+    0
+}
+
 impl UnixSource {
     pub(crate) fn new(cfg: UnixConfig) -> Result<UnixSource, BuildError> {
         let probe = Probe::load(&cfg)?;
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&probe.skel.maps.spf_ring, on_record)
+            .map_err(|e| BuildError::new(format!("cannot read the probe's ring buffer: {e}")))?;
+        let ring = builder
+            .build()
+            .map_err(|e| BuildError::new(format!("cannot read the probe's ring buffer: {e}")))?;
         Ok(UnixSource {
             cfg,
+            ring,
             probe,
             names: crate::containers::Names::read(),
         })
@@ -75,34 +116,37 @@ impl UnixSource {
         ask_for_short_slices();
         let mut conv = Converter::new();
         conv.containers = crate::containers::Resolver::new(self.names.clone());
-        let conv = RefCell::new(conv);
-        let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&self.probe.skel.maps.spf_ring, |data: &[u8]| {
-                let mut c = conv.borrow_mut();
-                c.record(data);
-                if c.batch_full() {
-                    let batch = c.take_batch();
-                    // A refusal means shutdown; the loop below notices it.
-                    let _ = out.blocking_send(batch);
-                }
-                0
+        READER.with(|r| {
+            *r.borrow_mut() = Some(Reader {
+                conv,
+                out: out.clone(),
             })
-            .map_err(|e| SourceError(format!("cannot read the probe's ring buffer: {e}")))?;
-        let ring = builder
-            .build()
-            .map_err(|e| SourceError(format!("cannot read the probe's ring buffer: {e}")))?;
+        });
+        let result = self.read_until_stopped(&out);
+        READER.with(|r| r.borrow_mut().take());
+        result
+    }
 
+    fn read_until_stopped(&self, out: &Emitter) -> Result<SourceSummary, SourceError> {
+        let ring = &self.ring;
         // The probe counts from the moment it was attached, which was before
         // this thread started: losses in between are losses too.
-        let mut lost_seen = 0;
         let mut lost_total = 0u64;
+        // The probe's count as read one round earlier (see below).
+        let mut lost_prev = 0u64;
         // Set once the pipeline refuses input: one more drain, then end.
         let mut last_round = false;
         loop {
             // Whatever the kernel handed over before this read is drained below:
             // every syscall that returned before the stop was asked for is in.
             let stopping = last_round || out.stopping();
+            // The probe counts an event whose data did not all fit in the ring
+            // as lost, then still hands over its header (flagged, truncated):
+            // such an event was delivered, cut, and is not lost. Its count may
+            // come a moment before its header, so the count read a round ago is
+            // the one all delivered headers are in by now; the last round takes
+            // the current one.
+            let lost_now = self.probe.lost();
             // poll() reads the ring only when woken, and most records come
             // without a wakeup: drain it after every poll.
             let r = if stopping { Ok(()) } else { ring.poll(POLL) }.and_then(|()| ring.consume());
@@ -113,22 +157,28 @@ impl UnixSource {
                     )));
                 }
             }
-            let lost_now = self.probe.lost();
-            let mut c = conv.borrow_mut();
-            if lost_now > lost_seen {
-                let count = lost_now - lost_seen;
-                lost_seen = lost_now;
-                lost_total += count;
-                let ts_ns = monotonic_ns();
-                let time_ns = c.wall(ts_ns);
-                c.batch.push(SourceItem::Lost(Lost {
-                    ts_ns,
-                    time_ns,
-                    count,
-                }));
-            }
-            let batch = c.take_batch();
-            drop(c);
+            let batch = READER.with(|r| {
+                let mut r = r.borrow_mut();
+                let Some(r) = r.as_mut() else {
+                    return Vec::new();
+                };
+                let c = &mut r.conv;
+                let counted = if stopping { self.probe.lost() } else { lost_prev };
+                let lost = counted.saturating_sub(c.delivered_dropped);
+                if lost > lost_total {
+                    let count = lost - lost_total;
+                    lost_total = lost;
+                    let ts_ns = monotonic_ns();
+                    let time_ns = c.wall(ts_ns);
+                    c.batch.push(SourceItem::Lost(Lost {
+                        ts_ns,
+                        time_ns,
+                        count,
+                    }));
+                }
+                c.take_batch()
+            });
+            lost_prev = lost_now;
             let accepted = out.blocking_send(batch);
             if stopping {
                 return Ok(SourceSummary {
@@ -240,6 +290,9 @@ pub(crate) struct Converter {
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, measured once.
     wall_offset: i128,
     pending: HashMap<u32, Pending>,
+    /// Events handed over although the probe also counted them as lost (part of
+    /// their data did not fit in the ring).
+    pub(crate) delivered_dropped: u64,
     pool: Pool,
     comms: HashMap<[u8; 16], Arc<str>>,
     paths: HashMap<Box<[u8]>, Arc<str>>,
@@ -272,6 +325,7 @@ impl Converter {
             records: 0,
             wall_offset: real - (mono + mono2) / 2,
             pending: HashMap::new(),
+            delivered_dropped: 0,
             pool: Pool::default(),
             comms: HashMap::new(),
             paths: HashMap::new(),
@@ -401,6 +455,9 @@ impl Converter {
         }
         let comm = self.comm(&h.comm);
         self.seq += 1;
+        if h.flags & F_DROPPED != 0 {
+            self.delivered_dropped += 1;
+        }
         let skip = u64::from(h.skip).min(h.len);
         let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) + skip < h.len;
         let role = if h.flags & F_CLIENT != 0 {

@@ -1,11 +1,11 @@
 //! `[[sink]] type = "ndjson"`: records as NDJSON in a file.
 //!
-//! Captures hold whatever the traced processes said, secrets included, so the file
-//! is created with mode 0600.
+//! Captures hold whatever the traced processes said, secrets included: the file is
+//! opened by [`spf_pipeline::output::open_output`] (mode 0600, no symbolic links,
+//! only a regular file of the user spf runs as).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -51,19 +51,7 @@ impl SinkConfig for NdjsonConfig {
     }
 
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .append(self.append)
-            .truncate(!self.append)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|e| {
-                BuildError::new(format!(
-                    "cannot open `{}` for writing: {e}",
-                    self.path.display()
-                ))
-            })?;
+        let file = spf_pipeline::output::open_output(&self.path, self.append)?;
         Ok(Box::new(NdjsonFile {
             path: self.path.clone(),
             file,

@@ -1,6 +1,7 @@
 //! The human-readable rendering shared by the pretty stdout format.
 
-use spf_pipeline::ndjson::{escape_bytes, rfc3339};
+use spf_pipeline::escape::{escape_bytes, escape_text};
+use spf_pipeline::ndjson::rfc3339;
 use spf_pipeline::runner::human_bytes;
 use spf_pipeline::{Body, Direction, Exchange, Record};
 
@@ -55,7 +56,7 @@ impl Pretty {
                 };
                 let who = format!(
                     " {}[{}] {arrow} {}",
-                    clean(&e.comm),
+                    escape_text(&e.comm),
                     e.pid,
                     peer(e.peer_pid)
                 );
@@ -63,7 +64,7 @@ impl Pretty {
                 let path = if e.path.is_empty() {
                     "(unnamed)"
                 } else {
-                    &*clean(&e.path)
+                    &*escape_text(&e.path)
                 };
                 let mut rest = format!(
                     " {path} {} {} conn {} [{} bytes]",
@@ -74,7 +75,7 @@ impl Pretty {
                 }
                 out.extend_from_slice(rest.as_bytes());
                 out.push(b' ');
-                self.paint(out, DIM, clean(&d.decoder).as_bytes());
+                self.paint(out, DIM, escape_text(&d.decoder).as_bytes());
                 out.push(b'\n');
                 match &d.body {
                     Body::Raw => {
@@ -99,21 +100,21 @@ impl Pretty {
                         f.write_text(2, &mut text);
                         for line in text.lines() {
                             out.extend_from_slice(b"  ");
-                            self.paint(out, CYAN, clean(line).as_bytes());
+                            self.paint(out, CYAN, escape_text(line).as_bytes());
                             out.push(b'\n');
                         }
                     }
                     Body::Fields { text, .. } => {
                         for line in text.lines() {
                             out.extend_from_slice(b"  ");
-                            self.paint(out, CYAN, clean(line).as_bytes());
+                            self.paint(out, CYAN, escape_text(line).as_bytes());
                             out.push(b'\n');
                         }
                     }
                     Body::Exchange(x) => {
                         let line = format!("  {}", exchange_line(x));
                         let colour = if x.error.is_some() { RED } else { CYAN };
-                        self.paint(out, colour, clean(&line).as_bytes());
+                        self.paint(out, colour, escape_text(&line).as_bytes());
                         out.push(b'\n');
                     }
                     Body::Error { code, message } => {
@@ -121,31 +122,13 @@ impl Pretty {
                             Some(c) => format!("  error {c}: {message}"),
                             None => format!("  error: {message}"),
                         };
-                        self.paint(out, RED, clean(&line).as_bytes());
+                        self.paint(out, RED, escape_text(&line).as_bytes());
                         out.push(b'\n');
                     }
                 }
             }
         }
     }
-}
-
-/// Escapes control characters: names, paths and decoded text come from the traced
-/// processes, and must not be able to drive the terminal of whoever runs spf.
-fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    let control = |c: char| c.is_control();
-    if !s.chars().any(control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if control(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// One exchange as an access-log line: who called whom, what, how it ended,
@@ -218,10 +201,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_cannot_reach_the_terminal() {
-        assert_eq!(clean("plain"), "plain");
-        assert_eq!(clean("\x1b]0;x\x07"), "\\u{1b}]0;x\\u{7}");
-        assert_eq!(clean("a\rb\u{9b}c"), "a\\u{d}b\\u{9b}c");
+    fn names_paths_and_fields_are_escaped() {
+        let ev = Arc::new(Event {
+            seq: 0,
+            ts_ns: 1,
+            time_ns: 1_000_000_000,
+            pid: 42,
+            tid: 42,
+            comm: "a\u{202e}gpj.exe".into(),
+            peer_pid: 0,
+            path: "/run/\x1b[2Jx\u{200b}.sock".into(),
+            sock: SockKind::Stream,
+            dir: Direction::Send,
+            conn: 9,
+            socket: 0,
+            len: 0,
+            data: bytes::Bytes::new(),
+            truncated: false,
+        });
+        let rec = Record::fields(
+            ev,
+            "t".into(),
+            serde_json::Map::new(),
+            "name: \u{2066}x\u{2069}\u{feff}\nnext \u{85}line".into(),
+        );
+        let mut out = Vec::new();
+        Pretty {
+            color: false,
+            max_bytes: 0,
+        }
+        .render(&rec, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "00:00:01.000000 a\\u{202e}gpj.exe[42] \u{2192} ? /run/\\u{1b}[2Jx\\u{200b}.sock stream send conn 9 [0 bytes] t\n  name: \\u{2066}x\\u{2069}\\u{feff}\n  next \\u{85}line\n"
+        );
     }
     use spf_pipeline::{Event, SockKind};
     use std::sync::Arc;
