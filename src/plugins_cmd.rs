@@ -13,8 +13,7 @@ pub enum PluginsCommand {
     /// Load a plugin library and check that this spf can use it: prints its kind,
     /// name, version and ABI, or why it is refused (exit 2).
     Check {
-        /// The plugin's shared library (a relative path is taken from the current
-        /// directory).
+        /// The plugin's shared library, by its absolute path (as a config names it).
         #[arg(value_name = "PATH")]
         path: PathBuf,
         /// Also require this kind of plugin.
@@ -36,14 +35,8 @@ pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
                 KindArg::Decoder => Kind::Decoder,
                 KindArg::Sink => Kind::Sink,
             });
-            // Config files need absolute paths; on the command line a relative one is
-            // taken from the current directory, and the output shows the full path
-            // to put in the config.
-            let path = if path.is_relative() {
-                std::path::absolute(&path).unwrap_or(path)
-            } else {
-                path
-            };
+            // Relative paths are refused here as in a config: what is checked is
+            // what a config can load.
             match plugin::check(&path, want) {
                 Ok(info) => {
                     println!("ok: {}", info.path.display());

@@ -644,20 +644,20 @@ fn plugins_check_reports_kind_name_versions() {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
 
-    // On the command line a relative path is taken from the current directory,
-    // and the output shows the absolute path a config needs.
+    // A relative path is refused on the command line as in a config, even
+    // where it names the same file.
     let o = spf()
         .current_dir(dir.path())
         .args(["plugins", "check", "libspf_conn_summary.so"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr_text(&o));
-    let first = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    assert_eq!(first, format!("ok: {}", summary.display()));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("plugin path `libspf_conn_summary.so` is not absolute"),
+        "{}",
+        stderr_text(&o)
+    );
+    assert!(o.stdout.is_empty());
 }
 
 #[test]

@@ -2,8 +2,13 @@
 
 use std::ffi::c_char;
 use std::fmt;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use super::elf::{self, ElfProblem};
 
 use spf_plugin::{
     SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER, SPF_KIND_SINK, SPF_PLUGIN_MAGIC,
@@ -84,6 +89,11 @@ pub enum LoadError {
     Unsafe { path: PathBuf, reason: String },
     #[error("{path} is not a shared library spf can load: {message}")]
     NotLibrary { path: PathBuf, message: String },
+    #[error(
+        "{path} was built for {found}, but this spf runs on {host}: build the plugin for {host}",
+        host = elf::host_arch()
+    )]
+    WrongArch { path: PathBuf, found: String },
     #[error(
         "{path} is a shared library but not an spf plugin: it exports no `spf_plugin_declaration` (build it with the spf-plugin crate's export_decoder!/export_sink!, or define the declaration from spf_plugin.h)"
     )]
@@ -167,20 +177,53 @@ pub fn check(path: &Path, want: Option<Kind>) -> Result<PluginInfo, LoadError> {
     load(path, want).map(|l| l.info)
 }
 
-/// Vets the file, loads it (for good: libraries are never unloaded, because a
-/// plugin may have started threads or registered destructors that point into it),
-/// and reads its declaration before calling anything in it.
+/// Largest plugin file read. Even a plugin built with full debug information is
+/// far smaller.
+const MAX_PLUGIN_BYTES: u64 = 1 << 30;
+
+/// Vets the file, checks it as ELF data, loads it (for good: libraries are never
+/// unloaded, because a plugin may have started threads or registered destructors
+/// that point into it), and reads its declaration before calling anything in it.
+///
+/// The file is opened once: the checks read it through that descriptor, and the
+/// dynamic linker loads it through the same descriptor (`/proc/self/fd/N`), so
+/// the file checked is the file loaded even if the path is changed meanwhile.
 pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
-    vet_file(path, is_root())?;
+    if !path.is_absolute() {
+        return Err(LoadError::NotAbsolute(path.to_path_buf()));
+    }
+    let unreadable = |e: std::io::Error| LoadError::Unreadable {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let file = File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    vet_file(path, &meta, is_root())?;
+    let mut data = Vec::new();
+    (&file)
+        .take(MAX_PLUGIN_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(unreadable)?;
+    if data.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(LoadError::NotLibrary {
+            path: path.to_path_buf(),
+            message: format!("larger than {} MiB", MAX_PLUGIN_BYTES >> 20),
+        });
+    }
+    check_elf(path, &data)?;
+    drop(data);
+
+    let through_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
     // SAFETY: loading a library runs its initialisers; that is the point of a
-    // plugin, and the file passed the ownership and permission checks above.
-    let lib = unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map_err(|e| {
-        LoadError::NotLibrary {
+    // plugin, and the file passed the ownership and permission checks and is a
+    // well-formed shared library that declares itself a plugin.
+    let lib = unsafe { libloading::os::unix::Library::open(Some(&through_fd), flags) }
+        .map_err(|e| LoadError::NotLibrary {
             path: path.to_path_buf(),
-            message: dl_message(path, &e),
-        }
-    })?;
+            message: dl_message(&through_fd, &e),
+        })?;
+    drop(file);
     // SAFETY: the symbol is only read as an address here; its contents are checked
     // field by field below, the frozen header first.
     let decl = match unsafe { lib.get::<*const SpfPluginDeclaration>(b"spf_plugin_declaration\0") }
@@ -202,6 +245,27 @@ pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
     // SAFETY: the library stays loaded forever, so its static lives as long.
     let decl: &'static SpfPluginDeclaration = unsafe { &*decl };
     handshake(path, decl, object_size, want)
+}
+
+/// The ELF check of a whole plugin file, as a load error naming `path`.
+pub fn check_elf(path: &Path, data: &[u8]) -> Result<(), LoadError> {
+    elf::check(data).map_err(|p| match p {
+        ElfProblem::Malformed(m) => LoadError::NotLibrary {
+            path: path.to_path_buf(),
+            message: format!("{m}; spf loads only complete, well-formed ELF shared libraries"),
+        },
+        ElfProblem::NotShared(what) => LoadError::NotLibrary {
+            path: path.to_path_buf(),
+            message: format!("it is {what}, not a shared library (build the plugin as a cdylib, or with -shared)"),
+        },
+        ElfProblem::WrongArch { found } => LoadError::WrongArch {
+            path: path.to_path_buf(),
+            found,
+        },
+        ElfProblem::NoDeclaration => LoadError::NoDeclaration {
+            path: path.to_path_buf(),
+        },
+    })
 }
 
 /// The size of the object at `addr` as its library's symbol table records it, when
@@ -416,17 +480,13 @@ pub(crate) fn is_root() -> bool {
 }
 
 /// The checks that keep a root spf from running code someone else could have put
-/// there: an absolute path, a regular file, and (as root) owned by root with no
-/// group or other write bit, in directories others cannot rewrite either.
-pub(crate) fn vet_file(path: &Path, root: bool) -> Result<(), LoadError> {
-    if !path.is_absolute() {
-        return Err(LoadError::NotAbsolute(path.to_path_buf()));
-    }
+/// there: a regular file and (as root) owned by root with no group or other write
+/// bit, in directories others cannot rewrite either. `meta` is the opened file's.
+pub(crate) fn vet_file(path: &Path, meta: &std::fs::Metadata, root: bool) -> Result<(), LoadError> {
     let unreadable = |e: std::io::Error| LoadError::Unreadable {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if !meta.is_file() {
         return Err(LoadError::Unreadable {
             path: path.to_path_buf(),
@@ -484,7 +544,7 @@ pub(crate) fn vet_file(path: &Path, root: bool) -> Result<(), LoadError> {
 
 fn dl_message(path: &Path, e: &libloading::Error) -> String {
     // libloading's own text is just "dlopen failed"; dlerror()'s is the useful
-    // part, minus the file name the message already starts with.
+    // part, minus the file name (here the descriptor's) it starts with.
     let text = match std::error::Error::source(e) {
         Some(cause) => cause.to_string(),
         None => e.to_string(),

@@ -27,6 +27,7 @@
 
 mod abi;
 mod decoder;
+mod elf;
 pub mod isolate;
 mod load;
 mod output;
@@ -37,7 +38,8 @@ use std::path::Path;
 
 pub use abi::sizes_of_minor;
 pub use decoder::PluginDecoder;
-pub use load::{Kind, LoadError, Loaded, PluginInfo, check, load};
+pub use elf::{DECLARATION_SYMBOL, ElfProblem, check as check_elf_data};
+pub use load::{Kind, LoadError, Loaded, PluginInfo, check, check_elf, load};
 pub use output::{PLUGIN_DISABLED, PLUGIN_ERROR, PLUGIN_OUTPUT};
 pub use sink::PluginSink;
 

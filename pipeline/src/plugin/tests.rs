@@ -657,25 +657,32 @@ fn vet_file_rules() {
     std::fs::write(&f, b"not elf").unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let e = vet_file(Path::new("libx.so"), false).unwrap_err();
+    let vet = |p: &Path, root: bool| vet_file(p, &std::fs::metadata(p).unwrap(), root);
+    let e = load(Path::new("libx.so"), None).unwrap_err();
     assert!(
         matches!(e, LoadError::NotAbsolute(_)) && e.to_string().contains("absolute"),
         "{e}"
     );
-    let e = vet_file(&dir.path().join("missing.so"), false).unwrap_err();
+    let e = load(&dir.path().join("missing.so"), None).unwrap_err();
     assert!(matches!(e, LoadError::Unreadable { .. }), "{e}");
-    let e = vet_file(dir.path(), false).unwrap_err();
+    let e = load(dir.path(), None).unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
+    // Not ELF: refused as data, before the dynamic linker sees it.
+    let e = load(&f, None).unwrap_err();
+    assert!(
+        matches!(e, LoadError::NotLibrary { .. }) && e.to_string().contains("not an ELF file"),
+        "{e}"
+    );
 
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
     // Not root: a user may load a file they can write.
-    vet_file(&f, false).unwrap();
+    vet(&f, false).unwrap();
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipping the root-only ownership checks: not running as root");
         return;
     }
-    let e = vet_file(&f, true).unwrap_err();
+    let e = vet(&f, true).unwrap_err();
     assert!(
         e.to_string()
             .contains("writable by group or others (mode 0666)"),
@@ -683,22 +690,22 @@ fn vet_file_rules() {
     );
     assert!(e.to_string().contains("chmod go-w"), "{e}");
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    vet_file(&f, true).unwrap();
+    vet(&f, true).unwrap();
 
     std::os::unix::fs::chown(&f, Some(1000), None).unwrap();
-    let e = vet_file(&f, true).unwrap_err();
+    let e = vet(&f, true).unwrap_err();
     assert!(e.to_string().contains("owned by uid 1000"), "{e}");
     std::os::unix::fs::chown(&f, Some(0), None).unwrap();
 
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let e = vet_file(&f, true).unwrap_err();
+    let e = vet(&f, true).unwrap_err();
     assert!(
         e.to_string().contains("its directory") && e.to_string().contains("0777"),
         "{e}"
     );
     // Sticky, like /tmp: others cannot rename our file away.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    vet_file(&f, true).unwrap();
+    vet(&f, true).unwrap();
 }
 
 #[test]
