@@ -116,6 +116,12 @@ pub struct RunArgs {
     /// No live status line and no summary at exit.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Once the probe is attached and the outputs are open, continue as this user
+    /// (default `nobody`, or `[run] user` of the config); `root` keeps root.
+    /// Applies when spf starts as root.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 mod cli;
 mod demo;
 mod plugins_cmd;
+mod privileges;
 mod run;
 
 use std::process::ExitCode;

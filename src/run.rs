@@ -10,6 +10,7 @@ use spf_pipeline::runner::{self, Pipeline, RunOptions};
 use spf_pipeline::stage::tokio_stop::StopFlag;
 
 use crate::cli::{DirectionArg, OutFormat, RunArgs, ViewArg};
+use crate::privileges;
 
 /// Every component type this build knows.
 pub fn registry() -> Registry {
@@ -174,18 +175,35 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     {
         eprintln!("spf: no --path, --pid or --comm: capturing every Unix socket on this machine");
     }
-    run_config(&cfg, args.quiet)
+    // The user to become once the pipeline is built: looked up now, so that a
+    // missing one is a config error before anything is loaded.
+    let (user, explicit, key) = match (&args.user, &cfg.run.user) {
+        (Some(u), _) => (u.as_str(), true, "--user"),
+        (None, Some(u)) => (u.as_str(), true, "run.user"),
+        (None, None) => (cfg.run.user_name(), false, "run.user"),
+    };
+    let identity = match privileges::Identity::resolve(user, explicit) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("spf: {key}: {e}");
+            return Ok(ExitCode::from(CONFIG_ERROR));
+        }
+    };
+    run_config(&cfg, args.quiet, &identity)
 }
 
-/// Runs a validated config to completion and prints the summary.
-pub fn run_config(cfg: &Config, quiet: bool) -> Result<ExitCode> {
+/// Runs a validated config to completion and prints the summary. The pipeline is
+/// built (probe attached, outputs open, plugins loaded) before the runtime starts
+/// a thread, and privileges are dropped in between.
+pub fn run_config(cfg: &Config, quiet: bool, identity: &privileges::Identity) -> Result<ExitCode> {
+    let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    privileges::drop_privileges(identity, &cfg.extra_syscalls())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
     let result = rt.block_on(async {
-        let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let stop = StopFlag::default();
         spawn_signal_handler(stop.clone())?;
         let outcome = runner::run(

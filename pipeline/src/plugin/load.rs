@@ -187,7 +187,8 @@ const MAX_PLUGIN_BYTES: u64 = 1 << 30;
 ///
 /// The file is opened once: the checks read it through that descriptor, and the
 /// dynamic linker loads it through the same descriptor (`/proc/self/fd/N`), so
-/// the file checked is the file loaded even if the path is changed meanwhile.
+/// the file checked is the file loaded even if the path is changed meanwhile. (A
+/// consequence: `$ORIGIN` in a plugin's run path names /proc/self/fd.)
 pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
     if !path.is_absolute() {
         return Err(LoadError::NotAbsolute(path.to_path_buf()));
@@ -223,7 +224,11 @@ pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
             path: path.to_path_buf(),
             message: dl_message(&through_fd, &e),
         })?;
-    drop(file);
+    // The dynamic linker knows the library by that name from now on, and hands
+    // back the loaded library for it instead of opening anything: were the
+    // number used again, a later plugin would be taken for this one. So the
+    // descriptor stays open, like the library, for the life of the process.
+    std::mem::forget(file);
     // SAFETY: the symbol is only read as an address here; its contents are checked
     // field by field below, the frozen header first.
     let decl = match unsafe { lib.get::<*const SpfPluginDeclaration>(b"spf_plugin_declaration\0") }
