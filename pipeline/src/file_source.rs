@@ -268,7 +268,8 @@ impl LineState {
         match parse_line(text, self.seq, &mut self.interner) {
             Ok(Parsed::Item(item)) => {
                 match &item {
-                    SourceItem::Lost(l) => self.summary.lost += l.count,
+                    // Counts come from the input: they saturate rather than wrap.
+                    SourceItem::Lost(l) => self.summary.lost = self.summary.lost.saturating_add(l.count),
                     SourceItem::Event(e) if e.via.is_none() => {
                         self.syscalls = true;
                         self.bytes += e.data.len();

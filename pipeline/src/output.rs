@@ -60,33 +60,8 @@ pub fn open_output(path: &Path, append: bool) -> Result<File, BuildError> {
     let meta = fstat(&pinned)
         .map_err(|e| BuildError::new(format!("cannot inspect `{shown}`: {e}")))?;
     let refuse = |why: String| BuildError::new(format!("refusing to write `{shown}`: {why}"));
-    let kind = meta.mode & libc::S_IFMT;
-    if kind == libc::S_IFLNK {
-        return Err(refuse(
-            "it is a symbolic link; spf never follows a link at an output path: remove it or give the path of a regular file".into(),
-        ));
-    }
-    if kind != libc::S_IFREG {
-        return Err(refuse(format!(
-            "it is {}, not a regular file",
-            kind_name(kind)
-        )));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid != me {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not to uid {me} that spf runs as; remove it or choose another path",
-            meta.uid
-        )));
-    }
-    // A second name elsewhere could be a file someone else chose (a hard link to
-    // a file of ours in a directory they can write).
-    if meta.nlink > 1 {
-        return Err(refuse(format!(
-            "it has {} hard links; remove it or choose another path",
-            meta.nlink
-        )));
+    if let Some(why) = refusal(&meta) {
+        return Err(refuse(why));
     }
 
     let proc_path = format!("/proc/self/fd/{}", pinned.as_raw_fd());
@@ -109,6 +84,54 @@ pub fn open_output(path: &Path, append: bool) -> Result<File, BuildError> {
             .map_err(|e| BuildError::new(format!("cannot truncate `{shown}`: {e}")))?;
     }
     Ok(file)
+}
+
+/// Checks what is at `path` now by the rules of [`open_output`], without opening
+/// or creating anything: for config validation, so that `spf validate` and the
+/// config stage report a refused output with its key and line. Nothing is
+/// decided here; [`open_output`] decides again on the file it opens.
+pub fn check_output_path(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let pinned = match open_path(path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot open `{shown}`: {e}")),
+    };
+    let meta = fstat(&pinned).map_err(|e| format!("cannot inspect `{shown}`: {e}"))?;
+    match refusal(&meta) {
+        Some(why) => Err(format!("refusing to write `{shown}`: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Why an existing entry may not be written, if it may not.
+fn refusal(meta: &Stat) -> Option<String> {
+    let kind = meta.mode & libc::S_IFMT;
+    if kind == libc::S_IFLNK {
+        return Some(
+            "it is a symbolic link; spf never follows a link at an output path: remove it or give the path of a regular file".into(),
+        );
+    }
+    if kind != libc::S_IFREG {
+        return Some(format!("it is {}, not a regular file", kind_name(kind)));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid != me {
+        return Some(format!(
+            "it belongs to uid {}, not to uid {me} that spf runs as; remove it or choose another path",
+            meta.uid
+        ));
+    }
+    // A second name elsewhere could be a file someone else chose (a hard link to
+    // a file of ours in a directory they can write).
+    if meta.nlink > 1 {
+        return Some(format!(
+            "it has {} hard links; remove it or choose another path",
+            meta.nlink
+        ));
+    }
+    None
 }
 
 /// What `fstat` says about a descriptor, as far as these checks need it.
@@ -269,5 +292,23 @@ mod tests {
         let e = open_output(&hard, false).unwrap_err().to_string();
         assert!(e.contains("2 hard links"), "{e}");
         assert_eq!(std::fs::read(&orig).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn the_check_for_validation_applies_the_same_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.ndjson");
+        check_output_path(&p).unwrap();
+        std::fs::write(&p, b"").unwrap();
+        check_output_path(&p).unwrap();
+        let link = dir.path().join("link.ndjson");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let e = check_output_path(&link).unwrap_err();
+        assert!(e.contains("refusing to write") && e.contains("symbolic link"), "{e}");
+        let e = check_output_path(dir.path()).unwrap_err();
+        assert!(e.contains("a directory"), "{e}");
+        // Nothing was created or changed.
+        assert!(!dir.path().join("link").exists());
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
     }
 }

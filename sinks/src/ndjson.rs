@@ -28,6 +28,12 @@ pub fn register(reg: &mut Registry) {
             );
             return None;
         }
+        // Refused here too, so that `spf validate` says so with the key's line;
+        // opening the file decides again.
+        if let Err(e) = spf_pipeline::output::check_output_path(&cfg.path) {
+            s.error("path", e);
+            return None;
+        }
         Some(Box::new(cfg) as Box<dyn SinkConfig>)
     });
 }

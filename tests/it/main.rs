@@ -7,6 +7,8 @@ mod conversation;
 mod http1;
 mod http2;
 mod live;
+mod outputs;
 mod plugins;
+mod privileges;
 mod probe;
 mod replay;

@@ -12,14 +12,14 @@ use spf_pipeline::plugin::{HOST_ABI, HOST_STRUCT_SIZES};
 
 use crate::util::{read_ndjson, spf, stderr_text, write_file};
 
-fn root_dir() -> PathBuf {
+pub(crate) fn root_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Builds the example plugin crates once per test run. They get their own target
 /// directory so that the build never waits on the lock of the `cargo test` that
 /// runs this binary.
-fn example_plugins() -> &'static Path {
+pub(crate) fn example_plugins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = root_dir().join("target").join("plugin-tests");
@@ -51,7 +51,7 @@ fn example_plugins() -> &'static Path {
 /// Copies a library into `dir` with mode 0755: how a plugin is installed, and
 /// what a root spf accepts (a root-owned file nobody else can write, in a
 /// directory nobody else can write).
-fn install(lib: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn install(lib: &Path, dir: &Path) -> PathBuf {
     let to = dir.join(lib.file_name().unwrap());
     std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copying {}: {e}", lib.display()));
     std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -63,17 +63,17 @@ pub(crate) fn example(name: &str, dir: &Path) -> PathBuf {
 }
 
 /// Compiles C source into a shared library in `dir`, against the SDK's header.
-fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
+pub(crate) fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
     let src = write_file(dir, &format!("{name}.c"), source);
     compile_c_file(dir, name, &src)
 }
 
-fn compile_c_file(dir: &Path, name: &str, src: &Path) -> PathBuf {
+pub(crate) fn compile_c_file(dir: &Path, name: &str, src: &Path) -> PathBuf {
     compile_c_with(dir, name, src, &root_dir().join("plugin-sdk/include"))
 }
 
 /// Compiles C source into a shared library in `dir`, against the header in `include`.
-fn compile_c_with(dir: &Path, name: &str, src: &Path, include: &Path) -> PathBuf {
+pub(crate) fn compile_c_with(dir: &Path, name: &str, src: &Path, include: &Path) -> PathBuf {
     let lib = dir.join(format!("lib{name}.so"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
@@ -96,17 +96,17 @@ fn compile_c_with(dir: &Path, name: &str, src: &Path, include: &Path) -> PathBuf
     lib
 }
 
-fn redis_capture() -> PathBuf {
+pub(crate) fn redis_capture() -> PathBuf {
     root_dir().join("examples/plugins/resp/testdata/redis.ndjson")
 }
 
-fn toml_str(p: &Path) -> String {
+pub(crate) fn toml_str(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()
 }
 
 /// A replay of `capture` through the decoder section `decoder` into an ndjson
 /// file, plus any extra sink sections.
-fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (PathBuf, PathBuf) {
     let out = dir.join("out.ndjson");
     let text = format!(
         "[source]\ntype = \"file\"\npath = {}\nformat = \"ndjson\"\n\n[decoder]\n{decoder}\n\n[[sink]]\ntype = \"ndjson\"\npath = {}\n{extra_sinks}",
@@ -116,7 +116,7 @@ fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (Path
     (write_file(dir, "spf.toml", text), out)
 }
 
-fn run(config: &Path) -> Output {
+pub(crate) fn run(config: &Path) -> Output {
     spf()
         .args(["run", "-q", "-c"])
         .arg(config)
@@ -124,9 +124,23 @@ fn run(config: &Path) -> Output {
         .expect("spawning spf")
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// A directory the user a root spf switches to (`nobody`) can write: what a
+/// plugin that writes files after the start needs.
+pub(crate) fn writable_dir_for_the_run(parent: &Path, name: &str) -> PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir(&d).unwrap();
+    if is_root() {
+        let nobody = spf_pipeline::account::lookup("nobody")
+            .unwrap()
+            .expect("the user `nobody` exists");
+        std::os::unix::fs::chown(&d, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    }
+    d
 }
 
 fn resp_of(records: &[Value]) -> Vec<&Value> {
@@ -138,7 +152,8 @@ fn resp_plugin_decodes_a_real_redis_capture() {
     let dir = tempfile::tempdir().unwrap();
     let resp = example("spf_resp", dir.path());
     let summary_lib = example("spf_conn_summary", dir.path());
-    let summary = dir.path().join("summary.json");
+    // The sink writes its file while running, so as the user spf continues as.
+    let summary = writable_dir_for_the_run(dir.path(), "summary").join("summary.json");
     let (cfg, out) = config(
         dir.path(),
         &redis_capture(),
@@ -990,4 +1005,147 @@ fn isolated_plugin_cannot_open_a_root_only_file() {
     assert_eq!(seen[0]["read"], "TOPSECRET", "in spf, as root: {}", seen[0]);
     assert_eq!(seen[1]["read"], "", "isolated: {}", seen[1]);
     assert_ne!(seen[1]["errno"], 0, "isolated: {}", seen[1]);
+
+/// A library that is no plugin, with an ELF constructor that leaves a mark.
+fn constructor_library(marker: &Path) -> String {
+    format!(
+        r#"
+#include <stdio.h>
+__attribute__((constructor)) static void leave_a_mark(void) {{
+    FILE *f = fopen({marker:?}, "w");
+    if (f) {{
+        fputs("the constructor ran\n", f);
+        fclose(f);
+    }}
+}}
+int not_a_plugin(void) {{ return 42; }}
+"#,
+        marker = marker.display().to_string()
+    )
+}
+
+/// Writes `data` as an installed library (mode 0755) named lib`name`.so.
+fn write_lib(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(format!("lib{name}.so"));
+    std::fs::write(&p, data).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// `plugins check`, `validate` and `run` each refuse `lib` with exit 2 (not a
+/// signal) and every one of `needles` in the message.
+fn refused_everywhere(dir: &Path, lib: &Path, needles: &[&str]) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let sub = tempfile::tempdir_in(dir).unwrap();
+    let (cfg, _) = config(
+        sub.path(),
+        &redis_capture(),
+        &format!("type = \"plugin\"\npath = {}", toml_str(lib)),
+        "",
+    );
+    let runs = [
+        ("plugins check", spf().args(["plugins", "check"]).arg(lib).output()),
+        ("validate", spf().args(["validate", "-c"]).arg(&cfg).output()),
+        ("run", spf().args(["run", "-q", "-c"]).arg(&cfg).output()),
+    ];
+    for (what, o) in runs {
+        let o = o.unwrap();
+        let err = stderr_text(&o);
+        assert_eq!(o.status.signal(), None, "spf {what} died of a signal: {err}");
+        assert_eq!(o.status.code(), Some(2), "spf {what}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "spf {what}: expected {n:?} in:\n{err}");
+        }
+        assert!(err.contains(&lib.display().to_string()), "spf {what}: {err}");
+    }
+}
+
+/// Each of these crashed spf with SIGBUS in dlopen, or ran code of a library
+/// that is no plugin, before spf checked the file as ELF data.
+#[test]
+fn broken_foreign_and_non_plugin_libraries_never_reach_the_dynamic_linker() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = std::fs::read(example("spf_resp", dir.path())).unwrap();
+    let u16_at = |d: &[u8], at: usize| u16::from_le_bytes([d[at], d[at + 1]]) as usize;
+    let u64_at = |d: &[u8], at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap());
+    let malformed = "spf loads only complete, well-formed ELF shared libraries";
+
+    // The program headers, to find the code.
+    let (phoff, phentsize, phnum) = (
+        u64_at(&real, 32) as usize,
+        u16_at(&real, 54),
+        u16_at(&real, 56),
+    );
+    let loads: Vec<usize> = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&ph| u32::from_le_bytes(real[ph..ph + 4].try_into().unwrap()) == 1)
+        .collect();
+    let code = *loads
+        .iter()
+        .find(|&&ph| u32::from_le_bytes(real[ph + 4..ph + 8].try_into().unwrap()) & 1 != 0)
+        .expect("an executable PT_LOAD segment");
+    let mid_code = (u64_at(&real, code + 8) + u64_at(&real, code + 32) / 2) as usize;
+
+    // Cut short: in the program headers, in the middle of the code (dlopen maps
+    // the whole segment, and touching the missing half was a SIGBUS), one byte
+    // before the end.
+    for (name, cut) in [
+        ("cut-headers", 100),
+        ("cut-code", mid_code),
+        ("cut-end", real.len() - 1),
+    ] {
+        let lib = write_lib(dir.path(), name, &real[..cut]);
+        refused_everywhere(
+            dir.path(),
+            &lib,
+            &["is not a shared library spf can load", malformed],
+        );
+    }
+
+    // Corrupt: the first loadable segment claims twice the file (what a cut
+    // file looks like to the loader), and program headers that point nowhere.
+    let load = loads[0];
+    let mut corrupt = real.clone();
+    corrupt[load + 32..load + 40].copy_from_slice(&(2 * real.len() as u64).to_le_bytes());
+    let lib = write_lib(dir.path(), "corrupt-segment", &corrupt);
+    refused_everywhere(dir.path(), &lib, &["segment lies past the end", malformed]);
+    let mut corrupt = real.clone();
+    corrupt[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    let lib = write_lib(dir.path(), "corrupt-phoff", &corrupt);
+    refused_everywhere(dir.path(), &lib, &["program headers", malformed]);
+
+    // Another architecture: e_machine says aarch64 (or x86-64 on aarch64).
+    let mut foreign = real.clone();
+    let other: u16 = if cfg!(target_arch = "aarch64") { 62 } else { 183 };
+    foreign[18..20].copy_from_slice(&other.to_le_bytes());
+    let lib = write_lib(dir.path(), "foreign", &foreign);
+    let other_name = if other == 62 { "x86_64" } else { "aarch64" };
+    refused_everywhere(
+        dir.path(),
+        &lib,
+        &[
+            &format!("was built for {other_name}"),
+            &format!("this spf runs on {}", std::env::consts::ARCH),
+        ],
+    );
+
+    // A library that is no plugin: its constructor must never run.
+    let marker = dir.path().join("constructor-ran");
+    let lib = compile_c(dir.path(), "constructor", &constructor_library(&marker));
+    refused_everywhere(
+        dir.path(),
+        &lib,
+        &["is a shared library but not an spf plugin", "spf_plugin_declaration"],
+    );
+    assert!(!marker.exists(), "the non-plugin's constructor ran");
+    // The mark is real: loading the library the ordinary way leaves it.
+    if let Ok(py) = Command::new("python3")
+        .arg("-c")
+        .arg("import ctypes, sys; ctypes.CDLL(sys.argv[1])")
+        .arg(&lib)
+        .status()
+    {
+        assert!(py.success());
+        assert!(marker.exists(), "loading the library did not run its constructor");
+    }
 }

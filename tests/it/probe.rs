@@ -1638,5 +1638,54 @@ fn cgroup_filter_keeps_the_processes_of_one_cgroup() {
         c.events.iter().all(|e| e.cgroup == cg.id),
         "every event names the cgroup"
     );
+
+/// The smallest ring `validate` accepts for a snaplen holds one whole event of
+/// that snaplen from a named socket (the largest records the probe writes for
+/// it), and the next smaller ring is refused.
+#[test]
+fn the_smallest_ring_accepted_holds_one_whole_event() {
+    let _g = lock();
+    let dir = tmpdir("ring-bound");
+    let path = dir.join("ring.sock");
+    let p = path.to_str().unwrap().to_string();
+    let snaplen = 65_536u32;
+    let need = UnixConfig::ring_bytes_for_event(snaplen);
+    let ring = (need + 1).next_power_of_two();
+    let cfg = UnixConfig {
+        snaplen,
+        ring_size: ring,
+        // One event in the ring at a time: the receiver's copy would be another.
+        direction: DirectionFilter::Send,
+        ..path_cfg(&p)
+    };
+    let smaller = UnixConfig {
+        ring_size: ring / 2,
+        ..cfg.clone()
+    };
+    let refused = smaller.validate();
+    assert!(
+        refused.iter().any(|(f, m)| *f == "ring_size" && m.contains("snaplen")),
+        "{refused:?}"
+    );
+    let listener = UnixListener::bind(&path).unwrap();
+    let Some(cap) = start("the_smallest_ring_accepted_holds_one_whole_event", cfg) else {
+        return;
+    };
+    let mut client = UnixStream::connect(&path).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let data = test_bytes(snaplen as usize, 5);
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; snaplen as usize];
+        server.read_exact(&mut got).unwrap();
+        got
+    });
+    client.write_all(&data).unwrap();
+    assert_eq!(reader.join().unwrap(), data);
+    let c = cap.finish();
+    c.assert_no_loss();
+    let sends = c.of_dir(Direction::Send);
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(sends[0].data.len(), snaplen as usize);
+    assert_eq!(stream(sends), data);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -122,9 +122,9 @@ fn fixture_capture_replays_events_and_lost_markers() {
         b64(out[2]["data_b64"].as_str().unwrap()),
         vec![0, 0xff, b'\n']
     );
-    // The summary reports the drop.
+    // The summary reports the drop, and the cut event apart from it.
     let err = stderr_text(&o);
-    assert!(err.contains("dropped 3"), "{err}");
+    assert!(err.contains("dropped 3; truncated 1"), "{err}");
 }
 
 #[test]
