@@ -111,7 +111,8 @@ pub fn drop_privileges(identity: &Identity, extra_syscalls: &[libc::c_long]) -> 
 /// Capabilities and the bounding set are per thread; setting them from one
 /// thread leaves any other as it was.
 fn single_thread() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let threads = status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
@@ -145,16 +146,24 @@ fn empty_bounding_and_ambient_sets() -> Result<()> {
         if can {
             for cap in 0..=last_cap() {
                 if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .with_context(|| format!("dropping capability {cap} from the bounding set"));
+                    return Err(std::io::Error::last_os_error()).with_context(|| {
+                        format!("dropping capability {cap} from the bounding set")
+                    });
                 }
             }
         }
         // EINVAL: a kernel without ambient capabilities, which then has none.
-        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
             && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
         {
-            return Err(std::io::Error::last_os_error()).context("clearing the ambient capabilities");
+            return Err(std::io::Error::last_os_error())
+                .context("clearing the ambient capabilities");
         }
     }
     Ok(())
@@ -185,7 +194,10 @@ fn switch_user(a: &Account) -> Result<()> {
         }
         // With every ID changed, root must be out of reach.
         if a.uid != 0 && libc::setuid(0) == 0 {
-            bail!("still able to become root after switching to user `{}`", a.name);
+            bail!(
+                "still able to become root after switching to user `{}`",
+                a.name
+            );
         }
     }
     Ok(())
@@ -344,7 +356,10 @@ fn restricted_rules() -> Result<Vec<(libc::c_long, Vec<SeccompRule>)>> {
                 rule(eq(0, libc::PR_GET_NAME as u64)?)?,
             ],
         ),
-        (libc::SYS_socketpair, vec![rule(eq(0, libc::AF_UNIX as u64)?)?]),
+        (
+            libc::SYS_socketpair,
+            vec![rule(eq(0, libc::AF_UNIX as u64)?)?],
+        ),
         (libc::SYS_sendto, vec![rule(no_address(4)?)?]),
         (libc::SYS_recvfrom, vec![rule(no_address(4)?)?]),
     ])

@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn root_exists_with_uid_0() {
-        let root = lookup("root").unwrap().expect("every Linux system has root");
+        let root = lookup("root")
+            .unwrap()
+            .expect("every Linux system has root");
         assert_eq!((root.uid, root.gid), (0, 0));
         assert!(root.is_root());
         assert!(root.groups.contains(&0), "{:?}", root.groups);

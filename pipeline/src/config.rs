@@ -213,9 +213,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// The user to switch to: the one named, or the default.
     pub fn user_name(&self) -> &str {
-        self.user
-            .as_deref()
-            .unwrap_or(crate::account::DEFAULT_USER)
+        self.user.as_deref().unwrap_or(crate::account::DEFAULT_USER)
     }
 }
 

@@ -149,7 +149,6 @@ const fn escape_table(json: bool) -> EscapeTable {
     t
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +181,10 @@ mod tests {
         ] {
             let c = char::from_u32(c).unwrap();
             assert!(is_hidden(c), "{:x}", c as u32);
-            assert_eq!(escape_text(&c.to_string()), format!("\\u{{{:x}}}", c as u32));
+            assert_eq!(
+                escape_text(&c.to_string()),
+                format!("\\u{{{:x}}}", c as u32)
+            );
         }
         // Visible letters, marks and symbols of any script stay.
         for s in ["é", "ß", "ж", "中", "ا", "🙂", "\u{301}", "€", " "] {

@@ -57,8 +57,8 @@ pub fn open_output(path: &Path, append: bool) -> Result<File, BuildError> {
 
     let pinned = open_path(path)
         .map_err(|e| BuildError::new(format!("cannot open `{shown}` for writing: {e}")))?;
-    let meta = fstat(&pinned)
-        .map_err(|e| BuildError::new(format!("cannot inspect `{shown}`: {e}")))?;
+    let meta =
+        fstat(&pinned).map_err(|e| BuildError::new(format!("cannot inspect `{shown}`: {e}")))?;
     let refuse = |why: String| BuildError::new(format!("refusing to write `{shown}`: {why}"));
     if let Some(why) = refusal(&meta) {
         return Err(refuse(why));
@@ -73,8 +73,8 @@ pub fn open_output(path: &Path, append: bool) -> Result<File, BuildError> {
         .map_err(|e| BuildError::new(format!("cannot open `{shown}` for writing: {e}")))?;
     // Reopening through the descriptor cannot change the file; check all the same,
     // since a /proc without magic links would resolve the name anew.
-    let reopened = fstat_file(&file)
-        .map_err(|e| BuildError::new(format!("cannot inspect `{shown}`: {e}")))?;
+    let reopened =
+        fstat_file(&file).map_err(|e| BuildError::new(format!("cannot inspect `{shown}`: {e}")))?;
     if (reopened.dev, reopened.ino) != (meta.dev, meta.ino) {
         return Err(refuse("it changed while it was being opened".into()));
     }
@@ -257,7 +257,10 @@ mod tests {
         let link = dir.path().join("out.ndjson");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let e = open_output(&link, false).unwrap_err().to_string();
-        assert!(e.contains("symbolic link") && e.contains("out.ndjson"), "{e}");
+        assert!(
+            e.contains("symbolic link") && e.contains("out.ndjson"),
+            "{e}"
+        );
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         assert_eq!(mode_of(&target), 0o644);
         // A dangling link is not followed to create its target either.
@@ -304,7 +307,10 @@ mod tests {
         let link = dir.path().join("link.ndjson");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         let e = check_output_path(&link).unwrap_err();
-        assert!(e.contains("refusing to write") && e.contains("symbolic link"), "{e}");
+        assert!(
+            e.contains("refusing to write") && e.contains("symbolic link"),
+            "{e}"
+        );
         let e = check_output_path(dir.path()).unwrap_err();
         assert!(e.contains("a directory"), "{e}");
         // Nothing was created or changed.

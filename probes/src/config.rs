@@ -644,7 +644,10 @@ mod tests {
             "{dbg}"
         );
         assert!(dbg.contains("direction: Send"), "{dbg}");
-        assert!(dbg.contains("prefix: true") && dbg.contains("prefix: false"), "{dbg}");
+        assert!(
+            dbg.contains("prefix: true") && dbg.contains("prefix: false"),
+            "{dbg}"
+        );
     }
 
     #[test]
@@ -694,10 +697,17 @@ mod tests {
             "{e}"
         );
         // The default snaplen needs 128 KiB.
-        let e = spf_pipeline::config::parse(&reg, "t.toml", "[source]\ntype = \"unix\"\nring_size = 4096\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("source.ring_size") && e.contains("snaplen"), "{e}");
+        let e = spf_pipeline::config::parse(
+            &reg,
+            "t.toml",
+            "[source]\ntype = \"unix\"\nring_size = 4096\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("source.ring_size") && e.contains("snaplen"),
+            "{e}"
+        );
         for ok in [
             "snaplen = 65536\nring_size = 131072",
             "snaplen = 64\nring_size = 4096",

@@ -163,7 +163,11 @@ impl UnixSource {
                     return Vec::new();
                 };
                 let c = &mut r.conv;
-                let counted = if stopping { self.probe.lost() } else { lost_prev };
+                let counted = if stopping {
+                    self.probe.lost()
+                } else {
+                    lost_prev
+                };
                 let lost = counted.saturating_sub(c.delivered_dropped);
                 if lost > lost_total {
                     let count = lost - lost_total;

@@ -75,7 +75,13 @@ fn an_output_path_that_is_a_symbolic_link_is_refused() {
     );
     for cmd in ["validate", "run"] {
         let o = spf_output(&[cmd, "-c", cfg.to_str().unwrap()]);
-        assert_refused(&o, &["link.toml:7:8: sink[0].path: refusing to write", "symbolic link"]);
+        assert_refused(
+            &o,
+            &[
+                "link.toml:7:8: sink[0].path: refusing to write",
+                "symbolic link",
+            ],
+        );
     }
     assert!(!nowhere.exists());
 }
@@ -147,10 +153,7 @@ fn two_sinks_or_a_sink_and_the_source_cannot_share_a_file() {
     for cfg in [&cfg, &cfg_alias] {
         for cmd in ["validate", "run"] {
             let o = spf_output(&[cmd, "-c", cfg.to_str().unwrap()]);
-            assert_refused(
-                &o,
-                &[":11:8: sink[1].path:", "is also written by sink[0]"],
-            );
+            assert_refused(&o, &[":11:8: sink[1].path:", "is also written by sink[0]"]);
         }
     }
     assert!(!out.exists(), "nothing may be written by a refused config");
@@ -185,13 +188,22 @@ fn output_within(args: &[&str], limit: Duration) -> Output {
 fn a_config_must_be_a_small_regular_file_or_a_fifo() {
     for cmd in ["validate", "run"] {
         let o = output_within(&[cmd, "-c", "/dev/zero"], Duration::from_secs(10));
-        assert_refused(&o, &["/dev/zero: cannot read config: it is a character device"]);
+        assert_refused(
+            &o,
+            &["/dev/zero: cannot read config: it is a character device"],
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let big = write_file(dir.path(), "big.toml", "#".repeat((1 << 20) + 1));
-    let o = output_within(&["validate", "-c", big.to_str().unwrap()], Duration::from_secs(10));
+    let o = output_within(
+        &["validate", "-c", big.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
     assert_refused(&o, &["larger than 1 MiB"]);
-    let o = output_within(&["validate", "-c", dir.path().to_str().unwrap()], Duration::from_secs(10));
+    let o = output_within(
+        &["validate", "-c", dir.path().to_str().unwrap()],
+        Duration::from_secs(10),
+    );
     assert_refused(&o, &["it is a directory"]);
 
     // A FIFO (`-c <(...)`) is read like a file.
@@ -205,7 +217,10 @@ fn a_config_must_be_a_small_regular_file_or_a_fifo() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::write(&fifo, text).unwrap())
     };
-    let o = output_within(&["validate", "-c", fifo.to_str().unwrap()], Duration::from_secs(10));
+    let o = output_within(
+        &["validate", "-c", fifo.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
     writer.join().unwrap();
     assert!(o.status.success(), "{}", stderr_text(&o));
 }
@@ -225,7 +240,13 @@ fn summary_counts_saturate_and_truncated_events_are_not_drops() {
             r#"{"ts_ns":4,"time":"2026-11-26T10:00:00Z","pid":1,"tid":1,"comm":"w","peer_pid":2,"path":"/p","sock":"stream","dir":"send","conn":1,"len":2,"captured":2,"truncated":false,"decoder":"raw","data_b64":"aGk="}"#
         ),
     );
-    let o = spf_output(&["run", "--replay", input.to_str().unwrap(), "--format", "ndjson"]);
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        input.to_str().unwrap(),
+        "--format",
+        "ndjson",
+    ]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     let err = stderr_text(&o);
     assert!(
@@ -246,7 +267,14 @@ fn names_cannot_reorder_or_hide_text_on_the_terminal() {
         "truncated": false, "decoder": "raw", "data_b64": "aGk="
     });
     let input = write_file(dir.path(), "names.ndjson", format!("{line}\n"));
-    let o = spf_output(&["run", "-q", "--replay", input.to_str().unwrap(), "--format", "pretty"]);
+    let o = spf_output(&[
+        "run",
+        "-q",
+        "--replay",
+        input.to_str().unwrap(),
+        "--format",
+        "pretty",
+    ]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("evil\\u{202e}fdp.exe"), "{out}");

@@ -106,7 +106,12 @@ pub(crate) fn toml_str(p: &Path) -> String {
 
 /// A replay of `capture` through the decoder section `decoder` into an ndjson
 /// file, plus any extra sink sections.
-pub(crate) fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn config(
+    dir: &Path,
+    capture: &Path,
+    decoder: &str,
+    extra_sinks: &str,
+) -> (PathBuf, PathBuf) {
     let out = dir.join("out.ndjson");
     let text = format!(
         "[source]\ntype = \"file\"\npath = {}\nformat = \"ndjson\"\n\n[decoder]\n{decoder}\n\n[[sink]]\ntype = \"ndjson\"\npath = {}\n{extra_sinks}",
@@ -1044,19 +1049,32 @@ fn refused_everywhere(dir: &Path, lib: &Path, needles: &[&str]) {
         "",
     );
     let runs = [
-        ("plugins check", spf().args(["plugins", "check"]).arg(lib).output()),
-        ("validate", spf().args(["validate", "-c"]).arg(&cfg).output()),
+        (
+            "plugins check",
+            spf().args(["plugins", "check"]).arg(lib).output(),
+        ),
+        (
+            "validate",
+            spf().args(["validate", "-c"]).arg(&cfg).output(),
+        ),
         ("run", spf().args(["run", "-q", "-c"]).arg(&cfg).output()),
     ];
     for (what, o) in runs {
         let o = o.unwrap();
         let err = stderr_text(&o);
-        assert_eq!(o.status.signal(), None, "spf {what} died of a signal: {err}");
+        assert_eq!(
+            o.status.signal(),
+            None,
+            "spf {what} died of a signal: {err}"
+        );
         assert_eq!(o.status.code(), Some(2), "spf {what}: {err}");
         for n in needles {
             assert!(err.contains(n), "spf {what}: expected {n:?} in:\n{err}");
         }
-        assert!(err.contains(&lib.display().to_string()), "spf {what}: {err}");
+        assert!(
+            err.contains(&lib.display().to_string()),
+            "spf {what}: {err}"
+        );
     }
 }
 
@@ -1116,7 +1134,11 @@ fn broken_foreign_and_non_plugin_libraries_never_reach_the_dynamic_linker() {
 
     // Another architecture: e_machine says aarch64 (or x86-64 on aarch64).
     let mut foreign = real.clone();
-    let other: u16 = if cfg!(target_arch = "aarch64") { 62 } else { 183 };
+    let other: u16 = if cfg!(target_arch = "aarch64") {
+        62
+    } else {
+        183
+    };
     foreign[18..20].copy_from_slice(&other.to_le_bytes());
     let lib = write_lib(dir.path(), "foreign", &foreign);
     let other_name = if other == 62 { "x86_64" } else { "aarch64" };
@@ -1135,7 +1157,10 @@ fn broken_foreign_and_non_plugin_libraries_never_reach_the_dynamic_linker() {
     refused_everywhere(
         dir.path(),
         &lib,
-        &["is a shared library but not an spf plugin", "spf_plugin_declaration"],
+        &[
+            "is a shared library but not an spf plugin",
+            "spf_plugin_declaration",
+        ],
     );
     assert!(!marker.exists(), "the non-plugin's constructor ran");
     // The mark is real: loading the library the ordinary way leaves it.
@@ -1146,6 +1171,9 @@ fn broken_foreign_and_non_plugin_libraries_never_reach_the_dynamic_linker() {
         .status()
     {
         assert!(py.success());
-        assert!(marker.exists(), "loading the library did not run its constructor");
+        assert!(
+            marker.exists(),
+            "loading the library did not run its constructor"
+        );
     }
 }

@@ -145,13 +145,21 @@ fn a_decoder_after_the_drop_cannot_open_a_root_only_file() {
     let seen = sandbox_of(&out);
     assert_eq!(seen.len(), events);
     for s in &seen {
-        assert_eq!((&s["uid"], &s["open"], &s["socket"]), (&0.into(), &"ok".into(), &"EPERM".into()), "{s}");
+        assert_eq!(
+            (&s["uid"], &s["open"], &s["socket"]),
+            (&0.into(), &"ok".into(), &"EPERM".into()),
+            "{s}"
+        );
     }
 
     // The same from the config file.
     let text = std::fs::read_to_string(&cfg).unwrap() + "\n[run]\nuser = \"root\"\n";
     let cfg_root = write_file(dir.path(), "root.toml", text);
-    let o = spf().args(["run", "-q", "-c"]).arg(&cfg_root).output().unwrap();
+    let o = spf()
+        .args(["run", "-q", "-c"])
+        .arg(&cfg_root)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr_text(&o));
     assert!(sandbox_of(&out).iter().all(|s| s["open"] == "ok"));
 }
@@ -164,7 +172,10 @@ fn wait_for_status(pid: u32, what: &str, done: impl Fn(&str) -> bool) -> String 
         if done(&status) {
             return status;
         }
-        assert!(Instant::now() < deadline, "spf never got to {what}:\n{status}");
+        assert!(
+            Instant::now() < deadline,
+            "spf never got to {what}:\n{status}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -227,18 +238,28 @@ fn a_live_capture_runs_as_nobody_without_capabilities() {
     assert_eq!(&talk.join().unwrap(), b"said after the drop");
     let want = ["c2FpZCBhZnRlciB0aGUgZHJvcA==", "aGVhcmQgeW91"];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !want
-        .iter()
-        .all(|w| std::fs::read_to_string(&out).unwrap_or_default().contains(w))
-    {
-        assert!(Instant::now() < deadline, "the capture never reached {}", out.display());
+    while !want.iter().all(|w| {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains(w)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the capture never reached {}",
+            out.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "{status:?}: {err}");
     let records = read_ndjson(&out);
     let sends: Vec<_> = records.iter().filter(|r| r["dir"] == "send").collect();
@@ -248,7 +269,12 @@ fn a_live_capture_runs_as_nobody_without_capabilities() {
 /// Started as another user, spf has no one to become, but still shuts the rest.
 #[test]
 fn an_unprivileged_spf_still_gets_no_new_privs_and_the_filter() {
-    if !is_root() || std::process::Command::new("setpriv").arg("--version").output().is_err() {
+    if !is_root()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
         eprintln!("skipping: needs root and setpriv to start spf as another user");
         return;
     }
@@ -277,7 +303,10 @@ fn an_unprivileged_spf_still_gets_no_new_privs_and_the_filter() {
     });
     assert_eq!(field(&status, "NoNewPrivs"), "1", "{status}");
     assert_eq!(field(&status, "CapEff"), "0000000000000000", "{status}");
-    assert!(field(&status, "Uid").starts_with(&n.uid.to_string()), "{status}");
+    assert!(
+        field(&status, "Uid").starts_with(&n.uid.to_string()),
+        "{status}"
+    );
     writeln!(
         w,
         r#"{{"ts_ns":1,"time":"2026-11-26T10:00:00Z","pid":1,"tid":1,"comm":"w","peer_pid":2,"path":"/p","sock":"stream","dir":"send","conn":1,"len":2,"captured":2,"truncated":false,"decoder":"raw","data_b64":"aGk="}}"#

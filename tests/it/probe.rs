@@ -1664,7 +1664,9 @@ fn the_smallest_ring_accepted_holds_one_whole_event() {
     };
     let refused = smaller.validate();
     assert!(
-        refused.iter().any(|(f, m)| *f == "ring_size" && m.contains("snaplen")),
+        refused
+            .iter()
+            .any(|(f, m)| *f == "ring_size" && m.contains("snaplen")),
         "{refused:?}"
     );
     let listener = UnixListener::bind(&path).unwrap();

@@ -8,11 +8,11 @@
 //! `spf_plugin_declaration` from its dynamic symbol table. A library that is not a
 //! plugin is refused before any of its code runs.
 
+use object::Endianness;
 use object::elf;
 use object::read::elf::{
     Dyn as _, FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _,
 };
-use object::Endianness;
 
 /// The symbol every plugin exports.
 pub const DECLARATION_SYMBOL: &str = "spf_plugin_declaration";
@@ -60,7 +60,8 @@ pub fn check(data: &[u8]) -> Result<(), ElfProblem> {
             ),
         });
     }
-    let header = Header::parse(data).map_err(|_| malformed("the ELF header is cut short or invalid"))?;
+    let header =
+        Header::parse(data).map_err(|_| malformed("the ELF header is cut short or invalid"))?;
     let endian = header
         .endian()
         .map_err(|_| malformed("unknown byte order"))?;
@@ -111,9 +112,9 @@ pub fn check(data: &[u8]) -> Result<(), ElfProblem> {
             .dynamic(endian, data)
             .map_err(|_| malformed("its dynamic section is invalid"))?
             .unwrap_or(&[]);
-        let pie = entries.iter().any(|d| {
-            d.tag(endian) == elf::DT_FLAGS_1 && d.val(endian) & elf::DF_1_PIE.0 != 0
-        });
+        let pie = entries
+            .iter()
+            .any(|d| d.tag(endian) == elf::DT_FLAGS_1 && d.val(endian) & elf::DF_1_PIE.0 != 0);
         if pie {
             return Err(ElfProblem::NotShared("an executable".into()));
         }
@@ -198,12 +199,19 @@ mod tests {
     #[test]
     fn not_elf_and_cut_headers_are_malformed() {
         for data in [&b""[..], b"\x7fEL", b"not an elf file at all", b"\x7fELF"] {
-            assert!(matches!(check(data), Err(ElfProblem::Malformed(_))), "{data:?}");
+            assert!(
+                matches!(check(data), Err(ElfProblem::Malformed(_))),
+                "{data:?}"
+            );
         }
         // A complete identification and nothing after it.
         let mut ident = b"\x7fELF".to_vec();
         ident.extend([
-            if cfg!(target_pointer_width = "64") { 2 } else { 1 },
+            if cfg!(target_pointer_width = "64") {
+                2
+            } else {
+                1
+            },
             if cfg!(target_endian = "big") { 2 } else { 1 },
             1,
         ]);

@@ -219,10 +219,12 @@ pub fn load(path: &Path, want: Option<Kind>) -> Result<Loaded, LoadError> {
     // SAFETY: loading a library runs its initialisers; that is the point of a
     // plugin, and the file passed the ownership and permission checks and is a
     // well-formed shared library that declares itself a plugin.
-    let lib = unsafe { libloading::os::unix::Library::open(Some(&through_fd), flags) }
-        .map_err(|e| LoadError::NotLibrary {
-            path: path.to_path_buf(),
-            message: dl_message(&through_fd, &e),
+    let lib =
+        unsafe { libloading::os::unix::Library::open(Some(&through_fd), flags) }.map_err(|e| {
+            LoadError::NotLibrary {
+                path: path.to_path_buf(),
+                message: dl_message(&through_fd, &e),
+            }
         })?;
     // The dynamic linker knows the library by that name from now on, and hands
     // back the loaded library for it instead of opening anything: were the
@@ -261,7 +263,9 @@ pub fn check_elf(path: &Path, data: &[u8]) -> Result<(), LoadError> {
         },
         ElfProblem::NotShared(what) => LoadError::NotLibrary {
             path: path.to_path_buf(),
-            message: format!("it is {what}, not a shared library (build the plugin as a cdylib, or with -shared)"),
+            message: format!(
+                "it is {what}, not a shared library (build the plugin as a cdylib, or with -shared)"
+            ),
         },
         ElfProblem::WrongArch { found } => LoadError::WrongArch {
             path: path.to_path_buf(),
