@@ -608,13 +608,19 @@ mod tests {
     struct Unused;
 
     impl spf_pipeline::config::DecoderConfig for Unused {
-        fn build(&self) -> Result<Box<dyn spf_pipeline::Decoder>, BuildError> {
+        fn build(
+            &self,
+            _ctx: &spf_pipeline::config::BuildContext,
+        ) -> Result<Box<dyn spf_pipeline::Decoder>, BuildError> {
             Err(BuildError::new("not built in this test"))
         }
     }
 
     impl spf_pipeline::config::SinkConfig for Unused {
-        fn build(&self) -> Result<Box<dyn spf_pipeline::Sink>, BuildError> {
+        fn build(
+            &self,
+            _ctx: &spf_pipeline::config::BuildContext,
+        ) -> Result<Box<dyn spf_pipeline::Sink>, BuildError> {
             Err(BuildError::new("not built in this test"))
         }
     }
@@ -624,6 +630,7 @@ mod tests {
         crate::register(&mut reg);
         reg.decoder("raw", |_| Some(Box::new(Unused)));
         reg.sink("stdout", |_| Some(Box::new(Unused)));
+        reg.default_decoder("raw").default_sink("stdout");
         reg
     }
 

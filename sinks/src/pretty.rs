@@ -203,21 +203,16 @@ mod tests {
     #[test]
     fn names_paths_and_fields_are_escaped() {
         let ev = Arc::new(Event {
-            seq: 0,
             ts_ns: 1,
             time_ns: 1_000_000_000,
             pid: 42,
             tid: 42,
             comm: "a\u{202e}gpj.exe".into(),
-            peer_pid: 0,
             path: "/run/\x1b[2Jx\u{200b}.sock".into(),
             sock: SockKind::Stream,
             dir: Direction::Send,
             conn: 9,
-            socket: 0,
-            len: 0,
-            data: bytes::Bytes::new(),
-            truncated: false,
+            ..Event::default()
         });
         let rec = Record::fields(
             ev,
