@@ -871,4 +871,137 @@ mod tests {
         assert_eq!(errs[0].key, "decoder");
         assert!(errs[0].message.contains("null"), "{}", errs[0].message);
     }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FileSink {
+        path: std::path::PathBuf,
+    }
+
+    impl SinkConfig for FileSink {
+        fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
+            Err(BuildError::new("not for running"))
+        }
+        fn output_path(&self) -> Option<&Path> {
+            Some(&self.path)
+        }
+        fn extra_syscalls(&self) -> Vec<libc::c_long> {
+            vec![libc::SYS_connect, libc::SYS_socket]
+        }
+    }
+
+    fn with_file_sink() -> Registry {
+        let mut r = registry(true);
+        r.sink("file", |s| {
+            s.parse::<FileSink>()
+                .map(|d| Box::new(d) as Box<dyn SinkConfig>)
+        });
+        r
+    }
+
+    fn sinks(paths: &[&str]) -> String {
+        let mut t = SOURCE.to_string();
+        for p in paths {
+            t.push_str(&format!("[[sink]]\ntype = \"file\"\npath = \"{p}\"\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn sinks_may_not_share_a_file_with_each_other_or_the_source() {
+        let reg = with_file_sink();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let ok = parse(&reg, "t", &sinks(&[&format!("{d}/a"), &format!("{d}/b")])).unwrap();
+        // Both sinks ask for the same calls: listed once, sorted.
+        let mut want = vec![libc::SYS_socket, libc::SYS_connect];
+        want.sort_unstable();
+        assert_eq!(ok.extra_syscalls(), want);
+        let text = sinks(&[&format!("{d}/a"), &format!("{d}/b"), &format!("{d}/./a")]);
+        let errs = parse(&reg, "t", &text).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].line, errs[0].column),
+            ("sink[2].path", 12, 8)
+        );
+        assert!(
+            errs[0].message.contains("is also written by sink[0]"),
+            "{}",
+            errs[0].message
+        );
+        // One existing file under two names.
+        std::fs::write(dir.path().join("real"), b"").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("via")).unwrap();
+        let text = sinks(&[&format!("{d}/real"), &format!("{d}/via/real")]);
+        let errs = parse(&reg, "t", &text).unwrap_err().0;
+        assert_eq!(errs[0].key, "sink[1].path", "{errs:?}");
+        // The source's own file.
+        let errs = parse(&reg, "t", &sinks(&["/dev/null"])).unwrap_err().0;
+        assert!(
+            errs[0].message.contains("is the file the source reads"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn run_section_names_an_existing_user() {
+        let reg = registry(true);
+        let cfg = parse(&reg, "t", SOURCE).unwrap();
+        assert_eq!(
+            (cfg.run.user.as_deref(), cfg.run.user_name()),
+            (None, "nobody")
+        );
+        let cfg = parse(&reg, "t", &format!("{SOURCE}[run]\nuser = \"root\"\n")).unwrap();
+        assert_eq!(cfg.run.user_name(), "root");
+        let errs = parse(
+            &reg,
+            "t",
+            &format!("{SOURCE}[run]\nuser = \"no-such-user-spf\"\nuid = 0\n"),
+        )
+        .unwrap_err()
+        .0;
+        let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(keys, [("run.uid", 6)], "{errs:?}");
+        let errs = parse(
+            &reg,
+            "t",
+            &format!("{SOURCE}[run]\nuser = \"no-such-user-spf\"\n"),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].line),
+            ("run.user", 5),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].message.contains("no user `no-such-user-spf`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_config_file_is_small_and_regular_or_a_fifo() {
+        let reg = registry(true);
+        let e = load_file(&reg, Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("it is a character device"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_file(&reg, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("it is a directory"), "{e}");
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let e = load_file(&reg, &big).unwrap_err().to_string();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let just = dir.path().join("just.toml");
+        let mut text = SOURCE.to_string().into_bytes();
+        text.resize(MAX_CONFIG_BYTES as usize, b'\n');
+        std::fs::write(&just, text).unwrap();
+        load_file(&reg, &just).unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, b"# \xff\n").unwrap();
+        let e = load_file(&reg, &bad).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+    }
 }
