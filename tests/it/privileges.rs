@@ -352,7 +352,7 @@ fn a_user_that_does_not_exist_is_a_config_error() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
         assert!(
-            stderr_text(&o).contains("missing.toml:5:8: run.user: no user `no-such-user-spf`"),
+            stderr_text(&o).contains("missing.toml:6:8: run.user: no user `no-such-user-spf`"),
             "{}",
             stderr_text(&o)
         );
@@ -363,7 +363,7 @@ fn a_user_that_does_not_exist_is_a_config_error() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
         assert!(
-            stderr_text(&o).contains("unknown.toml:5:1: run.group: unknown field `group`"),
+            stderr_text(&o).contains("unknown.toml:6:1: run.group: unknown field `group`"),
             "{}",
             stderr_text(&o)
         );
