@@ -269,7 +269,9 @@ impl LineState {
             Ok(Parsed::Item(item)) => {
                 match &item {
                     // Counts come from the input: they saturate rather than wrap.
-                    SourceItem::Lost(l) => self.summary.lost = self.summary.lost.saturating_add(l.count),
+                    SourceItem::Lost(l) => {
+                        self.summary.lost = self.summary.lost.saturating_add(l.count)
+                    }
                     SourceItem::Event(e) if e.via.is_none() => {
                         self.syscalls = true;
                         self.bytes += e.data.len();

@@ -21,7 +21,7 @@ pub const DEFAULT_RING_SIZE: u64 = 32 * 1024 * 1024;
 const MIN_RING_SIZE: u64 = 4096;
 const MAX_RING_SIZE: u64 = 1 << 30;
 
-// How the probe writes one event into the ring (spf.bpf.c): data of up to
+// How the probe writes one event into the ring (src/bpf/parts/copy.h): data of up to
 // INLINE_MAX bytes from one buffer goes in the event record itself, in the
 // smallest of its size classes that holds it, after the fixed header and room
 // for the path; more goes first in chunk records of up to CHUNK_MAX bytes (each
@@ -659,15 +659,18 @@ mod tests {
 
     #[test]
     fn ring_bytes_for_one_event() {
-        // 88 bytes of fixed header, 112 of path room, the data's size class,
-        // the kernel's 8-byte record header.
-        assert_eq!(UnixConfig::ring_bytes_for_event(1), 88 + 112 + 64 + 8);
-        assert_eq!(UnixConfig::ring_bytes_for_event(64), 272);
-        assert_eq!(UnixConfig::ring_bytes_for_event(65), 88 + 112 + 512 + 8);
-        assert_eq!(UnixConfig::ring_bytes_for_event(4096), 88 + 112 + 4096 + 8);
+        // The event header, 112 bytes of room for the path, the data's size
+        // class, the kernel's 8-byte record header.
+        let fixed = std::mem::offset_of!(types::spf_event, path) as u64;
+        assert_eq!(fixed % 8, 0);
+        let named = fixed + 112;
+        assert_eq!(UnixConfig::ring_bytes_for_event(1), named + 64 + 8);
+        assert_eq!(UnixConfig::ring_bytes_for_event(64), named + 64 + 8);
+        assert_eq!(UnixConfig::ring_bytes_for_event(65), named + 512 + 8);
+        assert_eq!(UnixConfig::ring_bytes_for_event(4096), named + 4096 + 8);
         // Past 4 KiB: 32 KiB chunk records (24-byte header), then the header.
         let chunk = 24 + 32768 + 8;
-        let header = 88 + 112 + 8;
+        let header = named + 8;
         assert_eq!(UnixConfig::ring_bytes_for_event(4097), chunk + header);
         assert_eq!(UnixConfig::ring_bytes_for_event(65536), 2 * chunk + header);
         assert_eq!(
