@@ -1638,6 +1638,8 @@ fn cgroup_filter_keeps_the_processes_of_one_cgroup() {
         c.events.iter().all(|e| e.cgroup == cg.id),
         "every event names the cgroup"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 /// The smallest ring `validate` accepts for a snaplen holds one whole event of
 /// that snaplen from a named socket (the largest records the probe writes for
