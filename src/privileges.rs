@@ -306,17 +306,13 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_statx,
     libc::SYS_fcntl,
     libc::SYS_fdatasync,
-    libc::SYS_rename,
-    libc::SYS_renameat,
     libc::SYS_renameat2,
     // The allocator looks for NUMA nodes in /sys.
-    libc::SYS_access,
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
-    // The runtime's event loop and wakeups (epoll_pwait: other C libraries).
+    // The runtime's event loop and wakeups.
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
-    libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_pwait2,
     libc::SYS_eventfd2,
@@ -324,7 +320,10 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
-    // Signals: Ctrl-C handling, thread stacks, and abort() where it is called.
+    // Signals: Ctrl-C handling, thread stacks, and abort() where it is called;
+    // restart_syscall resumes a sleep or wait a signal interrupted (refused, a
+    // sleep that a child's exit interrupted would fail).
+    libc::SYS_restart_syscall,
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
@@ -341,6 +340,18 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_getgid,
     libc::SYS_getegid,
 ];
+
+/// The same operations under the older numbers that only x86-64 has, which its C
+/// library still uses (rename, access, epoll_wait).
+#[cfg(target_arch = "x86_64")]
+const ALLOWED_X86_64: &[libc::c_long] = &[
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_access,
+    libc::SYS_epoll_wait,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const ALLOWED_X86_64: &[libc::c_long] = &[];
 
 /// `ioctl` only for `isatty` (TCGETS), `prctl` only for thread names,
 /// `socketpair` only for Unix sockets, `sendto` and `recvfrom` only without an
@@ -377,7 +388,7 @@ fn restricted_rules() -> Result<Vec<(libc::c_long, Vec<SeccompRule>)>> {
 /// everything else returns EPERM.
 fn seccomp_filter(extra: &[libc::c_long]) -> Result<BpfProgram> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for &nr in ALLOWED.iter().chain(extra) {
+    for &nr in ALLOWED.iter().chain(ALLOWED_X86_64).chain(extra) {
         rules.insert(nr, Vec::new());
     }
     for (nr, r) in restricted_rules()? {

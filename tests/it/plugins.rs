@@ -975,8 +975,9 @@ fn isolated_plugin_crashes_are_reported_and_survived() {
 }
 
 /// An isolated plugin runs as an unprivileged user under seccomp: a file only
-/// root may read stays out of its reach, while the same plugin in spf (as
-/// root) reads it, which shows the test can tell.
+/// root may read stays out of its reach even when spf itself keeps root
+/// (`[run] user = "root"`), while the same plugin in that spf reads it, which
+/// shows the test can tell.
 #[test]
 fn isolated_plugin_cannot_open_a_root_only_file() {
     if !is_root() {
@@ -999,7 +1000,7 @@ fn isolated_plugin_cannot_open_a_root_only_file() {
                 "type = \"plugin\"\npath = {}\nisolate = {isolate}",
                 toml_str(&lib)
             ),
-            "",
+            "\n[run]\nuser = \"root\"\n",
         );
         let o = run(&cfg);
         assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
@@ -1010,6 +1011,7 @@ fn isolated_plugin_cannot_open_a_root_only_file() {
     assert_eq!(seen[0]["read"], "TOPSECRET", "in spf, as root: {}", seen[0]);
     assert_eq!(seen[1]["read"], "", "isolated: {}", seen[1]);
     assert_ne!(seen[1]["errno"], 0, "isolated: {}", seen[1]);
+}
 
 /// A library that is no plugin, with an ELF constructor that leaves a mark.
 fn constructor_library(marker: &Path) -> String {

@@ -262,6 +262,10 @@ impl DecoderConfig for IsolatedDecoderConfig {
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Decoder>, BuildError> {
         Ok(Box::new(self.build_plugin(ctx)?))
     }
+
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        isolate::supervisor_syscalls()
+    }
 }
 
 /// A `[[sink]] type = "plugin"` section with `isolate = true`.
@@ -283,6 +287,10 @@ impl SinkConfig for IsolatedSinkConfig {
             self.events,
             self.opts.clone(),
         )?))
+    }
+
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        isolate::supervisor_syscalls()
     }
 }
 

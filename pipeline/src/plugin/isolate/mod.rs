@@ -47,6 +47,49 @@ const MAX_UNSENT: usize = 4 << 20;
 /// Restarts counted over this window for `max_restarts`.
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
+/// System calls spf makes, beyond what any pipeline makes, to start a plugin host
+/// again once it has dropped its own privileges (a restart after a crash), and
+/// that the new process makes until it installs its own, narrower filter: it
+/// inherits spf's. Found by tracing restarts under spf's filter.
+pub fn supervisor_syscalls() -> Vec<libc::c_long> {
+    let mut calls = vec![
+        // spf: a child process and its pipes, waiting for it, killing a hung one.
+        libc::SYS_clone,
+        libc::SYS_clone3,
+        libc::SYS_pipe2,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_kill,
+        libc::SYS_ppoll,
+        // The child, from fork to exec: the library onto its descriptor, the exec.
+        libc::SYS_dup3,
+        libc::SYS_execve,
+        // The plugin host starting (the dynamic linker, the C library and Rust's
+        // runtime), then giving up what it may (prctl) and sealing itself.
+        libc::SYS_set_tid_address,
+        libc::SYS_newfstatat,
+        libc::SYS_fstat,
+        libc::SYS_prlimit64,
+        libc::SYS_readlinkat,
+        libc::SYS_close_range,
+        libc::SYS_prctl,
+        libc::SYS_seccomp,
+        // Its allocator reading the machine's memory settings, as the first
+        // host's did before spf dropped its privileges.
+        libc::SYS_sysinfo,
+    ];
+    // The older numbers x86-64's C library still uses, and its TLS setup.
+    #[cfg(target_arch = "x86_64")]
+    calls.extend([
+        libc::SYS_open,
+        libc::SYS_poll,
+        libc::SYS_dup2,
+        libc::SYS_readlink,
+        libc::SYS_arch_prctl,
+    ]);
+    calls
+}
+
 /// The host keys of an isolated plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsolateOptions {
@@ -71,7 +114,15 @@ impl Default for IsolateOptions {
 /// Loads and handshakes the plugin at `path` in a plugin host, never in spf:
 /// what `spf validate` and the config do for an isolated plugin.
 pub fn check(path: &Path, kind: Kind, opts: &IsolateOptions) -> Result<PluginInfo, String> {
-    super::load::vet_file(path, super::load::is_root()).map_err(|e| e.to_string())?;
+    // The host checks the file as spf would (and as ELF data) before loading it.
+    let meta = std::fs::metadata(path).map_err(|e| {
+        super::LoadError::Unreadable {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+        .to_string()
+    })?;
+    super::load::vet_file(path, &meta, super::load::is_root()).map_err(|e| e.to_string())?;
     let (p, hello) = Process::start(path, kind, &opts.user, opts.deadline.max(CHECK_DEADLINE))
         .map_err(|e| {
             e.replace(
