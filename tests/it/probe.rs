@@ -1233,6 +1233,25 @@ fn config_file_builds_the_probe() {
     );
 }
 
+/// The feature probes behind the "this kernel lacks ..." error find everything
+/// on a kernel that runs the probe: they must not blame a kernel that works.
+#[test]
+fn every_kernel_feature_the_probe_needs_is_found_here() {
+    let _g = lock();
+    if !crate::capture::bpf_ready("every_kernel_feature_the_probe_needs_is_found_here") {
+        return;
+    }
+    assert_eq!(spf_probes::missing_kernel_feature(), None);
+    // And the probe does load on this kernel.
+    let Some(cap) = start(
+        "every_kernel_feature_the_probe_needs_is_found_here",
+        own_pid(),
+    ) else {
+        return;
+    };
+    cap.finish().assert_no_loss();
+}
+
 #[test]
 fn without_privileges_the_error_says_what_to_do() {
     // Run the CLI as an unprivileged user: the probe must refuse in one line
