@@ -7,6 +7,7 @@
 
 mod config;
 pub mod containers;
+mod features;
 mod pool;
 mod probe;
 mod proc_net;
@@ -29,6 +30,14 @@ pub use config::{
     DEFAULT_RING_SIZE, DEFAULT_SNAPLEN, DirectionFilter, MAX_SNAPLEN, PathFilter, UnixConfig,
 };
 pub use probe::{AttachSwitch, bpf_unavailable_reason};
+
+/// The newest kernel feature the probe needs that this kernel lacks, as a
+/// one-line error naming the Linux release that brought it; None when nothing
+/// is known to be missing. Probing loads small test programs: it needs the
+/// same privileges as the probe.
+pub fn missing_kernel_feature() -> Option<String> {
+    features::missing()
+}
 pub use source::UnixSource;
 
 use spf_pipeline::config::Registry;

@@ -277,6 +277,13 @@ fn load_error(e: &libbpf_rs::Error) -> BuildError {
     }
     let errno = e.kind();
     let text = e.to_string();
+    // A missing feature is the cause whatever the verifier made of it.
+    if let Some(missing) = crate::features::missing() {
+        return BuildError::new(missing);
+    }
+    if let Some(m) = kfunc_test_refused(&log) {
+        return BuildError::new(m);
+    }
     if let Some(summary) = verifier_summary(&log) {
         return BuildError::new(summary);
     }
@@ -299,26 +306,45 @@ fn load_error(e: &libbpf_rs::Error) -> BuildError {
     ))
 }
 
+/// Linux 6.2 and 6.3 have bpf_rdonly_cast, but their verifier refuses the
+/// instruction with which the program tests for it (an ld_imm64 of a kernel
+/// function, allowed from 6.4): the program cannot load there at all.
+fn kfunc_test_refused(log: &[String]) -> Option<String> {
+    log.iter()
+        .any(|l| l.contains("in ldimm64 isn't KIND_VAR"))
+        .then(|| {
+            format!(
+                "this kernel ({}) cannot load spf's probe: its verifier refuses the test for \
+                 bpf_rdonly_cast (allowed from Linux 6.4); spf runs on Linux {} to 6.1 and on 6.4 or later",
+                crate::features::kernel_release(),
+                crate::features::KERNEL_FLOOR
+            )
+        })
+}
+
 /// The verifier's verdict as one line, if the log holds a rejected program's
 /// load log: the program's name and the log's last lines, which say why.
 fn verifier_summary(log: &[String]) -> Option<String> {
-    // The verifier's own words sit between these markers.
-    let start = log
-        .iter()
-        .rposition(|l| l.contains("-- BEGIN PROG LOAD LOG --"))?;
+    // The verifier's own words sit between these markers. libbpf prints the
+    // whole load log as one message; a long one pushes its first lines, and
+    // the BEGIN marker with them, out of the kept tail.
     let end = log
         .iter()
         .rposition(|l| l.contains("-- END PROG LOAD LOG --"))?;
-    if start >= end {
-        return None;
-    }
-    let body: Vec<&str> = log[start + 1..end]
+    let start = log[..end]
+        .iter()
+        .rposition(|l| l.contains("-- BEGIN PROG LOAD LOG --"));
+    let body: Vec<&str> = log[start.map_or(0, |s| s + 1)..end]
         .iter()
         .map(|l| l.trim())
         .filter(|l| !l.is_empty() && !l.starts_with("processed "))
         .collect();
+    if body.is_empty() {
+        return None;
+    }
     let tail = body[body.len().saturating_sub(4)..].join(" | ");
-    let prog = log[..start]
+    // libbpf names the program before the log and again after it.
+    let prog = log
         .iter()
         .rev()
         .find_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
@@ -364,6 +390,47 @@ mod tests {
         let text = b"pos:\t0\nflags:\t02000002\nprog_type:\t26\nrun_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t900\n";
         assert_eq!(recursion_misses(text), 17);
         assert_eq!(recursion_misses(b"pos:\t0\n"), 0);
+    }
+
+    #[test]
+    fn a_load_log_longer_than_the_kept_tail_is_still_summarised() {
+        // What 6.1 printed before KREAD was fixed, its first lines (and the
+        // BEGIN marker) pushed out of the kept tail.
+        let log: Vec<String> = [
+            "1555: (15) if r1 == 0x0 goto pc+7     ; frame1: R1_w=0",
+            "; KREAD(struct unix_sock, st->sk, addr))",
+            "1563: <invalid CO-RE relocation>",
+            "failed to resolve CO-RE relocation <byte_off> [93] struct call.sk (0:1 @ offset 8)",
+            "processed 89754 insns (limit 1000000) max_states_per_insn 5",
+            "-- END PROG LOAD LOG --",
+            "libbpf: prog 'spf_sys_exit': failed to load: -EINVAL",
+            "libbpf: failed to load object 'spf_bpf'",
+        ]
+        .map(String::from)
+        .to_vec();
+        let s = verifier_summary(&log).unwrap();
+        assert!(
+            s.starts_with("the kernel's verifier rejected the BPF program `spf_sys_exit`"),
+            "{s}"
+        );
+        assert!(s.contains("struct call.sk"), "{s}");
+        assert!(!s.contains("processed"), "{s}");
+    }
+
+    #[test]
+    fn the_kfunc_test_refused_by_6_2_and_6_3_names_the_kernels_that_work() {
+        let log: Vec<String> = [
+            "libbpf: prog 'spf_sys_exit': -- BEGIN PROG LOAD LOG --",
+            "pseudo btf_id 61234 in ldimm64 isn't KIND_VAR.",
+            "verification time 12 usec",
+            "-- END PROG LOAD LOG --",
+        ]
+        .map(String::from)
+        .to_vec();
+        let m = kfunc_test_refused(&log).unwrap();
+        assert!(m.contains("Linux 5.17 to 6.1 and on 6.4 or later"), "{m}");
+        assert!(!m.contains('\n'));
+        assert!(kfunc_test_refused(&log[2..]).is_none());
     }
 
     #[test]

@@ -39,12 +39,21 @@ impl Resolver {
 }
 
 /// The (inode, name) of each named socket in /proc/net/unix:
-/// `Num RefCount Protocol Flags Type St Inode Path`.
+/// `Num RefCount Protocol Flags Type St Inode Path`. The kernel pads the inode
+/// to five columns (`%5lu`), so an inode below 10000 follows two or more
+/// spaces; the path follows the inode after exactly one, and may hold spaces
+/// itself.
 fn rows(text: &str) -> impl Iterator<Item = (u64, &str)> {
     text.lines().skip(1).filter_map(|line| {
-        let mut cols = line.splitn(8, ' ').filter(|c| !c.is_empty());
-        let inode = cols.nth(6)?.parse::<u64>().ok()?;
-        let path = cols.next()?.trim_end();
+        let mut rest = line;
+        let mut field = "";
+        for _ in 0..7 {
+            rest = rest.trim_start_matches(' ');
+            let end = rest.find(' ').unwrap_or(rest.len());
+            (field, rest) = rest.split_at(end);
+        }
+        let inode = field.parse::<u64>().ok()?;
+        let path = rest.strip_prefix(' ')?.trim_end();
         (!path.is_empty()).then_some((inode, path))
     })
 }
@@ -104,13 +113,16 @@ mod tests {
     fn parses_named_and_abstract() {
         let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
 ffff8c1c0ad52800: 00000002 00000000 00010000 0001 01 21034 /run/systemd/private\n\
-ffff8c1c0ad56000: 00000002 00000000 00000000 0002 01 5501 @/tmp/abs one\n\
-ffff8c1c0ad55400: 00000003 00000000 00000000 0001 03 9000\n\
+ffff8c1c0ad56000: 00000002 00000000 00000000 0002 01  5501 @/tmp/abs one\n\
+ffff8c1c0ad55400: 00000003 00000000 00000000 0001 03  9000\n\
+ffff8c1c0ad55402: 00000002 00000000 00000000 0002 01   812 /tmp/d/rx.sock\n\
 ffff8c1c0ad55401: 00000003 00000000 00000000 0001 03 20000 /run/systemd/private\n";
         let m = parse(text);
         assert_eq!(m.get("/run/systemd/private"), Some(&21034));
+        // Inodes below 10000 are padded: as a booted VM's sockets have them.
         assert_eq!(m.get("@/tmp/abs one"), Some(&5501));
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.get("/tmp/d/rx.sock"), Some(&812));
+        assert_eq!(m.len(), 3);
     }
 
     #[test]

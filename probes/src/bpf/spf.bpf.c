@@ -174,6 +174,18 @@ struct mmsg_ctx {
 	__u8 send_path;
 };
 
+/* The message header of sendmsg/recvmsg and of each sendmmsg/recvmmsg message,
+ * in a map value: on the stack, the call chain sys_exit > handle_exit >
+ * mmsg_step > data_event > emit_data > copy_step needed 544 bytes on Linux 6.1
+ * (the limit is 512) once that verifier walked every case of handle_exit's
+ * switch (see spf_call). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spf_msghdr);
+} spf_msghdr SEC(".maps");
+
 /* Reads one msghdr and sets up its event; returns false if it cannot be read. */
 static __always_inline bool msg_event(struct spf_event *hdr, __u64 msgaddr, __u64 len, __u8 dir,
 				      struct spf_msghdr *m)
@@ -209,13 +221,16 @@ static long mmsg_step(__u32 i, void *arg)
 	/* Messages to or from other addresses change path and conn: start
 	 * from the socket's own each time. */
 	__u64 conn = hdr->conn;
-	struct spf_msghdr m = {};
-	if (msg_event(hdr, at, mlen, c->dir, &m)) {
+	__u32 zero = 0;
+	struct spf_msghdr *m = bpf_map_lookup_elem(&spf_msghdr, &zero);
+	if (!m)
+		return 1;
+	if (msg_event(hdr, at, mlen, c->dir, m)) {
 		struct data_args a = {
 			.sk = c->sk,
 			.dp = c->dp,
-			.addr = m.msg_iov,
-			.count = m.msg_iovlen,
+			.addr = m->msg_iov,
+			.count = m->msg_iovlen,
 			.is_iov = 1,
 		};
 		data_event(hdr, &a);
@@ -254,15 +269,32 @@ static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
 	return 0;
 }
 
-static __noinline int handle_exit(struct call *st, long ret)
+/* The syscall's kind, direction and arguments reach handle_exit in a map value
+ * rather than in a struct on the caller's stack: the verifier knows nothing of
+ * what a map value holds, so it checks every case of the switch below for
+ * every caller path. Through a pointer to the caller's stack it would see
+ * constants, and verifiers before Linux 6.8 do not keep a constant's
+ * precision across a load through any register but r10: Linux 6.1 checked
+ * the switch for the first kind it met, pruned the other paths as
+ * equivalent and removed the other cases as dead code, so that every data
+ * syscall was copied as that one kind (writev's iovecs read as a plain
+ * write's buffer, or a write's buffer as iovecs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct call);
+} spf_call SEC(".maps");
+
+static __noinline int handle_exit(struct task_struct *task, struct sock *sk, struct call *st,
+				  long ret)
 {
 	if (!st)
 		return 0;
 	__u8 dir = st->dir;
-	struct spf_event *hdr = start_header(st->task, SPF_REC_EVENT, dir);
+	struct spf_event *hdr = start_header(task, SPF_REC_EVENT, dir);
 	if (!hdr)
 		return 0;
-	struct sock *sk = st->sk;
 	fill_meta(hdr, sk, dir);
 	if (spf_cfg.n_pids && dir == DIR_RECV && hdr->sock_type == SOCK_DGRAM && hdr->path_len &&
 	    KREAD(struct unix_sock, sk, addr))
@@ -296,11 +328,12 @@ static __noinline int handle_exit(struct call *st, long ret)
 		is_iov = 1;
 		break;
 	case K_MSG: {
-		struct spf_msghdr m = {};
-		if (!msg_event(hdr, st->arg, ret, dir, &m))
+		__u32 zero = 0;
+		struct spf_msghdr *m = bpf_map_lookup_elem(&spf_msghdr, &zero);
+		if (!m || !msg_event(hdr, st->arg, ret, dir, m))
 			return 0;
-		addr = m.msg_iov;
-		count = m.msg_iovlen;
+		addr = m->msg_iov;
+		count = m->msg_iovlen;
 		is_iov = 1;
 		break;
 	}
@@ -487,18 +520,20 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	if (eof)
 		return handle_eof(task, sk);
 
-	struct call c = {
-		.task = task,
-		.sk = sk,
-		.arg = ARG2(regs),
-		.count = ARG3(regs),
-		.kind = kind,
-		.dir = dir,
-	};
+	__u32 zero = 0;
+	struct call *c = bpf_map_lookup_elem(&spf_call, &zero);
+	if (!c)
+		return 0;
+	c->arg = ARG2(regs);
+	c->count = ARG3(regs);
+	c->kind = kind;
+	c->dir = dir;
+	c->addr = 0;
+	c->addrlen = 0;
 	if (nr == NR_sendto || nr == NR_recvfrom) {
-		c.addr = ARG5(regs);
-		c.addrlen = ARG6(regs);
+		c->addr = ARG5(regs);
+		c->addrlen = ARG6(regs);
 	}
-	handle_exit(&c, ret);
+	handle_exit(task, sk, c, ret);
 	return 0;
 }

@@ -108,10 +108,10 @@ static __always_inline int classify(long nr, __u8 *dir)
 	return K_NONE;
 }
 
-/* The data syscall being looked at, from its saved registers. */
+/* The data syscall being looked at, from its saved registers. It lives in a
+ * map value (spf_call), not on the stack, and the task and socket pointers go
+ * to handle_exit as arguments: see there. */
 struct call {
-	struct task_struct *task;
-	struct sock *sk;
 	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array */
 	__u64 count;   /* buffer size, iovec count or message count */
 	__u64 addr;    /* sendto's destination sockaddr */
