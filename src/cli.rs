@@ -20,7 +20,10 @@ Examples:
 
   # The full pipeline from a config file; check it first
   spf validate -c spf.toml
-  sudo spf run -c spf.toml";
+  sudo spf run -c spf.toml
+
+  # One command and what it starts, nothing else; spf exits with its status
+  sudo spf run -- curl --unix-socket /var/run/docker.sock http://localhost/version";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -122,6 +125,36 @@ pub struct RunArgs {
     /// Applies when spf starts as root.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
+
+    /// Capture only processes in this cgroup (v2 path, as /proc/PID/cgroup
+    /// shows it) or below it. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+
+    /// Capture only this container (Docker, containerd, Podman, CRI-O): a name,
+    /// a full id, or an id prefix of at least 12 digits. Repeatable.
+    #[arg(long, value_name = "ID|NAME")]
+    pub container: Vec<String>,
+
+    /// Capture only this process and every process it starts from now on.
+    /// Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid_tree: Vec<u32>,
+
+    /// Stop after this many records (as tcpdump's -c; `-c` names the config).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Show only this connection (its `conn` id), both directions, as
+    /// Wireshark's "Follow stream".
+    #[arg(long, value_name = "CONN")]
+    pub follow: Option<u64>,
+
+    /// A command to start and capture, with every process it starts: spf stops
+    /// when it exits and exits with its status. Give it after `--`:
+    /// `spf run -- curl --unix-socket /run/app.sock http://x/`.
+    #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["config", "replay"])]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -77,11 +77,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let result = rt.block_on(async {
         let pipeline = Pipeline::build(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let stop = StopFlag::default();
-        let run = tokio::spawn(runner::run(
-            pipeline,
-            RunOptions { live_status: false },
-            stop.clone(),
-        ));
+        let run = tokio::spawn(runner::run(pipeline, RunOptions::default(), stop.clone()));
         eprintln!(
             "spf demo: capturing {} (a tonic gRPC server and client)",
             sock.display()

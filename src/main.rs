@@ -4,6 +4,7 @@
 //! them onto exit codes (0 success, 1 runtime failure, 2 usage or config error).
 
 mod cli;
+mod command;
 mod demo;
 mod plugins_cmd;
 mod privileges;

@@ -10,7 +10,7 @@ use spf_pipeline::runner::{self, Pipeline, RunOptions};
 use spf_pipeline::stage::tokio_stop::StopFlag;
 
 use crate::cli::{DirectionArg, OutFormat, RunArgs, ViewArg};
-use crate::privileges;
+use crate::{command, privileges};
 
 /// Every component type this build knows.
 pub fn registry() -> Registry {
@@ -55,7 +55,7 @@ pub fn validate(path: &Path) -> Result<ExitCode> {
 
 /// The quick flags, written as the config file they stand for, so that they go
 /// through exactly the same validation and assembly as `-c`.
-fn config_from_flags(args: &RunArgs) -> String {
+fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
     let mut doc = toml::Table::new();
     let mut source = toml::Table::new();
     if let Some(replay) = &args.replay {
@@ -80,6 +80,29 @@ fn config_from_flags(args: &RunArgs) -> String {
                 "comm".into(),
                 toml::Value::Array(args.comm.iter().map(|c| c.as_str().into()).collect()),
             );
+        }
+        let lists: [(&str, Vec<toml::Value>); 3] = [
+            (
+                "cgroup",
+                args.cgroup.iter().map(|c| c.as_str().into()).collect(),
+            ),
+            (
+                "container",
+                args.container.iter().map(|c| c.as_str().into()).collect(),
+            ),
+            (
+                "pid_tree",
+                args.pid_tree
+                    .iter()
+                    .chain(command_pid)
+                    .map(|&p| i64::from(p).into())
+                    .collect(),
+            ),
+        ];
+        for (key, values) in lists {
+            if !values.is_empty() {
+                source.insert(key.into(), toml::Value::Array(values));
+            }
         }
         if let Some(d) = args.direction {
             let d = match d {
@@ -139,6 +162,9 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
         "source.pid" => "--pid",
         "source.comm" => "--comm",
         "source.snaplen" => "--snaplen",
+        "source.cgroup" => "--cgroup",
+        "source.container" => "--container",
+        "source.pid_tree" => "--pid-tree",
         "source.direction" => "--direction",
         "source.view" => "--view",
         "decoder.type" | "decoder" => "--decoder",
@@ -149,11 +175,23 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let reg = registry();
+    // A command to capture is forked first, held before it runs, so that the
+    // probe follows it from its first instruction (see command.rs).
+    let held = if args.command.is_empty() {
+        None
+    } else {
+        Some(command::Held::spawn(&args.command)?)
+    };
+    let command_pid = held.as_ref().map(command::Held::pid);
     let loaded = match &args.config {
         Some(path) => config::load_file(&reg, path),
-        None => config::parse(&reg, "command line", &config_from_flags(&args)),
+        None => config::parse(
+            &reg,
+            "command line",
+            &config_from_flags(&args, command_pid.as_ref()),
+        ),
     };
-    let cfg = match loaded {
+    let mut cfg = match loaded {
         Ok(c) => c,
         Err(mut e) if args.config.is_none() => {
             // Positions in the generated config mean nothing to the user: name the
@@ -166,11 +204,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         Err(e) => return Ok(report_config(&e)),
     };
+    if let Some(n) = args.count {
+        cfg.run.count = Some(n);
+    }
+    if let Some(c) = args.follow {
+        cfg.run.conn = Some(c);
+    }
     if args.config.is_none()
         && args.replay.is_none()
         && args.path.is_empty()
         && args.pid.is_empty()
         && args.comm.is_empty()
+        && args.cgroup.is_empty()
+        && args.container.is_empty()
+        && args.pid_tree.is_empty()
+        && held.is_none()
         && !args.quiet
     {
         eprintln!("spf: no --path, --pid or --comm: capturing every Unix socket on this machine");
@@ -189,15 +237,28 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(CONFIG_ERROR));
         }
     };
-    run_config(&cfg, args.quiet, &identity)
+    run_config(&cfg, args.quiet, &identity, held)
 }
 
 /// Runs a validated config to completion and prints the summary. The pipeline is
 /// built (probe attached, outputs open, plugins loaded) before the runtime starts
 /// a thread, and privileges are dropped in between.
-pub fn run_config(cfg: &Config, quiet: bool, identity: &privileges::Identity) -> Result<ExitCode> {
+pub fn run_config(
+    cfg: &Config,
+    quiet: bool,
+    identity: &privileges::Identity,
+    command: Option<command::Held>,
+) -> Result<ExitCode> {
+    // On failure from here on, a held command is dropped: it ends before it
+    // ever ran.
     let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    privileges::drop_privileges(identity, &cfg.extra_syscalls())?;
+    let mut syscalls = cfg.extra_syscalls();
+    if command.is_some() {
+        // Waiting for the command, on a thread of its own.
+        syscalls.extend([libc::SYS_wait4, libc::SYS_waitid]);
+    }
+    privileges::drop_privileges(identity, &syscalls)?;
+    let command = command.map(command::Held::release).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -206,14 +267,18 @@ pub fn run_config(cfg: &Config, quiet: bool, identity: &privileges::Identity) ->
     let result = rt.block_on(async {
         let stop = StopFlag::default();
         spawn_signal_handler(stop.clone())?;
-        let outcome = runner::run(
-            pipeline,
-            RunOptions {
-                live_status: !quiet,
-            },
-            stop,
-        )
-        .await;
+        // The command's end is the capture's end: its exit status is spf's.
+        let exited = command.map(|c| {
+            let stop = stop.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let status = c.wait();
+                stop.set();
+                let _ = tx.send(status);
+            });
+            rx
+        });
+        let outcome = runner::run(pipeline, RunOptions::from_config(cfg, !quiet), stop).await;
         // After `| head` closed the output, leave quietly, as other Unix tools do.
         if !quiet && !outcome.summary.output_closed {
             // stderr may be closed too; the summary is not worth failing over.
@@ -226,7 +291,15 @@ pub fn run_config(cfg: &Config, quiet: bool, identity: &privileges::Identity) ->
                 outcome.summary.skipped
             );
         }
-        Ok(ExitCode::SUCCESS)
+        match exited.map(|mut rx| rx.try_recv()) {
+            Some(Ok(status)) => {
+                let status = status.context("waiting for the command")?;
+                Ok(ExitCode::from(command::exit_code(status)))
+            }
+            // Stopped another way (Ctrl-C, the output closed) while the
+            // command runs on: spf's own outcome.
+            _ => Ok(ExitCode::SUCCESS),
+        }
     });
     // A source thread may still be blocked on input (a quiet FIFO); everything it
     // handed over has been written, so do not wait for it.

@@ -208,6 +208,10 @@ pub struct RunConfig {
     /// The user spf switches to once the pipeline is built, when it starts as
     /// root; `root` keeps root. `None`: [`crate::account::DEFAULT_USER`].
     pub user: Option<String>,
+    /// Stop after this many records (`-c N`), as tcpdump's `-c`.
+    pub count: Option<u64>,
+    /// Only this connection (`--follow CONN`): its events, both directions.
+    pub conn: Option<u64>,
 }
 
 impl RunConfig {

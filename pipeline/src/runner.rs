@@ -68,6 +68,22 @@ impl Pipeline {
 pub struct RunOptions {
     /// Show a live one-line status on stderr (only honoured when stderr is a TTY).
     pub live_status: bool,
+    /// Stop after this many records are written (raw copies of events for
+    /// `events = true` sinks not counted).
+    pub max_records: Option<u64>,
+    /// Only this connection's items.
+    pub only_conn: Option<u64>,
+}
+
+impl RunOptions {
+    /// The options a config's `[run]` section asks for.
+    pub fn from_config(config: &Config, live_status: bool) -> Self {
+        RunOptions {
+            live_status,
+            max_records: config.run.count,
+            only_conn: config.run.conn,
+        }
+    }
 }
 
 /// What happened in a run, for the exit summary. Every count saturates at
@@ -165,6 +181,7 @@ struct Core {
     writer: Writer,
     records: Vec<Record>,
     conns: FxHashSet<u64>,
+    only_conn: Option<u64>,
 }
 
 /// The sinks and what the run counts of the records written to them.
@@ -187,6 +204,8 @@ struct Writer {
     summary: Summary,
     per_decoder: BTreeMap<Arc<str>, u64>,
     failure: Option<RunError>,
+    /// Records left before `max_records` ends the run.
+    remaining: Option<u64>,
 }
 
 impl Core {
@@ -196,6 +215,13 @@ impl Core {
     fn handle(&mut self, item: SourceItem, now: Instant) {
         if self.done() {
             return;
+        }
+        if let Some(only) = self.only_conn {
+            match &item {
+                SourceItem::Event(e) if e.conn != only => return,
+                SourceItem::Closed { conn, .. } if *conn != only => return,
+                _ => {}
+            }
         }
         match &item {
             SourceItem::Event(ev) => {
@@ -325,6 +351,12 @@ impl Writer {
     /// Writes and counts `records`, leaving the vector empty.
     fn emit(&mut self, records: &mut Vec<Record>) {
         for r in records.drain(..) {
+            if let Some(left) = self.remaining.as_mut() {
+                if *left == 0 {
+                    continue;
+                }
+                *left -= 1;
+            }
             match &r {
                 Record::Lost(l) => {
                     self.summary.lost = self.summary.lost.saturating_add(l.count);
@@ -396,7 +428,7 @@ impl Writer {
     }
 
     fn done(&self) -> bool {
-        self.failure.is_some() || self.closed.iter().all(|&c| c)
+        self.failure.is_some() || self.closed.iter().all(|&c| c) || self.remaining == Some(0)
     }
 }
 
@@ -429,9 +461,11 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             summary: Summary::default(),
             per_decoder: BTreeMap::new(),
             failure: None,
+            remaining: opts.max_records,
         },
         records: Vec::new(),
         conns: FxHashSet::default(),
+        only_conn: opts.only_conn,
     };
     // When stdout is the terminal too, the records are the live view: a status line
     // on the same screen would only get in their way.

@@ -139,7 +139,7 @@ struct RawConfig {
     #[serde(default)]
     ring_size: Option<u64>,
     #[serde(default)]
-    follow: Option<Pids>,
+    pid_tree: Option<Pids>,
     #[serde(default)]
     cgroup: Option<Paths>,
     #[serde(default)]
@@ -164,7 +164,8 @@ pub struct UnixConfig {
     /// the sender's capture holds: set for the connection view with both
     /// directions captured (never from the source's own table).
     pub positions: bool,
-    /// Keep only these processes and every process they start from now on.
+    /// `pid_tree`: keep only these processes and every process they start
+    /// from now on (followed through forks in the kernel).
     pub follow: Vec<u32>,
     /// Keep only processes in these cgroups or below them (`cgroup` and the
     /// cgroups of `container`).
@@ -206,6 +207,11 @@ impl UnixConfig {
         }
         if self.pids.contains(&0) {
             errs.push(("pid", "pid 0 is no process".to_string()));
+        }
+        for &p in &self.follow {
+            if p == 0 || !std::path::Path::new(&format!("/proc/{p}")).exists() {
+                errs.push(("pid_tree", format!("no process {p}")));
+            }
         }
         if self.comms.len() > MAX_COMMS {
             errs.push((
@@ -364,6 +370,13 @@ impl UnixConfig {
             let p: Vec<String> = self.pids.iter().map(u32::to_string).collect();
             parts.push(format!("pid={}", p.join(",")));
         }
+        if !self.follow.is_empty() {
+            let p: Vec<String> = self.follow.iter().map(u32::to_string).collect();
+            parts.push(format!("pid_tree={}", p.join(",")));
+        }
+        if !self.cgroups.is_empty() {
+            parts.push(format!("cgroups={}", self.cgroups.len()));
+        }
         if !self.comms.is_empty() {
             parts.push(format!("comm={}", self.comms.join(",")));
         }
@@ -462,7 +475,7 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         ring_size: raw.ring_size.unwrap_or(DEFAULT_RING_SIZE),
         include_self: false,
         positions: false,
-        follow: Pids::into_vec(raw.follow),
+        follow: Pids::into_vec(raw.pid_tree),
         cgroups,
     };
     errs.extend(cfg.validate());

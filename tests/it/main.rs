@@ -1,6 +1,7 @@
 //! spf's one integration test binary: real processes, real sockets, real files.
 
 mod capture;
+mod command;
 mod util;
 
 mod conversation;

@@ -1,0 +1,155 @@
+//! `spf run -- COMMAND`: one command and what it starts, nothing else.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use crate::capture::{bpf_ready, lock};
+use crate::util::{spf, stderr_text};
+
+/// A Python client that sends its first argument to the server socket named by
+/// its second and reads the echo.
+const CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[2])
+s.sendall(sys.argv[1].encode())
+s.shutdown(socket.SHUT_WR)
+while s.recv(4096):
+    pass
+"#;
+
+#[test]
+fn a_command_and_its_children_are_captured_and_nothing_else() {
+    let _g = lock();
+    if !bpf_ready("a_command_and_its_children_are_captured") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    // An echo server in this process: not part of the command.
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            s.write_all(&got).unwrap();
+            seen.push(String::from_utf8(got).unwrap());
+        }
+        seen
+    });
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, CLIENT).unwrap();
+    // A shell that starts two clients, one after the other, and fails with 3.
+    let sh = format!(
+        "python3 {s} first-child {p} && python3 {s} second-child {p}; exit 3",
+        s = script.display(),
+        p = path.display()
+    );
+    let mut child = spf()
+        .args([
+            "run",
+            "--format",
+            "ndjson",
+            "--quiet",
+            "--decoder",
+            "raw",
+            "--",
+        ])
+        .args(["sh", "-c", &sh])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Meanwhile a client outside the command talks to the same server.
+    let mut other = UnixStream::connect(&path).unwrap();
+    other.write_all(b"not-the-command").unwrap();
+    other.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echo = Vec::new();
+    other.read_to_end(&mut echo).unwrap();
+    assert_eq!(echo, b"not-the-command");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spf did not end with its command"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let mut seen = server.join().unwrap();
+    seen.sort();
+    assert_eq!(seen, ["first-child", "not-the-command", "second-child"]);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "spf exits with the command's status: {err}"
+    );
+
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sent: Vec<String> = records
+        .iter()
+        .filter(|r| r["decoder"] == "raw")
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    // Each child's request and the server's echo of it (seen by the child's
+    // receive), each once; nothing of the other client's conversation.
+    for want in ["first-child", "second-child"] {
+        assert_eq!(
+            sent.iter().filter(|t| *t == want).count(),
+            2,
+            "{want} once each way in {sent:?}"
+        );
+    }
+    assert!(!out.contains("not-the-command"), "{out}");
+    // The server (this process) is not followed: its echoes appear only as
+    // the children received them.
+    let me = std::process::id();
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["pid"] == me)
+            .all(|r| r["via"] == "recv"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_is_reported() {
+    let _g = lock();
+    if !bpf_ready("a_command_that_cannot_start_is_reported") {
+        return;
+    }
+    let o = spf()
+        .args(["run", "--quiet", "--", "/no/such/program"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("could not be started"),
+        "{}",
+        stderr_text(&o)
+    );
+}
