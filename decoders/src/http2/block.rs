@@ -559,6 +559,7 @@ impl View {
             return None;
         }
         let path_len = facts.path.as_ref().map_or(0, String::len);
+        let new = self.streams.get(target).is_none();
         let st = match self.streams.entry(target) {
             Ok(st) => st,
             Err(_) => {
@@ -566,6 +567,10 @@ impl View {
                 return None;
             }
         };
+        if new && block.promised.is_some() {
+            // A pushed stream: its client never sends on it.
+            st.ended |= 1 << (1 - side);
+        }
         if let Some(p) = &facts.path {
             st.path = Some(Arc::from(p.as_str()));
         }

@@ -1108,3 +1108,7 @@ fn h2c_upgrade_then_preface() {
         assert_eq!(got, vec![sent[0].clone(), sent[3].clone()], "cut {cut}");
     }
 }
+
+mod conn_view;
+mod exchanges;
+mod limits;
