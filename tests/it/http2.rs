@@ -149,12 +149,9 @@ struct Hdr {
     grpc: Option<Value>,
 }
 
-fn http2_of(r: &Record) -> Option<(&Arc<Event>, &Value)> {
+fn http2_of(r: &Record) -> Option<(&Arc<Event>, Value)> {
     match r {
-        Record::Decoded(d) => match &d.body {
-            Body::Fields { json, .. } => Some((&d.event, json.get("http2")?)),
-            _ => None,
-        },
+        Record::Decoded(d) => Some((&d.event, d.body.json()?.remove("http2")?)),
         _ => None,
     }
 }

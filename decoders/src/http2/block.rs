@@ -155,22 +155,26 @@ fn continuation_record(stream_id: u32, length: u32, flags: u8) -> FrameRecord {
     }
 }
 
-/// What a header list says that matters beyond showing it.
+/// What a header list says that matters beyond showing it, borrowed from it.
 #[derive(Default)]
-struct Facts {
-    method: Option<String>,
-    path: Option<String>,
-    authority: Option<String>,
+struct Facts<'a> {
+    method: Option<&'a [u8]>,
+    path: Option<&'a [u8]>,
+    authority: Option<&'a [u8]>,
     status: Option<u32>,
     content_type_known: bool,
     content_type_grpc: bool,
     grpc_status: Option<u32>,
-    grpc_message: Option<String>,
+    grpc_message: Option<&'a [u8]>,
     any_unknown: bool,
 }
 
-impl Facts {
-    fn of(list: &HeaderList) -> Facts {
+fn number(v: &[u8]) -> Option<u32> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+impl<'a> Facts<'a> {
+    fn of(list: &'a HeaderList) -> Facts<'a> {
         let mut f = Facts::default();
         for h in list.iter() {
             if h.unknown {
@@ -178,24 +182,16 @@ impl Facts {
                 continue;
             }
             match h.name {
-                b":method" => f.method = Some(lossy(h.value)),
-                b":path" => f.path = Some(lossy(h.value)),
-                b":authority" => f.authority = Some(lossy(h.value)),
-                b":status" => {
-                    f.status = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                }
+                b":method" => f.method = Some(h.value),
+                b":path" => f.path = Some(h.value),
+                b":authority" => f.authority = Some(h.value),
+                b":status" => f.status = number(h.value),
                 b"content-type" => {
                     f.content_type_known = true;
                     f.content_type_grpc = h.value.starts_with(b"application/grpc");
                 }
-                b"grpc-status" => {
-                    f.grpc_status = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                }
-                b"grpc-message" => f.grpc_message = Some(grpc::percent_decode(h.value)),
+                b"grpc-status" => f.grpc_status = number(h.value),
+                b"grpc-message" => f.grpc_message = Some(h.value),
                 _ => {}
             }
         }
@@ -503,7 +499,7 @@ impl View {
         &mut self,
         side: usize,
         stream_id: u32,
-        facts: &Facts,
+        facts: &Facts<'_>,
         ctx: &mut Ctx<'_, '_>,
     ) -> bool {
         let role = if facts.method.is_some() {
@@ -541,7 +537,7 @@ impl View {
         side: usize,
         block: &Block,
         target: u32,
-        facts: &Facts,
+        facts: &Facts<'_>,
         ctx: &mut Ctx<'_, '_>,
     ) -> Option<GrpcHead> {
         let is_headers = block.head.kind == frame::HEADERS;
@@ -558,7 +554,7 @@ impl View {
         if !self.room_for(target, ctx) {
             return None;
         }
-        let path_len = facts.path.as_ref().map_or(0, String::len);
+        let path_len = facts.path.map_or(0, <[u8]>::len);
         let new = self.streams.get(target).is_none();
         let st = match self.streams.entry(target) {
             Ok(st) => st,
@@ -571,8 +567,17 @@ impl View {
             // A pushed stream: its client never sends on it.
             st.ended |= 1 << (1 - side);
         }
-        if let Some(p) = &facts.path {
-            st.path = Some(Arc::from(p.as_str()));
+        if let Some(p) = facts.path {
+            // Calls repeat the same few paths: one shared copy of the latest.
+            let path = match &self.last_path {
+                Some(l) if l.as_bytes() == p => Arc::clone(l),
+                _ => {
+                    let l: Arc<str> = Arc::from(lossy(p));
+                    self.last_path = Some(Arc::clone(&l));
+                    l
+                }
+            };
+            st.path = Some(path);
         }
         // A block decoded without placeholders and without a content-type
         // also settles it: there is none.
@@ -586,14 +591,13 @@ impl View {
         let mut cost = path_len;
         if request && st.exchange.is_none() && st.ended & (1 << side) == 0 {
             let (client, server) = sender_receiver(&block.event);
-            cost += facts.method.as_ref().map_or(0, String::len)
-                + facts.authority.as_ref().map_or(0, String::len);
+            cost += facts.method.map_or(0, <[u8]>::len) + facts.authority.map_or(0, <[u8]>::len);
             st.exchange = Some(Box::new(Pending {
                 req_side: side,
                 grpc: facts.content_type_grpc,
-                method: facts.method.clone(),
+                method: facts.method.map(lossy),
                 path: st.path.clone(),
-                authority: facts.authority.clone(),
+                authority: facts.authority.map(lossy),
                 status: None,
                 grpc_status: None,
                 grpc_message: None,
@@ -620,7 +624,7 @@ impl View {
                 }
                 if facts.grpc_status.is_some() {
                     p.grpc_status = facts.grpc_status;
-                    p.grpc_message.clone_from(&facts.grpc_message);
+                    p.grpc_message = facts.grpc_message.map(grpc::percent_decode);
                 }
                 if facts.content_type_grpc {
                     p.grpc = true;
@@ -631,7 +635,9 @@ impl View {
         let head = grpc.then(|| GrpcHead {
             method: st.path.clone().or_else(|| ctx.sibling_path(target)),
             status: facts.grpc_status,
-            message: facts.grpc_message.as_deref().map(Box::from),
+            message: facts
+                .grpc_message
+                .map(|m| grpc::percent_decode(m).into_boxed_str()),
         });
         if cost > 0 && self.streams.charge(target, cost).is_err() {
             self.drop_state(ctx);

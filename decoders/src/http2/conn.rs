@@ -77,6 +77,8 @@ pub(crate) struct View {
     /// Limits already reported for this state (bits of [`Reported`]), so
     /// that a flood reports each once.
     pub reported: u8,
+    /// The latest request path, shared by the streams that repeat it.
+    pub last_path: Option<Arc<str>>,
 }
 
 /// Limits reported once per connection state.
@@ -94,6 +96,7 @@ impl View {
             streams: Streams::new(Arc::clone(&s.budget)),
             last_seq: 0,
             reported: 0,
+            last_path: None,
         }
     }
 
