@@ -370,12 +370,19 @@ impl View {
     }
 
     /// Forgets a stream whose state a limit dropped; its exchange, if any,
-    /// ends with `why`.
-    pub(crate) fn drop_stream(&mut self, id: u32, why: &str, ctx: &mut Ctx<'_, '_>) {
-        if let Some(mut st) = self.streams.remove(id)
-            && let Some(p) = st.exchange.take()
-        {
-            ctx.exchange(p.finish(&ctx.s.protocols, Some(why.to_string()), None));
+    /// ends with `why`. True when the stream held state worth reporting (an
+    /// exchange or part of a gRPC message).
+    pub(crate) fn drop_stream(&mut self, id: u32, why: &str, ctx: &mut Ctx<'_, '_>) -> bool {
+        let Some(mut st) = self.streams.remove(id) else {
+            return false;
+        };
+        let partial = st.messages.iter().flatten().any(|m| m.pending() > 0);
+        match st.exchange.take() {
+            Some(p) if self.answerable(&p) => {
+                ctx.exchange(p.finish(&ctx.s.protocols, Some(why.to_string()), None));
+                true
+            }
+            _ => partial,
         }
     }
 
@@ -589,7 +596,7 @@ impl View {
             st.grpc = true;
         }
         let mut cost = path_len;
-        if request && st.exchange.is_none() && st.ended & (1 << side) == 0 {
+        if request && ctx.s.cfg.exchanges && st.exchange.is_none() && st.ended & (1 << side) == 0 {
             let (client, server) = sender_receiver(&block.event);
             cost += facts.method.map_or(0, <[u8]>::len) + facts.authority.map_or(0, <[u8]>::len);
             st.exchange = Some(Box::new(Pending {
@@ -657,13 +664,18 @@ impl View {
             return false;
         }
         let oldest = self.streams.oldest((max / 4).max(1));
-        ctx.limit(format!(
-            "more than limits.streams_per_connection ({max}) streams on connection {}: the state of the oldest {} is dropped",
-            ctx.conn(),
-            oldest.len()
-        ));
+        let n = oldest.len();
+        let mut lost = false;
         for old in oldest {
-            self.drop_stream(old, "no response", ctx);
+            lost |= self.drop_stream(old, "no response", ctx);
+        }
+        // What is known of a stream only to show its frames better (its
+        // path, gRPC) goes silently; state that cannot be had back is reported.
+        if lost {
+            ctx.limit(format!(
+                "more than limits.streams_per_connection ({max}) streams on connection {}: the state of the oldest {n} is dropped",
+                ctx.conn()
+            ));
         }
         true
     }

@@ -223,11 +223,20 @@ impl View {
         for id in self.streams.ids() {
             if let Some(mut st) = self.streams.remove(id)
                 && let Some(p) = st.exchange.take()
+                && self.answerable(&p)
             {
                 let why = limit.unwrap_or(p.unanswered()).to_string();
                 ctx.exchange(p.finish(&ctx.s.protocols, Some(why), None));
             }
         }
+    }
+
+    /// Whether this state could have seen the exchange's response: not when
+    /// no byte ever came the other way (the syscall view of one end whose
+    /// receives are not captured). Such exchanges end without a record
+    /// rather than as unanswered.
+    pub(crate) fn answerable(&self, p: &super::streams::Pending) -> bool {
+        self.flows[1 - p.req_side].last_event.is_some()
     }
 
     /// Reports and drops a partial frame, header block, or skipped bytes.

@@ -68,6 +68,8 @@ pub struct Http2Config {
     pub grpc: bool,
     /// Whether DATA records carry the payload (`b64`) or not (`none`).
     pub data: DataMode,
+    /// One exchange record per stream (request and response paired).
+    pub exchanges: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -83,6 +85,7 @@ impl Default for Http2Config {
             max_frame_size: frame::MAX_LENGTH,
             grpc: true,
             data: DataMode::B64,
+            exchanges: true,
         }
     }
 }

@@ -219,3 +219,17 @@ fn syscall_view_exchanges_from_either_end() {
             .all(|e| &*e.server.comm == "server" && e.error.is_none())
     );
 }
+
+/// `exchanges = false`: frames only.
+#[test]
+fn exchanges_can_be_turned_off() {
+    let (c, s, _) = conversation(2, true);
+    let cfg = Http2Config {
+        exchanges: false,
+        ..Http2Config::default()
+    };
+    let recs = run_cv(&mut Http2::new(cfg), &super::conn_view::sides(&c, &s));
+    assert!(exchanges(&recs).is_empty());
+    assert_eq!(headers_of(&recs).len(), 6);
+    assert!(errors(&recs).is_empty());
+}

@@ -143,7 +143,8 @@ fn streams_per_connection() {
     };
     let (mut d, _) = limited(limits);
     let mut e = Enc::default();
-    let mut w = vec![(0, big_frames_allowed())];
+    // The server spoke: its responses could have been seen.
+    let mut w = vec![(0, big_frames_allowed()), (1, frame(frame::SETTINGS, 0, 0, &[]))];
     for i in 0..40u32 {
         let b = e.block(&[
             (":method", "GET"),
@@ -294,10 +295,13 @@ fn connections() {
         1,
         &e.block(&[(":method", "GET"), (":path", "/idle"), (":scheme", "http")]),
     ));
+    let settings = frame(frame::SETTINGS, 0, 0, &[]);
     for conn in 0..10u64 {
-        let mut ev = (*cev(conn, 0, &req)).clone();
-        ev.conn = 100 + conn;
-        d.decode(&Arc::new(ev), &mut spf_pipeline::Out::collect(&mut out));
+        for (side, bytes) in [(0, &req), (1, &settings)] {
+            let mut ev = (*cev(conn * 2 + side as u64, side, bytes)).clone();
+            ev.conn = 100 + conn;
+            d.decode(&Arc::new(ev), &mut spf_pipeline::Out::collect(&mut out));
+        }
         assert!(d.view_count() <= 4);
     }
     let errs = limit_errors(&out);
@@ -428,4 +432,26 @@ fn budget_is_given_back() {
     assert_eq!(budget.used(), 0);
     drop(d);
     assert_eq!(budget.used(), 0);
+}
+
+/// A state that never saw a byte the other way (one end whose receives are
+/// not captured) cannot tell an unanswered request from one whose response
+/// it could not see: its streams go without exchange records or errors.
+#[test]
+fn one_way_capture_ends_streams_quietly() {
+    let limits = Limits {
+        streams_per_connection: 8,
+        ..Limits::default()
+    };
+    let (mut d, _) = limited(limits);
+    let mut e = Enc::default();
+    let mut w = vec![(0, big_frames_allowed())];
+    for i in 0..40u32 {
+        let b = e.block(&[(":method", "GET"), (":path", &format!("/s/{i}"))]);
+        w.push((0, frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1 + 2 * i, &b)));
+    }
+    let recs = run_cv(&mut d, &w);
+    assert!(errors(&recs).is_empty(), "{:?}", errors(&recs));
+    assert!(exchanges(&recs).is_empty());
+    assert_eq!(headers_of(&recs).len(), 40);
 }

@@ -750,7 +750,7 @@ fn config_is_strict() {
     use spf_pipeline::config::{Registry, parse};
     let mut reg = Registry::new();
     crate::register(&mut reg);
-    let ok = "[source]\ntype = \"file\"\npath = \"x.ndjson\"\n[decoder]\ntype = \"http2\"\ngrpc = false\ndata = \"none\"\n";
+    let ok = "[source]\ntype = \"file\"\npath = \"x.ndjson\"\n[decoder]\ntype = \"http2\"\ngrpc = false\ndata = \"none\"\nexchanges = false\n";
     if let Err(e) = parse(&reg, "t", ok) {
         // The file source may require more keys; only the decoder matters here.
         assert!(!e.to_string().contains("decoder"), "{e}");
