@@ -156,7 +156,12 @@ fn small_grpc(calls: usize, conns: u64) -> Vec<Arc<Event>> {
         let mut p = frame::PREFACE.to_vec();
         p.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0, 0x10, 0, 0]));
         push(&mut evs, conn, Direction::Send, p);
-        push(&mut evs, conn, Direction::Recv, frame(frame::SETTINGS, 0, 0, &[]));
+        push(
+            &mut evs,
+            conn,
+            Direction::Recv,
+            frame(frame::SETTINGS, 0, 0, &[]),
+        );
     }
     let requests = grpc_headers(calls.div_ceil(conns as usize) + 1);
     for i in 0..calls {
@@ -167,8 +172,28 @@ fn small_grpc(calls: usize, conns: u64) -> Vec<Arc<Event>> {
         req[5..9].copy_from_slice(&sid.to_be_bytes());
         push(&mut evs, conn, Direction::Send, req);
         // field 1: "hello", field 2: n
-        let msg = [0, 0, 0, 0, 9, 0x0a, 5, b'h', b'e', b'l', b'l', b'o', 0x10, (n % 128) as u8];
-        push(&mut evs, conn, Direction::Send, frame(frame::DATA, frame::END_STREAM, sid, &msg));
+        let msg = [
+            0,
+            0,
+            0,
+            0,
+            9,
+            0x0a,
+            5,
+            b'h',
+            b'e',
+            b'l',
+            b'l',
+            b'o',
+            0x10,
+            (n % 128) as u8,
+        ];
+        push(
+            &mut evs,
+            conn,
+            Direction::Send,
+            frame(frame::DATA, frame::END_STREAM, sid, &msg),
+        );
         let mut resp = Vec::new();
         if n == 0 {
             henc::indexed(&mut resp, 8);
@@ -192,7 +217,12 @@ fn small_grpc(calls: usize, conns: u64) -> Vec<Arc<Event>> {
             &mut evs,
             conn,
             Direction::Recv,
-            frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, sid, &t),
+            frame(
+                frame::HEADERS,
+                frame::END_HEADERS | frame::END_STREAM,
+                sid,
+                &t,
+            ),
         );
     }
     evs

@@ -29,7 +29,9 @@ pub(crate) struct Block {
     promised: Option<u32>,
     /// The event of the opening frame: its record's, and the exchange's start.
     event: Arc<Event>,
-    fragment: Held,
+    /// The fragments so far, when the block spans frames (a block in one
+    /// frame is decoded in place).
+    fragment: Option<Held>,
     /// The CONTINUATION frames so far, shown after the opening one once the
     /// block is complete. At most `limits.continuation_frames`.
     conts: Vec<Cont>,
@@ -37,7 +39,7 @@ pub(crate) struct Block {
     total: u64,
     /// Bytes of the events kept for the records above, taken from the budget.
     retained: usize,
-    budget: Arc<spf_pipeline::Budget>,
+    budget: Option<Arc<spf_pipeline::Budget>>,
     /// A limit was hit: the block is not decoded, its later CONTINUATIONs
     /// are shown as they come.
     discarding: bool,
@@ -51,7 +53,9 @@ struct Cont {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        self.budget.give(self.retained);
+        if let Some(b) = &self.budget {
+            b.give(self.retained);
+        }
     }
 }
 
@@ -64,10 +68,12 @@ impl Block {
             return Ok(Arc::clone(event));
         }
         let n = event.data.len();
-        if !self.budget.try_take(n) {
-            return Err(Refused::Budget);
+        if let Some(b) = &self.budget {
+            if !b.try_take(n) {
+                return Err(Refused::Budget);
+            }
+            self.retained += n;
         }
-        self.retained += n;
         Ok(Arc::clone(event))
     }
 
@@ -81,7 +87,7 @@ impl Block {
             format!(
                 "{why}: header block of stream {} incomplete ({} bytes without END_HEADERS)",
                 self.stream_id,
-                self.fragment.len()
+                self.fragment.as_ref().map_or(0, Held::len)
             ),
         );
     }
@@ -219,11 +225,11 @@ impl View {
             priority,
             promised,
             event: Arc::clone(ctx.event),
-            fragment: Held::new(Arc::clone(&ctx.s.budget)),
+            fragment: None,
             conts: Vec::new(),
             total: h.length.into(),
             retained: 0,
-            budget: Arc::clone(&ctx.s.budget),
+            budget: None,
             discarding: false,
         };
         if h.has(frame::END_HEADERS) {
@@ -236,10 +242,9 @@ impl View {
             return;
         }
         block.retained = ctx.event.data.len();
-        if let Err(r) = block
-            .fragment
-            .extend(fragment, ctx.s.limits.connection_buffer)
-        {
+        block.budget = Some(Arc::clone(&ctx.s.budget));
+        let held = block.fragment.insert(Held::new(Arc::clone(&ctx.s.budget)));
+        if let Err(r) = held.extend(fragment, ctx.s.limits.connection_buffer) {
             self.block_refused(side, block, r, ctx);
             return;
         }
@@ -291,10 +296,10 @@ impl View {
                 return;
             }
         };
-        if let Err(r) = block
+        let held = block
             .fragment
-            .extend(fragment, ctx.s.limits.connection_buffer)
-        {
+            .get_or_insert_with(|| Held::new(Arc::clone(&ctx.s.budget)));
+        if let Err(r) = held.extend(fragment, ctx.s.limits.connection_buffer) {
             self.block_refused(side, block, r, ctx);
             return;
         }
@@ -304,7 +309,7 @@ impl View {
             event,
         });
         if end {
-            let fragment = block.fragment.take();
+            let fragment = block.fragment.as_mut().map(Held::take).unwrap_or_default();
             self.decode_block(side, block, &fragment, ctx);
         } else {
             self.flows[side].block = Some(block);
@@ -342,7 +347,7 @@ impl View {
     ) {
         self.flows[side].hpack.forget();
         self.drop_stream(block.stream_id, "header block dropped", ctx);
-        block.fragment.release();
+        block.fragment = None;
         let conts = std::mem::take(&mut block.conts);
         let stream_id = block.stream_id;
         let keep = Block {
@@ -352,11 +357,11 @@ impl View {
             priority: None,
             promised: None,
             event: Arc::clone(&block.event),
-            fragment: Held::new(Arc::clone(&ctx.s.budget)),
+            fragment: None,
             conts: Vec::new(),
             total: block.total,
             retained: 0,
-            budget: Arc::clone(&ctx.s.budget),
+            budget: None,
             discarding: true,
         };
         block.conts = conts;

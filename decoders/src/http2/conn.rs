@@ -110,10 +110,9 @@ impl View {
 
     /// Decodes the bytes of `ctx.event`, which belong to `side`.
     pub(crate) fn event(&mut self, side: usize, ctx: &mut Ctx<'_, '_>) {
-        let e = ctx.event;
+        let e: &Arc<Event> = ctx.event;
         self.flows[side].last_event = Some(keepable(e));
-        let data = e.data.clone();
-        self.feed(side, &data, ctx);
+        self.feed(side, &e.data, ctx);
         if e.truncated {
             let missing = e.len.saturating_sub(e.data.len() as u64 + e.skip);
             let note = format!("{missing} bytes of this write were not captured");

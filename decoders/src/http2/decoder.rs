@@ -3,8 +3,9 @@
 //! both directions of its bytes; bounded in number, and in memory by the run's
 //! budget.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use spf_pipeline::{Budget, BuildContext, Decoder, Event, Exchange, Limits, Out, Record};
 
@@ -19,7 +20,9 @@ use super::streams::Protocols;
 pub struct Http2 {
     name: Arc<str>,
     s: Settings,
-    conns: HashMap<u64, Conn>,
+    /// Keyed by connection id, which the kernel chooses, not the traced
+    /// processes: a fast hash is safe here.
+    conns: FxHashMap<u64, Conn>,
     /// Connection states in all `conns` (several per connection in the
     /// syscall view, one per end).
     views: usize,
@@ -117,7 +120,7 @@ impl Http2 {
                 budget: Arc::clone(&ctx.budget),
                 protocols: Protocols::default(),
             },
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             views: 0,
         }
     }

@@ -144,11 +144,22 @@ impl Fields for FrameRecord {
         out.extend_from_slice(b",\"stream_id\":");
         push_u64(self.stream_id.into(), out);
         out.extend_from_slice(b",\"flags\":[");
-        for (i, f) in frame::flag_names(self.kind, self.flags).iter().enumerate() {
+        for (i, f) in frame::flag_iter(self.kind, self.flags).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            json_str(f, out);
+            match f {
+                frame::Flag::Named(n) => {
+                    out.push(b'"');
+                    out.extend_from_slice(n.as_bytes());
+                    out.push(b'"');
+                }
+                frame::Flag::Bit(b) => {
+                    out.extend_from_slice(b"\"0x");
+                    hex(&[b], out);
+                    out.push(b'"');
+                }
+            }
         }
         out.extend_from_slice(b"],\"length\":");
         push_u64(self.length.into(), out);

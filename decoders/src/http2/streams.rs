@@ -2,8 +2,9 @@
 //! (for the records of its frames), its gRPC messages being reassembled, and
 //! the exchange (request and response) it carries until it completes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use spf_pipeline::{Budget, Endpoint, Event, Exchange};
 
@@ -145,7 +146,10 @@ impl Default for Protocols {
 /// the memory budget.
 #[derive(Debug)]
 pub(crate) struct Streams {
-    map: HashMap<u32, Stream>,
+    /// Stream ids are chosen by the peers, but at most
+    /// `limits.streams_per_connection` are held, which bounds what colliding
+    /// ids could cost a fast hash.
+    map: FxHashMap<u32, Stream>,
     budget: Arc<Budget>,
 }
 
@@ -170,7 +174,7 @@ impl Drop for Streams {
 impl Streams {
     pub(crate) fn new(budget: Arc<Budget>) -> Self {
         Streams {
-            map: HashMap::new(),
+            map: FxHashMap::default(),
             budget,
         }
     }

@@ -144,7 +144,10 @@ fn streams_per_connection() {
     let (mut d, _) = limited(limits);
     let mut e = Enc::default();
     // The server spoke: its responses could have been seen.
-    let mut w = vec![(0, big_frames_allowed()), (1, frame(frame::SETTINGS, 0, 0, &[]))];
+    let mut w = vec![
+        (0, big_frames_allowed()),
+        (1, frame(frame::SETTINGS, 0, 0, &[])),
+    ];
     for i in 0..40u32 {
         let b = e.block(&[
             (":method", "GET"),
@@ -448,7 +451,15 @@ fn one_way_capture_ends_streams_quietly() {
     let mut w = vec![(0, big_frames_allowed())];
     for i in 0..40u32 {
         let b = e.block(&[(":method", "GET"), (":path", &format!("/s/{i}"))]);
-        w.push((0, frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1 + 2 * i, &b)));
+        w.push((
+            0,
+            frame(
+                frame::HEADERS,
+                frame::END_HEADERS | frame::END_STREAM,
+                1 + 2 * i,
+                &b,
+            ),
+        ));
     }
     let recs = run_cv(&mut d, &w);
     assert!(errors(&recs).is_empty(), "{:?}", errors(&recs));
