@@ -8,6 +8,7 @@
 //! response, including later requests on one connection that use the dynamic
 //! table, and every gRPC message.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde_json::Value;
 use spf_decoders::http2::{Http2, Http2Config};
-use spf_pipeline::{Body, Decoder, Direction, Event, Record, SockKind};
+use spf_pipeline::{Body, Decoder, Direction, Event, Record, Role, SockKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -55,9 +56,11 @@ impl Capture {
         }));
     }
 
-    fn decode(&self) -> Vec<Record> {
+    /// The recording decoded in the syscall view (as the client's end sees
+    /// it) and in the connection view.
+    fn decode_views(&self) -> [Vec<Record>; 2] {
         let events = self.events.lock().unwrap().clone();
-        decode(&events)
+        [decode(&events), decode(&connection_view(&events))]
     }
 }
 
@@ -69,6 +72,96 @@ fn decode(events: &[Arc<Event>]) -> Vec<Record> {
     }
     d.finish(&mut spf_pipeline::Out::collect(&mut out));
     out
+}
+
+/// The relay's recording as the connection stage hands it on: every event
+/// seen from its sender (the client's bytes from pid 1, the server's from
+/// pid 2), with both sockets, the sender's role, whose syscall captured the
+/// bytes, and where they begin in their direction's stream.
+fn connection_view(events: &[Arc<Event>]) -> Vec<Arc<Event>> {
+    let mut pos: HashMap<(u64, bool), u64> = HashMap::new();
+    events
+        .iter()
+        .map(|e| {
+            let from_client = e.dir == Direction::Send;
+            let at = pos.entry((e.conn, from_client)).or_default();
+            let start = *at;
+            *at += e.data.len() as u64;
+            let (client, server) = (1000 + 2 * e.conn, 1001 + 2 * e.conn);
+            let (pid, comm, peer, peer_comm, socket, peer_socket, role) = if from_client {
+                (1, "client", 2, "server", client, server, Role::Client)
+            } else {
+                (2, "server", 1, "client", server, client, Role::Server)
+            };
+            Arc::new(Event {
+                pid,
+                tid: pid,
+                comm: Arc::from(comm),
+                peer_pid: peer,
+                peer_comm: Arc::from(peer_comm),
+                dir: Direction::Send,
+                socket,
+                peer_socket,
+                role,
+                via: Some(if e.seq % 3 == 0 {
+                    Direction::Recv
+                } else {
+                    Direction::Send
+                }),
+                pos: Some(start),
+                ..(**e).clone()
+            })
+        })
+        .collect()
+}
+
+/// Which way an event's bytes went, as the client's end sees it: `send` from
+/// client to server, `recv` back.
+fn way(e: &Event) -> Direction {
+    match (e.via, e.role) {
+        (Some(_), Role::Server) => Direction::Recv,
+        (Some(_), _) => Direction::Send,
+        (None, _) => e.dir,
+    }
+}
+
+/// Exchange records: one per request, in order, each pairing the request
+/// the server saw with the status the client got, between the relay's
+/// client (pid 1) and the server (pid 2).
+fn check_exchange_records(recs: &[Record], seen: &[Seen], received: &[(u16, Pairs)]) {
+    let x: Vec<&spf_pipeline::Exchange> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Decoded(d) => match &d.body {
+                Body::Exchange(x) => Some(&**x),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(x.len(), seen.len(), "one exchange per request: {x:?}");
+    let last_ts = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Decoded(d) => Some(d.event.ts_ns),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    for (i, (e, s)) in x.iter().zip(seen).enumerate() {
+        assert_eq!(e.method.as_deref(), Some(s.method.as_str()), "exchange {i}");
+        assert_eq!(e.path.as_deref(), Some(s.path.as_str()), "exchange {i}");
+        assert_eq!(e.status, Some(u32::from(received[i].0)), "exchange {i}");
+        assert_eq!(e.error, None, "exchange {i}");
+        let latency = e.latency_ns.unwrap();
+        assert!(
+            latency > 0 && e.started_ns + latency <= last_ts,
+            "exchange {i}: {e:?}"
+        );
+        assert!(e.request_bytes > 0 && e.response_bytes > 0, "exchange {i}");
+        assert_eq!(e.client.pid, 1);
+        assert_eq!(e.server.pid, 2);
+    }
 }
 
 /// Accepts on `listen`, connects each client to `upstream`, copies both ways and
@@ -161,7 +254,7 @@ fn headers_frames(recs: &[Record]) -> Vec<Hdr> {
         .filter_map(http2_of)
         .filter(|(_, h)| h["type"] == "HEADERS")
         .map(|(e, h)| Hdr {
-            dir: e.dir,
+            dir: way(e),
             conn: e.conn,
             stream: h["stream_id"].as_u64().unwrap(),
             length: h["length"].as_u64().unwrap(),
@@ -374,18 +467,22 @@ async fn hyper_client_and_server() {
     drop(sender);
     let _ = driver.await;
     closed(&s.cap).await;
-    let recs = s.cap.decode();
-    assert_clean(&recs);
     let seen = seen.lock().unwrap().clone();
-    check_exchange(&recs, &seen, &received, true);
-    // DATA payloads arrive intact.
-    let data: Vec<u8> = recs
-        .iter()
-        .filter_map(http2_of)
-        .filter(|(e, h)| e.dir == Direction::Send && h["type"] == "DATA" && h["stream_id"] == 11)
-        .flat_map(|(_, h)| b64(h["data_b64"].as_str().unwrap()))
-        .collect();
-    assert_eq!(data, vec![b'x'; 500]);
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        check_exchange(&recs, &seen, &received, true);
+        check_exchange_records(&recs, &seen, &received);
+        // DATA payloads arrive intact.
+        let data: Vec<u8> = recs
+            .iter()
+            .filter_map(http2_of)
+            .filter(|(e, h)| {
+                way(e) == Direction::Send && h["type"] == "DATA" && h["stream_id"] == 11
+            })
+            .flat_map(|(_, h)| b64(h["data_b64"].as_str().unwrap()))
+            .collect();
+        assert_eq!(data, vec![b'x'; 500]);
+    }
 }
 
 /// Waits until every relayed connection has closed both ways, so that the
@@ -506,13 +603,15 @@ async fn curl_against_hyper_server() {
     }
     closed(&s.cap).await;
     assert_eq!(received.len(), 3);
-    let recs = s.cap.decode();
-    assert_clean(&recs);
     assert_eq!(s.cap.conns.load(Ordering::SeqCst), 3);
     let seen = seen.lock().unwrap().clone();
-    check_exchange(&recs, &seen, &received, false);
-    let first = &headers_frames(&recs)[0];
-    assert!(pseudo(&first.headers, "user-agent").is_some_and(|u| u.starts_with("curl/")));
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        check_exchange(&recs, &seen, &received, false);
+        check_exchange_records(&recs, &seen, &received);
+        let first = &headers_frames(&recs)[0];
+        assert!(pseudo(&first.headers, "user-agent").is_some_and(|u| u.starts_with("curl/")));
+    }
 }
 
 /// Attaching after a connection started: the relay's events from the middle of
@@ -554,66 +653,68 @@ async fn attach_mid_connection_on_real_traffic() {
     let seen = seen.lock().unwrap().clone();
     let mut placeholders = 0;
     for (k, &mark) in marks.iter().enumerate().skip(1) {
-        let recs = decode(&events[mark..]);
-        let frames = headers_frames(&recs);
-        let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
-        assert_eq!(reqs.len(), seen.len() - k, "attached before request {k}");
-        for (j, h) in reqs.iter().enumerate() {
-            let s = &seen[k + j];
-            let mut want = vec![
-                (":method".to_string(), s.method.clone()),
-                (":path".to_string(), s.path.clone()),
-            ];
-            want.extend(s.headers.iter().cloned());
-            for (n, v) in &h.headers {
-                if n.starts_with("<unknown index ") {
-                    placeholders += 1;
-                    continue;
-                }
-                if n == ":scheme" || n == ":authority" {
-                    assert!(v == "http" || v == "localhost", "{n}: {v}");
-                    continue;
-                }
-                assert!(
-                    want.contains(&(n.clone(), v.clone())),
-                    "wrong header {n}: {v} in request {}",
-                    k + j
-                );
-            }
-            assert_eq!(
-                h.headers.len(),
-                want.len() + 2,
-                "every field shown, none skipped"
-            );
-            let resp = frames
-                .iter()
-                .find(|r| r.dir == Direction::Recv && r.stream == h.stream)
-                .unwrap();
-            let (status, got) = &received[k + j];
-            for (n, v) in &resp.headers {
-                if n.starts_with("<unknown index ") {
-                    placeholders += 1;
-                } else if n == ":status" {
-                    assert_eq!(v, &status.to_string());
-                } else {
+        let attached = &events[mark..];
+        for recs in [decode(attached), decode(&connection_view(attached))] {
+            let frames = headers_frames(&recs);
+            let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
+            assert_eq!(reqs.len(), seen.len() - k, "attached before request {k}");
+            for (j, h) in reqs.iter().enumerate() {
+                let s = &seen[k + j];
+                let mut want = vec![
+                    (":method".to_string(), s.method.clone()),
+                    (":path".to_string(), s.path.clone()),
+                ];
+                want.extend(s.headers.iter().cloned());
+                for (n, v) in &h.headers {
+                    if n.starts_with("<unknown index ") {
+                        placeholders += 1;
+                        continue;
+                    }
+                    if n == ":scheme" || n == ":authority" {
+                        assert!(v == "http" || v == "localhost", "{n}: {v}");
+                        continue;
+                    }
                     assert!(
-                        got.contains(&(n.clone(), v.clone())),
-                        "wrong response header {n}: {v}"
+                        want.contains(&(n.clone(), v.clone())),
+                        "wrong header {n}: {v} in request {}",
+                        k + j
                     );
                 }
+                assert_eq!(
+                    h.headers.len(),
+                    want.len() + 2,
+                    "every field shown, none skipped"
+                );
+                let resp = frames
+                    .iter()
+                    .find(|r| r.dir == Direction::Recv && r.stream == h.stream)
+                    .unwrap();
+                let (status, got) = &received[k + j];
+                for (n, v) in &resp.headers {
+                    if n.starts_with("<unknown index ") {
+                        placeholders += 1;
+                    } else if n == ":status" {
+                        assert_eq!(v, &status.to_string());
+                    } else {
+                        assert!(
+                            got.contains(&(n.clone(), v.clone())),
+                            "wrong response header {n}: {v}"
+                        );
+                    }
+                }
+                assert_eq!(resp.headers.len(), got.len() + 1);
             }
-            assert_eq!(resp.headers.len(), got.len() + 1);
+            // The value sent last is there, under its name or, when the name came
+            // from a table entry inserted before the attach, under a placeholder.
+            let last = reqs.last().unwrap();
+            assert!(
+                last.headers.iter().any(
+                    |(n, v)| v == "u7" && (n == "x-unique" || n.starts_with("<unknown index "))
+                ),
+                "{:?}",
+                last.headers
+            );
         }
-        // The value sent last is there, under its name or, when the name came
-        // from a table entry inserted before the attach, under a placeholder.
-        let last = reqs.last().unwrap();
-        assert!(
-            last.headers
-                .iter()
-                .any(|(n, v)| v == "u7" && (n == "x-unique" || n.starts_with("<unknown index "))),
-            "{:?}",
-            last.headers
-        );
     }
     assert!(
         placeholders > 0,
@@ -694,35 +795,37 @@ async fn h2_continuation_and_trailers() {
     drop(client);
     let _ = driver.await;
     closed(&s.cap).await;
-    let recs = s.cap.decode();
-    assert_clean(&recs);
     let seen = seen.lock().unwrap().clone();
-    check_exchange(&recs, &seen, &received, false);
-    // The big block really was split, and came out whole.
-    let conts = recs
-        .iter()
-        .filter_map(http2_of)
-        .filter(|(e, h)| e.dir == Direction::Send && h["type"] == "CONTINUATION")
-        .count();
-    assert!(
-        conts >= 1,
-        "the 40 kB header block must have needed CONTINUATION frames"
-    );
-    // Trailers, as the client received them.
-    let frames = headers_frames(&recs);
-    for (i, want) in got_trailers.iter().enumerate() {
-        let stream = frames
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        check_exchange(&recs, &seen, &received, false);
+        check_exchange_records(&recs, &seen, &received);
+        // The big block really was split, and came out whole.
+        let conts = recs
             .iter()
-            .filter(|h| h.dir == Direction::Send)
-            .nth(i)
-            .unwrap()
-            .stream;
-        let t = frames
-            .iter()
-            .find(|h| h.dir == Direction::Recv && h.stream == stream && h.end_stream)
-            .unwrap();
-        assert_eq!(&regular(&t.headers), want);
-        assert_eq!(want, &header_map_pairs(&trailers_sent));
+            .filter_map(http2_of)
+            .filter(|(e, h)| way(e) == Direction::Send && h["type"] == "CONTINUATION")
+            .count();
+        assert!(
+            conts >= 1,
+            "the 40 kB header block must have needed CONTINUATION frames"
+        );
+        // Trailers, as the client received them.
+        let frames = headers_frames(&recs);
+        for (i, want) in got_trailers.iter().enumerate() {
+            let stream = frames
+                .iter()
+                .filter(|h| h.dir == Direction::Send)
+                .nth(i)
+                .unwrap()
+                .stream;
+            let t = frames
+                .iter()
+                .find(|h| h.dir == Direction::Recv && h.stream == stream && h.end_stream)
+                .unwrap();
+            assert_eq!(&regular(&t.headers), want);
+            assert_eq!(want, &header_map_pairs(&trailers_sent));
+        }
     }
 }
 
@@ -833,7 +936,7 @@ async fn tonic_channel(front: PathBuf) -> tonic::transport::Channel {
 fn grpc_messages(recs: &[Record], dir: Direction, stream: u64) -> Vec<(String, i64)> {
     recs.iter()
         .filter_map(http2_of)
-        .filter(|(e, h)| e.dir == dir && h["type"] == "DATA" && h["stream_id"] == stream)
+        .filter(|(e, h)| way(e) == dir && h["type"] == "DATA" && h["stream_id"] == stream)
         .flat_map(|(_, h)| {
             h["grpc"]["messages"]
                 .as_array()
@@ -922,63 +1025,85 @@ async fn tonic_unary_and_streaming() {
     let _ = server.await;
     closed(&s.cap).await;
 
-    let recs = s.cap.decode();
-    assert_clean(&recs);
-    let frames = headers_frames(&recs);
     let seen = seen.lock().unwrap().clone();
-    let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
-    assert_eq!(reqs.len(), 3);
-    for (h, s) in reqs.iter().zip(&seen) {
-        assert_eq!(pseudo(&h.headers, ":method"), Some("POST"));
-        assert_eq!(pseudo(&h.headers, ":path"), Some(s.path.as_str()));
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        let frames = headers_frames(&recs);
+        let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
+        assert_eq!(reqs.len(), 3);
+        for (h, s) in reqs.iter().zip(&seen) {
+            assert_eq!(pseudo(&h.headers, ":method"), Some("POST"));
+            assert_eq!(pseudo(&h.headers, ":path"), Some(s.path.as_str()));
+            assert_eq!(
+                regular(&h.headers),
+                s.headers,
+                "request headers of {}",
+                s.path
+            );
+            assert_eq!(h.grpc.as_ref().unwrap()["method"], s.path.as_str());
+        }
+        // Request messages, as sent.
         assert_eq!(
-            regular(&h.headers),
-            s.headers,
-            "request headers of {}",
-            s.path
+            grpc_messages(&recs, Direction::Send, reqs[0].stream),
+            vec![("hello world".to_string(), 21)]
         );
-        assert_eq!(h.grpc.as_ref().unwrap()["method"], s.path.as_str());
-    }
-    // Request messages, as sent.
-    assert_eq!(
-        grpc_messages(&recs, Direction::Send, reqs[0].stream),
-        vec![("hello world".to_string(), 21)]
-    );
-    assert_eq!(
-        grpc_messages(&recs, Direction::Send, reqs[1].stream),
-        vec![("hello again".to_string(), 5)]
-    );
-    // Replies, as received.
-    for (i, r) in replies.iter().enumerate() {
         assert_eq!(
-            grpc_messages(&recs, Direction::Recv, reqs[i].stream),
-            vec![(r.text.clone(), r.n as i64)]
+            grpc_messages(&recs, Direction::Send, reqs[1].stream),
+            vec![("hello again".to_string(), 5)]
         );
-        // Every header and trailer the client received is in the decoded
-        // response HEADERS and trailers of that stream.
-        let mut decoded: Pairs = frames
+        // Replies, as received.
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(
+                grpc_messages(&recs, Direction::Recv, reqs[i].stream),
+                vec![(r.text.clone(), r.n as i64)]
+            );
+            // Every header and trailer the client received is in the decoded
+            // response HEADERS and trailers of that stream.
+            let mut decoded: Pairs = frames
+                .iter()
+                .filter(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream)
+                .flat_map(|f| regular(&f.headers))
+                .collect();
+            decoded.sort();
+            assert_eq!(
+                decoded,
+                header_map_pairs(&metadata[i]),
+                "response metadata of call {i}"
+            );
+            let trailers = frames
+                .iter()
+                .find(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream && f.end_stream)
+                .unwrap();
+            let g = trailers.grpc.as_ref().unwrap();
+            assert_eq!(g["status"], 0);
+            assert_eq!(g["status_name"], "OK");
+            assert_eq!(g["method"], "/demo.Echo/Say");
+        }
+        let streamed = grpc_messages(&recs, Direction::Recv, reqs[2].stream);
+        let want: Vec<(String, i64)> = items.iter().map(|m| (m.text.clone(), m.n as i64)).collect();
+        assert_eq!(streamed, want);
+        // Every call is one gRPC exchange, OK.
+        let x: Vec<&spf_pipeline::Exchange> = recs
             .iter()
-            .filter(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream)
-            .flat_map(|f| regular(&f.headers))
+            .filter_map(|r| match r {
+                Record::Decoded(d) => match &d.body {
+                    Body::Exchange(x) => Some(&**x),
+                    _ => None,
+                },
+                _ => None,
+            })
             .collect();
-        decoded.sort();
-        assert_eq!(
-            decoded,
-            header_map_pairs(&metadata[i]),
-            "response metadata of call {i}"
-        );
-        let trailers = frames
-            .iter()
-            .find(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream && f.end_stream)
-            .unwrap();
-        let g = trailers.grpc.as_ref().unwrap();
-        assert_eq!(g["status"], 0);
-        assert_eq!(g["status_name"], "OK");
-        assert_eq!(g["method"], "/demo.Echo/Say");
+        assert_eq!(x.len(), 3);
+        for (e, s) in x.iter().zip(&seen) {
+            assert_eq!(&*e.protocol, "grpc");
+            assert_eq!(e.path.as_deref(), Some(s.path.as_str()));
+            assert_eq!(
+                (e.status, e.grpc_status, e.error.as_deref()),
+                (Some(200), Some(0), None)
+            );
+            assert_eq!((e.client.pid, e.server.pid), (1, 2));
+        }
     }
-    let streamed = grpc_messages(&recs, Direction::Recv, reqs[2].stream);
-    let want: Vec<(String, i64)> = items.iter().map(|m| (m.text.clone(), m.n as i64)).collect();
-    assert_eq!(streamed, want);
 }
 
 /// The CLI's registry offers the decoder by its config name.
