@@ -829,6 +829,176 @@ async fn h2_continuation_and_trailers() {
     }
 }
 
+// ---- a 64 KiB header table ----
+
+fn frame(kind: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + payload.len());
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    v.push(kind);
+    v.push(flags);
+    v.extend_from_slice(&sid.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Response headers too big for the default 4096-byte table, the same in
+/// every response: an encoder with a 64 KiB table sends them once.
+fn big_response_headers() -> Pairs {
+    (0..40)
+        .map(|i| {
+            (
+                format!("x-table-{i:02}"),
+                format!("{i:02}-{}", "t".repeat(480)),
+            )
+        })
+        .collect()
+}
+
+/// A server whose HPACK encoder uses the 64 KiB table its client allows:
+/// hand-encoded (the h2 crate's encoder stops at 4096 bytes). It answers
+/// each request with `:status 200` and [`big_response_headers`], inserted
+/// into the table by the first response (after a size update to 65536) and
+/// indexed by the later ones, then a DATA frame. Returns the
+/// SETTINGS_HEADER_TABLE_SIZE the client announced.
+async fn big_table_server(listener: UnixListener) -> Option<u32> {
+    use spf_decoders::http2::frame as f;
+    use spf_decoders::http2::hpack::encode as henc;
+    let (mut io, _) = listener.accept().await.unwrap();
+    let mut preface = [0u8; 24];
+    io.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface, f::PREFACE);
+    io.write_all(&frame(f::SETTINGS, 0, 0, &[])).await.unwrap();
+    let headers = big_response_headers();
+    let mut announced = None;
+    let mut answered = 0;
+    loop {
+        let mut h = [0u8; 9];
+        if io.read_exact(&mut h).await.is_err() {
+            return announced;
+        }
+        let h = f::Header::parse(&h).unwrap();
+        let mut payload = vec![0u8; h.length as usize];
+        io.read_exact(&mut payload).await.unwrap();
+        match h.kind {
+            f::SETTINGS if !h.has(f::ACK) => {
+                for p in payload.chunks(6) {
+                    if p[..2] == [0, 1] {
+                        announced = Some(u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+                    }
+                }
+                io.write_all(&frame(f::SETTINGS, f::ACK, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            f::HEADERS => {
+                let mut block = Vec::new();
+                if answered == 0 {
+                    assert_eq!(announced, Some(65536), "the client allows 64 KiB");
+                    henc::size_update(&mut block, 65536);
+                    henc::indexed(&mut block, 8);
+                    for (n, v) in &headers {
+                        henc::literal_indexed(&mut block, n.as_bytes(), v.as_bytes(), false);
+                    }
+                } else {
+                    henc::indexed(&mut block, 8);
+                    for i in (0..headers.len()).rev() {
+                        henc::indexed(&mut block, 62 + i);
+                    }
+                }
+                // Frames of at most 16384 bytes: HEADERS, then CONTINUATIONs.
+                let mut out = Vec::new();
+                let chunks: Vec<&[u8]> = block.chunks(16384).collect();
+                for (i, c) in chunks.iter().enumerate() {
+                    let last = if i + 1 == chunks.len() {
+                        f::END_HEADERS
+                    } else {
+                        0
+                    };
+                    let kind = if i == 0 { f::HEADERS } else { f::CONTINUATION };
+                    out.extend(frame(kind, last, h.stream_id, c));
+                }
+                out.extend(frame(f::DATA, f::END_STREAM, h.stream_id, b"ok"));
+                io.write_all(&out).await.unwrap();
+                answered += 1;
+            }
+            f::GOAWAY => return announced,
+            _ => {}
+        }
+    }
+}
+
+/// SETTINGS_HEADER_TABLE_SIZE = 65536 from an h2 client, and a server
+/// whose encoder really uses it (later responses are a few bytes of
+/// indexes into 21 KB of table): every header exact in both views, in
+/// blocks spread over CONTINUATION frames, and not flagged, since the
+/// SETTINGS that allowed it were seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_table_of_64_kib() {
+    let (s, listener) = setup();
+    let server = tokio::spawn(big_table_server(listener));
+    let stream = UnixStream::connect(&s.front).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .header_table_size(65536)
+        .max_header_list_size(1 << 20)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut received = Vec::new();
+    for i in 0..3 {
+        let req = http::Request::builder()
+            .uri(format!("http://localhost/table/{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        received.push(header_map_pairs(resp.headers()));
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+        }
+        client = client.ready().await.unwrap();
+    }
+    drop(client);
+    let _ = driver.await;
+    assert_eq!(server.await.unwrap(), Some(65536));
+    closed(&s.cap).await;
+    let mut want = big_response_headers();
+    want.sort();
+    for r in &received {
+        assert_eq!(r, &want, "what the h2 client decoded");
+    }
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        let frames = headers_frames(&recs);
+        let resps: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Recv).collect();
+        assert_eq!(resps.len(), 3);
+        for r in &resps {
+            assert_eq!(pseudo(&r.headers, ":status"), Some("200"));
+            assert_eq!(regular(&r.headers), want);
+        }
+        // The table really is bigger than 4096 bytes: the later blocks
+        // index every entry.
+        assert!(
+            resps[0].length > 14_000 && resps[1].length < 100,
+            "{resps:?}"
+        );
+        let all: Vec<String> = recs
+            .iter()
+            .filter_map(http2_of)
+            .map(|(_, h)| h.to_string())
+            .collect();
+        assert!(
+            all.iter()
+                .all(|h| !h.contains("table_size_update_unannounced"))
+        );
+        assert!(all.iter().any(|h| h.contains("\"type\":\"CONTINUATION\"")));
+    }
+}
+
 // ---- tonic ----
 
 #[derive(Clone, PartialEq, prost::Message)]
