@@ -1450,3 +1450,195 @@ fn spf_demo_shows_the_grpc_conversation() {
         .count();
     assert_eq!(ok, 3, "three calls ended with grpc-status 0");
 }
+
+/// The real `spf run` binary, live, in the default connection view: a hyper
+/// client and server (threads of this process named `spfh2live`) talk over
+/// a Unix socket; each request and response HEADERS comes out once, exact,
+/// seen from its sender, and each request is one exchange record.
+#[test]
+fn live_connection_view_through_spf_run() {
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+    const COMM: &str = "spfh2live";
+    let _g = crate::capture::lock();
+    if !crate::capture::bpf_ready("live_connection_view_through_spf_run") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("live.ndjson");
+    let err = dir.path().join("live.err");
+    let mut child = crate::util::spf()
+        .args([
+            "run",
+            "--format",
+            "ndjson",
+            "--quiet",
+            "--decoder",
+            "http2",
+            "--comm",
+            COMM,
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until spf captures: a canary thread sends an HTTP/2 preface and
+    // PINGs whose data spells "spfcanar" until they show up decoded.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let canary = std::thread::spawn(move || {
+        crate::live::name_thread(COMM);
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(spf_decoders::http2::frame::PREFACE).unwrap();
+        while rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+            a.write_all(&frame(6, 0, 0, b"spfcanar")).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("\"opaque_data\":\"73706663616e6172\"")
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = tx.send(());
+            panic!(
+                "spf exited with {status}: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spf captured nothing within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = tx.send(());
+    canary.join().unwrap();
+
+    // The conversation, on threads named COMM.
+    let sock = dir.path().join("live-conn.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(COMM)
+        .enable_all()
+        .build()
+        .unwrap();
+    let front = sock.clone();
+    let (seen, received) = rt.block_on(async move { rt_conversation(front).await });
+    drop(rt);
+    // Stop spf as Ctrl-C would.
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    let records = crate::util::read_ndjson(&out);
+    let path = sock.to_str().unwrap();
+    let ours: Vec<&Value> = records.iter().filter(|r| r["path"] == path).collect();
+    assert!(ours.iter().all(|r| r["via"].is_string()), "connection view");
+    assert!(ours.iter().all(|r| r.get("error").is_none()), "{ours:?}");
+    let headers: Vec<(&str, Pairs)> = ours
+        .iter()
+        .filter_map(|r| {
+            let h = r.get("http2")?.get("headers")?.as_array()?;
+            Some((
+                r["role"].as_str().unwrap_or(""),
+                h.iter()
+                    .map(|p| {
+                        (
+                            p[0].as_str().unwrap().to_string(),
+                            p[1].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect(),
+            ))
+        })
+        .collect();
+    let requests: Vec<&Pairs> = headers
+        .iter()
+        .filter(|h| h.0 == "client")
+        .map(|h| &h.1)
+        .collect();
+    let responses: Vec<&Pairs> = headers
+        .iter()
+        .filter(|h| h.0 == "server")
+        .map(|h| &h.1)
+        .collect();
+    assert_eq!(
+        requests.len(),
+        seen.len(),
+        "each request HEADERS once: {headers:?}"
+    );
+    assert_eq!(
+        responses.len(),
+        received.len(),
+        "each response HEADERS once"
+    );
+    for (i, (h, s)) in requests.iter().zip(&seen).enumerate() {
+        assert_eq!(pseudo(h, ":method"), Some(s.method.as_str()), "request {i}");
+        assert_eq!(pseudo(h, ":path"), Some(s.path.as_str()), "request {i}");
+        assert_eq!(regular(h), s.headers, "request {i}");
+    }
+    for (i, (h, (status, got))) in responses.iter().zip(&received).enumerate() {
+        assert_eq!(
+            pseudo(h, ":status"),
+            Some(status.to_string().as_str()),
+            "response {i}"
+        );
+        assert_eq!(&regular(h), got, "response {i}");
+    }
+    let me = u64::from(std::process::id());
+    let x: Vec<&Value> = ours.iter().filter_map(|r| r.get("exchange")).collect();
+    assert_eq!(x.len(), seen.len(), "{x:?}");
+    for (e, s) in x.iter().zip(&seen) {
+        assert_eq!(e["protocol"], "http2");
+        assert_eq!(e["path"], s.path.as_str());
+        assert_eq!(e["error"], Value::Null);
+        assert_eq!(
+            (e["client_pid"].as_u64(), e["server_pid"].as_u64()),
+            (Some(me), Some(me))
+        );
+        assert!(e["latency_ns"].as_u64().unwrap() > 0);
+    }
+}
+
+/// A hyper server and client over `sock`: three requests on one connection.
+/// Returns what the server saw and what the client received.
+async fn rt_conversation(sock: PathBuf) -> (Vec<Seen>, Vec<(u16, Pairs)>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = UnixListener::bind(&sock).unwrap();
+    let seen = hyper_server(listener);
+    // The client on a worker thread too, so that its writes are captured.
+    let received = tokio::spawn(async move {
+        let stream = UnixStream::connect(&sock).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let driver = tokio::spawn(conn);
+        let mut received = Vec::new();
+        for i in 0..3 {
+            let req = http::Request::builder()
+                .method("GET")
+                .uri(format!("http://localhost/live/{i}"))
+                .header("x-live", format!("request-{i}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            received.push((resp.status().as_u16(), header_map_pairs(resp.headers())));
+            let _ = resp.into_body().collect().await;
+        }
+        drop(sender);
+        let _ = driver.await;
+        received
+    })
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (seen, received)
+}
