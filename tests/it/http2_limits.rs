@@ -128,6 +128,8 @@ struct Run {
 /// Replays `capture` through `spf run --decoder http2`, reading its NDJSON
 /// output as it comes (keeping only errors and the normal connection's
 /// records), and takes its peak memory from `wait4`.
+// The child is reaped with wait4 rather than Child::wait, to get its own rusage.
+#[allow(clippy::zombie_processes)]
 fn replay(capture: &std::path::Path, normal_conn: u64) -> Run {
     let mut child = crate::util::spf()
         .args([
