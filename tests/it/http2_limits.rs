@@ -58,6 +58,8 @@ impl Capture {
             conn,
             socket: conn * 10,
             peer_socket: conn * 10 + 1,
+            // Client to server is lane 0, the server's own sends lane 1.
+            lane: u8::from(dir == Direction::Send),
             len: data.len() as u64,
             data: Bytes::from(data),
             ..Event::default()
@@ -284,14 +286,16 @@ fn hpack_amplification_replay() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hpack-bomb.ndjson");
     let mut cap = Capture::new(&path);
+    let mut preface = frame::PREFACE.to_vec();
+    preface.extend(frame(frame::SETTINGS, 0, 0, &[]));
+    cap.client_bytes(1, &preface);
     // The server allows frames of 16 MB, so the blocks need no CONTINUATION.
     cap.write(
         1,
         Direction::Send,
         frame(frame::SETTINGS, 0, 0, &[0, 5, 0, 0xff, 0xff, 0xff]),
     );
-    let mut attack = frame::PREFACE.to_vec();
-    attack.extend(frame(frame::SETTINGS, 0, 0, &[]));
+    let mut attack = Vec::new();
     let mut first = Vec::new();
     henc::indexed(&mut first, 3);
     henc::literal_indexed(&mut first, b"x-bomb", &[b'b'; 4096], false);
