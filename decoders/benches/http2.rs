@@ -285,10 +285,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
     // SPF_BENCH_ROUNDS=3 gives a quick look; figures come from the default.
+    let profile = std::env::var_os("SPF_BENCH_PROFILE").is_some();
 
-    let data = data_heavy(64 << 20);
+    let data = if profile {
+        Vec::new()
+    } else {
+        data_heavy(64 << 20)
+    };
     let bytes: usize = data.iter().map(|e| e.data.len()).sum();
-    let headers = headers_heavy(200_000);
+    let headers = headers_heavy(if profile { 1 } else { 200_000 });
     let frames = headers.len() - 1;
     let calls = small_grpc(250_000, 16);
     let no_exchanges = Http2Config {
@@ -304,6 +309,15 @@ fn main() {
     let mut g_h2 = Vec::new();
     let mut g_plain = Vec::new();
     let mut g_raw = Vec::new();
+    // SPF_BENCH_PROFILE=1 runs only the small calls through http2, for a
+    // profiler to see nothing else.
+    if profile {
+        for _ in 0..rounds_n {
+            let (t, _) = time(|| run(&mut Http2::new(Http2Config::default()), &calls));
+            println!("{:.0} events/s", calls.len() as f64 / t.as_secs_f64());
+        }
+        return;
+    }
     for _ in 0..rounds_n {
         let (t, n) = time(|| run(&mut Http2::new(Http2Config::default()), &data));
         assert_eq!(

@@ -541,6 +541,18 @@ fn hex(data: &[u8], out: &mut Vec<u8>) {
 
 /// Bytes as a JSON string: UTF-8 as is, other bytes as `\xNN` text.
 fn lossy_json(b: &[u8], out: &mut Vec<u8>) {
+    // Header names and values are nearly always printable ASCII with nothing
+    // to escape: checked without branching per byte, then copied at once.
+    let plain = !b.iter().fold(false, |bad, &c| {
+        bad | !(0x20..0x7f).contains(&c) | (c == b'"') | (c == b'\\')
+    });
+    if plain {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     match std::str::from_utf8(b) {
         Ok(s) => json_str(s, out),
         Err(_) => {
