@@ -398,7 +398,9 @@ impl View {
             block.emit(None, Some(MIXED), None, None, ctx);
             return;
         }
-        let mut list = std::mem::take(&mut self.flows[side].list);
+        // One list for the whole decoder: blocks are decoded one at a time.
+        let s = ctx.s;
+        let mut list = s.list.borrow_mut();
         list.clear();
         let max = ctx.s.limits.header_list_size;
         let result = self.flows[side].hpack.decode(fragment, &mut list, max);
@@ -431,7 +433,6 @@ impl View {
             }) => self.headers(side, block, &list, unannounced_size, ctx),
         }
         list.shrink(64 * 1024);
-        self.flows[side].list = list;
     }
 
     /// Reports what the HPACK table dropped for memory, once per state.

@@ -13,7 +13,7 @@ use super::decoder::{Ctx, Settings};
 use super::frame::{self, Header, Payload};
 use super::framing::{Framer, Step};
 use super::held::{Held, Refused};
-use super::hpack::{self, HeaderList};
+use super::hpack;
 use super::record::{Body, FrameRecord, kind_name};
 use super::streams::Streams;
 
@@ -34,8 +34,6 @@ pub(crate) struct Flow {
     pub framer: Framer,
     pub hpack: hpack::Decoder,
     pub block: Option<Block>,
-    /// Reused for each header block's fields.
-    pub list: HeaderList,
     pub role: Option<Role>,
     /// Requests and responses were both seen: two byte streams are interleaved.
     pub mixed: bool,
@@ -51,7 +49,6 @@ impl Flow {
             framer: Framer::new(Held::new(Arc::clone(&s.budget))),
             hpack,
             block: None,
-            list: HeaderList::new(),
             role: None,
             mixed: false,
             last_event: None,
@@ -268,7 +265,6 @@ impl View {
             f.block = None;
             f.framer.resync(ctx.s.cfg.max_frame_size);
             f.hpack.forget();
-            f.list.shrink(0);
         }
         self.end_exchanges(Some("no response"), ctx);
     }

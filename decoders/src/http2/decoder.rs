@@ -3,6 +3,7 @@
 //! both directions of its bytes; bounded in number, and in memory by the run's
 //! budget.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -12,6 +13,7 @@ use spf_pipeline::{Budget, BuildContext, Decoder, Event, Exchange, Limits, Out, 
 use super::Http2Config;
 use super::conn::View;
 use super::frame;
+use super::hpack::HeaderList;
 use super::protobuf;
 use super::record::FrameRecord;
 use super::streams::Protocols;
@@ -35,6 +37,9 @@ pub(crate) struct Settings {
     pub budget: Arc<Budget>,
     pub proto: protobuf::Limits,
     pub protocols: Protocols,
+    /// The fields of the header block being decoded, reused for every block
+    /// of every connection.
+    pub list: RefCell<HeaderList>,
 }
 
 /// The states of one connection: one in the connection view; one per end
@@ -119,6 +124,7 @@ impl Http2 {
                 limits,
                 budget: Arc::clone(&ctx.budget),
                 protocols: Protocols::default(),
+                list: RefCell::new(HeaderList::new()),
             },
             conns: FxHashMap::default(),
             views: 0,

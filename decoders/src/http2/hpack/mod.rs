@@ -82,8 +82,9 @@ const MAX_INT: u64 = u32::MAX as u64;
 /// Largest list limit: lists stay well within what [`Packed`] can index.
 const MAX_LIST: usize = (u32::MAX / 2) as usize;
 
-/// Scratch space kept between blocks; more is released after a big block.
-const KEEP_SCRATCH: usize = 64 * 1024;
+/// Scratch space kept between blocks (it is only used past the list limit);
+/// more is released after a big block, so that idle connections hold little.
+const KEEP_SCRATCH: usize = 4096;
 
 impl Decoder {
     /// A decoder at the start of a connection.
