@@ -12,7 +12,6 @@ use spf_pipeline::{Budget, BuildContext, Decoder, Event, Exchange, Limits, Out, 
 
 use super::Http2Config;
 use super::conn::View;
-use super::frame;
 use super::hpack::HeaderList;
 use super::protobuf;
 use super::record::FrameRecord;
@@ -249,57 +248,5 @@ impl Decoder for Http2 {
                 self.flush_conn(c, "input ended", out);
             }
         }
-    }
-
-    fn detect(&mut self, data: &[u8], _event: &Event) -> u8 {
-        detect(data)
-    }
-}
-
-/// How sure the first bytes of a direction are HTTP/2: the client preface is
-/// certain; a server's first SETTINGS frame, or a run of plausible frames, is
-/// likely.
-fn detect(data: &[u8]) -> u8 {
-    let n = data.len().min(frame::PREFACE.len());
-    if n > 0 && data[..n] == frame::PREFACE[..n] {
-        return if n == frame::PREFACE.len() { 100 } else { 60 };
-    }
-    let mut at = 0;
-    let mut frames = 0;
-    while let Some(h) = frame::Header::parse(&data[at.min(data.len())..]) {
-        if !h.plausible(frame::MAX_LENGTH) {
-            return 0;
-        }
-        if frames == 0 && h.kind == frame::SETTINGS && !h.has(frame::ACK) {
-            return 90;
-        }
-        frames += 1;
-        at += frame::HEADER_LEN + h.length as usize;
-        if at >= data.len() || frames == 3 {
-            break;
-        }
-    }
-    match frames {
-        0 => 0,
-        1 => 30,
-        2 => 50,
-        _ => 70,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_prefaces_and_frames() {
-        assert_eq!(detect(frame::PREFACE), 100);
-        assert_eq!(detect(&frame::PREFACE[..10]), 60);
-        assert_eq!(detect(b"GET / HTTP/1.1\r\n"), 0);
-        assert_eq!(detect(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]), 90);
-        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
-        assert_eq!(detect(&ping), 30);
-        assert_eq!(detect(&[ping, ping].concat()), 50);
-        assert_eq!(detect(&[0xff; 40]), 0);
     }
 }
