@@ -106,7 +106,8 @@ impl View {
         });
         for len in too_many {
             ctx.limit(format!(
-                "gRPC message of {len} bytes on stream {id} has more than limits.protobuf_fields ({}) protobuf fields: its protobuf view is not shown",
+                "gRPC message of {len} bytes on stream {id} on connection {} has more than limits.protobuf_fields ({}) protobuf fields: its protobuf view is not shown",
+                ctx.conn(),
                 ctx.s.limits.protobuf_fields
             ));
         }

@@ -147,10 +147,7 @@ impl Http2 {
             .collect();
         by_age.sort_unstable();
         let n = (self.s.limits.connections / 4).max(1);
-        let why = format!(
-            "more than limits.connections ({}) connections tracked: the state of this idle one is dropped",
-            self.s.limits.connections
-        );
+        let limit = self.s.limits.connections;
         for (_, c, end) in by_age.into_iter().take(n) {
             let Some(conn) = self.conns.get_mut(&c) else {
                 continue;
@@ -163,6 +160,9 @@ impl Http2 {
                 self.conns.remove(&c);
             }
             self.views -= 1;
+            let why = format!(
+                "more than limits.connections ({limit}) connections tracked: the state of idle connection {c} is dropped"
+            );
             view.flush(
                 &self.name,
                 &self.s,
