@@ -702,7 +702,27 @@ fn robustness_against_random_and_mutated_input() {
                 sw = cw.iter().rev().copied().collect();
             }
         }
-        let mut d = decoder();
+        // Every other round with tight limits, so that their paths run on
+        // garbage too; every round's memory must all come back.
+        let limits = if round % 2 == 1 {
+            spf_pipeline::Limits {
+                header_list_size: 200,
+                header_table_size: 300,
+                continuation_frames: 1,
+                streams_per_connection: 2,
+                message_size: 16,
+                protobuf_fields: 4,
+                protobuf_depth: 2,
+                connection_buffer: 600,
+                connections: 1,
+                memory: 4096,
+                ..spf_pipeline::Limits::default()
+            }
+        } else {
+            spf_pipeline::Limits::default()
+        };
+        let ctx = spf_pipeline::BuildContext::new(limits);
+        let mut d = Http2::with_context(Http2Config::default(), &ctx);
         let mut out = Vec::new();
         let mut seq = 0;
         let (mut pc, mut ps) = (0, 0);
@@ -726,6 +746,8 @@ fn robustness_against_random_and_mutated_input() {
             }
         }
         d.finish(&mut spf_pipeline::Out::collect(&mut out));
+        drop(d);
+        assert_eq!(ctx.budget.used(), 0, "round {round}: memory not given back");
         if out.iter().any(Record::is_error) {
             error_runs += 1;
         }
