@@ -159,9 +159,11 @@ impl Event {
             let side = match self.role {
                 Role::Client => 0,
                 Role::Server => 1,
-                Role::Unknown => usize::from(
-                    self.peer_socket != 0 && self.socket != 0 && self.socket > self.peer_socket,
-                ),
+                // The two directions' events carry the same two inodes the
+                // other way round, so comparing them splits the directions
+                // even when one end's inode is not known (0): a capture
+                // replayed from one end knows only its own socket.
+                Role::Unknown => usize::from(self.socket > self.peer_socket),
             };
             return StreamKey {
                 conn: self.conn,
@@ -293,6 +295,11 @@ mod tests {
         };
         assert_eq!(unknown(5, 6).stream_key().side, 0);
         assert_eq!(unknown(6, 5).stream_key().side, 1);
+        // One end's socket unknown: the directions still differ.
+        assert_ne!(
+            unknown(1000, 0).stream_key().side,
+            unknown(0, 1000).stream_key().side
+        );
         // The syscall view keeps each end apart, side by direction.
         let recv = Event {
             dir: Direction::Recv,

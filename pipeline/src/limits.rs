@@ -25,6 +25,10 @@ pub struct Limits {
     /// Longest line of an HTTP/1 message head (request, status or header
     /// line) and of a chunk-size line with its extensions.
     pub line_length: usize,
+    /// Bytes of one header compression table (HTTP/2's HPACK dynamic table, per
+    /// direction of a connection) kept in memory. A peer may use a larger table;
+    /// its oldest entries are then shown as placeholders.
+    pub header_table_size: usize,
     /// CONTINUATION frames after one HEADERS or PUSH_PROMISE.
     pub continuation_frames: usize,
     /// Streams (HTTP/2) or outstanding requests (HTTP/1) tracked per connection.
@@ -53,6 +57,7 @@ impl Default for Limits {
             header_list_size: 256 << 10,
             header_fields: 4096,
             line_length: 64 << 10,
+            header_table_size: 1 << 20,
             continuation_frames: 256,
             streams_per_connection: 1024,
             message_size: 16 << 20,

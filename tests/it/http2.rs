@@ -8,6 +8,7 @@
 //! response, including later requests on one connection that use the dynamic
 //! table, and every gRPC message.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde_json::Value;
 use spf_decoders::http2::{Http2, Http2Config};
-use spf_pipeline::{Body, Decoder, Direction, Event, Record, SockKind};
+use spf_pipeline::{Body, Decoder, Direction, Event, Record, Role, SockKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -55,9 +56,11 @@ impl Capture {
         }));
     }
 
-    fn decode(&self) -> Vec<Record> {
+    /// The recording decoded in the syscall view (as the client's end sees
+    /// it) and in the connection view.
+    fn decode_views(&self) -> [Vec<Record>; 2] {
         let events = self.events.lock().unwrap().clone();
-        decode(&events)
+        [decode(&events), decode(&connection_view(&events))]
     }
 }
 
@@ -69,6 +72,96 @@ fn decode(events: &[Arc<Event>]) -> Vec<Record> {
     }
     d.finish(&mut spf_pipeline::Out::collect(&mut out));
     out
+}
+
+/// The relay's recording as the connection stage hands it on: every event
+/// seen from its sender (the client's bytes from pid 1, the server's from
+/// pid 2), with both sockets, the sender's role, whose syscall captured the
+/// bytes, and where they begin in their direction's stream.
+fn connection_view(events: &[Arc<Event>]) -> Vec<Arc<Event>> {
+    let mut pos: HashMap<(u64, bool), u64> = HashMap::new();
+    events
+        .iter()
+        .map(|e| {
+            let from_client = e.dir == Direction::Send;
+            let at = pos.entry((e.conn, from_client)).or_default();
+            let start = *at;
+            *at += e.data.len() as u64;
+            let (client, server) = (1000 + 2 * e.conn, 1001 + 2 * e.conn);
+            let (pid, comm, peer, peer_comm, socket, peer_socket, role) = if from_client {
+                (1, "client", 2, "server", client, server, Role::Client)
+            } else {
+                (2, "server", 1, "client", server, client, Role::Server)
+            };
+            Arc::new(Event {
+                pid,
+                tid: pid,
+                comm: Arc::from(comm),
+                peer_pid: peer,
+                peer_comm: Arc::from(peer_comm),
+                dir: Direction::Send,
+                socket,
+                peer_socket,
+                role,
+                via: Some(if e.seq % 3 == 0 {
+                    Direction::Recv
+                } else {
+                    Direction::Send
+                }),
+                pos: Some(start),
+                ..(**e).clone()
+            })
+        })
+        .collect()
+}
+
+/// Which way an event's bytes went, as the client's end sees it: `send` from
+/// client to server, `recv` back.
+fn way(e: &Event) -> Direction {
+    match (e.via, e.role) {
+        (Some(_), Role::Server) => Direction::Recv,
+        (Some(_), _) => Direction::Send,
+        (None, _) => e.dir,
+    }
+}
+
+/// Exchange records: one per request, in order, each pairing the request
+/// the server saw with the status the client got, between the relay's
+/// client (pid 1) and the server (pid 2).
+fn check_exchange_records(recs: &[Record], seen: &[Seen], received: &[(u16, Pairs)]) {
+    let x: Vec<&spf_pipeline::Exchange> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Decoded(d) => match &d.body {
+                Body::Exchange(x) => Some(&**x),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(x.len(), seen.len(), "one exchange per request: {x:?}");
+    let last_ts = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Decoded(d) => Some(d.event.ts_ns),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    for (i, (e, s)) in x.iter().zip(seen).enumerate() {
+        assert_eq!(e.method.as_deref(), Some(s.method.as_str()), "exchange {i}");
+        assert_eq!(e.path.as_deref(), Some(s.path.as_str()), "exchange {i}");
+        assert_eq!(e.status, Some(u32::from(received[i].0)), "exchange {i}");
+        assert_eq!(e.error, None, "exchange {i}");
+        let latency = e.latency_ns.unwrap();
+        assert!(
+            latency > 0 && e.started_ns + latency <= last_ts,
+            "exchange {i}: {e:?}"
+        );
+        assert!(e.request_bytes > 0 && e.response_bytes > 0, "exchange {i}");
+        assert_eq!(e.client.pid, 1);
+        assert_eq!(e.server.pid, 2);
+    }
 }
 
 /// Accepts on `listen`, connects each client to `upstream`, copies both ways and
@@ -149,12 +242,9 @@ struct Hdr {
     grpc: Option<Value>,
 }
 
-fn http2_of(r: &Record) -> Option<(&Arc<Event>, &Value)> {
+fn http2_of(r: &Record) -> Option<(&Arc<Event>, Value)> {
     match r {
-        Record::Decoded(d) => match &d.body {
-            Body::Fields { json, .. } => Some((&d.event, json.get("http2")?)),
-            _ => None,
-        },
+        Record::Decoded(d) => Some((&d.event, d.body.json()?.remove("http2")?)),
         _ => None,
     }
 }
@@ -164,7 +254,7 @@ fn headers_frames(recs: &[Record]) -> Vec<Hdr> {
         .filter_map(http2_of)
         .filter(|(_, h)| h["type"] == "HEADERS")
         .map(|(e, h)| Hdr {
-            dir: e.dir,
+            dir: way(e),
             conn: e.conn,
             stream: h["stream_id"].as_u64().unwrap(),
             length: h["length"].as_u64().unwrap(),
@@ -377,18 +467,22 @@ async fn hyper_client_and_server() {
     drop(sender);
     let _ = driver.await;
     closed(&s.cap).await;
-    let recs = s.cap.decode();
-    assert_clean(&recs);
     let seen = seen.lock().unwrap().clone();
-    check_exchange(&recs, &seen, &received, true);
-    // DATA payloads arrive intact.
-    let data: Vec<u8> = recs
-        .iter()
-        .filter_map(http2_of)
-        .filter(|(e, h)| e.dir == Direction::Send && h["type"] == "DATA" && h["stream_id"] == 11)
-        .flat_map(|(_, h)| b64(h["data_b64"].as_str().unwrap()))
-        .collect();
-    assert_eq!(data, vec![b'x'; 500]);
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        check_exchange(&recs, &seen, &received, true);
+        check_exchange_records(&recs, &seen, &received);
+        // DATA payloads arrive intact.
+        let data: Vec<u8> = recs
+            .iter()
+            .filter_map(http2_of)
+            .filter(|(e, h)| {
+                way(e) == Direction::Send && h["type"] == "DATA" && h["stream_id"] == 11
+            })
+            .flat_map(|(_, h)| b64(h["data_b64"].as_str().unwrap()))
+            .collect();
+        assert_eq!(data, vec![b'x'; 500]);
+    }
 }
 
 /// Waits until every relayed connection has closed both ways, so that the
@@ -509,13 +603,15 @@ async fn curl_against_hyper_server() {
     }
     closed(&s.cap).await;
     assert_eq!(received.len(), 3);
-    let recs = s.cap.decode();
-    assert_clean(&recs);
     assert_eq!(s.cap.conns.load(Ordering::SeqCst), 3);
     let seen = seen.lock().unwrap().clone();
-    check_exchange(&recs, &seen, &received, false);
-    let first = &headers_frames(&recs)[0];
-    assert!(pseudo(&first.headers, "user-agent").is_some_and(|u| u.starts_with("curl/")));
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        check_exchange(&recs, &seen, &received, false);
+        check_exchange_records(&recs, &seen, &received);
+        let first = &headers_frames(&recs)[0];
+        assert!(pseudo(&first.headers, "user-agent").is_some_and(|u| u.starts_with("curl/")));
+    }
 }
 
 /// Attaching after a connection started: the relay's events from the middle of
@@ -557,66 +653,68 @@ async fn attach_mid_connection_on_real_traffic() {
     let seen = seen.lock().unwrap().clone();
     let mut placeholders = 0;
     for (k, &mark) in marks.iter().enumerate().skip(1) {
-        let recs = decode(&events[mark..]);
-        let frames = headers_frames(&recs);
-        let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
-        assert_eq!(reqs.len(), seen.len() - k, "attached before request {k}");
-        for (j, h) in reqs.iter().enumerate() {
-            let s = &seen[k + j];
-            let mut want = vec![
-                (":method".to_string(), s.method.clone()),
-                (":path".to_string(), s.path.clone()),
-            ];
-            want.extend(s.headers.iter().cloned());
-            for (n, v) in &h.headers {
-                if n.starts_with("<unknown index ") {
-                    placeholders += 1;
-                    continue;
-                }
-                if n == ":scheme" || n == ":authority" {
-                    assert!(v == "http" || v == "localhost", "{n}: {v}");
-                    continue;
-                }
-                assert!(
-                    want.contains(&(n.clone(), v.clone())),
-                    "wrong header {n}: {v} in request {}",
-                    k + j
-                );
-            }
-            assert_eq!(
-                h.headers.len(),
-                want.len() + 2,
-                "every field shown, none skipped"
-            );
-            let resp = frames
-                .iter()
-                .find(|r| r.dir == Direction::Recv && r.stream == h.stream)
-                .unwrap();
-            let (status, got) = &received[k + j];
-            for (n, v) in &resp.headers {
-                if n.starts_with("<unknown index ") {
-                    placeholders += 1;
-                } else if n == ":status" {
-                    assert_eq!(v, &status.to_string());
-                } else {
+        let attached = &events[mark..];
+        for recs in [decode(attached), decode(&connection_view(attached))] {
+            let frames = headers_frames(&recs);
+            let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
+            assert_eq!(reqs.len(), seen.len() - k, "attached before request {k}");
+            for (j, h) in reqs.iter().enumerate() {
+                let s = &seen[k + j];
+                let mut want = vec![
+                    (":method".to_string(), s.method.clone()),
+                    (":path".to_string(), s.path.clone()),
+                ];
+                want.extend(s.headers.iter().cloned());
+                for (n, v) in &h.headers {
+                    if n.starts_with("<unknown index ") {
+                        placeholders += 1;
+                        continue;
+                    }
+                    if n == ":scheme" || n == ":authority" {
+                        assert!(v == "http" || v == "localhost", "{n}: {v}");
+                        continue;
+                    }
                     assert!(
-                        got.contains(&(n.clone(), v.clone())),
-                        "wrong response header {n}: {v}"
+                        want.contains(&(n.clone(), v.clone())),
+                        "wrong header {n}: {v} in request {}",
+                        k + j
                     );
                 }
+                assert_eq!(
+                    h.headers.len(),
+                    want.len() + 2,
+                    "every field shown, none skipped"
+                );
+                let resp = frames
+                    .iter()
+                    .find(|r| r.dir == Direction::Recv && r.stream == h.stream)
+                    .unwrap();
+                let (status, got) = &received[k + j];
+                for (n, v) in &resp.headers {
+                    if n.starts_with("<unknown index ") {
+                        placeholders += 1;
+                    } else if n == ":status" {
+                        assert_eq!(v, &status.to_string());
+                    } else {
+                        assert!(
+                            got.contains(&(n.clone(), v.clone())),
+                            "wrong response header {n}: {v}"
+                        );
+                    }
+                }
+                assert_eq!(resp.headers.len(), got.len() + 1);
             }
-            assert_eq!(resp.headers.len(), got.len() + 1);
+            // The value sent last is there, under its name or, when the name came
+            // from a table entry inserted before the attach, under a placeholder.
+            let last = reqs.last().unwrap();
+            assert!(
+                last.headers.iter().any(
+                    |(n, v)| v == "u7" && (n == "x-unique" || n.starts_with("<unknown index "))
+                ),
+                "{:?}",
+                last.headers
+            );
         }
-        // The value sent last is there, under its name or, when the name came
-        // from a table entry inserted before the attach, under a placeholder.
-        let last = reqs.last().unwrap();
-        assert!(
-            last.headers
-                .iter()
-                .any(|(n, v)| v == "u7" && (n == "x-unique" || n.starts_with("<unknown index "))),
-            "{:?}",
-            last.headers
-        );
     }
     assert!(
         placeholders > 0,
@@ -697,35 +795,207 @@ async fn h2_continuation_and_trailers() {
     drop(client);
     let _ = driver.await;
     closed(&s.cap).await;
-    let recs = s.cap.decode();
-    assert_clean(&recs);
     let seen = seen.lock().unwrap().clone();
-    check_exchange(&recs, &seen, &received, false);
-    // The big block really was split, and came out whole.
-    let conts = recs
-        .iter()
-        .filter_map(http2_of)
-        .filter(|(e, h)| e.dir == Direction::Send && h["type"] == "CONTINUATION")
-        .count();
-    assert!(
-        conts >= 1,
-        "the 40 kB header block must have needed CONTINUATION frames"
-    );
-    // Trailers, as the client received them.
-    let frames = headers_frames(&recs);
-    for (i, want) in got_trailers.iter().enumerate() {
-        let stream = frames
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        check_exchange(&recs, &seen, &received, false);
+        check_exchange_records(&recs, &seen, &received);
+        // The big block really was split, and came out whole.
+        let conts = recs
             .iter()
-            .filter(|h| h.dir == Direction::Send)
-            .nth(i)
-            .unwrap()
-            .stream;
-        let t = frames
-            .iter()
-            .find(|h| h.dir == Direction::Recv && h.stream == stream && h.end_stream)
+            .filter_map(http2_of)
+            .filter(|(e, h)| way(e) == Direction::Send && h["type"] == "CONTINUATION")
+            .count();
+        assert!(
+            conts >= 1,
+            "the 40 kB header block must have needed CONTINUATION frames"
+        );
+        // Trailers, as the client received them.
+        let frames = headers_frames(&recs);
+        for (i, want) in got_trailers.iter().enumerate() {
+            let stream = frames
+                .iter()
+                .filter(|h| h.dir == Direction::Send)
+                .nth(i)
+                .unwrap()
+                .stream;
+            let t = frames
+                .iter()
+                .find(|h| h.dir == Direction::Recv && h.stream == stream && h.end_stream)
+                .unwrap();
+            assert_eq!(&regular(&t.headers), want);
+            assert_eq!(want, &header_map_pairs(&trailers_sent));
+        }
+    }
+}
+
+// ---- a 64 KiB header table ----
+
+fn frame(kind: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + payload.len());
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    v.push(kind);
+    v.push(flags);
+    v.extend_from_slice(&sid.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Response headers too big for the default 4096-byte table, the same in
+/// every response: an encoder with a 64 KiB table sends them once.
+fn big_response_headers() -> Pairs {
+    (0..40)
+        .map(|i| {
+            (
+                format!("x-table-{i:02}"),
+                format!("{i:02}-{}", "t".repeat(480)),
+            )
+        })
+        .collect()
+}
+
+/// A server whose HPACK encoder uses the 64 KiB table its client allows:
+/// hand-encoded (the h2 crate's encoder stops at 4096 bytes). It answers
+/// each request with `:status 200` and [`big_response_headers`], inserted
+/// into the table by the first response (after a size update to 65536) and
+/// indexed by the later ones, then a DATA frame. Returns the
+/// SETTINGS_HEADER_TABLE_SIZE the client announced.
+async fn big_table_server(listener: UnixListener) -> Option<u32> {
+    use spf_decoders::http2::frame as f;
+    use spf_decoders::http2::hpack::encode as henc;
+    let (mut io, _) = listener.accept().await.unwrap();
+    let mut preface = [0u8; 24];
+    io.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface, f::PREFACE);
+    io.write_all(&frame(f::SETTINGS, 0, 0, &[])).await.unwrap();
+    let headers = big_response_headers();
+    let mut announced = None;
+    let mut answered = 0;
+    loop {
+        let mut h = [0u8; 9];
+        if io.read_exact(&mut h).await.is_err() {
+            return announced;
+        }
+        let h = f::Header::parse(&h).unwrap();
+        let mut payload = vec![0u8; h.length as usize];
+        io.read_exact(&mut payload).await.unwrap();
+        match h.kind {
+            f::SETTINGS if !h.has(f::ACK) => {
+                for p in payload.chunks(6) {
+                    if p[..2] == [0, 1] {
+                        announced = Some(u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+                    }
+                }
+                io.write_all(&frame(f::SETTINGS, f::ACK, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            f::HEADERS => {
+                let mut block = Vec::new();
+                if answered == 0 {
+                    assert_eq!(announced, Some(65536), "the client allows 64 KiB");
+                    henc::size_update(&mut block, 65536);
+                    henc::indexed(&mut block, 8);
+                    for (n, v) in &headers {
+                        henc::literal_indexed(&mut block, n.as_bytes(), v.as_bytes(), false);
+                    }
+                } else {
+                    henc::indexed(&mut block, 8);
+                    for i in (0..headers.len()).rev() {
+                        henc::indexed(&mut block, 62 + i);
+                    }
+                }
+                // Frames of at most 16384 bytes: HEADERS, then CONTINUATIONs.
+                let mut out = Vec::new();
+                let chunks: Vec<&[u8]> = block.chunks(16384).collect();
+                for (i, c) in chunks.iter().enumerate() {
+                    let last = if i + 1 == chunks.len() {
+                        f::END_HEADERS
+                    } else {
+                        0
+                    };
+                    let kind = if i == 0 { f::HEADERS } else { f::CONTINUATION };
+                    out.extend(frame(kind, last, h.stream_id, c));
+                }
+                out.extend(frame(f::DATA, f::END_STREAM, h.stream_id, b"ok"));
+                io.write_all(&out).await.unwrap();
+                answered += 1;
+            }
+            f::GOAWAY => return announced,
+            _ => {}
+        }
+    }
+}
+
+/// SETTINGS_HEADER_TABLE_SIZE = 65536 from an h2 client, and a server
+/// whose encoder really uses it (later responses are a few bytes of
+/// indexes into 21 KB of table): every header exact in both views, in
+/// blocks spread over CONTINUATION frames, and not flagged, since the
+/// SETTINGS that allowed it were seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_table_of_64_kib() {
+    let (s, listener) = setup();
+    let server = tokio::spawn(big_table_server(listener));
+    let stream = UnixStream::connect(&s.front).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .header_table_size(65536)
+        .max_header_list_size(1 << 20)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut received = Vec::new();
+    for i in 0..3 {
+        let req = http::Request::builder()
+            .uri(format!("http://localhost/table/{i}"))
+            .body(())
             .unwrap();
-        assert_eq!(&regular(&t.headers), want);
-        assert_eq!(want, &header_map_pairs(&trailers_sent));
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        received.push(header_map_pairs(resp.headers()));
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+        }
+        client = client.ready().await.unwrap();
+    }
+    drop(client);
+    let _ = driver.await;
+    assert_eq!(server.await.unwrap(), Some(65536));
+    closed(&s.cap).await;
+    let mut want = big_response_headers();
+    want.sort();
+    for r in &received {
+        assert_eq!(r, &want, "what the h2 client decoded");
+    }
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        let frames = headers_frames(&recs);
+        let resps: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Recv).collect();
+        assert_eq!(resps.len(), 3);
+        for r in &resps {
+            assert_eq!(pseudo(&r.headers, ":status"), Some("200"));
+            assert_eq!(regular(&r.headers), want);
+        }
+        // The table really is bigger than 4096 bytes: the later blocks
+        // index every entry.
+        assert!(
+            resps[0].length > 14_000 && resps[1].length < 100,
+            "{resps:?}"
+        );
+        let all: Vec<String> = recs
+            .iter()
+            .filter_map(http2_of)
+            .map(|(_, h)| h.to_string())
+            .collect();
+        assert!(
+            all.iter()
+                .all(|h| !h.contains("table_size_update_unannounced"))
+        );
+        assert!(all.iter().any(|h| h.contains("\"type\":\"CONTINUATION\"")));
     }
 }
 
@@ -836,7 +1106,7 @@ async fn tonic_channel(front: PathBuf) -> tonic::transport::Channel {
 fn grpc_messages(recs: &[Record], dir: Direction, stream: u64) -> Vec<(String, i64)> {
     recs.iter()
         .filter_map(http2_of)
-        .filter(|(e, h)| e.dir == dir && h["type"] == "DATA" && h["stream_id"] == stream)
+        .filter(|(e, h)| way(e) == dir && h["type"] == "DATA" && h["stream_id"] == stream)
         .flat_map(|(_, h)| {
             h["grpc"]["messages"]
                 .as_array()
@@ -925,63 +1195,85 @@ async fn tonic_unary_and_streaming() {
     let _ = server.await;
     closed(&s.cap).await;
 
-    let recs = s.cap.decode();
-    assert_clean(&recs);
-    let frames = headers_frames(&recs);
     let seen = seen.lock().unwrap().clone();
-    let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
-    assert_eq!(reqs.len(), 3);
-    for (h, s) in reqs.iter().zip(&seen) {
-        assert_eq!(pseudo(&h.headers, ":method"), Some("POST"));
-        assert_eq!(pseudo(&h.headers, ":path"), Some(s.path.as_str()));
+    for recs in s.cap.decode_views() {
+        assert_clean(&recs);
+        let frames = headers_frames(&recs);
+        let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
+        assert_eq!(reqs.len(), 3);
+        for (h, s) in reqs.iter().zip(&seen) {
+            assert_eq!(pseudo(&h.headers, ":method"), Some("POST"));
+            assert_eq!(pseudo(&h.headers, ":path"), Some(s.path.as_str()));
+            assert_eq!(
+                regular(&h.headers),
+                s.headers,
+                "request headers of {}",
+                s.path
+            );
+            assert_eq!(h.grpc.as_ref().unwrap()["method"], s.path.as_str());
+        }
+        // Request messages, as sent.
         assert_eq!(
-            regular(&h.headers),
-            s.headers,
-            "request headers of {}",
-            s.path
+            grpc_messages(&recs, Direction::Send, reqs[0].stream),
+            vec![("hello world".to_string(), 21)]
         );
-        assert_eq!(h.grpc.as_ref().unwrap()["method"], s.path.as_str());
-    }
-    // Request messages, as sent.
-    assert_eq!(
-        grpc_messages(&recs, Direction::Send, reqs[0].stream),
-        vec![("hello world".to_string(), 21)]
-    );
-    assert_eq!(
-        grpc_messages(&recs, Direction::Send, reqs[1].stream),
-        vec![("hello again".to_string(), 5)]
-    );
-    // Replies, as received.
-    for (i, r) in replies.iter().enumerate() {
         assert_eq!(
-            grpc_messages(&recs, Direction::Recv, reqs[i].stream),
-            vec![(r.text.clone(), r.n as i64)]
+            grpc_messages(&recs, Direction::Send, reqs[1].stream),
+            vec![("hello again".to_string(), 5)]
         );
-        // Every header and trailer the client received is in the decoded
-        // response HEADERS and trailers of that stream.
-        let mut decoded: Pairs = frames
+        // Replies, as received.
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(
+                grpc_messages(&recs, Direction::Recv, reqs[i].stream),
+                vec![(r.text.clone(), r.n as i64)]
+            );
+            // Every header and trailer the client received is in the decoded
+            // response HEADERS and trailers of that stream.
+            let mut decoded: Pairs = frames
+                .iter()
+                .filter(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream)
+                .flat_map(|f| regular(&f.headers))
+                .collect();
+            decoded.sort();
+            assert_eq!(
+                decoded,
+                header_map_pairs(&metadata[i]),
+                "response metadata of call {i}"
+            );
+            let trailers = frames
+                .iter()
+                .find(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream && f.end_stream)
+                .unwrap();
+            let g = trailers.grpc.as_ref().unwrap();
+            assert_eq!(g["status"], 0);
+            assert_eq!(g["status_name"], "OK");
+            assert_eq!(g["method"], "/demo.Echo/Say");
+        }
+        let streamed = grpc_messages(&recs, Direction::Recv, reqs[2].stream);
+        let want: Vec<(String, i64)> = items.iter().map(|m| (m.text.clone(), m.n as i64)).collect();
+        assert_eq!(streamed, want);
+        // Every call is one gRPC exchange, OK.
+        let x: Vec<&spf_pipeline::Exchange> = recs
             .iter()
-            .filter(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream)
-            .flat_map(|f| regular(&f.headers))
+            .filter_map(|r| match r {
+                Record::Decoded(d) => match &d.body {
+                    Body::Exchange(x) => Some(&**x),
+                    _ => None,
+                },
+                _ => None,
+            })
             .collect();
-        decoded.sort();
-        assert_eq!(
-            decoded,
-            header_map_pairs(&metadata[i]),
-            "response metadata of call {i}"
-        );
-        let trailers = frames
-            .iter()
-            .find(|f| f.dir == Direction::Recv && f.stream == reqs[i].stream && f.end_stream)
-            .unwrap();
-        let g = trailers.grpc.as_ref().unwrap();
-        assert_eq!(g["status"], 0);
-        assert_eq!(g["status_name"], "OK");
-        assert_eq!(g["method"], "/demo.Echo/Say");
+        assert_eq!(x.len(), 3);
+        for (e, s) in x.iter().zip(&seen) {
+            assert_eq!(&*e.protocol, "grpc");
+            assert_eq!(e.path.as_deref(), Some(s.path.as_str()));
+            assert_eq!(
+                (e.status, e.grpc_status, e.error.as_deref()),
+                (Some(200), Some(0), None)
+            );
+            assert_eq!((e.client.pid, e.server.pid), (1, 2));
+        }
     }
-    let streamed = grpc_messages(&recs, Direction::Recv, reqs[2].stream);
-    let want: Vec<(String, i64)> = items.iter().map(|m| (m.text.clone(), m.n as i64)).collect();
-    assert_eq!(streamed, want);
 }
 
 /// The CLI's registry offers the decoder by its config name.
@@ -1157,4 +1449,196 @@ fn spf_demo_shows_the_grpc_conversation() {
         .filter(|h| h.get("grpc").and_then(|g| g.get("status")) == Some(&Value::from(0)))
         .count();
     assert_eq!(ok, 3, "three calls ended with grpc-status 0");
+}
+
+/// The real `spf run` binary, live, in the default connection view: a hyper
+/// client and server (threads of this process named `spfh2live`) talk over
+/// a Unix socket; each request and response HEADERS comes out once, exact,
+/// seen from its sender, and each request is one exchange record.
+#[test]
+fn live_connection_view_through_spf_run() {
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+    const COMM: &str = "spfh2live";
+    let _g = crate::capture::lock();
+    if !crate::capture::bpf_ready("live_connection_view_through_spf_run") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("live.ndjson");
+    let err = dir.path().join("live.err");
+    let mut child = crate::util::spf()
+        .args([
+            "run",
+            "--format",
+            "ndjson",
+            "--quiet",
+            "--decoder",
+            "http2",
+            "--comm",
+            COMM,
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until spf captures: a canary thread sends an HTTP/2 preface and
+    // PINGs whose data spells "spfcanar" until they show up decoded.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let canary = std::thread::spawn(move || {
+        crate::live::name_thread(COMM);
+        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(spf_decoders::http2::frame::PREFACE).unwrap();
+        while rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+            a.write_all(&frame(6, 0, 0, b"spfcanar")).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("\"opaque_data\":\"73706663616e6172\"")
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = tx.send(());
+            panic!(
+                "spf exited with {status}: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spf captured nothing within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = tx.send(());
+    canary.join().unwrap();
+
+    // The conversation, on threads named COMM.
+    let sock = dir.path().join("live-conn.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(COMM)
+        .enable_all()
+        .build()
+        .unwrap();
+    let front = sock.clone();
+    let (seen, received) = rt.block_on(async move { rt_conversation(front).await });
+    drop(rt);
+    // Stop spf as Ctrl-C would.
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    let records = crate::util::read_ndjson(&out);
+    let path = sock.to_str().unwrap();
+    let ours: Vec<&Value> = records.iter().filter(|r| r["path"] == path).collect();
+    assert!(ours.iter().all(|r| r["via"].is_string()), "connection view");
+    assert!(ours.iter().all(|r| r.get("error").is_none()), "{ours:?}");
+    let headers: Vec<(&str, Pairs)> = ours
+        .iter()
+        .filter_map(|r| {
+            let h = r.get("http2")?.get("headers")?.as_array()?;
+            Some((
+                r["role"].as_str().unwrap_or(""),
+                h.iter()
+                    .map(|p| {
+                        (
+                            p[0].as_str().unwrap().to_string(),
+                            p[1].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect(),
+            ))
+        })
+        .collect();
+    let requests: Vec<&Pairs> = headers
+        .iter()
+        .filter(|h| h.0 == "client")
+        .map(|h| &h.1)
+        .collect();
+    let responses: Vec<&Pairs> = headers
+        .iter()
+        .filter(|h| h.0 == "server")
+        .map(|h| &h.1)
+        .collect();
+    assert_eq!(
+        requests.len(),
+        seen.len(),
+        "each request HEADERS once: {headers:?}"
+    );
+    assert_eq!(
+        responses.len(),
+        received.len(),
+        "each response HEADERS once"
+    );
+    for (i, (h, s)) in requests.iter().zip(&seen).enumerate() {
+        assert_eq!(pseudo(h, ":method"), Some(s.method.as_str()), "request {i}");
+        assert_eq!(pseudo(h, ":path"), Some(s.path.as_str()), "request {i}");
+        assert_eq!(regular(h), s.headers, "request {i}");
+    }
+    for (i, (h, (status, got))) in responses.iter().zip(&received).enumerate() {
+        assert_eq!(
+            pseudo(h, ":status"),
+            Some(status.to_string().as_str()),
+            "response {i}"
+        );
+        assert_eq!(&regular(h), got, "response {i}");
+    }
+    let me = u64::from(std::process::id());
+    let x: Vec<&Value> = ours.iter().filter_map(|r| r.get("exchange")).collect();
+    assert_eq!(x.len(), seen.len(), "{x:?}");
+    for (e, s) in x.iter().zip(&seen) {
+        assert_eq!(e["protocol"], "http2");
+        assert_eq!(e["path"], s.path.as_str());
+        assert_eq!(e["error"], Value::Null);
+        assert_eq!(
+            (e["client_pid"].as_u64(), e["server_pid"].as_u64()),
+            (Some(me), Some(me))
+        );
+        assert!(e["latency_ns"].as_u64().unwrap() > 0);
+    }
+}
+
+/// A hyper server and client over `sock`: three requests on one connection.
+/// Returns what the server saw and what the client received.
+async fn rt_conversation(sock: PathBuf) -> (Vec<Seen>, Vec<(u16, Pairs)>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = UnixListener::bind(&sock).unwrap();
+    let seen = hyper_server(listener);
+    // The client on a worker thread too, so that its writes are captured.
+    let received = tokio::spawn(async move {
+        let stream = UnixStream::connect(&sock).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let driver = tokio::spawn(conn);
+        let mut received = Vec::new();
+        for i in 0..3 {
+            let req = http::Request::builder()
+                .method("GET")
+                .uri(format!("http://localhost/live/{i}"))
+                .header("x-live", format!("request-{i}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            received.push((resp.status().as_u16(), header_map_pairs(resp.headers())));
+            let _ = resp.into_body().collect().await;
+        }
+        drop(sender);
+        let _ = driver.await;
+        received
+    })
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (seen, received)
 }

@@ -7,6 +7,7 @@ mod util;
 mod conversation;
 mod http1;
 mod http2;
+mod http2_limits;
 mod live;
 mod outputs;
 mod plugins;

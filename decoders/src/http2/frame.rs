@@ -126,26 +126,37 @@ pub fn type_name(kind: u8) -> Option<&'static str> {
 
 /// Names of the set flags; bits a type does not define are shown as hex.
 pub fn flag_names(kind: u8, flags: u8) -> Vec<Cow<'static, str>> {
-    let mut out = Vec::new();
-    for bit in 0..8 {
+    flag_iter(kind, flags)
+        .map(|f| match f {
+            Flag::Named(n) => Cow::Borrowed(n),
+            Flag::Bit(b) => Cow::Owned(format!("0x{b:02x}")),
+        })
+        .collect()
+}
+
+/// A set flag: its name, or the bit of one the frame type does not define.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Named(&'static str),
+    Bit(u8),
+}
+
+/// The set flags, lowest bit first, without allocating.
+pub fn flag_iter(kind: u8, flags: u8) -> impl Iterator<Item = Flag> {
+    (0..8).filter_map(move |bit| {
         let f = 1u8 << bit;
         if flags & f == 0 {
-            continue;
+            return None;
         }
-        let name = match (kind, f) {
-            (DATA | HEADERS, END_STREAM) => Some("END_STREAM"),
-            (SETTINGS | PING, ACK) => Some("ACK"),
-            (HEADERS | PUSH_PROMISE | CONTINUATION, END_HEADERS) => Some("END_HEADERS"),
-            (DATA | HEADERS | PUSH_PROMISE, PADDED) => Some("PADDED"),
-            (HEADERS, PRIORITY_FLAG) => Some("PRIORITY"),
-            _ => None,
-        };
-        out.push(match name {
-            Some(n) => Cow::Borrowed(n),
-            None => Cow::Owned(format!("0x{f:02x}")),
-        });
-    }
-    out
+        Some(match (kind, f) {
+            (DATA | HEADERS, END_STREAM) => Flag::Named("END_STREAM"),
+            (SETTINGS | PING, ACK) => Flag::Named("ACK"),
+            (HEADERS | PUSH_PROMISE | CONTINUATION, END_HEADERS) => Flag::Named("END_HEADERS"),
+            (DATA | HEADERS | PUSH_PROMISE, PADDED) => Flag::Named("PADDED"),
+            (HEADERS, PRIORITY_FLAG) => Flag::Named("PRIORITY"),
+            _ => Flag::Bit(f),
+        })
+    })
 }
 
 pub fn error_name(code: u32) -> Cow<'static, str> {

@@ -1,26 +1,71 @@
 //! gRPC over HTTP/2: length-prefixed messages carried in DATA frames, and the
 //! status in trailers.
 
-use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
-use super::protobuf;
+use bytes::Bytes;
+use spf_pipeline::Budget;
 
 /// Length-prefixed messages of one stream in one direction, reassembled across
-/// DATA frames.
+/// DATA frames. Only a message split over frames is copied; one that lies
+/// within a frame is a slice of it.
 #[derive(Debug, Default)]
 pub struct Messages {
     buf: Vec<u8>,
+    /// What `buf` took of the run's memory budget.
+    budget: Option<Arc<Budget>>,
+    taken: usize,
+}
+
+impl Drop for Messages {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.taken);
+        }
+    }
 }
 
 /// One whole gRPC message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub compressed: bool,
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+/// Why a stream's messages cannot be followed any further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcError {
+    /// A message prefix whose flag is neither 0 nor 1.
+    Flag(u8),
+    /// A message announced larger than the limit.
+    TooLarge { len: usize, max: usize },
+    /// The memory budget refused the bytes of a message split over frames.
+    Budget,
+}
+
+impl std::fmt::Display for GrpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrpcError::Flag(v) => write!(f, "gRPC message flag {v} (must be 0 or 1)"),
+            GrpcError::TooLarge { len, max } => write!(
+                f,
+                "gRPC message of {len} bytes larger than limits.message_size ({max})"
+            ),
+            GrpcError::Budget => f.write_str("memory budget exhausted"),
+        }
+    }
 }
 
 impl Messages {
+    /// Messages whose partial bytes are taken from `budget`.
+    pub fn with_budget(budget: Arc<Budget>) -> Self {
+        Messages {
+            buf: Vec::new(),
+            budget: Some(budget),
+            taken: 0,
+        }
+    }
+
     /// Bytes held for a message not yet complete.
     pub fn pending(&self) -> usize {
         self.buf.len()
@@ -33,85 +78,120 @@ impl Messages {
         })
     }
 
-    /// Adds DATA payload, appending every message it completes. A prefix that
-    /// announces a message larger than `max` is an error; the held bytes are
-    /// dropped so that the stream does not hold memory for it.
+    /// Adds DATA payload, appending every message it completes. A bad flag,
+    /// or a prefix that announces a message larger than `max`, is an error;
+    /// the held bytes are then dropped and the stream's messages can no longer
+    /// be told apart.
     pub fn push(
         &mut self,
-        mut data: &[u8],
+        data: &Bytes,
         max: usize,
-        out: &mut Vec<Message>,
-    ) -> Result<(), String> {
+        out: &mut impl Extend<Message>,
+    ) -> Result<(), GrpcError> {
+        let r = self.push_inner(data, max, out);
+        if r.is_err() {
+            self.release();
+        }
+        r
+    }
+
+    fn push_inner(
+        &mut self,
+        data: &Bytes,
+        max: usize,
+        out: &mut impl Extend<Message>,
+    ) -> Result<(), GrpcError> {
+        let mut at = 0;
         if !self.buf.is_empty() {
             // Complete the prefix, then the held message, from the new bytes.
-            while self.buf.len() < 5 && !data.is_empty() {
-                self.buf.push(data[0]);
-                data = &data[1..];
-            }
+            let take = (5usize.saturating_sub(self.buf.len())).min(data.len());
+            self.hold(&data[..take])?;
+            at = take;
             let Some(len) = self.expected() else {
                 return Ok(());
             };
-            self.check(len, max)?;
-            let need = 5 + len - self.buf.len();
-            let take = need.min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            check(self.buf[0], len, max)?;
+            let take = (5 + len - self.buf.len()).min(data.len() - at);
+            self.hold(&data[at..at + take])?;
+            at += take;
             if self.buf.len() < 5 + len {
                 return Ok(());
             }
-            let compressed = self.flag()?;
-            out.push(Message {
-                compressed,
-                data: self.buf[5..].to_vec(),
-            });
-            self.buf.clear();
+            out.extend(Some(Message {
+                compressed: self.buf[0] == 1,
+                data: Bytes::copy_from_slice(&self.buf[5..]),
+            }));
+            self.release();
         }
-        while data.len() >= 5 {
-            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-            if data[0] > 1 {
-                return Err(format!("gRPC message flag {} (must be 0 or 1)", data[0]));
-            }
-            if len > max {
-                return Err(format!(
-                    "gRPC message of {len} bytes exceeds the limit of {max}"
-                ));
-            }
-            if data.len() < 5 + len {
+        while data.len() - at >= 5 {
+            let d = &data[at..];
+            let len = u32::from_be_bytes([d[1], d[2], d[3], d[4]]) as usize;
+            check(d[0], len, max)?;
+            if d.len() < 5 + len {
                 break;
             }
-            out.push(Message {
-                compressed: data[0] == 1,
-                data: data[5..5 + len].to_vec(),
-            });
-            data = &data[5 + len..];
+            out.extend(Some(Message {
+                compressed: d[0] == 1,
+                data: data.slice(at + 5..at + 5 + len),
+            }));
+            at += 5 + len;
         }
-        self.buf.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn flag(&mut self) -> Result<bool, String> {
-        match self.buf[0] {
-            0 => Ok(false),
-            1 => Ok(true),
-            f => {
-                self.buf.clear();
-                Err(format!("gRPC message flag {f} (must be 0 or 1)"))
+        if at < data.len() {
+            if data.len() - at >= 5 {
+                // Only what this frame has: the rest comes with later frames.
+                let d = &data[at..];
+                let len = u32::from_be_bytes([d[1], d[2], d[3], d[4]]) as usize;
+                check(d[0], len, max)?;
             }
-        }
-    }
-
-    fn check(&mut self, len: usize, max: usize) -> Result<(), String> {
-        if self.buf[0] > 1 {
-            return self.flag().map(|_| ());
-        }
-        if len > max {
-            self.buf.clear();
-            return Err(format!(
-                "gRPC message of {len} bytes exceeds the limit of {max}"
-            ));
+            self.hold(&data[at..])?;
         }
         Ok(())
     }
+
+    /// Appends to the held message, taking what it grows by from the budget.
+    fn hold(&mut self, bytes: &[u8]) -> Result<(), GrpcError> {
+        let need = self.buf.len() + bytes.len();
+        if need > self.buf.capacity() {
+            // Grow by doubling, but never far past the message itself.
+            let want = need
+                .max(self.buf.capacity() * 2)
+                .min(need.max(self.target()));
+            if let Some(b) = &self.budget {
+                let more = want - self.taken.min(want);
+                if !b.try_take(more) {
+                    return Err(GrpcError::Budget);
+                }
+                self.taken += more;
+            }
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The size the held message will have, once its prefix is known.
+    fn target(&self) -> usize {
+        self.expected().map_or(5, |l| l + 5)
+    }
+
+    /// Drops the held bytes and gives their memory back.
+    fn release(&mut self) {
+        self.buf = Vec::new();
+        if let Some(b) = &self.budget {
+            b.give(self.taken);
+        }
+        self.taken = 0;
+    }
+}
+
+fn check(flag: u8, len: usize, max: usize) -> Result<(), GrpcError> {
+    if flag > 1 {
+        return Err(GrpcError::Flag(flag));
+    }
+    if len > max {
+        return Err(GrpcError::TooLarge { len, max });
+    }
+    Ok(())
 }
 
 pub fn status_name(code: u32) -> Option<&'static str> {
@@ -166,33 +246,6 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// A message as JSON (`compressed`, `length`, `data_b64`, `protobuf`) and as
-/// text lines indented by `indent`.
-pub fn render(m: &Message, indent: usize, text: &mut String) -> Value {
-    use std::fmt::Write as _;
-    let mut o = Map::new();
-    o.insert("compressed".into(), json!(m.compressed));
-    o.insert("length".into(), json!(m.data.len()));
-    o.insert(
-        "data_b64".into(),
-        json!(base64::engine::general_purpose::STANDARD.encode(&m.data)),
-    );
-    let pad = " ".repeat(indent);
-    let _ = writeln!(
-        text,
-        "{pad}gRPC message <length={}, compressed={}>",
-        m.data.len(),
-        m.compressed
-    );
-    if !m.compressed
-        && let Some(fields) = protobuf::parse(&m.data)
-    {
-        o.insert("protobuf".into(), protobuf::to_json(&fields));
-        protobuf::to_text(&fields, indent + 2, text);
-    }
-    Value::Object(o)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,43 +264,64 @@ mod tests {
         wire.extend(frame(0, b""));
         for cut in 0..=wire.len() {
             for cut2 in cut..=wire.len() {
-                let mut m = Messages::default();
+                let budget = Budget::new(1000);
+                let mut m = Messages::with_budget(Arc::clone(&budget));
                 let mut out = Vec::new();
-                m.push(&wire[..cut], 100, &mut out).unwrap();
-                m.push(&wire[cut..cut2], 100, &mut out).unwrap();
-                m.push(&wire[cut2..], 100, &mut out).unwrap();
+                let wire = Bytes::from(wire.clone());
+                m.push(&wire.slice(..cut), 100, &mut out).unwrap();
+                m.push(&wire.slice(cut..cut2), 100, &mut out).unwrap();
+                m.push(&wire.slice(cut2..), 100, &mut out).unwrap();
                 assert_eq!(out.len(), 3, "cuts {cut} {cut2}");
                 assert_eq!(
                     out[0],
                     Message {
                         compressed: false,
-                        data: b"\x08\x01".to_vec()
+                        data: Bytes::from_static(b"\x08\x01")
                     }
                 );
                 assert_eq!(
                     out[1],
                     Message {
                         compressed: true,
-                        data: b"abcdef".to_vec()
+                        data: Bytes::from_static(b"abcdef")
                     }
                 );
-                assert_eq!(out[2].data, b"");
+                assert!(out[2].data.is_empty());
                 assert_eq!(m.pending(), 0);
+                assert_eq!(budget.used(), 0, "nothing held, nothing taken");
             }
         }
     }
 
     #[test]
     fn rejects_oversized_and_bad_flags() {
+        let b = |v: &[u8]| Bytes::copy_from_slice(v);
         let mut m = Messages::default();
         let mut out = Vec::new();
-        assert!(m.push(&frame(0, &[0; 20]), 10, &mut out).is_err());
+        assert_eq!(
+            m.push(&b(&frame(0, &[0; 20])), 10, &mut out),
+            Err(GrpcError::TooLarge { len: 20, max: 10 })
+        );
         let mut m = Messages::default();
-        assert!(m.push(&frame(7, b"x"), 10, &mut out).is_err());
+        assert_eq!(
+            m.push(&b(&frame(7, b"x")), 10, &mut out),
+            Err(GrpcError::Flag(7))
+        );
         let mut m = Messages::default();
-        m.push(&[0, 0], 10, &mut out).unwrap();
-        assert!(m.push(&[0, 0, 99], 10, &mut out).is_err());
+        m.push(&b(&[0, 0]), 10, &mut out).unwrap();
+        assert!(m.push(&b(&[0, 0, 99]), 10, &mut out).is_err());
         assert_eq!(m.pending(), 0);
+        // A split message larger than the budget allows.
+        let budget = Budget::new(16);
+        let mut m = Messages::with_budget(Arc::clone(&budget));
+        let big = frame(0, &[1; 40]);
+        m.push(&b(&big[..10]), 100, &mut out).unwrap();
+        assert_eq!(
+            m.push(&b(&big[10..]), 100, &mut out),
+            Err(GrpcError::Budget)
+        );
+        assert_eq!(budget.used(), 0);
+        assert!(out.is_empty());
     }
 
     #[test]

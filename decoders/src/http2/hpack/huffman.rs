@@ -147,8 +147,17 @@ fn build() -> Machine {
 
 /// Decodes `src`, appending the symbols to `out`.
 pub fn decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
-    let m = machine();
     out.reserve(src.len() * 8 / 5);
+    walk(src, |b| out.push(b))
+}
+
+/// Checks that `src` is a valid Huffman string without keeping what it says.
+pub fn check(src: &[u8]) -> Result<(), HuffmanError> {
+    walk(src, |_| {})
+}
+
+fn walk(src: &[u8], mut emit: impl FnMut(u8)) -> Result<(), HuffmanError> {
+    let m = machine();
     let mut state = 0usize;
     let mut accept = m.accept_root;
     for &b in src {
@@ -158,7 +167,7 @@ pub fn decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
                 return Err(HuffmanError::Eos);
             }
             if step.flags & FLAG_SYM != 0 {
-                out.push(step.sym);
+                emit(step.sym);
             }
             state = step.next as usize;
             accept = step.flags & FLAG_ACCEPT != 0;

@@ -1,24 +1,17 @@
 //! HPACK (RFC 7541) header block decoding with a dynamic table that may start
-//! partly unknown (see [`table`]).
+//! partly unknown (see [`table`]), bounded in what a block may expand to.
 
 pub mod huffman;
+pub mod list;
 pub mod table;
 
 use std::fmt;
+use std::sync::Arc;
 
-pub use table::{Entry, Lookup, Table};
+use spf_pipeline::Budget;
 
-/// One decoded header field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    pub name: Vec<u8>,
-    pub value: Vec<u8>,
-    /// Sent as "never indexed" (RFC 7541 6.2.3): the sender marked it sensitive.
-    pub sensitive: bool,
-    /// The name, the value, or both are placeholders for a table entry inserted
-    /// before decoding began.
-    pub unknown: bool,
-}
+pub use list::{FIELD_OVERHEAD, FieldRef, HeaderList, Packed};
+pub use table::{Entry, Lookup, Table, TableEvents};
 
 /// A header block the decoder could not decode (a COMPRESSION_ERROR).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +22,6 @@ pub enum HpackError {
     Truncated,
     Huffman(huffman::HuffmanError),
     SizeUpdateNotFirst,
-    SizeUpdateTooLarge { size: usize, limit: usize },
 }
 
 impl fmt::Display for HpackError {
@@ -48,25 +40,34 @@ impl fmt::Display for HpackError {
             HpackError::SizeUpdateNotFirst => {
                 f.write_str("dynamic table size update after the first header field")
             }
-            HpackError::SizeUpdateTooLarge { size, limit } => write!(
-                f,
-                "dynamic table size update to {size} exceeds SETTINGS_HEADER_TABLE_SIZE {limit}"
-            ),
         }
     }
 }
 
 impl std::error::Error for HpackError {}
 
+/// What decoding a block noticed besides its fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// A dynamic table size update above every SETTINGS_HEADER_TABLE_SIZE
+    /// seen (or above the default 4096 when none was seen): the largest such
+    /// size. The peers agreed on it somewhere spf did not see, so it is applied.
+    pub unannounced_size: Option<usize>,
+    /// The list grew past the limit given to [`Decoder::decode`]: the list is
+    /// left empty, and the rest of the block was only parsed for the table's
+    /// sake, without expanding any field.
+    pub over_limit: bool,
+}
+
 /// Decodes the header blocks of one direction of one connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Decoder {
     table: Table,
-    /// The largest SETTINGS_HEADER_TABLE_SIZE the decoding side announced (at least
-    /// the default); `None` while unknown, when decoding began mid-stream.
-    settings_limit: Option<usize>,
-    /// SETTINGS_HEADER_TABLE_SIZE was seen (so `settings_limit` is known).
-    settings_seen: bool,
+    /// The largest SETTINGS_HEADER_TABLE_SIZE the decoding side announced, or
+    /// the default while none was seen.
+    announced: usize,
+    /// Strings of fields decoded past the list limit, only to insert them.
+    scratch: Vec<u8>,
 }
 
 impl Default for Decoder {
@@ -78,13 +79,20 @@ impl Default for Decoder {
 /// Largest integer accepted; HPACK values beyond this are never legitimate here.
 const MAX_INT: u64 = u32::MAX as u64;
 
+/// Largest list limit: lists stay well within what [`Packed`] can index.
+const MAX_LIST: usize = (u32::MAX / 2) as usize;
+
+/// Scratch space kept between blocks (it is only used past the list limit);
+/// more is released after a big block, so that idle connections hold little.
+const KEEP_SCRATCH: usize = 4096;
+
 impl Decoder {
     /// A decoder at the start of a connection.
     pub fn new() -> Self {
         Decoder {
             table: Table::new(),
-            settings_limit: Some(table::DEFAULT_MAX),
-            settings_seen: false,
+            announced: table::DEFAULT_MAX,
+            scratch: Vec::new(),
         }
     }
 
@@ -92,163 +100,260 @@ impl Decoder {
     /// agreed on it), e.g. the RFC 7541 examples that use 256.
     pub fn with_max_size(max: usize) -> Self {
         let mut d = Decoder::new();
-        d.settings_limit = Some(max.max(table::DEFAULT_MAX));
+        d.announced = max.max(table::DEFAULT_MAX);
         d.table.resize(max);
         d
     }
 
     /// A decoder for a connection already running: earlier entries are unknown.
     pub fn unknown() -> Self {
-        Decoder {
-            table: Table::unknown(),
-            settings_limit: None,
-            settings_seen: false,
-        }
+        let mut d = Decoder::new();
+        d.table.forget();
+        d
     }
 
-    /// Marks the table as no longer trustworthy (lost bytes, decoding error).
+    /// Bounds the bytes the table holds and takes them from `budget`. Call
+    /// before decoding.
+    pub fn set_memory(&mut self, mem_cap: usize, budget: Option<Arc<Budget>>) {
+        self.table.set_memory(mem_cap, budget);
+    }
+
+    /// Starts over as at the beginning of a connection (a connection preface).
+    pub fn reset(&mut self) {
+        self.table.reset();
+        self.announced = table::DEFAULT_MAX;
+    }
+
+    /// Marks the table as no longer trustworthy (lost bytes, decoding error,
+    /// joining a connection already running).
     pub fn forget(&mut self) {
         self.table.forget();
-    }
-
-    /// Decoding joins a connection already running: the table is unknown, and so
-    /// is the settings limit unless SETTINGS were seen since.
-    pub fn join_midway(&mut self) {
-        self.table.forget();
-        if !self.settings_seen {
-            self.settings_limit = None;
-        }
     }
 
     pub fn table(&self) -> &Table {
         &self.table
     }
 
-    /// The decoding side sent SETTINGS_HEADER_TABLE_SIZE = `size`.
-    pub fn settings_table_size(&mut self, size: u32) {
-        let size = size as usize;
-        let limit = self
-            .settings_limit
-            .unwrap_or(0)
-            .max(size)
-            .max(table::DEFAULT_MAX);
-        self.settings_limit = Some(limit);
-        self.settings_seen = true;
-        self.table.set_bound(limit);
+    /// Why the table dropped entries since the last call.
+    pub fn take_events(&mut self) -> TableEvents {
+        self.table.take_events()
     }
 
-    /// Decodes one complete header block, appending fields to `out`. On error the
-    /// fields decoded so far stay in `out` and the table must be forgotten by the
-    /// caller (its state past the error is unknown).
-    pub fn decode(&mut self, block: &[u8], out: &mut Vec<Field>) -> Result<(), HpackError> {
+    /// The decoding side sent SETTINGS_HEADER_TABLE_SIZE = `size`.
+    pub fn settings_table_size(&mut self, size: u32) {
+        self.announced = self.announced.max(size as usize);
+    }
+
+    /// Decodes one complete header block, appending its fields to `out`
+    /// until their size (as SETTINGS_MAX_HEADER_LIST_SIZE counts it) would
+    /// pass `max_list`: then `out` is emptied and the rest of the block is
+    /// parsed without expanding fields, only to keep the table right (a
+    /// 1-byte index can name a 4 KiB entry; expanding them all is what a
+    /// decompression bomb asks for).
+    ///
+    /// On error the fields decoded so far stay in `out` and the table must be
+    /// forgotten by the caller (its state past the error is unknown).
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        out: &mut HeaderList,
+        max_list: usize,
+    ) -> Result<Outcome, HpackError> {
+        let max_list = max_list.min(MAX_LIST);
+        let mut outcome = Outcome::default();
         let mut p = 0usize;
         let mut first = true;
-        while p < block.len() {
+        let result = loop {
+            if p >= block.len() {
+                break Ok(());
+            }
             let b = block[p];
-            if b & 0x80 != 0 {
-                let idx = int(block, &mut p, 7)? as usize;
-                out.push(self.indexed(idx)?);
+            let step = if b & 0x80 != 0 {
+                int(block, &mut p, 7).and_then(|idx| {
+                    if outcome.over_limit {
+                        // Still an error when it is one, but nothing to expand.
+                        self.check_index(idx as usize)
+                    } else {
+                        self.indexed(idx as usize, out)
+                    }
+                })
             } else if b & 0x40 != 0 {
-                let idx = int(block, &mut p, 6)? as usize;
-                let f = self.literal(block, &mut p, idx, false)?;
-                let name = if f.unknown {
-                    None
-                } else {
-                    Some(f.name.clone().into_boxed_slice())
-                };
-                self.table.insert(Entry {
-                    name,
-                    value: f.value.clone().into_boxed_slice(),
-                });
-                out.push(f);
+                int(block, &mut p, 6).and_then(|idx| {
+                    self.literal(block, &mut p, idx as usize, false, true, out, &outcome)
+                })
             } else if b & 0x20 != 0 {
                 if !first {
-                    return Err(HpackError::SizeUpdateNotFirst);
+                    break Err(HpackError::SizeUpdateNotFirst);
                 }
-                let size = int(block, &mut p, 5)? as usize;
-                if let Some(limit) = self.settings_limit
-                    && size > limit
-                {
-                    return Err(HpackError::SizeUpdateTooLarge { size, limit });
+                match int(block, &mut p, 5) {
+                    Ok(size) => {
+                        let size = size as usize;
+                        if size > self.announced {
+                            outcome.unannounced_size =
+                                Some(outcome.unannounced_size.unwrap_or(0).max(size));
+                        }
+                        self.table.resize(size);
+                        continue;
+                    }
+                    Err(e) => break Err(e),
                 }
-                self.table.resize(size);
-                continue;
             } else {
                 let sensitive = b & 0x10 != 0;
-                let idx = int(block, &mut p, 4)? as usize;
-                let f = self.literal(block, &mut p, idx, sensitive)?;
-                out.push(f);
+                int(block, &mut p, 4).and_then(|idx| {
+                    self.literal(block, &mut p, idx as usize, sensitive, false, out, &outcome)
+                })
+            };
+            if let Err(e) = step {
+                break Err(e);
             }
             first = false;
+            if !outcome.over_limit && out.size() > max_list {
+                outcome.over_limit = true;
+                out.clear();
+            }
+        };
+        if self.scratch.capacity() > KEEP_SCRATCH {
+            self.scratch = Vec::new();
+        }
+        result.map(|()| outcome)
+    }
+
+    fn check_index(&self, idx: usize) -> Result<(), HpackError> {
+        match self.table.get(idx) {
+            Lookup::Invalid if idx == 0 => Err(HpackError::IndexZero),
+            Lookup::Invalid => Err(HpackError::BadIndex(idx)),
+            _ => Ok(()),
+        }
+    }
+
+    fn indexed(&self, idx: usize, out: &mut HeaderList) -> Result<(), HpackError> {
+        match self.table.get(idx) {
+            Lookup::Static(n, v) => out.push(n.as_bytes(), v.as_bytes(), false, false),
+            Lookup::Dynamic(e) => match &e.name {
+                Some(n) => out.push(n, &e.value, false, false),
+                None => {
+                    let start = out.begin();
+                    placeholder(idx, out.buf());
+                    let name_end = out.buf().len();
+                    out.buf().extend_from_slice(&e.value);
+                    out.end(start, name_end, false, true);
+                }
+            },
+            Lookup::Unknown => {
+                let start = out.begin();
+                placeholder(idx, out.buf());
+                let name_end = out.buf().len();
+                out.buf().extend_from_slice(b"<unknown>");
+                out.end(start, name_end, false, true);
+            }
+            Lookup::Invalid if idx == 0 => return Err(HpackError::IndexZero),
+            Lookup::Invalid => return Err(HpackError::BadIndex(idx)),
         }
         Ok(())
     }
 
-    fn indexed(&self, idx: usize) -> Result<Field, HpackError> {
-        match self.table.get(idx) {
-            Lookup::Static(n, v) => Ok(Field {
-                name: n.as_bytes().to_vec(),
-                value: v.as_bytes().to_vec(),
-                sensitive: false,
-                unknown: false,
-            }),
-            Lookup::Dynamic(e) => Ok(match &e.name {
-                Some(n) => Field {
-                    name: n.to_vec(),
-                    value: e.value.to_vec(),
-                    sensitive: false,
-                    unknown: false,
-                },
-                None => Field {
-                    name: placeholder(idx),
-                    value: e.value.to_vec(),
-                    sensitive: false,
-                    unknown: true,
-                },
-            }),
-            Lookup::Unknown => Ok(Field {
-                name: placeholder(idx),
-                value: b"<unknown>".to_vec(),
-                sensitive: false,
-                unknown: true,
-            }),
-            Lookup::Invalid if idx == 0 => Err(HpackError::IndexZero),
-            Lookup::Invalid => Err(HpackError::BadIndex(idx)),
-        }
-    }
-
+    /// A literal field (RFC 7541 6.2) whose name is index `idx` (0: a literal
+    /// name follows), inserted into the table when `insert`. Past the list
+    /// limit its strings go to scratch space, and only if it is to be inserted.
+    #[allow(clippy::too_many_arguments)]
     fn literal(
-        &self,
+        &mut self,
         block: &[u8],
         p: &mut usize,
         idx: usize,
         sensitive: bool,
-    ) -> Result<Field, HpackError> {
-        let (name, unknown) = if idx == 0 {
-            (string(block, p)?, false)
+        insert: bool,
+        out: &mut HeaderList,
+        outcome: &Outcome,
+    ) -> Result<(), HpackError> {
+        if outcome.over_limit {
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            let r = self.literal_into(block, p, idx, insert, &mut buf);
+            if let Ok((name_end, unknown)) = r
+                && insert
+            {
+                let name = (!unknown).then(|| &buf[..name_end]);
+                self.table.insert(name, &buf[name_end..]);
+            }
+            self.scratch = buf;
+            return r.map(|_| ());
+        }
+        let start = out.begin();
+        match self.literal_into(block, p, idx, true, out.buf()) {
+            Ok((name_end, unknown)) => {
+                let name_end = start + name_end;
+                if insert {
+                    // The name was copied out of the table into the list, so
+                    // the insertion may evict the entry it came from.
+                    let (n, v) = out.pending(start, name_end);
+                    self.table.insert((!unknown).then_some(n), v);
+                }
+                out.end(start, name_end, sensitive, unknown);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends a literal's name and value to `buf` (the strings only when
+    /// `keep`, else only parsed); returns where the name ends, relative to
+    /// where it began, and whether the name is unknown.
+    fn literal_into(
+        &self,
+        block: &[u8],
+        p: &mut usize,
+        idx: usize,
+        keep: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<(usize, bool), HpackError> {
+        let start = buf.len();
+        let unknown = if idx == 0 {
+            string(block, p, keep.then_some(&mut *buf))?;
+            false
         } else {
             match self.table.get(idx) {
-                Lookup::Static(n, _) => (n.as_bytes().to_vec(), false),
+                Lookup::Static(n, _) => {
+                    if keep {
+                        buf.extend_from_slice(n.as_bytes());
+                    }
+                    false
+                }
                 Lookup::Dynamic(e) => match &e.name {
-                    Some(n) => (n.to_vec(), false),
-                    None => (placeholder(idx), true),
+                    Some(n) => {
+                        if keep {
+                            buf.extend_from_slice(n);
+                        }
+                        false
+                    }
+                    None => {
+                        if keep {
+                            placeholder(idx, buf);
+                        }
+                        true
+                    }
                 },
-                Lookup::Unknown => (placeholder(idx), true),
+                Lookup::Unknown => {
+                    if keep {
+                        placeholder(idx, buf);
+                    }
+                    true
+                }
                 Lookup::Invalid => return Err(HpackError::BadIndex(idx)),
             }
         };
-        let value = string(block, p)?;
-        Ok(Field {
-            name,
-            value,
-            sensitive,
-            unknown,
-        })
+        let name_end = buf.len() - start;
+        string(block, p, keep.then_some(buf))?;
+        Ok((name_end, unknown))
     }
 }
 
-fn placeholder(idx: usize) -> Vec<u8> {
-    format!("<unknown index {idx}>").into_bytes()
+fn placeholder(idx: usize, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let _ = write!(out, "<unknown index {idx}>");
 }
 
 /// Decodes an HPACK integer with an `n`-bit prefix (RFC 7541 5.1).
@@ -278,19 +383,22 @@ fn int(block: &[u8], p: &mut usize, n: u32) -> Result<u64, HpackError> {
     }
 }
 
-/// Decodes a string literal (RFC 7541 5.2).
-fn string(block: &[u8], p: &mut usize) -> Result<Vec<u8>, HpackError> {
+/// Decodes a string literal (RFC 7541 5.2), appending it to `out` when there
+/// is one (else only checking it).
+fn string(block: &[u8], p: &mut usize, out: Option<&mut Vec<u8>>) -> Result<(), HpackError> {
     let huff = *block.get(*p).ok_or(HpackError::Truncated)? & 0x80 != 0;
     let len = int(block, p, 7)? as usize;
     let end = p.checked_add(len).ok_or(HpackError::Truncated)?;
     let raw = block.get(*p..end).ok_or(HpackError::Truncated)?;
     *p = end;
-    if huff {
-        let mut out = Vec::new();
-        huffman::decode(raw, &mut out).map_err(HpackError::Huffman)?;
-        Ok(out)
-    } else {
-        Ok(raw.to_vec())
+    match (huff, out) {
+        (true, Some(out)) => huffman::decode(raw, out).map_err(HpackError::Huffman),
+        (true, None) => huffman::check(raw).map_err(HpackError::Huffman),
+        (false, Some(out)) => {
+            out.extend_from_slice(raw);
+            Ok(())
+        }
+        (false, None) => Ok(()),
     }
 }
 

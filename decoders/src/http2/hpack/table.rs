@@ -9,6 +9,9 @@
 //! guessed, until eviction proves the tail is gone.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use spf_pipeline::Budget;
 
 /// RFC 7541 Appendix A.
 pub const STATIC: [(&str, &str); 61] = [
@@ -91,7 +94,9 @@ pub struct Entry {
 
 impl Entry {
     /// The smallest size this entry can have (exact when the name is known).
-    fn min_size(&self) -> usize {
+    /// Also what it is counted as in memory: its bytes plus about what its
+    /// two boxes and its slot cost.
+    pub fn min_size(&self) -> usize {
         self.name.as_ref().map_or(0, |n| n.len()) + self.value.len() + ENTRY_OVERHEAD
     }
 }
@@ -101,25 +106,41 @@ impl Entry {
 pub enum Lookup<'a> {
     Static(&'static str, &'static str),
     Dynamic(&'a Entry),
-    /// An entry inserted before decoding began.
+    /// An entry whose content is not known: inserted before decoding began,
+    /// or dropped to bound memory.
     Unknown,
     /// Past the end of a table whose whole content is known: a protocol error.
     Invalid,
 }
 
-#[derive(Debug, Clone)]
+/// Why entries were not kept, since [`Table::take_events`] last asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableEvents {
+    /// Entries the peer still holds were dropped because the table grew past
+    /// its memory cap: they show as placeholders from now on.
+    pub trimmed: bool,
+    /// The memory budget refused an entry: the table was emptied.
+    pub refused: bool,
+}
+
+#[derive(Debug)]
 pub struct Table {
     entries: VecDeque<Entry>,
-    /// Sum of the known entries' (minimum) sizes.
+    /// Sum of the known entries' (minimum) sizes: both what the protocol counts
+    /// of them and what they hold in memory.
     size: usize,
     /// The encoder's current maximum size; `None` when decoding began mid-stream
     /// and no size update has been seen since.
     max: Option<usize>,
-    /// Upper bound for `max`, from SETTINGS_HEADER_TABLE_SIZE where seen; used to
-    /// bound memory while `max` is unknown.
-    bound: usize,
+    /// Bytes of entries kept at most, whatever the maximum: past it the oldest
+    /// go, and become unknown (the peer still has them).
+    mem_cap: usize,
     /// True while older entries of unknown number and size may follow the known ones.
     unknown_tail: bool,
+    /// The run's memory budget, and what this table took of it.
+    budget: Option<Arc<Budget>>,
+    taken: usize,
+    events: TableEvents,
 }
 
 impl Default for Table {
@@ -128,11 +149,16 @@ impl Default for Table {
     }
 }
 
-/// Memory bound for known entries while the real maximum is unknown.
-const UNKNOWN_BOUND: usize = 64 * 1024;
+impl Drop for Table {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.taken);
+        }
+    }
+}
 
-/// Memory cap for a table whose maximum is known but very large.
-const MEM_CAP: usize = 1 << 20;
+/// Memory cap of a table when no limit was configured.
+pub const DEFAULT_MEM_CAP: usize = 1 << 20;
 
 impl Table {
     /// A table at the start of a connection: empty, default maximum.
@@ -141,8 +167,11 @@ impl Table {
             entries: VecDeque::new(),
             size: 0,
             max: Some(DEFAULT_MAX),
-            bound: UNKNOWN_BOUND,
+            mem_cap: DEFAULT_MEM_CAP,
             unknown_tail: false,
+            budget: None,
+            taken: 0,
+            events: TableEvents::default(),
         }
     }
 
@@ -154,12 +183,38 @@ impl Table {
         t
     }
 
+    /// Bounds the bytes the table keeps (`mem_cap`) and takes them from
+    /// `budget` as entries come.
+    pub fn set_memory(&mut self, mem_cap: usize, budget: Option<Arc<Budget>>) {
+        // Given back to the budget it was taken from, before changing budgets.
+        self.clear_known();
+        self.mem_cap = mem_cap;
+        self.budget = budget;
+    }
+
+    /// Empties the table as a fresh connection's, keeping its memory settings.
+    pub fn reset(&mut self) {
+        self.clear_known();
+        self.max = Some(DEFAULT_MAX);
+        self.unknown_tail = false;
+        self.events = TableEvents::default();
+    }
+
     /// Everything held so far can no longer be trusted.
     pub fn forget(&mut self) {
-        self.entries.clear();
-        self.size = 0;
+        self.clear_known();
         self.max = None;
         self.unknown_tail = true;
+    }
+
+    fn clear_known(&mut self) {
+        self.entries.clear();
+        self.entries.shrink_to(16);
+        self.size = 0;
+        if let Some(b) = &self.budget {
+            b.give(self.taken);
+        }
+        self.taken = 0;
     }
 
     /// True when every entry the peer could reference is known.
@@ -183,9 +238,9 @@ impl Table {
         self.max
     }
 
-    /// SETTINGS_HEADER_TABLE_SIZE sent by the decoding side.
-    pub fn set_bound(&mut self, bound: usize) {
-        self.bound = bound.clamp(DEFAULT_MAX, UNKNOWN_BOUND * 16);
+    /// What happened since the last call, and forgets it.
+    pub fn take_events(&mut self) -> TableEvents {
+        std::mem::take(&mut self.events)
     }
 
     /// Looks up a 1-based HPACK index.
@@ -205,55 +260,90 @@ impl Table {
         }
     }
 
-    /// Inserts an entry at the front, evicting from the back (RFC 7541 4.4).
-    pub fn insert(&mut self, entry: Entry) {
-        let sz = entry.min_size();
+    /// Inserts an entry of `name` (unknown: `None`) and `value` at the front,
+    /// evicting from the back (RFC 7541 4.4).
+    pub fn insert(&mut self, name: Option<&[u8]>, value: &[u8]) {
+        let sz = name.map_or(0, <[u8]>::len) + value.len() + ENTRY_OVERHEAD;
         if let Some(max) = self.max
             && sz > max
         {
             // An entry larger than the table empties it, unknown tail included.
-            self.entries.clear();
-            self.size = 0;
+            self.clear_known();
             self.unknown_tail = false;
             return;
         }
+        if sz > self.mem_cap {
+            // Kept by the peer, too big to keep here: the newest entry is
+            // unknown, so every older one must be too (indexes count from it).
+            self.clear_known();
+            self.unknown_tail = true;
+            self.events.trimmed = true;
+            return;
+        }
+        // Room first, as the RFC evicts before adding.
+        self.evict(sz);
+        if let Some(b) = &self.budget {
+            if !b.try_take(sz) {
+                self.clear_known();
+                self.unknown_tail = true;
+                self.events.refused = true;
+                return;
+            }
+            self.taken += sz;
+        }
         self.size += sz;
-        self.entries.push_front(entry);
-        self.evict();
+        self.entries.push_front(Entry {
+            name: name.map(Into::into),
+            value: value.into(),
+        });
+        self.check_tail();
     }
 
     /// A dynamic table size update (RFC 7541 6.3).
     pub fn resize(&mut self, max: usize) {
         self.max = Some(max);
         if max == 0 {
-            self.entries.clear();
-            self.size = 0;
+            self.clear_known();
             self.unknown_tail = false;
             return;
         }
-        self.evict();
+        self.evict(0);
+        self.check_tail();
     }
 
-    fn evict(&mut self) {
+    /// Evicts until `room` more bytes fit both the maximum and the memory cap.
+    fn evict(&mut self, room: usize) {
         loop {
-            let over_max = self.max.is_some_and(|m| self.size > m);
-            // Without a known maximum, or with a huge one, entries are dropped for
-            // memory only: that proves nothing about the unknown tail.
-            let over_mem = self.size > self.max.map_or(self.bound, |_| MEM_CAP);
+            let over_max = self.max.is_some_and(|m| self.size + room > m);
+            let over_mem = self.size + room > self.mem_cap;
             if !over_max && !over_mem {
                 break;
             }
             let Some(e) = self.entries.pop_back() else {
                 break;
             };
-            self.size -= e.min_size();
+            let sz = e.min_size();
+            self.size -= sz;
+            if self.budget.is_some() {
+                self.taken -= sz;
+                if let Some(b) = &self.budget {
+                    b.give(sz);
+                }
+            }
             if over_max {
-                // Anything older than an evicted entry is gone too.
+                // The peer evicted it too, and anything older before it.
                 self.unknown_tail = false;
+            } else {
+                // Dropped for memory only: the peer still has it.
+                self.unknown_tail = true;
+                self.events.trimmed = true;
             }
         }
-        // With the real maximum known, an unknown entry (at least 32 bytes) can
-        // only remain if it still fits beside the known ones.
+    }
+
+    /// With the real maximum known, an unknown entry (at least 32 bytes) can
+    /// only remain if it still fits beside the known ones.
+    fn check_tail(&mut self) {
         if let Some(max) = self.max
             && self.size + ENTRY_OVERHEAD > max
         {
@@ -266,23 +356,16 @@ impl Table {
 mod tests {
     use super::*;
 
-    fn e(n: &str, v: &str) -> Entry {
-        Entry {
-            name: Some(n.as_bytes().into()),
-            value: v.as_bytes().into(),
-        }
-    }
-
     #[test]
     fn unknown_tail_becomes_known_once_eviction_proves_it() {
         let mut t = Table::unknown();
-        t.insert(e("a", "1"));
+        t.insert(Some(b"a"), b"1");
         assert!(matches!(t.get(62), Lookup::Dynamic(_)));
         assert_eq!(t.get(63), Lookup::Unknown);
         t.resize(100);
         // 34 + 32 > 100 is false: an unknown entry could still fit.
         assert_eq!(t.get(63), Lookup::Unknown);
-        t.insert(e("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "2"));
+        t.insert(Some(b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), b"2");
         // 34 + 63 = 97; another 32 would not fit: the tail is gone.
         assert!(t.is_exact());
         assert_eq!(t.get(64), Lookup::Invalid);
@@ -292,7 +375,7 @@ mod tests {
     fn known_entries_stay_exact_without_a_known_maximum() {
         let mut t = Table::unknown();
         for i in 0..10 {
-            t.insert(e("k", &i.to_string()));
+            t.insert(Some(b"k"), i.to_string().as_bytes());
         }
         for i in 0..10 {
             match t.get(62 + i) {

@@ -1,5 +1,7 @@
 //! RFC 7541 Appendix C, and the mid-stream behaviour of the table.
 
+use std::sync::Arc;
+
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -10,9 +12,31 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A decoded field, owned, for comparisons.
+#[derive(Debug)]
+struct Field {
+    name: Vec<u8>,
+    value: Vec<u8>,
+    sensitive: bool,
+    unknown: bool,
+}
+
+/// Decodes `block` with no list limit, appending to `out` as owned fields.
+fn dec(d: &mut Decoder, block: &[u8], out: &mut Vec<Field>) -> Result<Outcome, HpackError> {
+    let mut list = HeaderList::new();
+    let r = d.decode(block, &mut list, usize::MAX);
+    out.extend(list.iter().map(|f| Field {
+        name: f.name.to_vec(),
+        value: f.value.to_vec(),
+        sensitive: f.sensitive,
+        unknown: f.unknown,
+    }));
+    r
+}
+
 fn decode(d: &mut Decoder, block: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    d.decode(&hex(block), &mut out).unwrap();
+    dec(d, &hex(block), &mut out).unwrap();
     out.into_iter()
         .map(|f| {
             assert!(!f.unknown);
@@ -59,8 +83,12 @@ fn c2_single_fields() {
 
     let mut d = Decoder::new();
     let mut out = Vec::new();
-    d.decode(&hex("1008 7061 7373 776f 7264 0673 6563 7265 74"), &mut out)
-        .unwrap();
+    dec(
+        &mut d,
+        &hex("1008 7061 7373 776f 7264 0673 6563 7265 74"),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out[0].name, b"password");
     assert_eq!(out[0].value, b"secret");
     assert!(out[0].sensitive);
@@ -258,8 +286,7 @@ fn integers_from_c1() {
 fn attach_after_first_request() {
     let mut d = Decoder::unknown();
     let mut out = Vec::new();
-    d.decode(&hex("8286 84be 5808 6e6f 2d63 6163 6865"), &mut out)
-        .unwrap();
+    dec(&mut d, &hex("8286 84be 5808 6e6f 2d63 6163 6865"), &mut out).unwrap();
     let shown: Vec<(String, String)> = out
         .iter()
         .map(|f| {
@@ -284,7 +311,8 @@ fn attach_after_first_request() {
     // Third request: index 63 (cache-control, inserted after attach) is not used,
     // but 62 (:authority, before) is... in the third request the indexes shift:
     // 0xbf = 63 is now :authority (unknown), and the new custom-key entry is exact.
-    d.decode(
+    dec(
+        &mut d,
         &hex("8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65"),
         &mut out,
     )
@@ -303,11 +331,11 @@ fn attach_after_first_request() {
     );
     // A size update to 0 empties everything: from then on the table is exact.
     out.clear();
-    d.decode(&hex("20 82"), &mut out).unwrap();
+    dec(&mut d, &hex("20 82"), &mut out).unwrap();
     assert!(d.table().is_exact());
     out.clear();
     assert_eq!(
-        d.decode(&hex("be"), &mut out),
+        dec(&mut d, &hex("be"), &mut out),
         Err(HpackError::BadIndex(62))
     );
 }
@@ -320,12 +348,12 @@ fn literal_with_unknown_name_keeps_value_and_position() {
     let mut block = Vec::new();
     encode::literal_indexed_name(&mut block, 70, b"v", false);
     encode::literal_indexed(&mut block, b"k", b"w", true);
-    d.decode(&block, &mut out).unwrap();
+    dec(&mut d, &block, &mut out).unwrap();
     assert_eq!(out[0].name, b"<unknown index 70>");
     assert_eq!(out[0].value, b"v");
     out.clear();
     // 62 = "k: w" (newest), 63 = the entry with the unknown name.
-    d.decode(&hex("be bf"), &mut out).unwrap();
+    dec(&mut d, &hex("be bf"), &mut out).unwrap();
     assert_eq!(
         (out[0].name.as_slice(), out[0].value.as_slice()),
         (&b"k"[..], &b"w"[..])
@@ -338,29 +366,162 @@ fn literal_with_unknown_name_keeps_value_and_position() {
 fn errors() {
     let mut d = Decoder::new();
     let mut out = Vec::new();
-    assert_eq!(d.decode(&hex("80"), &mut out), Err(HpackError::IndexZero));
     assert_eq!(
-        d.decode(&hex("be"), &mut out),
+        dec(&mut d, &hex("80"), &mut out),
+        Err(HpackError::IndexZero)
+    );
+    assert_eq!(
+        dec(&mut d, &hex("be"), &mut out),
         Err(HpackError::BadIndex(62))
     );
     assert_eq!(
-        d.decode(&hex("82 20"), &mut out),
+        dec(&mut d, &hex("82 20"), &mut out),
         Err(HpackError::SizeUpdateNotFirst)
     );
-    assert!(matches!(
-        d.decode(&hex("3f e1 ff 03"), &mut out),
-        Err(HpackError::SizeUpdateTooLarge { .. })
-    ));
     assert_eq!(
-        d.decode(&hex("40 05 61"), &mut out),
+        dec(&mut d, &hex("40 05 61"), &mut out),
         Err(HpackError::Truncated)
     );
     assert_eq!(
-        d.decode(&hex("ff ff ff"), &mut out),
+        dec(&mut d, &hex("ff ff ff"), &mut out),
         Err(HpackError::Truncated)
     );
     assert_eq!(
-        d.decode(&hex("ff ff ff ff ff ff 01"), &mut out),
+        dec(&mut d, &hex("ff ff ff ff ff ff 01"), &mut out),
         Err(HpackError::IntegerOverflow)
     );
+}
+
+/// A size update above anything announced is applied and reported, not a
+/// COMPRESSION_ERROR: the peers agreed on it where spf could not see.
+#[test]
+fn unannounced_size_update_is_applied_and_reported() {
+    let mut d = Decoder::new();
+    let mut out = Vec::new();
+    let mut block = Vec::new();
+    encode::size_update(&mut block, 65536);
+    for i in 0..40 {
+        encode::literal_indexed(&mut block, format!("x-{i}").as_bytes(), &[b'v'; 200], false);
+    }
+    let o = dec(&mut d, &block, &mut out).unwrap();
+    assert_eq!(o.unannounced_size, Some(65536));
+    // 40 entries of 235 bytes: more than 4096 would hold, all kept.
+    assert_eq!(d.table().len(), 40);
+    out.clear();
+    dec(&mut d, &hex("be"), &mut out).unwrap();
+    assert_eq!(out[0].name, b"x-39");
+    // Once announced, the same update is not reported.
+    let mut d = Decoder::new();
+    d.settings_table_size(65536);
+    assert_eq!(
+        dec(&mut d, &block, &mut out).unwrap().unannounced_size,
+        None
+    );
+    // Joined midway, an update within the default is not reported either.
+    let mut d = Decoder::unknown();
+    let mut small = Vec::new();
+    encode::size_update(&mut small, 4096);
+    assert_eq!(dec(&mut d, &small, &mut out).unwrap(), Outcome::default());
+}
+
+/// A 4 KiB entry referenced by 1-byte indexes: the list stops growing at the
+/// limit, the rest of the block is parsed without expanding anything, and the
+/// table stays exact for the next block.
+#[test]
+fn list_limit_stops_expansion_and_keeps_the_table() {
+    let mut d = Decoder::with_max_size(65536);
+    let mut first = Vec::new();
+    encode::literal_indexed(&mut first, b"x-big", &[b'b'; 4096], false);
+    let mut list = HeaderList::new();
+    d.decode(&first, &mut list, 1 << 18).unwrap();
+    let mut bomb = vec![0xbe; 100_000];
+    // An insertion after the limit is still applied to the table.
+    encode::literal_indexed(&mut bomb, b"x-after", b"yes", false);
+    list.clear();
+    let o = d.decode(&bomb, &mut list, 1 << 18).unwrap();
+    assert!(o.over_limit);
+    assert!(list.is_empty());
+    list.clear();
+    let o = d.decode(&hex("be bf"), &mut list, 1 << 18).unwrap();
+    assert!(!o.over_limit);
+    let got: Vec<(&[u8], usize)> = list.iter().map(|f| (f.name, f.value.len())).collect();
+    assert_eq!(got, vec![(&b"x-after"[..], 3), (&b"x-big"[..], 4096)]);
+    // Errors past the limit are still errors.
+    let mut bad = vec![0xbe; 100];
+    bad.push(0x80);
+    list.clear();
+    assert_eq!(d.decode(&bad, &mut list, 100), Err(HpackError::IndexZero));
+}
+
+/// Entries dropped to bound memory are still in the peer's table: a reference
+/// to one is a placeholder, never a COMPRESSION_ERROR, and newer ones stay exact.
+#[test]
+fn entries_trimmed_for_memory_become_placeholders() {
+    let mut d = Decoder::new();
+    d.set_memory(2048, None);
+    d.settings_table_size(1 << 20);
+    let mut block = Vec::new();
+    encode::size_update(&mut block, 1 << 20);
+    for i in 0..20 {
+        encode::literal_indexed(
+            &mut block,
+            format!("k{i:02}").as_bytes(),
+            &[b'v'; 100],
+            false,
+        );
+    }
+    let mut out = Vec::new();
+    dec(&mut d, &block, &mut out).unwrap();
+    assert!(d.take_events().trimmed);
+    assert!(d.table().size() <= 2048);
+    let kept = d.table().len();
+    assert!(kept > 0 && kept < 20);
+    out.clear();
+    // The newest is exact; the oldest (index 62 + 19) was trimmed.
+    dec(&mut d, &hex("be"), &mut out).unwrap();
+    let mut oldest = Vec::new();
+    encode::indexed(&mut oldest, 62 + 19);
+    dec(&mut d, &oldest, &mut out).unwrap();
+    assert_eq!(out[0].name, b"k19");
+    assert!(out[1].unknown, "{:?}", out[1]);
+    assert_eq!(out[1].name, b"<unknown index 81>");
+    // An entry bigger than the memory cap but within the table's maximum
+    // makes everything older unknown, and is unknown itself.
+    let mut huge = Vec::new();
+    encode::literal_indexed(&mut huge, b"x-huge", &[b'h'; 4000], false);
+    out.clear();
+    dec(&mut d, &huge, &mut out).unwrap();
+    assert_eq!(out[0].value.len(), 4000, "the field itself is shown");
+    assert!(d.table().is_empty() && !d.table().is_exact());
+    out.clear();
+    dec(&mut d, &hex("be"), &mut out).unwrap();
+    assert!(out[0].unknown);
+}
+
+/// The memory budget refusing an entry empties the table (placeholders from
+/// then on) and gives everything back when the table goes.
+#[test]
+fn budget_is_taken_and_given_back() {
+    let budget = spf_pipeline::Budget::new(1000);
+    let mut d = Decoder::new();
+    d.set_memory(1 << 20, Some(Arc::clone(&budget)));
+    let mut out = Vec::new();
+    let mut block = Vec::new();
+    encode::literal_indexed(&mut block, b"a", &[b'x'; 300], false);
+    dec(&mut d, &block, &mut out).unwrap();
+    assert_eq!(budget.used(), 333);
+    dec(&mut d, &block, &mut out).unwrap();
+    dec(&mut d, &block, &mut out).unwrap();
+    assert_eq!(budget.used(), 999);
+    assert_eq!(d.take_events(), TableEvents::default());
+    // 4096 evicts the oldest first: the table holds at most 12 such entries.
+    dec(&mut d, &block, &mut out).unwrap();
+    let ev = d.take_events();
+    assert!(ev.refused, "{ev:?}");
+    assert_eq!(budget.used(), 0);
+    assert!(!d.table().is_exact());
+    dec(&mut d, &block, &mut out).unwrap();
+    assert_eq!(budget.used(), 333);
+    drop(d);
+    assert_eq!(budget.used(), 0);
 }
