@@ -44,7 +44,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a capture (or replay) pipeline until its input ends or Ctrl-C.
     #[command(after_help = EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a config file and report every error in it, without running anything.
     Validate {
         /// The config file.
@@ -180,7 +180,7 @@ pub enum OutFormat {
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => crate::run::run(args),
+        Command::Run(args) => crate::run::run(*args),
         Command::Validate { config } => crate::run::validate(&config),
         Command::Plugins(cmd) => crate::plugins_cmd::run(cmd),
         Command::Demo(args) => crate::demo::run(args),
