@@ -351,11 +351,8 @@ impl Writer {
     /// Writes and counts `records`, leaving the vector empty.
     fn emit(&mut self, records: &mut Vec<Record>) {
         for r in records.drain(..) {
-            if let Some(left) = self.remaining.as_mut() {
-                if *left == 0 {
-                    continue;
-                }
-                *left -= 1;
+            if self.remaining == Some(0) {
+                continue;
             }
             match &r {
                 Record::Lost(l) => {
@@ -373,6 +370,11 @@ impl Writer {
                 }
             }
             self.write_to(&r, false);
+            // After the write: the count's last record is written, then the
+            // run is done.
+            if let Some(left) = self.remaining.as_mut() {
+                *left -= 1;
+            }
         }
     }
 

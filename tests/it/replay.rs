@@ -504,3 +504,63 @@ fn sigint_keeps_complete_lines_ahead_of_a_partial_one() {
     assert_eq!(lines.len(), 1, "the complete line must be written");
     assert_eq!(lines[0]["data_b64"], "aGk=");
 }
+
+/// NDJSON records of a replay of the redis capture with `args` added.
+fn replay_redis(args: &[&str]) -> Vec<serde_json::Value> {
+    let capture = crate::plugins::redis_capture();
+    let mut all = vec![
+        "run",
+        "-q",
+        "--replay",
+        capture.to_str().unwrap(),
+        "--decoder",
+        "raw",
+        "--format",
+        "ndjson",
+    ];
+    all.extend_from_slice(args);
+    let o = spf_output(&all);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn count_stops_after_that_many_records() {
+    let all = replay_redis(&[]);
+    assert!(all.len() > 20, "{}", all.len());
+    let five = replay_redis(&["--count", "5"]);
+    assert_eq!(five, all[..5]);
+    // The config key does the same.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(
+        dir.path(),
+        "count.toml",
+        format!(
+            "[run]\ncount = 3\n[source]\ntype = \"file\"\npath = {:?}\n[decoder]\ntype = \"raw\"\n[[sink]]\ntype = \"stdout\"\nformat = \"ndjson\"\n",
+            crate::plugins::redis_capture().display().to_string()
+        ),
+    );
+    let o = spf_output(&["run", "-q", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn follow_shows_one_connection_both_ways() {
+    let all = replay_redis(&[]);
+    let conn = all[0]["conn"].as_u64().unwrap();
+    let want: Vec<_> = all.iter().filter(|r| r["conn"] == conn).cloned().collect();
+    assert!(want.len() < all.len(), "the capture has other connections");
+    let got = replay_redis(&["--follow", &conn.to_string()]);
+    assert_eq!(got, want);
+    // Both directions: the client's requests and the server's replies.
+    assert!(
+        got.iter()
+            .any(|r| r["role"] == "client" || r["via"] == "recv")
+    );
+    assert!(got.iter().any(|r| r["via"] == "send"));
+}
