@@ -25,6 +25,14 @@ pub fn name_thread(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
 }
 
+/// How a test shows that spf captures: traffic spf's filter keeps.
+pub enum Canary<'a> {
+    /// A thread with this name writes through a socketpair (for `--comm`).
+    Thread(&'a str),
+    /// A client writes to a listener bound at this path (for `--path`).
+    Socket(&'a Path),
+}
+
 impl LiveSpf {
     /// Starts `spf run --format ndjson --quiet ARGS` (the args must select
     /// threads named `comm`, e.g. `--comm COMM`) and returns once it captures:
@@ -32,6 +40,16 @@ impl LiveSpf {
     /// output shows it. None (after saying why) where BPF cannot run and the
     /// environment does not require it.
     pub fn start(name: &str, dir: &Path, comm: &str, args: &[&str]) -> Option<LiveSpf> {
+        Self::start_with(name, dir, args, Canary::Thread(comm))
+    }
+
+    /// As [`LiveSpf::start`], with the canary of choice.
+    pub fn start_with(
+        name: &str,
+        dir: &Path,
+        args: &[&str],
+        canary: Canary<'_>,
+    ) -> Option<LiveSpf> {
         if !bpf_ready(name) {
             return None;
         }
@@ -46,11 +64,28 @@ impl LiveSpf {
             .spawn()
             .expect("spawning spf");
         let mut live = LiveSpf { child, out, err };
-        let comm = comm.to_string();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (comm, listener) = match canary {
+            Canary::Thread(c) => (Some(c.to_string()), None),
+            Canary::Socket(p) => (
+                None,
+                Some(std::os::unix::net::UnixListener::bind(p).unwrap()),
+            ),
+        };
         let canary = std::thread::spawn(move || {
-            name_thread(&comm);
-            let (mut a, _b) = UnixStream::pair().unwrap();
+            let (mut a, _b) = match (&comm, &listener) {
+                (Some(c), _) => {
+                    name_thread(c);
+                    UnixStream::pair().unwrap()
+                }
+                (None, Some(l)) => {
+                    let a = UnixStream::connect(l.local_addr().unwrap().as_pathname().unwrap())
+                        .unwrap();
+                    let (b, _) = l.accept().unwrap();
+                    (a, b)
+                }
+                (None, None) => unreachable!("one canary or the other"),
+            };
             // Until told the canary was seen (or the test gave up).
             while rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
                 a.write_all(b"spf-canary").unwrap();

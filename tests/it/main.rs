@@ -13,4 +13,5 @@ mod outputs;
 mod plugins;
 mod privileges;
 mod probe;
+mod recipes;
 mod replay;
