@@ -527,3 +527,83 @@ fn the_syscall_view_shows_every_syscall_whole() {
     same_bytes(&sent_by(&records, conn, a, "recv"), &ba);
     assert!(records.iter().all(|r| r.get("via").is_none()));
 }
+
+/// A process in a cgroup named as Docker names a container's (made by the
+/// test, as the runtime would) is filtered by `--cgroup` and each of its
+/// records says which container it runs in.
+#[test]
+fn a_containers_cgroup_labels_and_filters_its_traffic() {
+    let _g = lock();
+    let root = spf_probes::containers::cgroup_root();
+    let id: String = (0..64)
+        .map(|i| b"0123456789abcdef"[(i * 7 + 3) % 16] as char)
+        .collect();
+    let parent = root.join(format!("spf-test-{}.slice", std::process::id()));
+    let scope = parent.join(format!("docker-{id}.scope"));
+    if let Err(e) = std::fs::create_dir_all(&scope) {
+        assert!(!crate::capture::required(), "cannot make a cgroup: {e}");
+        eprintln!("skipping: cannot make a cgroup: {e}");
+        return;
+    }
+    let rel = scope.strip_prefix(root).unwrap().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // The "container": a python process moved into the scope before it talks.
+    let script = r#"
+import socket, sys
+sys.stdin.readline()
+a, b = socket.socketpair()
+a.sendall(b"from-the-container")
+b.recv(100)
+"#;
+    let mut contained = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(scope.join("cgroup.procs"), contained.id().to_string()).unwrap();
+    let canary = dir.path().join("canary.sock");
+    let cgroup_arg = format!("/{rel}");
+    // The canary runs in this process, outside the cgroup: the filter would
+    // drop it, so the readiness check uses a capture without the filter.
+    let started = crate::live::LiveSpf::start_with(
+        "a_containers_cgroup",
+        dir.path(),
+        &["--cgroup", &cgroup_arg, "--decoder", "raw"],
+        crate::live::Canary::Contained(&canary, &scope),
+    );
+    let Some(live) = started else {
+        let _ = contained.kill();
+        let _ = contained.wait();
+        let _ = std::fs::remove_dir(&scope);
+        let _ = std::fs::remove_dir(&parent);
+        return;
+    };
+    contained.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(contained.wait().unwrap().success());
+    // Outside the cgroup: not captured.
+    let (mut x, mut y) = UnixStream::pair().unwrap();
+    x.write_all(b"from-outside").unwrap();
+    let mut buf = [0u8; 12];
+    y.read_exact(&mut buf).unwrap();
+    let (records, _) = live.stop();
+    let _ = std::fs::remove_dir(&scope);
+    let _ = std::fs::remove_dir(&parent);
+    let mine: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| {
+            r["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("from-the-container"))
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "{records:#?}");
+    assert_eq!(mine[0]["container"]["id"], id.as_str());
+    assert_eq!(mine[0]["container"]["runtime"], "docker");
+    assert!(mine[0]["cgroup"].as_u64().unwrap() > 0);
+    assert!(!records.iter().any(|r| {
+        r["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("from-outside"))
+    }));
+}

@@ -350,3 +350,89 @@ fn tiny_frame_flood_replay() {
     assert!(run.records >= n as u64 + 2, "{} records", run.records);
     assert_normal(&run);
 }
+
+/// A local process without privileges writes a CONTINUATION flood to a socket
+/// root's spf watches: spf's memory stays bounded, it says which limit
+/// stopped the attack, and it decodes on.
+#[test]
+fn a_live_continuation_flood_from_an_unprivileged_user_is_bounded() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _g = crate::capture::lock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("victim.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // Anyone may connect, as to many a daemon's socket.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        std::io::copy(&mut s, &mut std::io::sink()).unwrap()
+    });
+    let filter = sock.display().to_string();
+    let canary = dir.path().join("canary.sock");
+    let Some(live) = crate::live::LiveSpf::start_with(
+        "a_live_continuation_flood",
+        dir.path(),
+        &["--path", &filter, "--path", &canary.display().to_string()],
+        crate::live::Canary::Socket(&canary),
+    ) else {
+        return;
+    };
+    // The attacker: python as nobody, one HEADERS without END_HEADERS and
+    // half a million empty CONTINUATIONs (4.5 MB, the size of the flood that
+    // once took spf to 816 MB).
+    let script = r#"
+import socket, struct, sys
+def frame(kind, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", sid) + payload
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 0, 1, b"\x82"))
+cont = frame(9, 0, 1) * 10000
+for _ in range(50):
+    s.sendall(cont)
+s.close()
+"#;
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(script)
+        .arg(&sock)
+        .output()
+        .expect("running the attacker as nobody");
+    assert!(
+        o.status.success(),
+        "attacker: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let received = reader.join().unwrap();
+    assert_eq!(received, 24 + 9 + 10 + 4_500_000);
+    // spf's peak memory, read while it still runs.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", live.pid())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let (records, _) = live.stop();
+    assert!(
+        hwm_kib * 1024 < MAX_RSS,
+        "spf's peak memory {hwm_kib} KiB under a live flood"
+    );
+    let limits: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["error"]["code"] == "LIMIT")
+        .collect();
+    assert!(
+        limits.iter().any(|r| r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("continuation")),
+        "an error record names the limit: {limits:?}"
+    );
+}

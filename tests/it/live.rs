@@ -31,6 +31,9 @@ pub enum Canary<'a> {
     Thread(&'a str),
     /// A client writes to a listener bound at this path (for `--path`).
     Socket(&'a Path),
+    /// As `Socket`, from a process moved into this cgroup directory first (for
+    /// `--cgroup`).
+    Contained(&'a Path, &'a Path),
 }
 
 impl LiveSpf {
@@ -64,14 +67,17 @@ impl LiveSpf {
             .spawn()
             .expect("spawning spf");
         let mut live = LiveSpf { child, out, err };
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (comm, listener) = match canary {
             Canary::Thread(c) => (Some(c.to_string()), None),
             Canary::Socket(p) => (
                 None,
                 Some(std::os::unix::net::UnixListener::bind(p).unwrap()),
             ),
+            Canary::Contained(sock, cgroup) => {
+                return Self::wait_for_contained_canary(name, live, sock, cgroup);
+            }
         };
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let canary = std::thread::spawn(move || {
             let (mut a, _b) = match (&comm, &listener) {
                 (Some(c), _) => {
@@ -112,6 +118,53 @@ impl LiveSpf {
         let _ = tx.send(());
         canary.join().unwrap();
         Some(live)
+    }
+
+    /// A python canary moved into `cgroup` writes on a socketpair until spf's
+    /// output shows it.
+    fn wait_for_contained_canary(
+        name: &str,
+        mut live: LiveSpf,
+        sock: &Path,
+        cgroup: &Path,
+    ) -> Option<LiveSpf> {
+        let stop = sock.with_extension("stop");
+        let script = format!(
+            "import os, socket, time\nsys_stop = {stop:?}\na, b = socket.socketpair()\n\
+             while not os.path.exists(sys_stop):\n    a.sendall(b'spf-canary'); b.recv(100); time.sleep(0.02)\n",
+            stop = stop.display().to_string()
+        );
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .expect("starting the canary");
+        std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = loop {
+            if std::fs::read_to_string(&live.out)
+                .unwrap_or_default()
+                .contains("spf-canary")
+            {
+                break true;
+            }
+            if let Ok(Some(_)) = live.child.try_wait() {
+                break false;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::fs::write(&stop, b"").unwrap();
+        child.wait().unwrap();
+        assert!(seen, "{name}: spf captured nothing: {}", live.stderr());
+        Some(live)
+    }
+
+    /// The pid of the running spf.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn stderr(&self) -> String {

@@ -17,6 +17,7 @@ pub(super) struct Ident {
     pub pid: u32,
     pub comm: Arc<str>,
     pub cgroup: u64,
+    pub container: Option<Arc<crate::event::Container>>,
 }
 
 #[derive(Default)]
@@ -45,6 +46,7 @@ impl Identities {
                         pid: ev.pid,
                         comm: Arc::clone(&ev.comm),
                         cgroup: ev.cgroup,
+                        container: ev.container.clone(),
                     },
                 );
             }

@@ -253,6 +253,7 @@ fn from_sender(
             e.tid = src.tid;
             e.comm = Arc::clone(&src.comm);
             e.cgroup = src.cgroup;
+            e.container = src.container.clone();
             e.socket = src.socket;
             e.peer_socket = ends.receiver;
             e.role = src.role;
@@ -275,6 +276,7 @@ fn from_sender(
                     e.pid = s.pid;
                     e.comm = Arc::clone(&s.comm);
                     e.cgroup = s.cgroup;
+                    e.container = s.container.clone();
                 }
                 None => {
                     e.pid = src.peer_pid;
