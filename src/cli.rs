@@ -111,8 +111,10 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub format: Option<OutFormat>,
 
-    /// Also write a replayable NDJSON capture (every raw event plus the decoded
-    /// records) to this file, created with mode 0600.
+    /// Also write a replayable capture to this file, created with mode 0600:
+    /// NDJSON (every raw event plus the decoded records), or, for a name ending
+    /// in `.spfcap`, the compact binary format (the events only; several times
+    /// faster to write, for high rates). `--replay` reads both.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 

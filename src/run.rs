@@ -145,9 +145,15 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
     sinks.push(toml::Value::Table(stdout));
     if let Some(out) = &args.output {
         let mut f = toml::Table::new();
-        f.insert("type".into(), "ndjson".into());
+        // `.spfcap`: the binary capture, the events only; else NDJSON with
+        // every event and every record.
+        if out.extension().is_some_and(|e| e == "spfcap") {
+            f.insert("type".into(), "capture".into());
+        } else {
+            f.insert("type".into(), "ndjson".into());
+            f.insert("events".into(), true.into());
+        }
         f.insert("path".into(), out.display().to_string().into());
-        f.insert("events".into(), true.into());
         sinks.push(toml::Value::Table(f));
     }
     doc.insert("sink".into(), toml::Value::Array(sinks));

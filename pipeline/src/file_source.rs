@@ -2,7 +2,8 @@
 //!
 //! * `format = "ndjson"` re-reads a capture written by the ndjson sink (raw records
 //!   and lost markers; other decoders' records are skipped), so a capture can be
-//!   decoded again later with any decoder.
+//!   decoded again later with any decoder; a binary capture (capture.rs) is
+//!   recognised by its first bytes and read as well.
 //! * `format = "bytes"` treats a file as one connection's byte stream in one
 //!   direction, for decoding dumps of raw protocol bytes.
 //!
@@ -124,7 +125,7 @@ impl Source for FileSource {
     ) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || match self.cfg.format {
-                FileFormat::Ndjson => read_ndjson(self.file, &self.cfg.path, &out),
+                FileFormat::Ndjson => read_capture_file(self.file, &self.cfg.path, &out),
                 FileFormat::Bytes => read_bytes(self.file, &self.cfg, self.dir, &out),
             })
             .await
@@ -133,12 +134,30 @@ impl Source for FileSource {
     }
 }
 
-fn read_ndjson(
-    file: File,
+/// A capture: NDJSON, or binary (capture.rs), told apart by the binary
+/// format's magic whatever the file is called. The first bytes are read
+/// whole (a FIFO may hand them over in pieces) and put back in front.
+fn read_capture_file(
+    mut file: File,
     path: &std::path::Path,
     out: &Emitter,
 ) -> Result<SourceSummary, SourceError> {
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut head = [0u8; 8];
+    let n = read_full(&mut file, &mut head)
+        .map_err(|e| SourceError(format!("reading `{}`: {e}", path.display())))?;
+    if head[..n] == crate::capture::MAGIC[..] {
+        let reader = BufReader::with_capacity(256 * 1024, file);
+        return read_capture(reader, path, out);
+    }
+    let rest = std::io::Cursor::new(head[..n].to_vec()).chain(file);
+    read_ndjson(BufReader::with_capacity(256 * 1024, rest), path, out)
+}
+
+fn read_ndjson<R: Read>(
+    mut reader: BufReader<R>,
+    path: &std::path::Path,
+    out: &Emitter,
+) -> Result<SourceSummary, SourceError> {
     let mut st = LineState {
         interner: Interner::default(),
         summary: SourceSummary::default(),
@@ -226,8 +245,73 @@ fn read_ndjson(
     Ok(st.summary)
 }
 
+/// Reads a binary capture (after its magic) into batches.
+fn read_capture<R: Read>(
+    mut reader: BufReader<R>,
+    path: &std::path::Path,
+    out: &Emitter,
+) -> Result<SourceSummary, SourceError> {
+    let err = |e: String| SourceError(format!("reading `{}`: {e}", path.display()));
+    let mut strings = crate::capture::Strings::default();
+    let mut summary = SourceSummary::default();
+    let mut batch: Batch = Vec::with_capacity(BATCH);
+    let mut bytes = 0usize;
+    let mut body = Vec::new();
+    let mut seq = 0u64;
+    loop {
+        let mut len = [0u8; 4];
+        match read_full(&mut reader, &mut len).map_err(|e| err(e.to_string()))? {
+            0 => break,
+            4 => {}
+            _ => return Err(err("the capture ends inside a record".into())),
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        if n > crate::capture::MAX_RECORD {
+            return Err(err(format!(
+                "record {seq}: {}",
+                crate::capture::DecodeError::TooLong(n)
+            )));
+        }
+        body.resize(n, 0);
+        if read_full(&mut reader, &mut body).map_err(|e| err(e.to_string()))? != n {
+            return Err(err("the capture ends inside a record".into()));
+        }
+        let item = crate::capture::decode(&body, seq, &mut strings)
+            .map_err(|e| err(format!("record {seq}: {e}")))?;
+        seq += 1;
+        match &item {
+            SourceItem::Lost(l) => summary.lost = summary.lost.saturating_add(l.count),
+            SourceItem::Event(e) => bytes += e.data.len(),
+            SourceItem::Closed { .. } => {}
+        }
+        batch.push(item);
+        if batch.len() >= BATCH || bytes >= BATCH_BYTES || reader.buffer().is_empty() {
+            bytes = 0;
+            if !out.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))) {
+                return Ok(summary);
+            }
+        }
+    }
+    out.blocking_send(batch);
+    Ok(summary)
+}
+
+/// Reads until `buf` is full or the input ends; returns how much it read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// Reads up to and including the next newline, keeping nothing.
-fn skip_line(reader: &mut BufReader<File>) -> std::io::Result<()> {
+fn skip_line<R: Read>(reader: &mut BufReader<R>) -> std::io::Result<()> {
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {

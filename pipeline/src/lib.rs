@@ -9,6 +9,7 @@ pub mod record;
 pub mod reorder;
 pub mod runner;
 pub mod stage;
+pub mod writer;
 
 pub use event::{
     Container, Direction, Event, Flow, Lost, Role, SockKind, SourceItem, StreamKey, View,
@@ -19,6 +20,7 @@ pub use stage::{
     Batch, BoxFuture, Decoder, Emitter, Out, Sink, SinkError, Source, SourceError, SourceSummary,
 };
 pub mod account;
+pub mod capture;
 pub mod config;
 pub mod file_source;
 pub mod ndjson;

@@ -310,7 +310,7 @@ impl Core {
         let mut drain = |r: &mut Vec<Record>| writer.emit(r);
         decoder.finish(&mut Out::streaming(records, &mut drain));
         writer.emit(records);
-        writer.flush();
+        writer.close();
         writer.summary.reorder_forced = self.reorder.forced;
         for (k, v) in &writer.per_decoder {
             let n = writer.summary.records.entry(k.to_string()).or_default();
@@ -424,6 +424,18 @@ impl Writer {
                 continue;
             }
             if let Err(e) = self.sinks[i].flush() {
+                self.sink_failed(i, e);
+            }
+        }
+    }
+
+    /// The end of the run: every sink writes what it holds and says how it went.
+    fn close(&mut self) {
+        for i in 0..self.sinks.len() {
+            if self.closed[i] {
+                continue;
+            }
+            if let Err(e) = self.sinks[i].close() {
                 self.sink_failed(i, e);
             }
         }

@@ -232,8 +232,15 @@ pub trait Sink: Send {
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError>;
 
-    /// Pushes buffered output out. Called at least once a second and at shutdown.
+    /// Pushes buffered output out. Called at least once a second.
     fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// The run is over: push everything out and wait until it is written (a
+    /// sink that writes on a thread of its own waits for it here). Called once,
+    /// at the end; by default a flush.
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
 
     /// True when the sink also wants every event as a raw record, in addition to
     /// the decoder's records, so that its output can be replayed later whatever the

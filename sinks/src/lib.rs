@@ -1,5 +1,6 @@
 //! spf's built-in sinks, one module per sink.
 
+pub mod capture;
 pub mod ndjson;
 pub mod pretty;
 pub mod stdout;
@@ -11,5 +12,6 @@ use spf_pipeline::config::Registry;
 pub fn register(reg: &mut Registry) {
     stdout::register(reg);
     ndjson::register(reg);
+    capture::register(reg);
     reg.default_sink("stdout");
 }

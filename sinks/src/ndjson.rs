@@ -4,12 +4,11 @@
 //! opened by [`spf_pipeline::output::open_output`] (mode 0600, no symbolic links,
 //! only a regular file of the user spf runs as).
 
-use std::fs::File;
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::writer::FileWriter;
 use spf_pipeline::{Record, Sink, SinkError};
 
 pub fn register(reg: &mut Registry) {
@@ -58,22 +57,22 @@ impl SinkConfig for NdjsonConfig {
 
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
         let file = spf_pipeline::output::open_output(&self.path, self.append)?;
+        let what = format!("writing `{}`", self.path.display());
+        let out = FileWriter::new(file, what)
+            .map_err(|e| BuildError::new(format!("cannot start the writer thread: {e}")))?;
         Ok(Box::new(NdjsonFile {
             path: self.path.clone(),
-            file,
+            out,
             events: self.events,
-            buf: Vec::with_capacity(BUF),
         }))
     }
 }
 
-const BUF: usize = 256 * 1024;
-
 pub struct NdjsonFile {
     path: PathBuf,
-    file: File,
+    /// The file, written on a thread of its own (see pipeline's writer.rs).
+    out: FileWriter,
     events: bool,
-    buf: Vec<u8>,
 }
 
 impl Sink for NdjsonFile {
@@ -82,20 +81,16 @@ impl Sink for NdjsonFile {
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
-        spf_pipeline::ndjson::encode(record, &mut self.buf);
-        if self.buf.len() >= BUF {
-            self.flush()?;
-        }
-        Ok(())
+        spf_pipeline::ndjson::encode(record, self.out.buf());
+        self.out.maybe_send()
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let r = self.file.write_all(&self.buf);
-        self.buf.clear();
-        r.map_err(|e| SinkError::io(format!("writing `{}`", self.path.display()), e))
+        self.out.flush()
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.out.close()
     }
 
     fn wants_events(&self) -> bool {
@@ -124,7 +119,7 @@ mod tests {
             count: 3,
         }))
         .unwrap();
-        sink.flush().unwrap();
+        sink.close().unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -564,3 +564,60 @@ fn follow_shows_one_connection_both_ways() {
     );
     assert!(got.iter().any(|r| r["via"] == "send"));
 }
+
+#[test]
+fn a_binary_capture_replays_as_its_ndjson_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("copy.spfcap");
+    let nd = dir.path().join("copy.ndjson");
+    let original = crate::plugins::redis_capture();
+    for out in [&bin, &nd] {
+        let o = spf_output(&[
+            "run",
+            "-q",
+            "--replay",
+            original.to_str().unwrap(),
+            "--format",
+            "ndjson",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr_text(&o));
+    }
+    let bytes = std::fs::read(&bin).unwrap();
+    assert!(bytes.starts_with(b"SPFCAP\0\x01"));
+    assert!(
+        bytes.len() * 2 < std::fs::metadata(&nd).unwrap().len() as usize,
+        "the binary capture is the smaller: {} bytes",
+        bytes.len()
+    );
+    // Replayed through any decoder, both give the very same records.
+    for decoder in ["raw", "auto"] {
+        let replay = |p: &std::path::Path| {
+            let o = spf_output(&[
+                "run",
+                "-q",
+                "--replay",
+                p.to_str().unwrap(),
+                "--decoder",
+                decoder,
+                "--format",
+                "ndjson",
+            ]);
+            assert!(o.status.success(), "{}", stderr_text(&o));
+            o.stdout
+        };
+        let a = replay(&bin);
+        assert!(!a.is_empty());
+        assert_eq!(a, replay(&nd), "decoder {decoder}");
+    }
+    // A cut file is an error that says where, not a crash.
+    std::fs::write(&bin, &bytes[..bytes.len() - 3]).unwrap();
+    let o = spf_output(&["run", "-q", "--replay", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("ends inside a record"),
+        "{}",
+        stderr_text(&o)
+    );
+}

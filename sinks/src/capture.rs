@@ -1,0 +1,92 @@
+//! `[[sink]] type = "capture"`: the events, as they came from the source, in
+//! the binary capture format (pipeline's capture.rs), for replay with
+//! `--replay` at rates an NDJSON capture cannot keep up with. `--output
+//! FILE.spfcap` is this sink.
+//!
+//! It keeps what a replay needs and nothing derived: every event the source
+//! handed over (the runner gives sinks that want events each one as a raw
+//! record) and every gap marker; decoders' records are not written.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::writer::FileWriter;
+use spf_pipeline::{Body, Record, Sink, SinkError, SourceItem};
+
+pub fn register(reg: &mut Registry) {
+    reg.sink("capture", |s: &mut Section<'_>| {
+        let cfg = s.parse::<CaptureConfig>()?;
+        if cfg.path.as_os_str().is_empty() {
+            s.error("path", "must name a file");
+            return None;
+        }
+        if let Err(e) = spf_pipeline::output::check_output_path(&cfg.path) {
+            s.error("path", e);
+            return None;
+        }
+        Some(Box::new(cfg) as Box<dyn SinkConfig>)
+    });
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Created with mode 0600 (captures hold secrets).
+    pub path: PathBuf,
+}
+
+impl SinkConfig for CaptureConfig {
+    fn output_path(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
+        let file = spf_pipeline::output::open_output(&self.path, false)?;
+        let what = format!("writing `{}`", self.path.display());
+        let mut out = FileWriter::new(file, what)
+            .map_err(|e| BuildError::new(format!("cannot start the writer thread: {e}")))?;
+        out.buf().extend_from_slice(spf_pipeline::capture::MAGIC);
+        Ok(Box::new(CaptureFile {
+            path: self.path.clone(),
+            out,
+        }))
+    }
+}
+
+pub struct CaptureFile {
+    path: PathBuf,
+    out: FileWriter,
+}
+
+impl Sink for CaptureFile {
+    fn describe(&self) -> String {
+        format!("capture {}", self.path.display())
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        let item = match record {
+            Record::Lost(l) => SourceItem::Lost(*l),
+            // Events as the source gave them; records of the connection view
+            // (`via`) are derived from those and not kept.
+            Record::Decoded(d) if matches!(d.body, Body::Raw) && d.event.via.is_none() => {
+                SourceItem::Event(d.event.clone())
+            }
+            Record::Decoded(_) => return Ok(()),
+        };
+        spf_pipeline::capture::encode(&item, self.out.buf());
+        self.out.maybe_send()
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush()
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.out.close()
+    }
+
+    fn wants_events(&self) -> bool {
+        true
+    }
+}
