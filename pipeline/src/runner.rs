@@ -190,6 +190,8 @@ struct Writer {
     /// Sinks whose reader went away (`| head`): skipped from then on, while the
     /// others (a capture file) keep everything.
     closed: Vec<bool>,
+    /// [`Sink::observer`] of each sink.
+    observers: Vec<bool>,
     event_sinks: bool,
     /// In the syscall view with a decoder other than `raw`, the runner writes
     /// every event as a raw record to the sinks that want events: raw records
@@ -419,11 +421,16 @@ impl Writer {
     }
 
     fn flush(&mut self) {
+        self.each_sink(|s| s.flush());
+    }
+
+    /// Calls `f` on every sink whose reader is still there.
+    fn each_sink(&mut self, mut f: impl FnMut(&mut dyn Sink) -> Result<(), SinkError>) {
         for i in 0..self.sinks.len() {
             if self.closed[i] {
                 continue;
             }
-            if let Err(e) = self.sinks[i].flush() {
+            if let Err(e) = f(self.sinks[i].as_mut()) {
                 self.sink_failed(i, e);
             }
         }
@@ -431,18 +438,23 @@ impl Writer {
 
     /// The end of the run: every sink writes what it holds and says how it went.
     fn close(&mut self) {
-        for i in 0..self.sinks.len() {
-            if self.closed[i] {
-                continue;
-            }
-            if let Err(e) = self.sinks[i].close() {
-                self.sink_failed(i, e);
-            }
-        }
+        self.each_sink(|s| s.close());
     }
 
+    /// True once a sink failed, or the reader of every sink that keeps a run
+    /// going went away (observers alone keep it going only when there is
+    /// nothing else).
     fn done(&self) -> bool {
-        self.failure.is_some() || self.closed.iter().all(|&c| c) || self.remaining == Some(0)
+        self.failure.is_some()
+            || self.remaining == Some(0)
+            || if self.observers.iter().all(|&o| o) {
+                self.closed.iter().all(|&c| c)
+            } else {
+                self.closed
+                    .iter()
+                    .zip(&self.observers)
+                    .all(|(&c, &o)| c || o)
+            }
     }
 }
 
@@ -468,6 +480,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         decoder_is_raw,
         writer: Writer {
             closed: vec![false; sinks.len()],
+            observers: sinks.iter().map(|s| s.observer()).collect(),
             sinks,
             event_sinks,
             events_written: event_sinks && !decoder_is_raw && view == View::Syscalls,

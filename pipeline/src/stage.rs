@@ -248,6 +248,14 @@ pub trait Sink: Send {
     fn wants_events(&self) -> bool {
         false
     }
+
+    /// True for a sink that only sums up what goes by (a summary): it does
+    /// not keep a run going on its own, so once the readers of every other
+    /// sink are gone (`spf run --stats | head`) the run ends, and this sink
+    /// still gets its [`Sink::close`].
+    fn observer(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

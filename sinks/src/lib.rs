@@ -1,9 +1,12 @@
 //! spf's built-in sinks, one module per sink.
 
 pub mod capture;
+mod exchange;
 pub mod ndjson;
 pub mod pretty;
+pub mod records;
 pub mod stdout;
+pub mod summary;
 
 use spf_pipeline::config::Registry;
 
@@ -13,5 +16,6 @@ pub fn register(reg: &mut Registry) {
     stdout::register(reg);
     ndjson::register(reg);
     capture::register(reg);
+    summary::register(reg);
     reg.default_sink("stdout");
 }

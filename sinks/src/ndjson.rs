@@ -4,37 +4,43 @@
 //! opened by [`spf_pipeline::output::open_output`] (mode 0600, no symbolic links,
 //! only a regular file of the user spf runs as).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
 use spf_pipeline::writer::FileWriter;
 use spf_pipeline::{Record, Sink, SinkError};
 
+use crate::records::Kinds;
+
 pub fn register(reg: &mut Registry) {
     reg.sink("ndjson", |s: &mut Section<'_>| {
         let cfg = s.parse::<NdjsonConfig>()?;
-        if cfg.path.as_os_str().is_empty() {
-            s.error("path", "must name a file");
-            return None;
-        }
-        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            s.error(
-                "path",
-                format!("directory `{}` does not exist", dir.display()),
-            );
-            return None;
-        }
-        // Refused here too, so that `spf validate` says so with the key's line;
-        // opening the file decides again.
-        if let Err(e) = spf_pipeline::output::check_output_path(&cfg.path) {
+        if let Err(e) = check_path(&cfg.path) {
             s.error("path", e);
+            return None;
+        }
+        if !crate::records::events_kept(s, cfg.events, cfg.records) {
             return None;
         }
         Some(Box::new(cfg) as Box<dyn SinkConfig>)
     });
+}
+
+/// What a config check can say of an output file's path before the file is
+/// opened (for every sink that writes a file): it names a file, in a
+/// directory that exists, and nothing there is refused yet. Opening the file
+/// decides again.
+pub(crate) fn check_path(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("must name a file".into());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(format!("directory `{}` does not exist", dir.display()));
+    }
+    spf_pipeline::output::check_output_path(path)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +54,9 @@ pub struct NdjsonConfig {
     /// `file` source whatever the decoder was.
     #[serde(default)]
     pub events: bool,
+    /// The kinds of record written (default: all).
+    #[serde(default)]
+    pub records: Kinds,
 }
 
 impl SinkConfig for NdjsonConfig {
@@ -64,6 +73,7 @@ impl SinkConfig for NdjsonConfig {
             path: self.path.clone(),
             out,
             events: self.events,
+            records: self.records,
         }))
     }
 }
@@ -73,6 +83,7 @@ pub struct NdjsonFile {
     /// The file, written on a thread of its own (see pipeline's writer.rs).
     out: FileWriter,
     events: bool,
+    records: Kinds,
 }
 
 impl Sink for NdjsonFile {
@@ -81,6 +92,9 @@ impl Sink for NdjsonFile {
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        if !self.records.keeps(record) {
+            return Ok(());
+        }
         spf_pipeline::ndjson::encode(record, self.out.buf());
         self.out.maybe_send()
     }
@@ -111,6 +125,7 @@ mod tests {
             path: path.clone(),
             append: false,
             events: false,
+            records: Kinds::ALL,
         };
         let mut sink = cfg.build(&Default::default()).unwrap();
         sink.write(&Record::Lost(spf_pipeline::Lost {

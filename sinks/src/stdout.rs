@@ -7,20 +7,44 @@ use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConf
 use spf_pipeline::{Record, Sink, SinkError};
 
 use crate::pretty::Pretty;
+use crate::pretty::clock::{self, Clock, TimeFormat};
+use crate::records::Kinds;
 
 pub fn register(reg: &mut Registry) {
     reg.sink("stdout", |s: &mut Section<'_>| {
         let cfg = s.parse::<StdoutConfig>()?;
+        let mut ok = true;
         if cfg.events && cfg.format != Format::Ndjson {
             s.error(
                 "events",
                 "only with format = \"ndjson\": pretty output cannot be replayed",
             );
-            return None;
+            ok = false;
         }
-        Some(Box::new(cfg) as Box<dyn SinkConfig>)
+        if cfg.format == Format::Ndjson {
+            for (key, set) in [("verbose", cfg.verbose.is_some()), ("time", cfg.time.is_some())] {
+                if set {
+                    s.error(
+                        key,
+                        "only with format = \"pretty\": NDJSON carries every record (choose which with `records`)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if cfg.verbose.is_some_and(|v| v > MAX_VERBOSE) {
+            s.error(
+                "verbose",
+                format!("{} is more than there is: 0, 1 (-v: frames and headers) or 2 (-vv: bodies too)", cfg.verbose.unwrap_or(0)),
+            );
+            ok = false;
+        }
+        ok &= crate::records::events_kept(s, cfg.events, cfg.records);
+        ok.then(|| Box::new(cfg) as Box<dyn SinkConfig>)
     });
 }
+
+const MAX_VERBOSE: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +78,16 @@ pub struct StdoutConfig {
     /// replayed with the `file` source whatever the decoder.
     #[serde(default)]
     pub events: bool,
+    /// Pretty only: 0 shows exchanges and what no exchange sums up, 1 (`-v`)
+    /// frames and headers too, 2 (`-vv`) bodies too.
+    #[serde(default)]
+    pub verbose: Option<u8>,
+    /// Pretty only: how times are shown.
+    #[serde(default)]
+    pub time: Option<TimeFormat>,
+    /// The kinds of record written (default: all).
+    #[serde(default)]
+    pub records: Kinds,
 }
 
 fn default_max_bytes() -> usize {
@@ -68,13 +102,17 @@ impl SinkConfig for StdoutConfig {
             Color::Never => false,
             Color::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         };
+        let time = self.time.unwrap_or_default();
+        let clock = Clock::new(time);
+        if self.format == Format::Pretty && clock.is_local() {
+            // Before the privilege drop, which may leave the zone file out of reach.
+            clock::load_zone();
+        }
         Ok(Box::new(Stdout {
             format: self.format,
-            pretty: Pretty {
-                color,
-                max_bytes: self.max_bytes,
-            },
+            pretty: Pretty::new(color, self.max_bytes, self.verbose.unwrap_or(0), clock),
             events: self.events,
+            records: self.records,
             buf: Vec::with_capacity(BUF),
         }))
     }
@@ -86,6 +124,7 @@ pub struct Stdout {
     format: Format,
     pretty: Pretty,
     events: bool,
+    records: Kinds,
     buf: Vec<u8>,
 }
 
@@ -95,6 +134,9 @@ impl Sink for Stdout {
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        if !self.records.keeps(record) {
+            return Ok(());
+        }
         match self.format {
             Format::Ndjson => spf_pipeline::ndjson::encode(record, &mut self.buf),
             Format::Pretty => self.pretty.render(record, &mut self.buf),
