@@ -122,6 +122,27 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Pretty output: besides one line per exchange, show the frames and
+    /// messages with their headers (-v), and their bodies too (-vv).
+    #[arg(short, action = clap::ArgAction::Count, conflicts_with = "config")]
+    pub verbose: u8,
+
+    /// Pretty output: how times are shown. `date` (the default): date and
+    /// time of day in the local time zone; `local`: time of day only; `utc`:
+    /// RFC 3339 in UTC; `relative`: seconds since the first record.
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "config")]
+    pub time: Option<TimeArg>,
+
+    /// Sum up the exchanges per method and path (count, errors, latency
+    /// percentiles, bytes) and print the table on stderr at exit and on
+    /// SIGUSR1.
+    #[arg(long, conflicts_with = "config")]
+    pub stats: bool,
+
+    /// With --stats: also print the table every SECS seconds.
+    #[arg(long, value_name = "SECS", conflicts_with = "config")]
+    pub stats_every: Option<u64>,
+
     /// Once the probe is attached and the outputs are open, continue as this user
     /// (default `nobody`, or `[run] user` of the config); `root` keeps root.
     /// Applies when spf starts as root.
@@ -170,6 +191,14 @@ pub enum DirectionArg {
 pub enum ViewArg {
     Connection,
     Syscalls,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeArg {
+    Date,
+    Local,
+    Utc,
+    Relative,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use spf_pipeline::config::{self, Config, ConfigErrors, Registry};
 use spf_pipeline::runner::{self, Pipeline, RunOptions};
 use spf_pipeline::stage::tokio_stop::StopFlag;
 
-use crate::cli::{DirectionArg, OutFormat, RunArgs, ViewArg};
+use crate::cli::{DirectionArg, OutFormat, RunArgs, TimeArg, ViewArg};
 use crate::{command, privileges};
 
 /// Every component type this build knows.
@@ -142,6 +142,18 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
         OutFormat::Ndjson => "ndjson",
     };
     stdout.insert("format".into(), format.into());
+    if args.verbose > 0 {
+        stdout.insert("verbose".into(), i64::from(args.verbose).into());
+    }
+    if let Some(t) = args.time {
+        let t = match t {
+            TimeArg::Date => "date",
+            TimeArg::Local => "local",
+            TimeArg::Utc => "utc",
+            TimeArg::Relative => "relative",
+        };
+        stdout.insert("time".into(), t.into());
+    }
     sinks.push(toml::Value::Table(stdout));
     if let Some(out) = &args.output {
         let mut f = toml::Table::new();
@@ -155,6 +167,17 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
         }
         f.insert("path".into(), out.display().to_string().into());
         sinks.push(toml::Value::Table(f));
+    }
+    if args.stats || args.stats_every.is_some() {
+        let mut summary = toml::Table::new();
+        summary.insert("type".into(), "summary".into());
+        if let Some(secs) = args.stats_every {
+            summary.insert(
+                "interval".into(),
+                i64::try_from(secs).unwrap_or(i64::MAX).into(),
+            );
+        }
+        sinks.push(toml::Value::Table(summary));
     }
     doc.insert("sink".into(), toml::Value::Array(sinks));
     toml::to_string(&doc).unwrap_or_default()
@@ -175,6 +198,12 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
         "source.view" => "--view",
         "decoder.type" | "decoder" => "--decoder",
         "sink[1].path" => "--output",
+        _ if base.starts_with("sink[") => match key.rsplit('.').next() {
+            Some("verbose") => "-v",
+            Some("time") => "--time",
+            Some("interval") => "--stats-every",
+            _ => key,
+        },
         _ => key,
     }
 }

@@ -58,7 +58,7 @@ fn monotonic_ns() -> u64 {
 
 /// Events recorded by the relays, in the order they happened.
 #[derive(Default)]
-struct Capture {
+pub(crate) struct Capture {
     events: Mutex<Vec<Arc<Event>>>,
     seq: AtomicU64,
     conns: AtomicU64,
@@ -102,12 +102,12 @@ impl Capture {
         }));
     }
 
-    fn events(&self) -> Vec<Arc<Event>> {
+    pub(crate) fn events(&self) -> Vec<Arc<Event>> {
         self.events.lock().unwrap().clone()
     }
 
     /// Waits until every relayed connection has closed both ways.
-    async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.active.load(Ordering::SeqCst) != 0 {
             assert!(
@@ -172,7 +172,7 @@ async fn pump(
 }
 
 /// Puts a recording relay in front of `upstream`; returns its socket path.
-fn front(dir: &Path, name: &str, upstream: &Path, cap: &Arc<Capture>) -> PathBuf {
+pub(crate) fn front(dir: &Path, name: &str, upstream: &Path, cap: &Arc<Capture>) -> PathBuf {
     let front = dir.join(format!("{name}.relay.sock"));
     let l = UnixListener::bind(&front).unwrap();
     tokio::spawn(relay(l, upstream.to_path_buf(), Arc::clone(cap)));
@@ -335,7 +335,7 @@ fn tool(name: &str) -> String {
 }
 
 /// nginx serving `www` on a Unix socket, with sendfile, an echo location
-/// for request bodies and a 204 location.
+/// for request bodies, a 204 location and a failing one (503).
 pub(crate) fn nginx(dir: &Path) -> (Server, PathBuf) {
     let sock = dir.join("nginx.sock");
     let www = dir.join("www");
@@ -358,7 +358,8 @@ pub(crate) fn nginx(dir: &Path) -> (Server, PathBuf) {
                types {{ application/json json; text/plain txt; }}\n\
                server {{\n    listen unix:{};\n    root {};\n\
                  location /echo {{ client_body_buffer_size 1m; echo_read_request_body; echo_request_body; }}\n\
-                 location = /empty {{ return 204; }}\n  }}\n}}\n",
+                 location = /empty {{ return 204; }}\n\
+                 location = /fail {{ return 503; }}\n  }}\n}}\n",
             sock.display(),
             www.display()
         ),

@@ -120,7 +120,7 @@ impl Pretty {
             " {}[{}] {arrow} {}",
             escape_text(&e.comm),
             e.pid,
-            peer(e.peer_pid)
+            peer(&e.peer_comm, e.peer_pid)
         );
         self.paint(out, BOLD, who.as_bytes());
         let path = if e.path.is_empty() {
@@ -190,11 +190,13 @@ impl Pretty {
     }
 }
 
-fn peer(pid: u32) -> String {
-    if pid == 0 {
-        "?".into()
-    } else {
-        pid.to_string()
+/// The other end: `comm[pid]` where its name is known (the connection
+/// view), else its pid, else `?`.
+fn peer(comm: &str, pid: u32) -> String {
+    match (comm.is_empty(), pid) {
+        (false, _) => format!("{}[{pid}]", escape_text(comm)),
+        (true, 0) => "?".into(),
+        (true, _) => pid.to_string(),
     }
 }
 

@@ -311,9 +311,22 @@ fn raw_shows_escaped_bytes_and_truncation() {
         truncated: true,
         ..(*event(1_000_000_000)).clone()
     });
-    let s = render_all(&mut pretty(0), &[Record::raw(ev, "raw".into())]);
+    let s = render_all(
+        &mut pretty(0),
+        &[Record::raw(Arc::clone(&ev), "raw".into())],
+    );
     assert_eq!(
         s,
         "1970-01-01T00:00:01.000000Z curl[42] → 7 /run/x.sock stream send conn 9 [10 bytes] (truncated, 6 captured) raw\n  \"GET\\r\\n\\x01\"\n"
+    );
+    // The connection view knows the other end's name.
+    let ev = Arc::new(Event {
+        peer_comm: "ngin\u{202e}x".into(),
+        ..(*ev).clone()
+    });
+    let s = render_all(&mut pretty(0), &[Record::raw(ev, "raw".into())]);
+    assert!(
+        s.contains(" curl[42] → ngin\\u{202e}x[7] /run/x.sock "),
+        "{s}"
     );
 }
