@@ -116,9 +116,13 @@ impl Pretty {
             Direction::Send => "→",
             Direction::Recv => "←",
         };
+        let comm = if e.comm.is_empty() {
+            "?".into()
+        } else {
+            escape_text(&e.comm)
+        };
         let who = format!(
-            " {}[{}] {arrow} {}",
-            escape_text(&e.comm),
+            " {comm}[{}] {arrow} {}",
             e.pid,
             peer(&e.peer_comm, e.peer_pid)
         );

@@ -186,7 +186,10 @@ impl Table {
         }
         if total.errors() > 0 {
             let why: Vec<String> = [
-                (Failure::Error, "with an error (no response, reset, ...)"),
+                (
+                    Failure::Error,
+                    "with an error (no response, reset, error reply, ...)",
+                ),
                 (Failure::Status, "with HTTP status >= 500"),
                 (Failure::Grpc, "with gRPC status != 0"),
             ]
@@ -289,7 +292,7 @@ mod tests {
         );
         assert_eq!(
             lines[5],
-            "errors: 1 with an error (no response, reset, ...), 1 with HTTP status >= 500, 1 with gRPC status != 0"
+            "errors: 1 with an error (no response, reset, error reply, ...), 1 with HTTP status >= 500, 1 with gRPC status != 0"
         );
         assert_eq!(lines.len(), 6);
     }
