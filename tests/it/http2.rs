@@ -331,7 +331,7 @@ fn header_map_pairs(m: &http::HeaderMap) -> Pairs {
 
 /// What a server saw of one request.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     method: String,
     path: String,
     headers: Pairs,
@@ -1002,26 +1002,26 @@ async fn header_table_of_64_kib() {
 // ---- tonic ----
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
+pub(crate) struct EchoRequest {
     #[prost(string, tag = "1")]
-    text: String,
+    pub(crate) text: String,
     #[prost(int32, tag = "2")]
-    n: i32,
+    pub(crate) n: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct EchoReply {
+pub(crate) struct EchoReply {
     #[prost(string, tag = "1")]
-    text: String,
+    pub(crate) text: String,
     #[prost(int32, tag = "2")]
-    n: i32,
+    pub(crate) n: i32,
 }
 
 /// A gRPC service written the way tonic's generated code is: `demo.Echo` with a
 /// unary `Say` and a server-streaming `Count`.
 #[derive(Clone)]
-struct EchoService {
-    seen: Arc<Mutex<Vec<Seen>>>,
+pub(crate) struct EchoService {
+    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl tonic::server::NamedService for EchoService {
@@ -1089,7 +1089,7 @@ where
     }
 }
 
-async fn tonic_channel(front: PathBuf) -> tonic::transport::Channel {
+pub(crate) async fn tonic_channel(front: PathBuf) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let p = front.clone();

@@ -77,6 +77,106 @@ pub(crate) fn http1_capture(dir: &Path) -> PathBuf {
     write_file(dir, "http1.ndjson", capture())
 }
 
+/// (path, grpc-status) of the gRPC capture's calls, in order: a unary call,
+/// a server-streaming one, and one of a method the server does not have.
+pub(crate) const GRPC_CALLS: [(&str, u64); 3] = [
+    ("/demo.Echo/Say", 0),
+    ("/demo.Echo/Count", 0),
+    ("/demo.Echo/Nope", 12),
+];
+
+/// A tonic client calling a tonic server through the recording relay, made
+/// once per test run, as NDJSON raw records.
+fn grpc_capture_bytes() -> &'static [u8] {
+    static CAPTURE: OnceLock<Vec<u8>> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use crate::http2::{EchoReply, EchoRequest, EchoService, tonic_channel};
+            use http::uri::PathAndQuery;
+            let codec = || tonic_prost::ProstCodec::<EchoRequest, EchoReply>::default();
+            let dir = tempfile::tempdir().unwrap();
+            let sock = dir.path().join("grpc.sock");
+            let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(EchoService {
+                        seen: Arc::default(),
+                    })
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::UnixListenerStream::new(listener),
+                        async {
+                            let _ = stop_rx.await;
+                        },
+                    ),
+            );
+            let cap = Arc::new(Capture::default());
+            let relay = front(dir.path(), "grpc", &sock, &cap);
+            let mut grpc = tonic::client::Grpc::new(tonic_channel(relay).await);
+            let say = |text: &str, n| {
+                tonic::Request::new(EchoRequest {
+                    text: text.into(),
+                    n,
+                })
+            };
+            grpc.ready().await.unwrap();
+            let reply = grpc
+                .unary(
+                    say("hello", 1),
+                    PathAndQuery::from_static(GRPC_CALLS[0].0),
+                    codec(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.into_inner().text, "echo: hello");
+            grpc.ready().await.unwrap();
+            let mut items = grpc
+                .server_streaming(
+                    say("count", 3),
+                    PathAndQuery::from_static(GRPC_CALLS[1].0),
+                    codec(),
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            let mut n = 0;
+            while items.message().await.unwrap().is_some() {
+                n += 1;
+            }
+            assert_eq!(n, 3);
+            grpc.ready().await.unwrap();
+            let e = grpc
+                .unary(
+                    say("x", 0),
+                    PathAndQuery::from_static(GRPC_CALLS[2].0),
+                    codec(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unimplemented);
+            drop(grpc);
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            cap.closed().await;
+            let mut out = Vec::new();
+            for e in cap.events() {
+                spf_pipeline::ndjson::encode(&Record::raw(e, "raw".into()), &mut out);
+            }
+            out
+        })
+    })
+}
+
+/// The gRPC capture as a file in `dir`.
+pub(crate) fn grpc_capture(dir: &Path) -> PathBuf {
+    write_file(dir, "grpc.ndjson", grpc_capture_bytes())
+}
+
 /// `spf run -q --replay CAPTURE ARGS` with `TZ` set to `tz` where given.
 fn replay(capture: &Path, args: &[&str], tz: Option<&str>) -> Output {
     let mut cmd = spf();
@@ -300,4 +400,45 @@ fn sinks_keep_the_kinds_of_record_they_are_told() {
         "{}",
         stderr_text(&o)
     );
+}
+
+#[test]
+fn grpc_calls_are_lines_and_frames_come_with_v() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = grpc_capture(dir.path());
+    let x = exchanges(&cap);
+    assert_eq!(x.len(), GRPC_CALLS.len(), "{x:#?}");
+    let quiet = stdout_text(&replay(&cap, &[], None));
+    let lines: Vec<&str> = quiet.lines().collect();
+    assert_eq!(lines.len(), GRPC_CALLS.len(), "only the calls:\n{quiet}");
+    for (line, (path, grpc_status)) in lines.iter().zip(GRPC_CALLS) {
+        let p = parts(line, 2);
+        assert_eq!(p[3..], ["grpc", "POST", path, "200"], "{line}");
+        assert!(
+            line.contains(&format!(" 200 grpc-status {grpc_status}")),
+            "{line}"
+        );
+    }
+    let v = stdout_text(&replay(&cap, &["-v"], None));
+    let vv = stdout_text(&replay(&cap, &["-vv"], None));
+    for t in [&v, &vv] {
+        assert_eq!(t.lines().filter(|l| l.contains("] grpc POST ")).count(), 3);
+    }
+    for frame in [
+        "  HEADERS frame <",
+        "  DATA frame <",
+        "  :path: /demo.Echo/Say",
+        "  grpc-status: 12",
+    ] {
+        assert!(!quiet.contains(frame), "{frame} without -v:\n{quiet}");
+        assert!(
+            v.contains(frame) && vv.contains(frame),
+            "{frame} with -v:\n{v}"
+        );
+    }
+    // Message bodies, decoded as protobuf, only with -vv.
+    for body in ["\"echo: hello\"", "\"item 3\""] {
+        assert!(!v.contains(body), "{body} with -v:\n{v}");
+        assert!(vv.contains(body), "{body} with -vv:\n{vv}");
+    }
 }

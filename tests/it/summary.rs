@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::plugins::{example, redis_capture, toml_str};
-use crate::pretty::{CALLS, exchanges, http1_capture};
+use crate::pretty::{CALLS, GRPC_CALLS, exchanges, grpc_capture, http1_capture};
 use crate::util::{read_ndjson, spf, stderr_text, write_file};
 
 /// (count, errors) by (protocol, method, path), as a table says.
@@ -95,6 +95,35 @@ fn http1_table_at_exit_matches_the_exchanges() {
     // stdout still carries the records.
     let out = String::from_utf8(o.stdout).unwrap();
     assert_eq!(out.lines().count(), CALLS.len());
+}
+
+#[test]
+fn grpc_table_counts_failed_calls_by_grpc_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = grpc_capture(dir.path());
+    let x = exchanges(&cap);
+    let o = spf()
+        .args(["run", "-q", "--replay"])
+        .arg(&cap)
+        .args(["--stats", "--format", "ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    let err = stderr_text(&o);
+    let want = expected(&x);
+    assert_eq!(table(&err, "spf summary (at exit)"), want, "{err}");
+    for (path, status) in GRPC_CALLS {
+        assert_eq!(
+            want.get(&("grpc".into(), "POST".into(), path.into())),
+            Some(&(1, u64::from(status != 0))),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains("spf summary (at exit): 3 exchanges, 1 error\n"),
+        "{err}"
+    );
+    assert!(err.contains("\nerrors: 1 with gRPC status != 0\n"), "{err}");
 }
 
 #[test]
