@@ -115,8 +115,8 @@ impl Clock {
 }
 
 /// `YYYY-MM-DD HH:MM:SS.` (with `date`) or `HH:MM:SS.` of `secs` in the local
-/// time zone; in UTC, said so with a `Z`, for a time the C library cannot
-/// convert.
+/// time zone (in UTC for a time the C library cannot convert, which a
+/// timestamp of this era never is).
 fn local_prefix(secs: u64, date: bool) -> String {
     // SAFETY: an all-zero `tm` is a valid value for localtime_r to overwrite.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
