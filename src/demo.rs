@@ -63,13 +63,14 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    // Each byte once: the client's sends are the requests, the server's the
-    // responses.
+    // Both ends captured, joined by the connection view: each byte once. The
+    // pretty view shows the frames as well as the calls they make up.
     let text = format!(
-        "[source]\ntype = \"unix\"\npath = {}\ndirection = \"send\"\n\n\
-         [decoder]\ntype = \"http2\"\n\n[[sink]]\ntype = \"stdout\"\nformat = \"{}\"\n",
+        "[source]\ntype = \"unix\"\npath = {}\n\n\
+         [decoder]\ntype = \"http2\"\n\n[[sink]]\ntype = \"stdout\"\nformat = \"{}\"\n{}",
         toml_string(&sock),
-        if args.ndjson { "ndjson" } else { "pretty" }
+        if args.ndjson { "ndjson" } else { "pretty" },
+        if args.ndjson { "" } else { "verbose = 1\n" }
     );
     let reg = crate::run::registry();
     let cfg = config::parse(&reg, "spf demo", &text).map_err(|e| anyhow::anyhow!("{e}"))?;
