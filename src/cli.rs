@@ -165,6 +165,7 @@ pub struct RunArgs {
     pub pid_tree: Vec<u32>,
 
     /// Stop after this many records (as tcpdump's -c; `-c` names the config).
+    /// Every record counts, also those the pretty view shows only with -v.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
