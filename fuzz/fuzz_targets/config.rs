@@ -1,5 +1,5 @@
 //! The config reader on arbitrary text, with the components `spf` itself
-//! registers. Every problem must come out as a positioned error, never a panic.
+//! registers. Every problem must come out as an error message, never a panic.
 
 #![no_main]
 
@@ -22,10 +22,7 @@ fuzz_target!(|input: &[u8]| {
     };
     if let Err(errors) = config::parse(&REGISTRY, "fuzz.toml", text) {
         assert!(!errors.0.is_empty(), "a failed parse reports no error");
-        let lines = text.split('\n').count();
-        for e in &errors.0 {
-            assert!(e.line <= lines, "error past the last line: {e}");
-            let _ = e.to_string();
-        }
+        // As `spf validate` prints them.
+        let _ = errors.to_string();
     }
 });

@@ -66,7 +66,11 @@ pub fn steps(mut rest: &[u8]) -> impl Iterator<Item = Step<'_>> {
                         rest = r;
                         usize::from(u16::from_le_bytes([*lo, *hi]))
                     }
-                    _ => std::mem::take(&mut rest).len(),
+                    // A length cut short: an empty event ends the script.
+                    _ => {
+                        rest = &[];
+                        0
+                    }
                 };
                 n.min(rest.len())
             }
