@@ -1,10 +1,14 @@
 //! Turns a capture (NDJSON with raw records, as the ndjson sink writes with
 //! `events = true`) into a seed for a stream target such as `http2_stream`:
 //!
-//!     cargo run --example stream_seed -- capture.ndjson [MAX_BYTES] > seeds/http2_stream/NAME
+//!     cargo run --example stream_seed -- [--connection] capture.ndjson [MAX_BYTES] > seeds/http2_stream/NAME
 //!
-//! The first two connections are kept, each with its first two sockets; lost
-//! markers are kept; other lines are left out. The seed stops before the event
+//! With `--connection` the seed is in the connection view: each event is
+//! seen from the end that sent its bytes (known from the capture's roles), as
+//! the connection stage would hand it on; use it on a capture made in the
+//! connection view, which holds each byte once. The first two connections are
+//! kept, each with its first two sockets; lost markers are kept; other lines
+//! are left out. The seed stops before the event
 //! that would take it past MAX_BYTES (default 4096: libFuzzer's default largest
 //! input, so mutations of the seed can still grow).
 
@@ -13,13 +17,14 @@ use std::io::Write as _;
 
 use spf_fuzz::stream::{Step, encode};
 use spf_pipeline::ndjson::{Interner, Parsed, parse_line};
-use spf_pipeline::{Event, SourceItem};
+use spf_pipeline::{Direction, Event, Role, SourceItem};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let connection_view = args.next_if(|a| a == "--connection").is_some();
     let path = args
         .next()
-        .ok_or("usage: stream_seed CAPTURE.ndjson [MAX_BYTES]")?;
+        .ok_or("usage: stream_seed [--connection] CAPTURE.ndjson [MAX_BYTES]")?;
     let max: usize = args.next().map_or(Ok(4096), |s| s.parse())?;
     let text = std::fs::read(&path)?;
 
@@ -38,11 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    let flags = if connection_view { 2 } else { 0 };
     // Capture ids become the script's: connections 1 and 2, ends 0 and 1.
     let mut conns: HashMap<u64, u64> = HashMap::new();
     let mut ends: HashMap<(u64, u64), u8> = HashMap::new();
     let mut script = Vec::new();
-    let mut seed = encode(0, &[]);
+    let mut seed = encode(flags, &[]);
     let mut kept = 0;
     for e in &events {
         let step = match e {
@@ -56,10 +62,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     u64::from(e.pid)
                 };
                 let per_conn = ends.keys().filter(|(c, _)| *c == e.conn).count() as u8;
-                let end = *ends.entry((e.conn, socket)).or_insert(per_conn);
-                if conn > 2 || end > 1 {
+                let caller = match e.role {
+                    Role::Client => 0,
+                    Role::Server => 1,
+                    Role::Unknown => *ends.entry((e.conn, socket)).or_insert(per_conn),
+                };
+                if conn > 2 || caller > 1 {
                     continue;
                 }
+                // Connection view: the end that sent the bytes, and whose
+                // syscall captured them (`dir`); syscall view: the end that
+                // made the syscall, and its direction.
+                let end = match e.dir {
+                    Direction::Recv if connection_view => 1 - caller,
+                    _ => caller,
+                };
                 Step::Event {
                     conn,
                     end,
@@ -70,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         script.push(step);
-        let longer = encode(0, &script);
+        let longer = encode(flags, &script);
         if longer.len() > max {
             break;
         }

@@ -23,13 +23,25 @@ use spf_pipeline::{BuildContext, Decoder, Direction, Event, Limits, Out, Role, S
 fn event(seq: u64, ctl: u8, syscalls: bool, data: &[u8]) -> Arc<Event> {
     let side = ctl & 1;
     let conn = 1 + u64::from((ctl >> 1) & 1);
-    let gap = if ctl & 4 != 0 { u64::from(ctl >> 3) + 1 } else { 0 };
+    let gap = if ctl & 4 != 0 {
+        u64::from(ctl >> 3) + 1
+    } else {
+        0
+    };
     let (dir, via, role) = if syscalls {
         // One end's view: what it sent and what it received.
-        let dir = if side == 0 { Direction::Send } else { Direction::Recv };
+        let dir = if side == 0 {
+            Direction::Send
+        } else {
+            Direction::Recv
+        };
         (dir, None, Role::Client)
     } else {
-        let role = if side == 0 { Role::Client } else { Role::Server };
+        let role = if side == 0 {
+            Role::Client
+        } else {
+            Role::Server
+        };
         (Direction::Send, Some(Direction::Send), role)
     };
     Arc::new(Event {
@@ -71,7 +83,11 @@ fuzz_target!(|input: &[u8]| {
     let mut d: Box<dyn Decoder> = if settings & 1 == 1 {
         Box::new(AutoConfig::default().build_with(&ctx, Vec::new()).unwrap())
     } else {
-        Box::new(Http1::new(&Http1Config::default(), Http2Config::default(), &ctx))
+        Box::new(Http1::new(
+            &Http1Config::default(),
+            Http2Config::default(),
+            &ctx,
+        ))
     };
     let syscalls = settings & 2 == 2;
     let mut recs = Vec::new();

@@ -3,10 +3,14 @@
 //! ```text
 //! input = flags step*
 //! flags   bit 0: first send the target's prelude (e.g. the HTTP/2 client
-//!         preface) on connection 1, end 0
+//!         preface) on connection 1, from end 0
+//!         bit 1: the connection view (else the syscall view)
 //! step  = ctl [len_lo len_hi] payload
-//! ctl     bit 0: direction (0 send, 1 recv)
-//!         bit 1: which end of the connection made the syscall (0 or 1)
+//! ctl     bit 0: syscall view: the syscall's direction (0 send, 1 recv);
+//!                connection view: whose syscall captured the bytes (0 the
+//!                sender's, 1 the receiver's)
+//!         bit 1: syscall view: which end made the syscall; connection view:
+//!                which end sent the bytes (0 the client, 1 the server)
 //!         bit 2: connection (1 or 2)
 //!         bit 3: truncated (the syscall moved more bytes than were captured)
 //!         bits 4-7: size class k
@@ -22,7 +26,7 @@
 
 use serde::de::IgnoredAny;
 use spf_pipeline::ndjson;
-use spf_pipeline::{Decoder, Direction, Record};
+use spf_pipeline::{Decoder, Direction, Out, Record, View};
 use spf_sinks::pretty::Pretty;
 
 use crate::{EventSpec, event};
@@ -142,7 +146,8 @@ fn conn_bit(conn: u64) -> u8 {
 }
 
 /// Feeds a script to `decoder`, `prelude` first when the flags ask for it,
-/// and renders every record it makes both ways the sinks do.
+/// and renders every record it makes both ways the sinks do. Records are
+/// handed on in batches while the decoder works, as in a run.
 pub fn drive(decoder: &mut dyn Decoder, prelude: &[u8], input: &[u8]) {
     let Some((&flags, script)) = input.split_first() else {
         return;
@@ -154,19 +159,24 @@ pub fn drive(decoder: &mut dyn Decoder, prelude: &[u8], input: &[u8]) {
         steps(&again[1..]).eq(steps(script)),
         "stream::encode disagrees with stream::steps"
     );
-    let mut out = Vec::new();
+    let view = if flags & 2 != 0 {
+        View::Connection
+    } else {
+        View::Syscalls
+    };
     let mut render = Render::default();
     let mut seq = 0u64;
     if flags & 1 == 1 && !prelude.is_empty() {
         let spec = EventSpec {
             seq,
+            view,
             conn: 1,
             end: 0,
             dir: Direction::Send,
             data: prelude,
             missing: 0,
         };
-        decoder.decode(&event(&spec), &mut out);
+        render.call(|out| decoder.decode(&event(&spec), out));
         seq += 1;
     }
     for step in steps(script) {
@@ -180,33 +190,47 @@ pub fn drive(decoder: &mut dyn Decoder, prelude: &[u8], input: &[u8]) {
             } => {
                 let spec = EventSpec {
                     seq,
+                    view,
                     conn,
                     end,
                     dir,
                     data,
                     missing: if truncated { MISSING } else { 0 },
                 };
-                decoder.decode(&event(&spec), &mut out);
+                render.call(|out| decoder.decode(&event(&spec), out));
                 seq += 1;
             }
-            Step::Lost => decoder.lost(1, &mut out),
-            Step::Closed { conn } => decoder.closed(conn, &mut out),
+            Step::Lost => render.call(|out| decoder.lost(1, out)),
+            Step::Closed { conn } => render.call(|out| decoder.closed(conn, out)),
         }
-        render.all(&out);
-        out.clear();
     }
-    decoder.finish(&mut out);
-    render.all(&out);
+    render.call(|out| decoder.finish(out));
 }
 
 /// Renders records as the ndjson and pretty sinks do, checking that each
 /// NDJSON line is one line of valid JSON.
 #[derive(Default)]
 struct Render {
+    records: Vec<Record>,
     buf: Vec<u8>,
 }
 
 impl Render {
+    /// Runs one decoder call, rendering the records it makes.
+    fn call(&mut self, f: impl FnOnce(&mut Out<'_>)) {
+        let mut records = std::mem::take(&mut self.records);
+        {
+            let mut drain = |batch: &mut Vec<Record>| {
+                self.all(batch);
+                batch.clear();
+            };
+            f(&mut Out::streaming(&mut records, &mut drain));
+        }
+        self.all(&records);
+        records.clear();
+        self.records = records;
+    }
+
     fn all(&mut self, records: &[Record]) {
         for r in records {
             self.buf.clear();
