@@ -26,7 +26,10 @@ fuzz_target!(|input: &[u8]| {
     }
     let mut out = Vec::new();
     let _ = hpack::huffman::decode(input, &mut out);
-    let lim = protobuf::Limits { fields: 256, depth: 8 };
+    let lim = protobuf::Limits {
+        fields: 256,
+        depth: 8,
+    };
     let checked = protobuf::check(input, &lim);
     if let Some(fields) = protobuf::parse(input, &lim) {
         assert_eq!(checked, protobuf::Check::Message);
@@ -39,7 +42,14 @@ fuzz_target!(|input: &[u8]| {
     let mut got = Vec::new();
     let bytes = bytes::Bytes::copy_from_slice(input);
     for at in (0..input.len()).step_by(7) {
-        if msgs.push(&bytes.slice(at..(at + 7).min(input.len())), 1 << 16, &mut got).is_err() {
+        if msgs
+            .push(
+                &bytes.slice(at..(at + 7).min(input.len())),
+                1 << 16,
+                &mut got,
+            )
+            .is_err()
+        {
             break;
         }
     }

@@ -5,6 +5,7 @@
 //! flags   bit 0: first send the target's prelude (e.g. the HTTP/2 client
 //!         preface) on connection 1, from end 0
 //!         bit 1: the connection view (else the syscall view)
+//!         bit 2: tight limits (see [`limits`]), so that short inputs hit them
 //! step  = ctl [len_lo len_hi] payload
 //! ctl     bit 0: syscall view: the syscall's direction (0 send, 1 recv);
 //!                connection view: whose syscall captured the bytes (0 the
@@ -26,7 +27,7 @@
 
 use serde::de::IgnoredAny;
 use spf_pipeline::ndjson;
-use spf_pipeline::{Decoder, Direction, Out, Record, View};
+use spf_pipeline::{BuildContext, Decoder, Direction, Limits, Out, Record, View};
 use spf_sinks::pretty::Pretty;
 
 use crate::{EventSpec, event};
@@ -145,6 +146,54 @@ fn conn_bit(conn: u64) -> u8 {
     if conn == 2 { 4 } else { 0 }
 }
 
+/// The limits a script's flags ask for: the defaults, or (bit 2) limits small
+/// enough for inputs of a few hundred bytes to reach every one of them.
+pub fn limits(flags: u8) -> Limits {
+    // Assigned one by one so that a limit added later keeps its default here.
+    let mut l = Limits::default();
+    if flags & 4 != 0 {
+        l.header_list_size = 256;
+        l.header_fields = 32;
+        l.line_length = 256;
+        l.header_table_size = 512;
+        l.continuation_frames = 2;
+        l.streams_per_connection = 4;
+        l.message_size = 64;
+        l.decompressed_size = 4096;
+        l.protobuf_fields = 16;
+        l.protobuf_depth = 4;
+        l.connection_buffer = 1024;
+        l.connections = 2;
+        l.memory = 8192;
+    }
+    l
+}
+
+/// Builds a decoder with `build` under the limits the input's flags ask for,
+/// feeds it the script with [`drive`], and checks that once dropped it has
+/// given back every byte of the memory budget it took.
+pub fn run<D: Decoder>(input: &[u8], prelude: &[u8], build: impl FnOnce(&BuildContext) -> D) {
+    let flags = input.first().copied().unwrap_or(0);
+    let mut ctx = BuildContext::new(limits(flags));
+    ctx.view = view(flags);
+    let mut decoder = build(&ctx);
+    drive(&mut decoder, prelude, input);
+    drop(decoder);
+    assert_eq!(
+        ctx.budget.used(),
+        0,
+        "the decoder kept memory budget after it was dropped"
+    );
+}
+
+fn view(flags: u8) -> View {
+    if flags & 2 != 0 {
+        View::Connection
+    } else {
+        View::Syscalls
+    }
+}
+
 /// Feeds a script to `decoder`, `prelude` first when the flags ask for it,
 /// and renders every record it makes both ways the sinks do. Records are
 /// handed on in batches while the decoder works, as in a run.
@@ -159,11 +208,7 @@ pub fn drive(decoder: &mut dyn Decoder, prelude: &[u8], input: &[u8]) {
         steps(&again[1..]).eq(steps(script)),
         "stream::encode disagrees with stream::steps"
     );
-    let view = if flags & 2 != 0 {
-        View::Connection
-    } else {
-        View::Syscalls
-    };
+    let view = view(flags);
     let mut render = Render::default();
     let mut seq = 0u64;
     if flags & 1 == 1 && !prelude.is_empty() {
