@@ -29,6 +29,7 @@ use serde::de::IgnoredAny;
 use spf_pipeline::ndjson;
 use spf_pipeline::{BuildContext, Decoder, Direction, Limits, Out, Record, View};
 use spf_sinks::pretty::Pretty;
+use spf_sinks::pretty::clock::{Clock, TimeFormat};
 
 use crate::{EventSpec, event};
 
@@ -209,7 +210,7 @@ pub fn drive(decoder: &mut dyn Decoder, prelude: &[u8], input: &[u8]) {
         "stream::encode disagrees with stream::steps"
     );
     let view = view(flags);
-    let mut render = Render::default();
+    let mut render = Render::new();
     let mut seq = 0u64;
     if flags & 1 == 1 && !prelude.is_empty() {
         let spec = EventSpec {
@@ -254,13 +255,23 @@ pub fn drive(decoder: &mut dyn Decoder, prelude: &[u8], input: &[u8]) {
 
 /// Renders records as the ndjson and pretty sinks do, checking that each
 /// NDJSON line is one line of valid JSON.
-#[derive(Default)]
 struct Render {
     records: Vec<Record>,
     buf: Vec<u8>,
+    pretty: Pretty,
 }
 
 impl Render {
+    fn new() -> Self {
+        Render {
+            records: Vec::new(),
+            buf: Vec::new(),
+            // The most the pretty view shows (-vv: frames, headers, bodies),
+            // in UTC so that nothing depends on the machine's time zone.
+            pretty: Pretty::new(true, 64, 2, Clock::new(TimeFormat::Utc)),
+        }
+    }
+
     /// Runs one decoder call, rendering the records it makes.
     fn call(&mut self, f: impl FnOnce(&mut Out<'_>)) {
         let mut records = std::mem::take(&mut self.records);
@@ -293,16 +304,12 @@ impl Render {
             // than decoding the input did.
             if let Err(e) = serde_json::from_slice::<IgnoredAny>(line) {
                 panic!(
-                    "an NDJSON record is not a JSON object ({e}): {}",
+                    "an NDJSON record is not valid JSON ({e}): {}",
                     String::from_utf8_lossy(line)
                 );
             }
             self.buf.clear();
-            Pretty {
-                color: true,
-                max_bytes: 64,
-            }
-            .render(r, &mut self.buf);
+            self.pretty.render(r, &mut self.buf);
         }
     }
 }
