@@ -146,20 +146,32 @@ fn each_byte_once_seen_from_its_sender() {
     let req = test_bytes(5000, 3);
     let resp = test_bytes(70_000, 4);
     let (req2, resp2) = (req.clone(), resp.clone());
+    // Each side reads only once the other side's writes have returned: a
+    // receive that overtakes the exit of the send that queued its bytes
+    // copies them too (the send's capture is not settled yet), which the join
+    // resolves by position but which would blur what this test counts.
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let (replied_tx, replied_rx) = std::sync::mpsc::channel();
     let client = std::thread::spawn(move || {
         let mut s = UnixStream::connect(&path).unwrap();
         for chunk in req2.chunks(1000) {
             s.write_all(chunk).unwrap();
         }
+        sent_tx.send(()).unwrap();
+        replied_rx.recv().unwrap();
         let mut r = vec![0u8; resp2.len()];
         s.read_exact(&mut r).unwrap();
         assert_eq!(r, resp2);
         s
     });
     let (mut srv, _) = listener.accept().unwrap();
+    sent_rx.recv().unwrap();
     let mut got = vec![0u8; req.len()];
     srv.read_exact(&mut got).unwrap();
+    // 70,000 bytes fit in a Unix socket's default send buffer (208 KiB): the
+    // write returns without the client reading.
     srv.write_all(&resp).unwrap();
+    replied_tx.send(()).unwrap();
     let cli = client.join().unwrap();
     let (cli_ino, srv_ino) = (ino(cli.as_raw_fd()), ino(srv.as_raw_fd()));
     let c = cap.finish();
@@ -248,8 +260,11 @@ fn sendfile_bytes_arrive_once_from_the_receive() {
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
     let expect = [head.clone(), body.clone()].concat();
     let want = expect.len();
-    let reader = std::thread::spawn(move || read_in_chunks(&mut cli, want));
+    // The reader starts once the headers' write has returned, so that no
+    // receive overtakes the exit of the send that holds them (it would copy
+    // them too; see each_byte_once_seen_from_its_sender).
     srv.write_all(&head).unwrap();
+    let reader = std::thread::spawn(move || read_in_chunks(&mut cli, want));
     let file = std::fs::File::open(&file_path).unwrap();
     let mut left = body.len();
     while left > 0 {
