@@ -1,0 +1,227 @@
+//! `[[sink]] type = "pcapng"`: the capture as a pcapng file that Wireshark,
+//! tshark and tcpdump read, every Unix socket connection a synthetic TCP flow
+//! (datagrams: UDP) over IPv4, so that their protocol dissectors work on it.
+//!
+//! The sink takes every event (it asks for them with `wants_events`) and
+//! turns its bytes into packets ([`flow`]); decoded records only tell it a
+//! connection's protocol, for the server port. A Name Resolution Block names
+//! each synthetic address (the socket path, or `comm[pid]`), and every packet
+//! carries a comment naming its processes, path and socket kind.
+
+mod addr;
+mod block;
+mod flow;
+mod packet;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Deserialize;
+use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::{Body, Record, Sink, SinkError};
+
+use flow::{Flows, Ports};
+
+pub use addr::{HTTP2_PORT, protocol_port};
+
+pub fn register(reg: &mut Registry) {
+    reg.sink("pcapng", |s: &mut Section<'_>| {
+        let cfg = s.parse::<PcapngConfig>()?;
+        if cfg.path.as_os_str().is_empty() {
+            s.error("path", "must name a file, or `-` for stdout");
+            return None;
+        }
+        if !cfg.is_stdout()
+            && let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            s.error(
+                "path",
+                format!("directory `{}` does not exist", dir.display()),
+            );
+            return None;
+        }
+        Some(Box::new(cfg) as Box<dyn SinkConfig>)
+    });
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcapngConfig {
+    /// The file to write (created with mode 0600), or `-` for stdout.
+    pub path: PathBuf,
+    /// A comment on every packet naming its processes, path and socket kind.
+    #[serde(default = "yes")]
+    pub comments: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PcapngConfig {
+    fn is_stdout(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
+}
+
+impl SinkConfig for PcapngConfig {
+    fn output_path(&self) -> Option<&Path> {
+        (!self.is_stdout()).then_some(self.path.as_path())
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
+        let (file, shown) = if self.is_stdout() {
+            if std::io::stdout().is_terminal() {
+                return Err(BuildError::new(
+                    "refusing to write pcapng to a terminal: redirect stdout to a file or pipe it, e.g. `| tshark -r -`",
+                ));
+            }
+            (stdout_file()?, "stdout".to_string())
+        } else {
+            // Captures hold whatever the traced processes said, secrets included.
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&self.path)
+                .map_err(|e| {
+                    BuildError::new(format!(
+                        "cannot open `{}` for writing: {e}",
+                        self.path.display()
+                    ))
+                })?;
+            (file, self.path.display().to_string())
+        };
+        Ok(Box::new(PcapngSink::new(
+            file,
+            shown,
+            ports_for(&ctx.decoder),
+            self.comments,
+            ctx,
+        )))
+    }
+}
+
+/// Stdout as a file of its own, so that packets are not scanned for line ends
+/// the way `std::io::Stdout` does.
+fn stdout_file() -> Result<File, BuildError> {
+    use std::os::fd::AsFd as _;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| BuildError::new(format!("cannot use stdout: {e}")))?;
+    Ok(File::from(fd))
+}
+
+/// How server ports are chosen, from the run's decoder type.
+fn ports_for(decoder: &str) -> Ports {
+    match protocol_port(decoder) {
+        Some(p) => Ports::Fixed(p),
+        None if decoder.is_empty() || decoder == "raw" => Ports::PerPath,
+        None => Ports::FromRecords,
+    }
+}
+
+/// Output is handed to the file in pieces of about this size.
+const BUF: usize = 1 << 20;
+
+pub struct PcapngSink {
+    file: File,
+    shown: String,
+    buf: Vec<u8>,
+    flows: Flows,
+}
+
+impl PcapngSink {
+    fn new(file: File, shown: String, ports: Ports, comments: bool, ctx: &BuildContext) -> Self {
+        let mut buf = Vec::with_capacity(BUF + (128 << 10));
+        let app = concat!("spf ", env!("CARGO_PKG_VERSION"));
+        block::section_header(
+            &mut buf,
+            app,
+            &format!(
+                "Unix domain socket traffic captured by spf: every connection is a synthetic TCP flow \
+                 (datagrams: UDP) over IPv4. Servers of named sockets are 10.0.0.0/10, one address per \
+                 socket path; of unnamed sockets 10.64.0.0/10 plus the pid; clients 10.128.0.0/9 plus the \
+                 pid (names: tshark -N n). HTTP/2 is on TCP port {HTTP2_PORT}; for a connection captured \
+                 without its preface: tshark -d tcp.port=={HTTP2_PORT},http2"
+            ),
+        );
+        block::interface(
+            &mut buf,
+            "spf",
+            &format!("{app}: Unix domain sockets as synthetic TCP/UDP over IPv4"),
+            &ctx.source,
+        );
+        PcapngSink {
+            file,
+            shown,
+            buf,
+            flows: Flows::new(ports, comments, ctx.limits.connections),
+        }
+    }
+
+    fn write_out(&mut self) -> Result<(), SinkError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.buf);
+        self.buf.clear();
+        r.map_err(|e| SinkError::io(format!("writing {}", self.shown), e))
+    }
+}
+
+impl Sink for PcapngSink {
+    fn describe(&self) -> String {
+        format!("pcapng {}", self.shown)
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        match record {
+            Record::Decoded(d) => match &d.body {
+                // With `wants_events`, raw records are the events, each once.
+                Body::Raw => self.flows.event(&d.event, &mut self.buf),
+                Body::Typed(_) | Body::Fields { .. } | Body::Exchange(_) => {
+                    self.flows.decoded(d.event.conn, &d.decoder, &mut self.buf)
+                }
+                Body::Error { .. } => {}
+            },
+            Record::Lost(l) => self.flows.lost(l.count),
+        }
+        if self.buf.len() >= BUF {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.flows.expire(Instant::now(), false, &mut self.buf);
+        self.write_out()
+    }
+
+    fn wants_events(&self) -> bool {
+        true
+    }
+
+    fn closed(&mut self, conn: u64, ts_ns: u64) -> Result<(), SinkError> {
+        self.flows.closed(conn, ts_ns, &mut self.buf);
+        if self.buf.len() >= BUF {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.flows.expire(Instant::now(), true, &mut self.buf);
+        self.flows.statistics(&mut self.buf);
+        self.write_out()
+    }
+}
