@@ -97,7 +97,8 @@ struct Side {
     next: u64,
     /// Stream offset past the last byte written.
     written: u64,
-    /// How far the other side's last packet acknowledged this side.
+    /// How far the other side's last packet acknowledged this side (never
+    /// past `written`).
     acked: u64,
     /// Why the bytes between `written` and the next segment are missing.
     gap: Option<GapCause>,
@@ -774,7 +775,10 @@ impl Shared {
             } else {
                 flow.c2s.reverse()
             };
-            let ack = other.seq(other.next);
+            // Acknowledged: what the capture shows of the other side. Acking
+            // bytes of a gap before the segment after it is written would
+            // make Wireshark's "Follow" drop that segment.
+            let ack = other.seq(other.written);
             let isn = side.isn;
             let e = ends(ev);
             let comment: &[u8] = if self.comments {
@@ -803,7 +807,7 @@ impl Shared {
                 at += chunk.len() as u64;
             }
             side.written = at;
-            other.acked = other.next;
+            other.acked = other.written;
         }
         if end > at && end > side.written {
             // Bytes after the data were not captured: the next segment says so.
@@ -817,9 +821,9 @@ impl Shared {
             } else {
                 flow.c2s
             };
-            let (seq, ack) = (other.seq(other.next), side.seq(side.next));
+            let (seq, ack) = (other.seq(other.next), side.seq(side.written));
             tcp(out, ev.time_ns, &path, seq, ack, ACK, &[], &[]);
-            side.acked = side.next;
+            side.acked = side.written;
         }
         wrote
     }
