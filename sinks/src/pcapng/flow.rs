@@ -469,7 +469,8 @@ impl Flows {
 
     /// A decoded record: its decoder names its connection's protocol.
     pub fn decoded(&mut self, conn: u64, decoder: &str, out: &mut Vec<u8>) {
-        if self.table.get(&conn).is_some_and(Flow::held) {
+        if self.shared.ports == Ports::FromRecords && self.table.get(&conn).is_some_and(Flow::held)
+        {
             self.open(conn, addr::protocol_port(decoder), out);
         }
     }
@@ -746,7 +747,7 @@ impl Shared {
         let start = ev.pos.unwrap_or(side.next);
         let mut data: &[u8] = &ev.data;
         let mut at = start.saturating_add(ev.skip);
-        let end = start.saturating_add(ev.len.max(ev.skip + data.len() as u64));
+        let end = start.saturating_add(ev.len.max(ev.skip.saturating_add(data.len() as u64)));
         // Bytes already written (an overlap) are not written twice.
         if at < side.written {
             let trim = (side.written - at).min(data.len() as u64);
@@ -804,7 +805,7 @@ impl Shared {
                     chunk,
                     &[comment, extra[0], extra[1]],
                 );
-                at += chunk.len() as u64;
+                at = at.saturating_add(chunk.len() as u64);
             }
             side.written = at;
             other.acked = other.written;

@@ -24,8 +24,18 @@ const PROTO_UDP: u8 = 17;
 /// 65535 stands for 1 GiB, so a long one-way transfer does not look to
 /// Wireshark like a receiver whose window is full.
 pub const WINDOW_SHIFT: u8 = 14;
-/// TCP options of SYN and SYN/ACK: NOP, window scale.
-const SYN_OPTIONS: [u8; 4] = [1, 3, 3, WINDOW_SHIFT];
+/// TCP options of SYN and SYN/ACK: the largest segment (what one IPv4 packet
+/// carries), NOP, window scale.
+const SYN_OPTIONS: [u8; 8] = [
+    2,
+    4,
+    (MAX_TCP_PAYLOAD >> 8) as u8,
+    MAX_TCP_PAYLOAD as u8,
+    1,
+    3,
+    3,
+    WINDOW_SHIFT,
+];
 
 /// One direction's addresses: source and destination address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -731,3 +731,27 @@ fn config_errors_and_stdout() {
     };
     assert!(stdout.output_path().is_none());
 }
+
+#[test]
+fn absurd_positions_and_lengths_are_written_not_panicked_on() {
+    let mut h = Harness::new("raw");
+    let odd = |pos, skip, len, sock| {
+        let mut e = cv(1, true, 0, b"0123456789");
+        let m = Arc::get_mut(&mut e).unwrap();
+        m.pos = Some(pos);
+        m.skip = skip;
+        m.len = len;
+        m.truncated = true;
+        m.sock = sock;
+        m.conn = if sock == SockKind::Stream { 1 } else { 2 };
+        e
+    };
+    h.event(&odd(u64::MAX - 5, u64::MAX, u64::MAX, SockKind::Stream));
+    h.event(&odd(3, 0, 0, SockKind::Stream));
+    h.event(&odd(u64::MAX, 7, 1 << 40, SockKind::Stream));
+    h.event(&odd(0, u64::MAX, u64::MAX, SockKind::Dgram));
+    h.sink.closed(1, u64::MAX).unwrap();
+    let f = h.finish();
+    assert!(f.packets.iter().any(|p| p.udp && p.udp_len == 65507));
+    assert!(f.packets.iter().any(|p| p.flags & FIN != 0));
+}
