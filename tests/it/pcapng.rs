@@ -1026,3 +1026,144 @@ fn pcapng_on_stdout_pipes_into_tshark() {
         stderr_text(&o)
     );
 }
+
+// ---- live ----
+
+/// `spf run -w` with the probe: a hyper h2c client and server, captured live
+/// (syscall view, both ends), read by tshark. The headers of every request
+/// and response are there as the peers sent them.
+#[test]
+fn a_live_capture_written_with_w_is_dissected() {
+    let name = "a_live_capture_written_with_w_is_dissected";
+    let _g = crate::capture::lock();
+    if !crate::capture::bpf_ready(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("live.pcapng");
+    let mut child = spf()
+        .args(["run", "-q", "--decoder", "http2", "--path"])
+        .arg(format!("{}/*", dir.path().display()))
+        .arg("-w")
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The probe is attached once a canary's bytes reach the file.
+    let canary = dir.path().join("canary.sock");
+    let ready = rt.block_on(async {
+        let listener = UnixListener::bind(&canary).unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            let mut c = UnixStream::connect(&canary).await.unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            c.write_all(b"spf-canary").await.unwrap();
+            let mut buf = [0u8; 10];
+            s.read_exact(&mut buf).await.unwrap();
+            let file = std::fs::read(&pcap).unwrap_or_default();
+            if file.windows(10).any(|w| w == b"spf-canary") {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    });
+    if !ready {
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        panic!("the capture never started: {}", stderr_text(&o));
+    }
+
+    let socket = dir.path().join("h2.sock");
+    let responses = rt.block_on(async {
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        hyper_h2_server(UnixListener::bind(&socket).unwrap());
+        let stream = UnixStream::connect(&socket).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let driver = tokio::spawn(conn);
+        let mut got = Vec::new();
+        for i in 0..5 {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(format!("http://localhost/live/{i}"))
+                .header("x-request", format!("live-{i}"))
+                .body(Full::new(Bytes::from(vec![b'z'; i * 1000])))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let served = resp.headers()["x-served"].to_str().unwrap().to_string();
+            let _ = resp.into_body().collect().await.unwrap();
+            got.push(served);
+        }
+        drop(sender);
+        let _ = driver.await;
+        got
+    });
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "spf failed: {}", stderr_text(&o));
+
+    // Wireshark's view of the h2 connection, whichever end it took for the
+    // client (the probe's syscall view does not say who connected).
+    let h2 = format!("path={}", socket.display());
+    let pkts = fields(
+        &pcap,
+        "http2.header",
+        &["frame.comment", "http2.header.name", "http2.header.value"],
+    );
+    let mut paths = Vec::new();
+    let mut served = Vec::new();
+    for p in pkts
+        .iter()
+        .filter(|p| one(p, "frame.comment").contains(&h2))
+    {
+        let pairs: Vec<(&String, &String)> = p["http2.header.name"]
+            .iter()
+            .zip(&p["http2.header.value"])
+            .collect();
+        for (n, v) in pairs {
+            match n.as_str() {
+                ":path" => paths.push(v.clone()),
+                "x-served" => served.push(v.clone()),
+                _ => {}
+            }
+        }
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("/live/{i}")).collect();
+    assert_eq!(paths, want);
+    assert_eq!(served, responses);
+    assert_checksums(&pcap);
+    let streams: Vec<u64> = fields(&pcap, "tcp.len > 0", &["tcp.stream", "frame.comment"])
+        .iter()
+        .filter(|p| one(p, "frame.comment").contains(&h2))
+        .map(|p| one(p, "tcp.stream").parse().unwrap())
+        .collect();
+    assert!(
+        streams.windows(2).all(|w| w[0] == w[1]),
+        "one TCP stream for the connection"
+    );
+    // Each byte once, in order: no gap, retransmission or duplicate for
+    // Wireshark to flag, and the bodies whole in the stream.
+    let flagged = fields(
+        &pcap,
+        &format!("tcp.stream == {} && tcp.analysis.flags", streams[0]),
+        &["frame.number", "_ws.expert.message"],
+    );
+    assert!(flagged.is_empty(), "{flagged:?}");
+    let [a, b] = follow(&pcap, streams[0]);
+    let body = vec![b'z'; 4000];
+    assert!(
+        a.windows(4000).chain(b.windows(4000)).any(|w| w == body),
+        "the last request's body"
+    );
+}
