@@ -10,8 +10,11 @@
 
 mod addr;
 mod block;
+mod comment;
 mod flow;
+mod flows;
 mod packet;
+mod write;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +29,7 @@ use serde::Deserialize;
 use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
 use spf_pipeline::{Body, Record, Sink, SinkError};
 
-use flow::{Flows, Ports};
+use flows::{Flows, Ports};
 
 pub use addr::{HTTP2_PORT, protocol_port};
 

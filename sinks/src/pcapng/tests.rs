@@ -690,7 +690,7 @@ fn connections_past_the_limit_evict_the_least_recent() {
 fn a_receiver_acknowledges_long_one_way_transfers() {
     let mut h = Harness::new("raw");
     let chunk = Bytes::from(vec![7u8; 64 << 10]);
-    let n = (super::flow::ACK_EVERY / chunk.len() as u64) * 2 + 1;
+    let n = (super::write::ACK_EVERY / chunk.len() as u64) * 2 + 1;
     for i in 0..n {
         let mut e = cv(1, true, i * chunk.len() as u64, b"");
         let m = Arc::get_mut(&mut e).unwrap();
@@ -708,7 +708,7 @@ fn a_receiver_acknowledges_long_one_way_transfers() {
     let c = f.packets[0].seq;
     assert_eq!(
         acks[0].ack.wrapping_sub(c) as u64,
-        1 + super::flow::ACK_EVERY
+        1 + super::write::ACK_EVERY
     );
 }
 
