@@ -1,6 +1,6 @@
 //! Throughput of the pcapng sink: connection view events (16 connections,
 //! both directions interleaved) handed to the sink as the runner hands them
-//! (one raw record per event), written to a file, best of five rounds.
+//! (`Sink::event`), written to a file, best of five rounds.
 //!
 //!     cargo bench -p spf-sinks --bench pcapng
 //!
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use spf_pipeline::config::{BuildContext, SinkConfig};
-use spf_pipeline::{Direction, Event, Record, Role};
+use spf_pipeline::{Direction, Event, Role};
 use spf_sinks::pcapng::PcapngConfig;
 
 const CONNS: u64 = 16;
@@ -74,11 +74,9 @@ fn round(dir: &std::path::Path, events: &[Arc<Event>]) -> (f64, u64) {
     }
     .build(&ctx)
     .expect("sink");
-    let name: Arc<str> = Arc::from("raw");
     let start = Instant::now();
     for e in events {
-        sink.write(&Record::raw(Arc::clone(e), Arc::clone(&name)))
-            .expect("write");
+        sink.event(e).expect("event");
     }
     sink.close().expect("close");
     let secs = start.elapsed().as_secs_f64();

@@ -100,18 +100,13 @@ pub(crate) fn redis_capture() -> PathBuf {
     root_dir().join("examples/plugins/resp/testdata/redis.ndjson")
 }
 
-pub(crate) fn toml_str(p: &Path) -> String {
+fn toml_str(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()
 }
 
 /// A replay of `capture` through the decoder section `decoder` into an ndjson
 /// file, plus any extra sink sections.
-pub(crate) fn config(
-    dir: &Path,
-    capture: &Path,
-    decoder: &str,
-    extra_sinks: &str,
-) -> (PathBuf, PathBuf) {
+fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (PathBuf, PathBuf) {
     let out = dir.join("out.ndjson");
     let text = format!(
         "[source]\ntype = \"file\"\npath = {}\nformat = \"ndjson\"\n\n[decoder]\n{decoder}\n\n[[sink]]\ntype = \"ndjson\"\npath = {}\n{extra_sinks}",
@@ -121,7 +116,7 @@ pub(crate) fn config(
     (write_file(dir, "spf.toml", text), out)
 }
 
-pub(crate) fn run(config: &Path) -> Output {
+fn run(config: &Path) -> Output {
     spf()
         .args(["run", "-q", "-c"])
         .arg(config)

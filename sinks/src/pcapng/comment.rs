@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use spf_pipeline::event::Container;
 use spf_pipeline::{Direction, Event};
 
 /// A direction's packet comment, kept until the processes it names change.
@@ -20,6 +21,7 @@ struct CommentKey {
     receiver_comm: Arc<str>,
     by_receiver: bool,
     cgroup: u64,
+    container: Option<Arc<Container>>,
 }
 
 /// Who sent and who received one event's bytes.
@@ -30,6 +32,9 @@ pub(super) struct Ends<'a> {
     pub(super) receiver_comm: &'a Arc<str>,
     /// The bytes were captured by the receiver's syscall.
     pub(super) by_receiver: bool,
+    /// The event's cgroup and container are the sender's (not so for a
+    /// receive in the syscall view, made by the receiver).
+    own_is_sender: bool,
 }
 
 pub(super) fn ends(ev: &Event) -> Ends<'_> {
@@ -44,6 +49,7 @@ pub(super) fn ends(ev: &Event) -> Ends<'_> {
             receiver: ev.pid,
             receiver_comm: &ev.comm,
             by_receiver: true,
+            own_is_sender: false,
         }
     } else {
         Ends {
@@ -52,6 +58,7 @@ pub(super) fn ends(ev: &Event) -> Ends<'_> {
             receiver: ev.peer_pid,
             receiver_comm: &ev.peer_comm,
             by_receiver: recv,
+            own_is_sender: true,
         }
     }
 }
@@ -66,6 +73,10 @@ impl Comment {
                 && Arc::ptr_eq(&k.receiver_comm, e.receiver_comm)
                 && k.by_receiver == e.by_receiver
                 && k.cgroup == ev.cgroup
+                && match (&k.container, &ev.container) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                }
         });
         if !same {
             self.key = Some(CommentKey {
@@ -75,6 +86,7 @@ impl Comment {
                 receiver_comm: Arc::clone(e.receiver_comm),
                 by_receiver: e.by_receiver,
                 cgroup: ev.cgroup,
+                container: ev.container.clone(),
             });
             self.text.clear();
             describe(ev, e, &mut self.text);
@@ -85,7 +97,8 @@ impl Comment {
 
 /// `pid=4242 comm=ctr peer_pid=1234 peer_comm=containerd
 /// path=/run/containerd/containerd.sock sock=stream conn=7`: the sender
-/// first; `via=recv` when the receiver's syscall captured the bytes.
+/// first; `via=recv` when the receiver's syscall captured the bytes; the
+/// sender's cgroup and container where known.
 fn describe(ev: &Event, e: &Ends<'_>, out: &mut Vec<u8>) {
     use std::io::Write as _;
     let _ = write!(out, "pid={}", e.sender);
@@ -105,8 +118,22 @@ fn describe(ev: &Event, e: &Ends<'_>, out: &mut Vec<u8>) {
     if e.by_receiver {
         out.extend_from_slice(b" via=recv");
     }
-    if ev.cgroup != 0 {
+    if e.own_is_sender && ev.cgroup != 0 {
         let _ = write!(out, " cgroup={}", ev.cgroup);
+    }
+    if let Some(c) = ev.container.as_deref().filter(|_| e.own_is_sender) {
+        match &c.name {
+            Some(n) => {
+                let _ = write!(out, " container={n}");
+            }
+            None => {
+                let id: String = c.id.chars().take(12).collect();
+                let _ = write!(out, " container={id}");
+            }
+        }
+        if let (Some(ns), Some(pod)) = (&c.pod_namespace, &c.pod_name) {
+            let _ = write!(out, " pod={ns}/{pod}");
+        }
     }
     if !ev.node.is_empty() {
         let _ = write!(out, " node={}", ev.node);

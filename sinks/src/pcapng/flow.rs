@@ -58,9 +58,15 @@ pub(super) struct Side {
     /// How far the other side's last packet acknowledged this side (never
     /// past `written`).
     pub(super) acked: u64,
-    /// Why the bytes between `written` and the next segment are missing.
+    /// Why the bytes between `written` and the next segment are missing (or,
+    /// for datagrams, that messages before the next one are).
     pub(super) gap: Option<GapCause>,
     pub(super) comment: Comment,
+    /// Positions of the current epoch, and what turns them into stream
+    /// offsets (added, wrapping): a source's positions need not start at 0,
+    /// and a new epoch starts its counting anew.
+    pub(super) epoch: Option<u32>,
+    pub(super) shift: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +78,20 @@ pub(super) enum GapCause {
 impl Side {
     pub(super) fn seq(&self, offset: u64) -> u32 {
         seq(self.isn, offset)
+    }
+
+    /// The stream offset of an event's first byte: from its position where
+    /// it has one (the first position of an epoch continues the stream where
+    /// it stands), else right after what came before.
+    pub(super) fn offset(&mut self, ev: &Event) -> u64 {
+        let Some(pos) = ev.pos else {
+            return self.next;
+        };
+        if self.epoch != Some(ev.epoch) {
+            self.epoch = Some(ev.epoch);
+            self.shift = self.next.wrapping_sub(pos);
+        }
+        pos.wrapping_add(self.shift)
     }
 }
 

@@ -2,9 +2,10 @@
 //! tshark and tcpdump read, every Unix socket connection a synthetic TCP flow
 //! (datagrams: UDP) over IPv4, so that their protocol dissectors work on it.
 //!
-//! The sink takes every event (it asks for them with `wants_events`) and
-//! turns its bytes into packets ([`flow`]); decoded records only tell it a
-//! connection's protocol, for the server port. A Name Resolution Block names
+//! The sink takes every event as the decoder does (`Sink::event`: in the
+//! connection view each byte once, seen from its sender) and turns its bytes
+//! into packets ([`write`]); decoded records only tell it a connection's
+//! protocol, for the server port. A Name Resolution Block names
 //! each synthetic address (the socket path, or `comm[pid]`), and every packet
 //! carries a comment naming its processes, path and socket kind.
 
@@ -23,11 +24,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
 use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
-use spf_pipeline::{Body, Record, Sink, SinkError};
+use spf_pipeline::{Body, Event, Record, Sink, SinkError};
 
 use flows::{Flows, Ports};
 
@@ -187,16 +189,23 @@ impl Sink for PcapngSink {
         format!("pcapng {}", self.shown)
     }
 
+    fn event(&mut self, event: &Arc<Event>) -> Result<(), SinkError> {
+        self.flows.event(event, &mut self.buf);
+        if self.buf.len() >= BUF {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
         match record {
-            Record::Decoded(d) => match &d.body {
-                // With `wants_events`, raw records are the events, each once.
-                Body::Raw => self.flows.event(&d.event, &mut self.buf),
-                Body::Typed(_) | Body::Fields { .. } | Body::Exchange(_) => {
-                    self.flows.decoded(d.event.conn, &d.decoder, &mut self.buf)
+            // The bytes came with the event; a record only names its
+            // connection's protocol (a raw one: none known), an error none.
+            Record::Decoded(d) => {
+                if !matches!(d.body, Body::Error { .. }) {
+                    self.flows.decoded(d.event.conn, &d.decoder, &mut self.buf);
                 }
-                Body::Error { .. } => {}
-            },
+            }
             Record::Lost(l) => self.flows.lost(l.count),
         }
         if self.buf.len() >= BUF {
@@ -208,10 +217,6 @@ impl Sink for PcapngSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.flows.expire(Instant::now(), false, &mut self.buf);
         self.write_out()
-    }
-
-    fn wants_events(&self) -> bool {
-        true
     }
 
     fn closed(&mut self, conn: u64, ts_ns: u64) -> Result<(), SinkError> {

@@ -217,7 +217,7 @@ impl Harness {
         }
         .build(&ctx)
         .unwrap();
-        assert!(sink.wants_events());
+        assert!(!sink.wants_events());
         Harness {
             _dir: dir,
             path,
@@ -226,9 +226,7 @@ impl Harness {
     }
 
     fn event(&mut self, ev: &Arc<Event>) {
-        self.sink
-            .write(&Record::raw(Arc::clone(ev), "raw".into()))
-            .unwrap();
+        self.sink.event(ev).unwrap();
     }
 
     fn decoded(&mut self, ev: &Arc<Event>, decoder: &str) {
@@ -754,4 +752,109 @@ fn absurd_positions_and_lengths_are_written_not_panicked_on() {
     let f = h.finish();
     assert!(f.packets.iter().any(|p| p.udp && p.udp_len == 65507));
     assert!(f.packets.iter().any(|p| p.flags & FIN != 0));
+}
+
+#[test]
+fn positions_of_a_new_epoch_continue_the_stream() {
+    let mut h = Harness::new("raw");
+    let at = |pos, epoch, data: &[u8]| {
+        let mut e = cv(1, true, pos, data);
+        Arc::get_mut(&mut e).unwrap().epoch = epoch;
+        e
+    };
+    // Counting began before the capture: the first position is the start.
+    h.event(&at(1000, 1, b"0123456789"));
+    h.event(&at(1010, 1, b"abcde"));
+    // The source counts anew.
+    h.event(&at(5, 2, b"fghij"));
+    h.event(&at(10, 2, b"klmno"));
+    let f = h.finish();
+    let [up, _] = streams(&f.packets, f.packets[0].sport);
+    assert_eq!(up, b"0123456789abcdefghijklmno");
+    assert!(
+        f.packets.iter().all(|p| p.comments.len() <= 1),
+        "no gap: {:#?}",
+        f.packets
+    );
+}
+
+#[test]
+fn missing_messages_are_said_on_the_next_datagram() {
+    let mut h = Harness::new("raw");
+    let msg = |data: &[u8], truncated| {
+        let mut e = cv(1, true, 0, data);
+        let m = Arc::get_mut(&mut e).unwrap();
+        m.sock = SockKind::Seqpacket;
+        m.pos = None;
+        m.truncated = truncated;
+        e
+    };
+    h.event(&msg(b"one", false));
+    // The connection stage's word for messages no event held.
+    h.event(&msg(b"", true));
+    h.event(&msg(b"three", false));
+    let f = h.finish();
+    let p = &f.packets;
+    assert_eq!(p.len(), 2);
+    assert!(p.iter().all(|x| x.udp));
+    assert_eq!(p[1].payload, b"three");
+    assert_eq!(
+        p[1].comments[1],
+        "gap: messages before this datagram were not captured"
+    );
+}
+
+#[test]
+fn the_comment_names_the_senders_container() {
+    let mut h = Harness::new("raw");
+    let mut e = cv(1, true, 0, b"x");
+    let m = Arc::get_mut(&mut e).unwrap();
+    m.cgroup = 77;
+    m.container = Some(Arc::new(spf_pipeline::event::Container {
+        id: "0123456789abcdef0123".into(),
+        runtime: "containerd".into(),
+        name: Some("web".into()),
+        pod_namespace: Some("default".into()),
+        pod_name: Some("web-1".into()),
+    }));
+    h.event(&e);
+    let mut e = cv(1, true, 1, b"y");
+    Arc::get_mut(&mut e).unwrap().container = Some(Arc::new(spf_pipeline::event::Container {
+        id: "fedcba9876543210fedc".into(),
+        runtime: "docker".into(),
+        ..Default::default()
+    }));
+    h.event(&e);
+    let f = h.finish();
+    let data: Vec<&Pkt> = f.packets.iter().filter(|p| !p.payload.is_empty()).collect();
+    assert!(
+        data[0].comments[0].ends_with(" conn=1 cgroup=77 container=web pod=default/web-1"),
+        "{}",
+        data[0].comments[0]
+    );
+    assert!(
+        data[1].comments[0].ends_with(" conn=1 container=fedcba987654"),
+        "{}",
+        data[1].comments[0]
+    );
+}
+
+#[test]
+fn a_raw_record_lets_a_waiting_connection_go_at_once() {
+    // `auto` passes bytes it recognised no protocol in on as raw records.
+    let mut h = Harness::new("auto");
+    let first = cv(1, true, 0, b"\x00\x01");
+    h.event(&first);
+    h.decoded(&first, "raw");
+    let second = cv(2, true, 0, b"GET / HTTP/1.1\r\n\r\n");
+    h.event(&second);
+    h.decoded(&second, "http1");
+    let f = h.finish();
+    let syns: Vec<u16> = f
+        .packets
+        .iter()
+        .filter(|p| p.flags == SYN)
+        .map(|p| p.dport)
+        .collect();
+    assert_eq!(syns, [super::addr::path_port("/run/test.sock"), 80]);
 }

@@ -200,8 +200,7 @@ impl Shared {
         };
         self.lost_note(flow);
         let wrote = if flow.udp {
-            self.datagram(flow, ev, from_client, out);
-            true
+            self.datagram(flow, ev, from_client, out)
         } else {
             self.segments(flow, ev, from_client, out)
         };
@@ -234,7 +233,7 @@ impl Shared {
         let s = usize::from(!from_client);
         let [a, b] = &mut flow.sides;
         let (side, other) = if s == 0 { (a, b) } else { (b, a) };
-        let start = ev.pos.unwrap_or(side.next);
+        let start = side.offset(ev);
         let mut data: &[u8] = &ev.data;
         let mut at = start.saturating_add(ev.skip);
         let end = start.saturating_add(ev.len.max(ev.skip.saturating_add(data.len() as u64)));
@@ -319,7 +318,26 @@ impl Shared {
         wrote
     }
 
-    fn datagram(&mut self, flow: &mut Flow, ev: &Event, from_client: bool, out: &mut Vec<u8>) {
+    /// Writes an event's datagram; false for an event that only says
+    /// messages are missing.
+    fn datagram(
+        &mut self,
+        flow: &mut Flow,
+        ev: &Event,
+        from_client: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let side = &mut flow.sides[usize::from(!from_client)];
+        if ev.data.is_empty() && ev.len == 0 && ev.truncated {
+            // Messages no event held: the next datagram says so.
+            side.gap = Some(GapCause::Truncated);
+            return false;
+        }
+        let gap: &[u8] = if side.gap.take().is_some() && self.comments {
+            b"gap: messages before this datagram were not captured"
+        } else {
+            b""
+        };
         // Unconnected datagrams: the client is whoever sent (or, for a reply,
         // receives) this one.
         let mut path = flow.c2s;
@@ -365,7 +383,8 @@ impl Shared {
         let original = packet::IPV4_HEADER + packet::UDP_HEADER + len.min(MAX_UDP_PAYLOAD);
         let at = block::packet_begin(out, ev.time_ns, captured, original);
         packet::write_udp(out, &path, payload, len);
-        block::packet_end(out, at, &[comment, cut.as_bytes(), &self.scratch]);
+        block::packet_end(out, at, &[comment, gap, cut.as_bytes(), &self.scratch]);
+        true
     }
 
     /// Both FINs and the last ACK of a closed TCP flow.
