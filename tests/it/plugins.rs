@@ -100,13 +100,18 @@ pub(crate) fn redis_capture() -> PathBuf {
     root_dir().join("examples/plugins/resp/testdata/redis.ndjson")
 }
 
-fn toml_str(p: &Path) -> String {
+pub(crate) fn toml_str(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()
 }
 
 /// A replay of `capture` through the decoder section `decoder` into an ndjson
 /// file, plus any extra sink sections.
-fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn config(
+    dir: &Path,
+    capture: &Path,
+    decoder: &str,
+    extra_sinks: &str,
+) -> (PathBuf, PathBuf) {
     let out = dir.join("out.ndjson");
     let text = format!(
         "[source]\ntype = \"file\"\npath = {}\nformat = \"ndjson\"\n\n[decoder]\n{decoder}\n\n[[sink]]\ntype = \"ndjson\"\npath = {}\n{extra_sinks}",
@@ -116,7 +121,7 @@ fn config(dir: &Path, capture: &Path, decoder: &str, extra_sinks: &str) -> (Path
     (write_file(dir, "spf.toml", text), out)
 }
 
-fn run(config: &Path) -> Output {
+pub(crate) fn run(config: &Path) -> Output {
     spf()
         .args(["run", "-q", "-c"])
         .arg(config)

@@ -20,15 +20,15 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs::File;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
 use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SinkConfig};
+use spf_pipeline::writer::FileWriter;
 use spf_pipeline::{Body, Event, Record, Sink, SinkError};
 
 use flows::{Flows, Ports};
@@ -52,6 +52,14 @@ pub fn register(reg: &mut Registry) {
             );
             return None;
         }
+        // Refused here too, so that `spf validate` says so with the key's line;
+        // opening the file decides again.
+        if !cfg.is_stdout()
+            && let Err(e) = spf_pipeline::output::check_output_path(&cfg.path)
+        {
+            s.error("path", e);
+            return None;
+        }
         Some(Box::new(cfg) as Box<dyn SinkConfig>)
     });
 }
@@ -59,7 +67,9 @@ pub fn register(reg: &mut Registry) {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PcapngConfig {
-    /// The file to write (created with mode 0600), or `-` for stdout.
+    /// The file to write (opened by [`spf_pipeline::output::open_output`]:
+    /// mode 0600, no symbolic links, only a regular file of the user spf runs
+    /// as), or `-` for stdout.
     pub path: PathBuf,
     /// A comment on every packet naming its processes, path and socket kind.
     #[serde(default = "yes")]
@@ -82,31 +92,28 @@ impl SinkConfig for PcapngConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
-        let (file, shown) = if self.is_stdout() {
+        let (file, shown, what) = if self.is_stdout() {
             if std::io::stdout().is_terminal() {
                 return Err(BuildError::new(
                     "refusing to write pcapng to a terminal: redirect stdout to a file or pipe it, e.g. `| tshark -r -`",
                 ));
             }
-            (stdout_file()?, "stdout".to_string())
+            (
+                stdout_file()?,
+                "stdout".to_string(),
+                "writing stdout".to_string(),
+            )
         } else {
             // Captures hold whatever the traced processes said, secrets included.
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&self.path)
-                .map_err(|e| {
-                    BuildError::new(format!(
-                        "cannot open `{}` for writing: {e}",
-                        self.path.display()
-                    ))
-                })?;
-            (file, self.path.display().to_string())
+            let file = spf_pipeline::output::open_output(&self.path, false)?;
+            let shown = self.path.display().to_string();
+            let what = format!("writing `{shown}`");
+            (file, shown, what)
         };
+        let out = FileWriter::new(file, what)
+            .map_err(|e| BuildError::new(format!("cannot start the writer thread: {e}")))?;
         Ok(Box::new(PcapngSink::new(
-            file,
+            out,
             shown,
             ports_for(&ctx.decoder),
             self.comments,
@@ -135,22 +142,25 @@ fn ports_for(decoder: &str) -> Ports {
     }
 }
 
-/// Output is handed to the file in pieces of about this size.
-const BUF: usize = 1 << 20;
-
 pub struct PcapngSink {
-    file: File,
+    /// The file, written on a thread of its own (see pipeline's writer.rs).
+    out: FileWriter,
     shown: String,
-    buf: Vec<u8>,
     flows: Flows,
 }
 
 impl PcapngSink {
-    fn new(file: File, shown: String, ports: Ports, comments: bool, ctx: &BuildContext) -> Self {
-        let mut buf = Vec::with_capacity(BUF + (128 << 10));
+    fn new(
+        mut out: FileWriter,
+        shown: String,
+        ports: Ports,
+        comments: bool,
+        ctx: &BuildContext,
+    ) -> Self {
+        let buf = out.buf();
         let app = concat!("spf ", env!("CARGO_PKG_VERSION"));
         block::section_header(
-            &mut buf,
+            buf,
             app,
             &format!(
                 "Unix domain socket traffic captured by spf: every connection is a synthetic TCP flow \
@@ -161,26 +171,16 @@ impl PcapngSink {
             ),
         );
         block::interface(
-            &mut buf,
+            buf,
             "spf",
             &format!("{app}: Unix domain sockets as synthetic TCP/UDP over IPv4"),
             &ctx.source,
         );
         PcapngSink {
-            file,
+            out,
             shown,
-            buf,
             flows: Flows::new(ports, comments, ctx.limits.connections),
         }
-    }
-
-    fn write_out(&mut self) -> Result<(), SinkError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let r = self.file.write_all(&self.buf);
-        self.buf.clear();
-        r.map_err(|e| SinkError::io(format!("writing {}", self.shown), e))
     }
 }
 
@@ -190,11 +190,8 @@ impl Sink for PcapngSink {
     }
 
     fn event(&mut self, event: &Arc<Event>) -> Result<(), SinkError> {
-        self.flows.event(event, &mut self.buf);
-        if self.buf.len() >= BUF {
-            self.write_out()?;
-        }
-        Ok(())
+        self.flows.event(event, self.out.buf());
+        self.out.maybe_send()
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
@@ -203,33 +200,27 @@ impl Sink for PcapngSink {
             // connection's protocol (a raw one: none known), an error none.
             Record::Decoded(d) => {
                 if !matches!(d.body, Body::Error { .. }) {
-                    self.flows.decoded(d.event.conn, &d.decoder, &mut self.buf);
+                    self.flows.decoded(d.event.conn, &d.decoder, self.out.buf());
                 }
             }
             Record::Lost(l) => self.flows.lost(l.count),
         }
-        if self.buf.len() >= BUF {
-            self.write_out()?;
-        }
-        Ok(())
+        self.out.maybe_send()
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.flows.expire(Instant::now(), false, &mut self.buf);
-        self.write_out()
+        self.flows.expire(Instant::now(), false, self.out.buf());
+        self.out.flush()
     }
 
     fn closed(&mut self, conn: u64, ts_ns: u64) -> Result<(), SinkError> {
-        self.flows.closed(conn, ts_ns, &mut self.buf);
-        if self.buf.len() >= BUF {
-            self.write_out()?;
-        }
-        Ok(())
+        self.flows.closed(conn, ts_ns, self.out.buf());
+        self.out.maybe_send()
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
-        self.flows.expire(Instant::now(), true, &mut self.buf);
-        self.flows.statistics(&mut self.buf);
-        self.write_out()
+        self.flows.expire(Instant::now(), true, self.out.buf());
+        self.flows.statistics(self.out.buf());
+        self.out.close()
     }
 }

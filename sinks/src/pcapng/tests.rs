@@ -858,3 +858,23 @@ fn a_raw_record_lets_a_waiting_connection_go_at_once() {
         .collect();
     assert_eq!(syns, [super::addr::path_port("/run/test.sock"), 80]);
 }
+
+#[test]
+fn a_symbolic_link_at_the_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    let link = dir.path().join("cap.pcapng");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = match (PcapngConfig {
+        path: link,
+        comments: true,
+    })
+    .build(&BuildContext::default())
+    {
+        Ok(_) => panic!("a symbolic link was written through"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("symbolic link"), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
