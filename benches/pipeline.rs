@@ -1,6 +1,6 @@
 //! Throughput and memory of the whole pipeline on replayed input:
-//! file source (NDJSON) → reorder → raw → ndjson file sink, run through the real
-//! `spf` binary.
+//! file source (NDJSON) → reorder → raw → ndjson (or pcapng) file sink, run
+//! through the real `spf` binary.
 //!
 //!     cargo bench --bench pipeline
 //!
@@ -61,13 +61,13 @@ fn run_spf(config: &Path) -> RunStats {
     }
 }
 
-fn config(dir: &Path, input: &Path, output: &Path) -> PathBuf {
+fn config(dir: &Path, input: &Path, output: &Path, sink: &str) -> PathBuf {
     let p = dir.join("bench.toml");
     std::fs::write(
         &p,
         format!(
             "[source]\ntype = \"file\"\npath = \"{}\"\n\n[decoder]\ntype = \"raw\"\n\n\
-             [[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
+             [[sink]]\ntype = \"{sink}\"\npath = \"{}\"\n",
             input.display(),
             output.display()
         ),
@@ -77,10 +77,14 @@ fn config(dir: &Path, input: &Path, output: &Path) -> PathBuf {
 }
 
 fn case(dir: &Path, name: &str, events: usize, payload: usize) -> RunStats {
+    case_to(dir, name, events, payload, "ndjson")
+}
+
+fn case_to(dir: &Path, name: &str, events: usize, payload: usize, sink: &str) -> RunStats {
     let input = dir.join(format!("{name}.in.ndjson"));
-    let output = dir.join(format!("{name}.out.ndjson"));
+    let output = dir.join(format!("{name}.out.{sink}"));
     write_capture(&input, events, payload);
-    let cfg = config(dir, &input, &output);
+    let cfg = config(dir, &input, &output, sink);
     // Best of three: the machine is shared with whatever else runs.
     let mut best: Option<RunStats> = None;
     for _ in 0..3 {
@@ -113,6 +117,9 @@ fn main() {
     println!("replay -> reorder -> raw -> ndjson file (release build of spf)");
     case(dir.path(), "64B", 1_000_000, 64);
     case(dir.path(), "64KiB", 4_000, 64 * 1024);
+    println!("replay -> reorder -> raw -> pcapng file");
+    case_to(dir.path(), "64B-pcapng", 1_000_000, 64, "pcapng");
+    case_to(dir.path(), "64KiB-pcapng", 4_000, 64 * 1024, "pcapng");
     println!("peak memory against input size (64-byte payloads):");
     let small = case(dir.path(), "64B-small", 100_000, 64);
     let large = case(dir.path(), "64B-large", 2_000_000, 64);

@@ -18,6 +18,10 @@ Examples:
   sudo spf run --path /var/run/docker.sock --output capture.ndjson
   spf run --replay capture.ndjson --decoder http1
 
+  # Into Wireshark: a pcapng file, or a pipe into tshark
+  sudo spf run --path /run/containerd/containerd.sock -w capture.pcapng
+  sudo spf run --path /run/containerd/containerd.sock -w - | tshark -r -
+
   # The full pipeline from a config file; check it first
   spf validate -c spf.toml
   sudo spf run -c spf.toml
@@ -62,7 +66,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Read the pipeline from this TOML file (see spf.toml for a commented example).
-    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "snaplen", "direction", "view"])]
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "write", "snaplen", "direction", "view"])]
     pub config: Option<PathBuf>,
 
     /// Capture sockets with this path: exact, prefix with a trailing `*`, or an
@@ -117,6 +121,12 @@ pub struct RunArgs {
     /// faster to write, for high rates). `--replay` reads both.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Also write the capture as pcapng for Wireshark, tshark or tcpdump (every
+    /// connection a synthetic TCP flow), created with mode 0600. `-w -` writes it
+    /// to stdout instead of the records: `spf run -w - | tshark -r -`.
+    #[arg(long = "write", short = 'w', value_name = "FILE")]
+    pub write: Option<PathBuf>,
 
     /// No live status line and no summary at exit.
     #[arg(long, short)]

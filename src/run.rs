@@ -135,26 +135,29 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
         doc.insert("decoder".into(), decoder.into());
     }
     let mut sinks = Vec::new();
-    let mut stdout = toml::Table::new();
-    stdout.insert("type".into(), "stdout".into());
-    let format = match args.format.unwrap_or(OutFormat::Pretty) {
-        OutFormat::Pretty => "pretty",
-        OutFormat::Ndjson => "ndjson",
-    };
-    stdout.insert("format".into(), format.into());
-    if args.verbose > 0 {
-        stdout.insert("verbose".into(), i64::from(args.verbose).into());
-    }
-    if let Some(t) = args.time {
-        let t = match t {
-            TimeArg::Date => "date",
-            TimeArg::Local => "local",
-            TimeArg::Utc => "utc",
-            TimeArg::Relative => "relative",
+    // With `-w -` stdout carries pcapng instead of the records.
+    if !pcapng_to_stdout(args) {
+        let mut stdout = toml::Table::new();
+        stdout.insert("type".into(), "stdout".into());
+        let format = match args.format.unwrap_or(OutFormat::Pretty) {
+            OutFormat::Pretty => "pretty",
+            OutFormat::Ndjson => "ndjson",
         };
-        stdout.insert("time".into(), t.into());
+        stdout.insert("format".into(), format.into());
+        if args.verbose > 0 {
+            stdout.insert("verbose".into(), i64::from(args.verbose).into());
+        }
+        if let Some(t) = args.time {
+            let t = match t {
+                TimeArg::Date => "date",
+                TimeArg::Local => "local",
+                TimeArg::Utc => "utc",
+                TimeArg::Relative => "relative",
+            };
+            stdout.insert("time".into(), t.into());
+        }
+        sinks.push(toml::Value::Table(stdout));
     }
-    sinks.push(toml::Value::Table(stdout));
     if let Some(out) = &args.output {
         let mut f = toml::Table::new();
         // `.spfcap`: the binary capture, the events only; else NDJSON with
@@ -165,6 +168,12 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
             f.insert("type".into(), "ndjson".into());
             f.insert("events".into(), true.into());
         }
+        f.insert("path".into(), out.display().to_string().into());
+        sinks.push(toml::Value::Table(f));
+    }
+    if let Some(out) = &args.write {
+        let mut f = toml::Table::new();
+        f.insert("type".into(), "pcapng".into());
         f.insert("path".into(), out.display().to_string().into());
         sinks.push(toml::Value::Table(f));
     }
@@ -183,8 +192,28 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
     toml::to_string(&doc).unwrap_or_default()
 }
 
-fn flag_for_key(key: &str, replay: bool) -> &str {
+fn pcapng_to_stdout(args: &RunArgs) -> bool {
+    args.write.as_deref() == Some(Path::new("-"))
+}
+
+fn flag_for_key<'a>(key: &'a str, args: &RunArgs) -> &'a str {
+    let replay = args.replay.is_some();
     let base = key.split('.').take(2).collect::<Vec<_>>().join(".");
+    // The file sinks' paths, in the order config_from_flags adds them.
+    let paths = [
+        (!pcapng_to_stdout(args), ""),
+        (args.output.is_some(), "--output"),
+        (args.write.is_some(), "-w"),
+    ];
+    if let Some(i) = base
+        .strip_prefix("sink[")
+        .and_then(|r| r.strip_suffix("].path"))
+        .and_then(|i| i.parse::<usize>().ok())
+        && let Some(&(_, flag)) = paths.iter().filter(|p| p.0).nth(i)
+        && !flag.is_empty()
+    {
+        return flag;
+    }
     match base.as_str() {
         "source.path" if replay => "--replay",
         "source.path" => "--path",
@@ -197,7 +226,6 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
         "source.direction" => "--direction",
         "source.view" => "--view",
         "decoder.type" | "decoder" => "--decoder",
-        "sink[1].path" => "--output",
         _ if base.starts_with("sink[") => match key.rsplit('.').next() {
             Some("verbose") => "-v",
             Some("time") => "--time",
@@ -209,6 +237,10 @@ fn flag_for_key(key: &str, replay: bool) -> &str {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if pcapng_to_stdout(&args) && args.format.is_some() {
+        eprintln!("spf: --format: with `-w -` stdout carries pcapng, not records");
+        return Ok(ExitCode::from(CONFIG_ERROR));
+    }
     let reg = registry();
     // A command to capture is forked first, held before it runs, so that the
     // probe follows it from its first instruction (see command.rs).
@@ -233,7 +265,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             // flag instead.
             for err in &mut e.0 {
                 err.line = 0;
-                err.key = flag_for_key(&err.key, args.replay.is_some()).to_string();
+                err.key = flag_for_key(&err.key, &args).to_string();
             }
             return Ok(report_config(&e));
         }

@@ -86,6 +86,11 @@ pub trait SourceConfig: Send + Sync + fmt::Debug {
     fn extra_syscalls(&self) -> Vec<libc::c_long> {
         Vec::new()
     }
+    /// What the source captures (its filter), in a few words for outputs that
+    /// record it; empty when there is nothing to say.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 pub trait DecoderConfig: Send + Sync + fmt::Debug {

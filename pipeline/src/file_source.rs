@@ -93,6 +93,10 @@ impl SourceConfig for FileSourceConfig {
         Some(&self.path)
     }
 
+    fn describe(&self) -> String {
+        format!("replay of {}", self.path.display())
+    }
+
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError> {
         let dir = match self.dir {
             Dir::Send => Direction::Send,

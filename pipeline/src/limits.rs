@@ -129,6 +129,12 @@ pub struct BuildContext {
     /// How the run shows traffic: a source can prepare for the connection
     /// view (e.g. count stream positions in the kernel).
     pub view: View,
+    /// What the source captures, as its config says (e.g. `unix sockets
+    /// (path=/run/x.sock)`), for outputs that record how they were made.
+    pub source: String,
+    /// The `[decoder]` type of the run (`raw`, `http2`, `plugin`, ...): tells a
+    /// sink whether decoded records can name a connection's protocol.
+    pub decoder: String,
 }
 
 impl Default for BuildContext {
@@ -145,6 +151,8 @@ impl BuildContext {
             budget,
             node: Arc::from(""),
             view: View::default(),
+            source: String::new(),
+            decoder: String::new(),
         }
     }
 }

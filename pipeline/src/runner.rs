@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{BuildContext, BuildError, Config, ReorderConfig};
 use crate::connection::{Connections, Output};
-use crate::event::{SourceItem, View};
+use crate::event::{Event, SourceItem, View};
 use crate::record::{Body, Record};
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
@@ -42,6 +42,8 @@ impl Pipeline {
     pub fn build(config: &Config) -> Result<Self, BuildError> {
         let ctx = BuildContext {
             view: config.view,
+            source: config.source.describe(),
+            decoder: config.decoder_type.clone(),
             ..BuildContext::new(config.limits.clone())
         };
         // Sinks first: a sink that cannot open its file should fail before a BPF
@@ -335,8 +337,15 @@ fn decode(
     if writer.done() {
         return;
     }
+    // Sinks that follow connections see each event as the decoder does (in
+    // the connection view: the connection stage's, each byte once), before
+    // the decoder's records of it.
+    if let Output::Item(SourceItem::Event(ev)) = &item {
+        writer.event(ev);
+    }
     let mut drain = |r: &mut Vec<Record>| writer.emit(r);
     let mut out = Out::streaming(records, &mut drain);
+    let mut closed = None;
     match item {
         Output::Item(SourceItem::Event(ev)) => decoder.decode(&ev, &mut out),
         Output::Item(SourceItem::Lost(l)) => out.push(Record::Lost(l)),
@@ -344,9 +353,17 @@ fn decode(
             decoder.lost(l.count, &mut out);
             out.push(Record::Lost(l));
         }
-        Output::Item(SourceItem::Closed { conn, .. }) => decoder.closed(conn, &mut out),
+        Output::Item(SourceItem::Closed { conn, ts_ns }) => {
+            decoder.closed(conn, &mut out);
+            closed = Some((conn, ts_ns));
+        }
     }
     writer.emit(records);
+    // After the decoder's last records of the connection, so that a sink sees
+    // them before it lets the connection go.
+    if let Some((conn, ts_ns)) = closed {
+        writer.closed(conn, ts_ns);
+    }
 }
 
 impl Writer {
@@ -422,6 +439,14 @@ impl Writer {
 
     fn flush(&mut self) {
         self.each_sink(|s| s.flush());
+    }
+
+    fn event(&mut self, ev: &Arc<Event>) {
+        self.each_sink(|s| s.event(ev));
+    }
+
+    fn closed(&mut self, conn: u64, ts_ns: u64) {
+        self.each_sink(|s| s.closed(conn, ts_ns));
     }
 
     /// Calls `f` on every sink whose reader is still there.
@@ -678,5 +703,133 @@ impl Status {
         if self.shown {
             eprint!("\r\x1b[K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::event::Lost;
+    use crate::stage::{BoxFuture, SourceSummary};
+
+    /// Hands over fixed items, then ends.
+    struct Items(Vec<SourceItem>);
+
+    impl Source for Items {
+        fn describe(&self) -> String {
+            "items".into()
+        }
+
+        fn run(
+            self: Box<Self>,
+            out: Emitter,
+        ) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
+            Box::pin(async move {
+                out.send(self.0).await;
+                Ok(SourceSummary::default())
+            })
+        }
+    }
+
+    /// Makes one record per event.
+    struct Echo;
+
+    impl Decoder for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+
+        fn decode(&mut self, event: &Arc<Event>, out: &mut Out<'_>) {
+            out.push(Record::error(Arc::clone(event), "echo".into(), None, "x"));
+        }
+    }
+
+    /// Logs what it is handed, one line per call.
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    impl Log {
+        fn log(&self, line: String) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(line);
+            Ok(())
+        }
+    }
+
+    impl Sink for Log {
+        fn describe(&self) -> String {
+            "log".into()
+        }
+
+        fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+            self.log(match record {
+                Record::Decoded(d) => format!("record {}", d.event.seq),
+                Record::Lost(l) => format!("lost {}", l.count),
+            })
+        }
+
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+
+        fn event(&mut self, event: &Arc<Event>) -> Result<(), SinkError> {
+            self.log(format!("event {}", event.seq))
+        }
+
+        fn closed(&mut self, conn: u64, ts_ns: u64) -> Result<(), SinkError> {
+            self.log(format!("closed {conn} {ts_ns}"))
+        }
+
+        fn close(&mut self) -> Result<(), SinkError> {
+            self.log("close".into())
+        }
+    }
+
+    fn event(seq: u64) -> SourceItem {
+        SourceItem::Event(Arc::new(Event {
+            seq,
+            ts_ns: seq,
+            conn: 9,
+            ..Event::default()
+        }))
+    }
+
+    #[tokio::test]
+    async fn sinks_see_events_before_their_records_then_closed_connections_and_the_end() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let pipeline = Pipeline {
+            source: Box::new(Items(vec![
+                event(1),
+                SourceItem::Lost(Lost {
+                    ts_ns: 2,
+                    time_ns: 0,
+                    count: 3,
+                }),
+                event(3),
+                SourceItem::Closed { conn: 9, ts_ns: 4 },
+            ])),
+            view: View::Syscalls,
+            reorder: ReorderConfig {
+                window_ms: 0,
+                ..ReorderConfig::default()
+            },
+            decoder: Box::new(Echo),
+            decoder_is_raw: false,
+            sinks: vec![Box::new(Log(Arc::clone(&log)))],
+        };
+        let outcome = run(pipeline, RunOptions::default(), StopFlag::default()).await;
+        outcome.result.unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "event 1",
+                "record 1",
+                "lost 3",
+                "event 3",
+                "record 3",
+                "closed 9 4",
+                "close"
+            ]
+        );
     }
 }

@@ -256,6 +256,20 @@ pub trait Sink: Send {
     fn observer(&self) -> bool {
         false
     }
+
+    /// Every event as the decoder gets it (in the connection view: the
+    /// connection stage's, each byte once, seen from its sender), just before
+    /// the decoder's records of it. For sinks that follow connections rather
+    /// than records; the default does nothing.
+    fn event(&mut self, _event: &Arc<Event>) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// A connection ended (`ts_ns`: kernel clock), after the decoder's last
+    /// records of it. For sinks that keep per-connection state.
+    fn closed(&mut self, _conn: u64, _ts_ns: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -404,6 +404,10 @@ impl SourceConfig for UnixConfig {
     fn needs_root(&self) -> bool {
         true
     }
+
+    fn describe(&self) -> String {
+        UnixConfig::describe(self)
+    }
 }
 
 pub(crate) fn factory(s: &mut Section<'_>) -> Option<Box<dyn SourceConfig>> {

@@ -3,6 +3,7 @@
 pub mod capture;
 mod exchange;
 pub mod ndjson;
+pub mod pcapng;
 pub mod pretty;
 pub mod records;
 pub mod stdout;
@@ -17,5 +18,6 @@ pub fn register(reg: &mut Registry) {
     ndjson::register(reg);
     capture::register(reg);
     summary::register(reg);
+    pcapng::register(reg);
     reg.default_sink("stdout");
 }

@@ -10,6 +10,7 @@ mod http2;
 mod http2_limits;
 mod live;
 mod outputs;
+mod pcapng;
 mod plugins;
 mod pretty;
 mod privileges;
