@@ -110,6 +110,8 @@ pub struct Summary {
     pub output_closed: bool,
     /// Items the reorder stage had to hand on before their window passed.
     pub reorder_forced: u64,
+    /// How the source captured (see [`crate::SourceSummary::capture`]).
+    pub capture: Option<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -137,6 +139,9 @@ impl std::fmt::Display for Summary {
         )?;
         if self.skipped > 0 {
             write!(f, "; skipped input {}", self.skipped)?;
+        }
+        if let Some(c) = &self.capture {
+            write!(f, "; capture: {c}")?;
         }
         Ok(())
     }
@@ -585,6 +590,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             // only be higher (markers it could not deliver during shutdown).
             core.writer.summary.lost = core.writer.summary.lost.max(s.lost);
             core.writer.summary.skipped = s.skipped;
+            core.writer.summary.capture = s.capture;
         }
         Some(Ok(Err(e))) => {
             if result.is_ok() && !core.writer.summary.output_closed {

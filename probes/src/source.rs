@@ -105,6 +105,11 @@ impl UnixSource {
         })
     }
 
+    /// Which hooks capture, and why.
+    pub fn hook(&self) -> &crate::HookChoice {
+        &self.probe.hook
+    }
+
     /// Hands over the probe's hook so that it can be turned off and on while
     /// the source runs: for benchmarks only.
     #[doc(hidden)]
@@ -187,6 +192,7 @@ impl UnixSource {
             if stopping {
                 return Ok(SourceSummary {
                     lost: lost_total,
+                    capture: Some(self.probe.hook.to_string()),
                     ..SourceSummary::default()
                 });
             }

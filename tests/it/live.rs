@@ -39,6 +39,7 @@ impl LiveSpf {
         let err = dir.join("live.err");
         let child = spf()
             .args(["run", "--format", "ndjson", "--quiet"])
+            .args(crate::capture::hook_args())
             .args(args)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
