@@ -43,6 +43,13 @@ pub fn missing_kernel_feature() -> Option<String> {
 }
 pub use source::UnixSource;
 
+/// Whether the kernel-function hooks load and attach on this kernel, or why
+/// not (one line, e.g. "fexit on unix_stream_sendmsg refused at load: EPERM").
+/// Needs the same privileges as the probe.
+pub fn kernel_hooks_usable() -> Result<(), String> {
+    hooks::kernel_hooks_usable()
+}
+
 use spf_pipeline::config::Registry;
 
 /// Registers the `unix` source type.

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use spf_pipeline::{Direction, Emitter, Event, Lost, Source, SourceItem, SourceSummary};
-use spf_probes::{Hook, UnixConfig};
+use spf_probes::{Hook, HookChoice, UnixConfig};
 
 static PROBE_LOCK: Mutex<()> = Mutex::new(());
 
@@ -43,6 +43,8 @@ pub fn hook_args() -> Vec<&'static str> {
 /// A running capture: the source on its own runtime, a task collecting what it
 /// hands over.
 pub struct Capture {
+    /// Which hooks capture, and why.
+    pub hook: HookChoice,
     rt: tokio::runtime::Runtime,
     source: tokio::task::JoinHandle<Result<SourceSummary, spf_pipeline::SourceError>>,
     collect: tokio::task::JoinHandle<Vec<SourceItem>>,
@@ -50,6 +52,7 @@ pub struct Capture {
 }
 
 pub struct Captured {
+    pub hook: HookChoice,
     pub events: Vec<Arc<Event>>,
     pub lost: Vec<Lost>,
     /// (conn, ts_ns) of every connection reported closed.
@@ -96,6 +99,7 @@ pub fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
             return None;
         }
     };
+    let hook = source.hook().clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -111,6 +115,7 @@ pub fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
         all
     });
     Some(Capture {
+        hook,
         rt,
         source,
         collect,
@@ -149,6 +154,7 @@ impl Capture {
             }
         }
         Captured {
+            hook: self.hook,
             events,
             lost,
             closed,

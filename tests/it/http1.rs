@@ -270,7 +270,7 @@ fn assert_latencies(v: &[Value], events: &[Arc<Event>]) {
     }
 }
 
-fn curl(args: &[&str]) -> Vec<u8> {
+pub(crate) fn curl(args: &[&str]) -> Vec<u8> {
     let out = Command::new("curl")
         .args(["-s", "-S"])
         .args(args)
@@ -301,7 +301,7 @@ fn wait_for(path: &Path, child: &mut Child) {
 }
 
 /// A server process, ended (by its pid) when dropped.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -322,7 +322,7 @@ fn tool(name: &str) -> String {
 
 /// nginx serving `www` on a Unix socket, with sendfile, an echo location
 /// for request bodies and a 204 location.
-fn nginx(dir: &Path) -> (Server, PathBuf) {
+pub(crate) fn nginx(dir: &Path) -> (Server, PathBuf) {
     let sock = dir.join("nginx.sock");
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -364,7 +364,7 @@ fn nginx(dir: &Path) -> (Server, PathBuf) {
     (Server(child), sock)
 }
 
-fn www(dir: &Path, name: &str, data: &[u8]) {
+pub(crate) fn www(dir: &Path, name: &str, data: &[u8]) {
     std::fs::write(dir.join("www").join(name), data).unwrap();
 }
 
