@@ -110,7 +110,7 @@ pub struct Summary {
     pub output_closed: bool,
     /// Items the reorder stage had to hand on before their window passed.
     pub reorder_forced: u64,
-    /// How the source captured (see [`crate::SourceSummary::capture`]).
+    /// How the source captured (see [`Source::capture`]).
     pub capture: Option<String>,
 }
 
@@ -450,6 +450,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         decoder_is_raw,
         sinks,
     } = pipeline;
+    let capture = source.capture();
     let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
     let emitter = Emitter::new(tx, stop.clone());
     let mut source_task = tokio::spawn(source.run(emitter));
@@ -465,7 +466,10 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             event_sinks,
             events_written: event_sinks && !decoder_is_raw && view == View::Syscalls,
             raw_name: "raw".into(),
-            summary: Summary::default(),
+            summary: Summary {
+                capture,
+                ..Summary::default()
+            },
             per_decoder: BTreeMap::new(),
             failure: None,
             remaining: opts.max_records,
@@ -590,7 +594,6 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             // only be higher (markers it could not deliver during shutdown).
             core.writer.summary.lost = core.writer.summary.lost.max(s.lost);
             core.writer.summary.skipped = s.skipped;
-            core.writer.summary.capture = s.capture;
         }
         Some(Ok(Err(e))) => {
             if result.is_ok() && !core.writer.summary.output_closed {

@@ -21,21 +21,25 @@ pub trait Source: Send {
     /// A short description for messages, e.g. `file capture.ndjson`.
     fn describe(&self) -> String;
 
+    /// How the source captures, when it has a choice worth telling (the unix
+    /// source: which kernel hooks, and why): known once it is built, shown in
+    /// the exit summary.
+    fn capture(&self) -> Option<String> {
+        None
+    }
+
     fn run(self: Box<Self>, out: Emitter)
     -> BoxFuture<'static, Result<SourceSummary, SourceError>>;
 }
 
 /// What a source reports when it ends.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SourceSummary {
     /// Events the kernel could not hand over (already reported as `Lost` items too).
     pub lost: u64,
     /// Input the source could not read (e.g. malformed replay lines), each already
     /// reported on stderr.
     pub skipped: u64,
-    /// How the source captured, when it has a choice worth telling (the unix
-    /// source: which kernel hooks, and why), for the exit summary.
-    pub capture: Option<String>,
 }
 
 /// A source failure: a one-line message that says what is wrong and what to do.

@@ -192,7 +192,6 @@ impl UnixSource {
             if stopping {
                 return Ok(SourceSummary {
                     lost: lost_total,
-                    capture: Some(self.probe.hook.to_string()),
                     ..SourceSummary::default()
                 });
             }
@@ -206,6 +205,10 @@ impl UnixSource {
 impl Source for UnixSource {
     fn describe(&self) -> String {
         self.cfg.describe()
+    }
+
+    fn capture(&self) -> Option<String> {
+        Some(self.probe.hook.to_string())
     }
 
     fn run(

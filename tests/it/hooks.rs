@@ -528,7 +528,7 @@ fn hook_kernel_is_used_or_refused_in_one_line() {
             .expect("spawning spf");
         // Capturing once it holds a BPF link and catches SIGINT (its
         // handler drains and prints the summary), or exited.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         loop {
             if child.try_wait().unwrap().is_some() {
                 break;

@@ -97,11 +97,9 @@ static __noinline bool walk_back(struct call *st, __u64 at, __u64 off, __u64 mov
 	if (b->need)
 		return false;
 	if (kind == SRC_PIPE) {
-		st->idx = b->at;
-		st->count = b->nseg;
+		st->count = b->nseg | ((b->at & mask) << 32);
 	} else {
 		st->arg = b->at;
-		st->idx = 0;
 		/* The segment the iterator stopped in holds some of the bytes
 		 * only when it stopped inside it. */
 		st->count = b->nseg + (off > 0 ? 1 : 0);
@@ -122,7 +120,6 @@ static __always_inline void locate(struct call *st, struct msghdr *msg, __u64 si
 	/* Read as a number, not as a pointer the verifier would refuse to do
 	 * arithmetic on. */
 	__u64 seg = (__u64)BPF_CORE_READ(msg, msg_iter.kvec);
-	st->idx = 0;
 	st->arg = 0;
 	st->count = 0;
 	st->mode = SRC_NONE;
@@ -181,7 +178,6 @@ static __noinline int handle_kernel(struct task_struct *task, struct sock *sk, s
 		.sk = sk,
 		.dp = dp,
 		.addr = st->arg,
-		.idx = st->idx,
 		.count = st->count,
 		.mode = st->mode,
 	};
@@ -297,7 +293,6 @@ int BPF_PROG(spf_k_sendpage, struct socket *sock, struct page *page, int offset,
 	st->dir = DIR_SEND;
 	st->addr = 0;
 	st->addrlen = 0;
-	st->idx = 0;
 	/* The page pointer through the map value: a number, as page_address
 	 * needs it. */
 	st->arg = (__u64)page;
@@ -336,7 +331,6 @@ int BPF_PROG(spf_k_splice_read, struct socket *sock, long long *ppos, struct pip
 	st->mode = SRC_MODE(SRC_PIPE, ring - 1, 0);
 	if (!ring || (ring & (ring - 1)) || !walk_back(st, pipe->head, 0, ret)) {
 		st->arg = 0;
-		st->idx = 0;
 		st->count = 0;
 		st->mode = SRC_NONE;
 	}

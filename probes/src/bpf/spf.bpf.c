@@ -90,11 +90,11 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
  * filters run (what they drop is a hole a receive must fill), and the capture
  * is settled after the event went out. */
 static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp, struct sock *sk,
-				       __u64 addr, __u64 idx, __u64 count, __u64 mode)
+				       __u64 addr, __u64 count, __u64 mode)
 {
 	if (!dp) {
 		if (match_filters(hdr))
-			emit_data(hdr, addr, idx, count, mode);
+			emit_data(hdr, addr, count, mode);
 		return;
 	}
 	struct sock *peer = KREAD(struct unix_sock, sk, peer);
@@ -103,7 +103,7 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 	__u64 pos = hdr->pos;
 	__u64 captured = 0;
 	if (match_filters(hdr)) {
-		long got = emit_data(hdr, addr, idx, count, mode);
+		long got = emit_data(hdr, addr, count, mode);
 		/* A message counts whole or not at all. */
 		if (hdr->sock_type == SOCK_SEQPACKET)
 			captured = got == (long)hdr->len;
@@ -118,7 +118,7 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
  * data) only when its process differs from the last one reported, so that the
  * receiving end is known by name. */
 static __always_inline void recv_event(struct spf_event *hdr, struct dir_pos *dp, struct sock *sk,
-				       __u64 addr, __u64 idx, __u64 count, __u64 mode)
+				       __u64 addr, __u64 count, __u64 mode)
 {
 	__u64 skip = 0;
 	__u64 units = 0;
@@ -139,7 +139,7 @@ static __always_inline void recv_event(struct spf_event *hdr, struct dir_pos *dp
 	}
 	/* A message is copied whole or not at all. */
 	hdr->skip = hdr->sock_type == SOCK_STREAM ? skip : 0;
-	emit_data(hdr, addr, idx, count, mode);
+	emit_data(hdr, addr, count, mode);
 }
 
 /* One data syscall (or one message of sendmmsg/recvmmsg): the single place the
@@ -149,7 +149,6 @@ struct data_args {
 	struct sock *sk;
 	struct dir_pos *dp;
 	__u64 addr;
-	__u64 idx;
 	__u64 count;
 	__u64 mode;
 };
@@ -159,9 +158,9 @@ static __noinline int data_event(struct spf_event *hdr, struct data_args *a)
 	if (!hdr || !a)
 		return 0;
 	if (hdr->flags & SPF_F_RECV)
-		recv_event(hdr, a->dp, a->sk, a->addr, a->idx, a->count, a->mode);
+		recv_event(hdr, a->dp, a->sk, a->addr, a->count, a->mode);
 	else
-		send_event(hdr, a->dp, a->sk, a->addr, a->idx, a->count, a->mode);
+		send_event(hdr, a->dp, a->sk, a->addr, a->count, a->mode);
 	return 0;
 }
 

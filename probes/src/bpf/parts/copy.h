@@ -55,7 +55,8 @@ enum src_kind {
 	SRC_KBUF = 3, /* one kernel buffer */
 	SRC_KVEC = 4, /* an array of kvecs: kernel memory */
 	SRC_BVEC = 5, /* an array of bio_vecs: pages */
-	SRC_PIPE = 6, /* a pipe's ring of buffers (pages), from index `idx` */
+	SRC_PIPE = 6, /* a pipe's ring of buffers (pages); `count`'s high half is
+		       * the first one's index */
 	SRC_NONE = 7, /* bytes that moved where the probe cannot read them */
 };
 
@@ -352,7 +353,7 @@ static __always_inline int emit_header(const struct spf_event *hdr)
 
 /* Hands over the data of one event: hdr->len bytes moved, found as `mode`
  * says (see enum src_kind): in one buffer at `addr` of `count` bytes, or in
- * `count` segments of the array at `addr` from index `idx`; the first
+ * `count` segments of the array at `addr` (a pipe's: see SRC_PIPE); the first
  * hdr->skip bytes are passed over (the sender's capture holds them). `hdr`
  * is complete but for the data fields. Returns how many bytes from the first
  * one not skipped reached the ring in an event that reached it too (0 when
@@ -360,8 +361,7 @@ static __always_inline int emit_header(const struct spf_event *hdr)
  *
  * The copy's state is built in its map value rather than on the stack: the
  * deepest call chain is at the stack's limit (see spf_msghdr). */
-static __noinline long emit_data(struct spf_event *hdr, __u64 addr, __u64 idx, __u64 count,
-				 __u64 mode)
+static __noinline long emit_data(struct spf_event *hdr, __u64 addr, __u64 count, __u64 mode)
 {
 	if (!hdr)
 		return 0;
@@ -397,9 +397,11 @@ static __noinline long emit_data(struct spf_event *hdr, __u64 addr, __u64 idx, _
 		c->seg_left = count;
 		c->kern = kind == SRC_KBUF;
 	} else {
+		/* A pipe's first buffer may be anywhere in its ring. */
+		__u64 first = kind == SRC_PIPE ? count >> 32 : 0;
 		c->iov = addr;
-		c->iov_idx = idx;
-		c->iovcnt = idx + count;
+		c->iov_idx = first;
+		c->iovcnt = first + (count & 0xffffffff);
 		/* One segment covering all the data is by far the common case
 		 * (and read/write are that case): no loop for it. A segment that
 		 * cannot be read is tried again in the loop, which marks the

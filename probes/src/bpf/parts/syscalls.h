@@ -118,7 +118,6 @@ struct call {
 	__u64 count;   /* buffer size, iovec count or message count */
 	__u64 addr;    /* sendto's destination sockaddr; a kernel call's msg_name */
 	__u64 addrlen; /* its length (recvfrom: where the kernel wrote it) */
-	__u64 idx;     /* a kernel call's first segment (see emit_data) */
 	__u64 mode;    /* where the bytes are (see emit_data) */
 	__u8 kind;
 	__u8 dir;
