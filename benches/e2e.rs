@@ -22,7 +22,15 @@
 //!
 //! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
 //! ndjson file sink, the default) or `null` (NDJSON to stdout, redirected to
-//! /dev/null). Needs root.
+//! /dev/null), SPF_E2E_HOOK: the probe's hooks, `auto` (the default), `kernel`
+//! or `syscall` (`[source] hook`). Needs root.
+//!
+//! In the kernel matrix's VM (Debian 12's 6.1, which allows kernel hooks),
+//! with the bench built on the host first:
+//!
+//!     cargo bench --bench e2e --no-run
+//!     scripts/kernel-test --run 'for h in syscall kernel; do SPF_E2E_HOOK=$h \
+//!         target/release/deps/e2e-* pingpong devnull; done'
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
@@ -315,15 +323,17 @@ struct Spf {
     err: PathBuf,
 }
 
-fn start_spf(filter: &[String], sink: &str, dir: &Path) -> Spf {
+fn start_spf(filter: &[String], sink: &str, hook: &str, dir: &Path) -> Spf {
     let err = dir.join("spf.err");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spf"));
-    cmd.arg("run").args(filter).args(["--decoder", "raw"]);
+    cmd.arg("run")
+        .args(filter)
+        .args(["--decoder", "raw", "--hook", hook]);
     let out = if sink == "file" {
         let cfg = dir.join("e2e.toml");
         let out = dir.join("out.ndjson");
         let _ = std::fs::remove_file(&out);
-        let mut toml = String::from("[source]\ntype = \"unix\"\n");
+        let mut toml = format!("[source]\ntype = \"unix\"\nhook = {hook:?}\n");
         let mut args = filter.iter();
         while let Some(a) = args.next() {
             if a == "--path" {
@@ -369,8 +379,9 @@ fn has_bpf_link(pid: u32) -> bool {
     })
 }
 
-/// Stops spf as Ctrl-C does; returns the events it reported dropped.
-fn stop_spf(mut spf: Spf) -> (u64, Option<PathBuf>) {
+/// Stops spf as Ctrl-C does; returns the events it reported dropped, the
+/// hooks its summary says captured, and its output.
+fn stop_spf(mut spf: Spf) -> (u64, String, Option<PathBuf>) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(spf.child.id() as i32, libc::SIGINT) };
     let status = spf.child.wait().unwrap();
@@ -382,7 +393,13 @@ fn stop_spf(mut spf: Spf) -> (u64, Option<PathBuf>) {
         .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    (dropped, spf.out)
+    let capture = err
+        .rsplit("capture: ")
+        .next()
+        .filter(|_| err.contains("capture: "))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default();
+    (dropped, capture, spf.out)
 }
 
 /// The byte at `offset` of a stream whose first unit is number `first`.
@@ -482,6 +499,7 @@ fn main() {
     let pairs: usize = env_or("SPF_E2E_PAIRS", 10);
     let secs: f64 = env_or("SPF_E2E_SECS", 1.0);
     let sink = std::env::var("SPF_E2E_SINK").unwrap_or_else(|_| "file".into());
+    let hook = std::env::var("SPF_E2E_HOOK").unwrap_or_else(|_| "auto".into());
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -498,8 +516,12 @@ fn main() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut release = String::new();
+    if let Ok(r) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        release = r.trim().to_string();
+    }
     println!(
-        "e2e: {pairs} pairs of {secs} s slices, sink {sink}, load before: {}",
+        "e2e: kernel {release}, hook {hook}, {pairs} pairs of {secs} s slices, sink {sink}, load before: {}",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -512,12 +534,14 @@ fn main() {
         let mut ratios = Vec::new();
         let mut dropped = 0u64;
         let mut verdicts = Vec::new();
+        let mut captured_by = String::new();
         let mut before = w.slice(secs);
         for _ in 0..pairs {
-            let spf = start_spf(&w.filter(), &sink, dir.path());
+            let spf = start_spf(&w.filter(), &sink, &hook, dir.path());
             let traced = w.slice(secs);
-            let (d, out) = stop_spf(spf);
+            let (d, by, out) = stop_spf(spf);
             dropped += d;
+            captured_by = by;
             if let Some(out) = out {
                 verdicts.push(check(&out, w.as_ref(), &traced));
             }
@@ -540,5 +564,6 @@ fn main() {
                 format!("{bad} of {} slices wrong: {:?}", verdicts.len(), verdicts)
             }
         );
+        println!("{:9} capture: {captured_by}", "");
     }
 }

@@ -66,7 +66,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Read the pipeline from this TOML file (see spf.toml for a commented example).
-    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "write", "snaplen", "direction", "view"])]
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "write", "snaplen", "direction", "view", "hook"])]
     pub config: Option<PathBuf>,
 
     /// Capture sockets with this path: exact, prefix with a trailing `*`, or an
@@ -100,9 +100,17 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "VIEW")]
     pub view: Option<ViewArg>,
 
+    /// Which kernel hooks capture: `auto` (the default) uses hooks on the
+    /// kernel's AF_UNIX send and receive functions where the kernel allows
+    /// them (they also see sendfile, splice and io_uring, and cost nothing to
+    /// other processes), else the syscall exit hook; `syscall` and `kernel`
+    /// force one (`kernel` fails where it cannot load).
+    #[arg(long, value_enum, value_name = "HOOK")]
+    pub hook: Option<HookArg>,
+
     /// Replay a capture written with --output (or an ndjson sink) instead of
     /// capturing live. Needs no root.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen", "direction"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen", "direction", "hook"])]
     pub replay: Option<PathBuf>,
 
     /// How to decode the bytes: auto (the default: each connection by what its
@@ -196,6 +204,13 @@ pub enum DirectionArg {
     Both,
     Send,
     Recv,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookArg {
+    Auto,
+    Syscall,
+    Kernel,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use spf_pipeline::config::{self, Config, ConfigErrors, Registry};
 use spf_pipeline::runner::{self, Pipeline, RunOptions};
 use spf_pipeline::stage::tokio_stop::StopFlag;
 
-use crate::cli::{DirectionArg, OutFormat, RunArgs, TimeArg, ViewArg};
+use crate::cli::{DirectionArg, HookArg, OutFormat, RunArgs, TimeArg, ViewArg};
 use crate::{command, privileges};
 
 /// Every component type this build knows.
@@ -111,6 +111,14 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
                 DirectionArg::Recv => "recv",
             };
             source.insert("direction".into(), d.into());
+        }
+        if let Some(h) = args.hook {
+            let h = match h {
+                HookArg::Auto => "auto",
+                HookArg::Syscall => "syscall",
+                HookArg::Kernel => "kernel",
+            };
+            source.insert("hook".into(), h.into());
         }
         if let Some(s) = args.snaplen {
             source.insert(
@@ -225,6 +233,7 @@ fn flag_for_key<'a>(key: &'a str, args: &RunArgs) -> &'a str {
         "source.pid_tree" => "--pid-tree",
         "source.direction" => "--direction",
         "source.view" => "--view",
+        "source.hook" => "--hook",
         "decoder.type" | "decoder" => "--decoder",
         _ if base.starts_with("sink[") => match key.rsplit('.').next() {
             Some("verbose") => "-v",

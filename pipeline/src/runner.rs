@@ -112,6 +112,8 @@ pub struct Summary {
     pub output_closed: bool,
     /// Items the reorder stage had to hand on before their window passed.
     pub reorder_forced: u64,
+    /// How the source captured (see [`Source::capture`]).
+    pub capture: Option<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -139,6 +141,9 @@ impl std::fmt::Display for Summary {
         )?;
         if self.skipped > 0 {
             write!(f, "; skipped input {}", self.skipped)?;
+        }
+        if let Some(c) = &self.capture {
+            write!(f, "; capture: {c}")?;
         }
         Ok(())
     }
@@ -494,6 +499,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         decoder_is_raw,
         sinks,
     } = pipeline;
+    let capture = source.capture();
     let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
     let emitter = Emitter::new(tx, stop.clone());
     let mut source_task = tokio::spawn(source.run(emitter));
@@ -510,7 +516,10 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
             event_sinks,
             events_written: event_sinks && !decoder_is_raw && view == View::Syscalls,
             raw_name: "raw".into(),
-            summary: Summary::default(),
+            summary: Summary {
+                capture,
+                ..Summary::default()
+            },
             per_decoder: BTreeMap::new(),
             failure: None,
             remaining: opts.max_records,

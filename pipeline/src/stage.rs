@@ -21,6 +21,13 @@ pub trait Source: Send {
     /// A short description for messages, e.g. `file capture.ndjson`.
     fn describe(&self) -> String;
 
+    /// How the source captures, when it has a choice worth telling (the unix
+    /// source: which kernel hooks, and why): known once it is built, shown in
+    /// the exit summary.
+    fn capture(&self) -> Option<String> {
+        None
+    }
+
     fn run(self: Box<Self>, out: Emitter)
     -> BoxFuture<'static, Result<SourceSummary, SourceError>>;
 }

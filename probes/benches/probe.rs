@@ -9,7 +9,8 @@
 //!
 //! SPF_BENCH_PAIRS sets the pairs per workload (default 15), SPF_BENCH_SLICE
 //! the seconds per slice (default 0.2), SPF_BENCH_RING_SIZE the ring buffer
-//! (default: spf's default).
+//! (default: spf's default), SPF_BENCH_HOOK the hooks (`auto`, `kernel` or
+//! `syscall`, as `[source] hook`; default auto).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spf_pipeline::{Emitter, Source, SourceItem};
-use spf_probes::{AttachSwitch, DirectionFilter, UnixConfig};
+use spf_probes::{AttachSwitch, DirectionFilter, Hook, UnixConfig};
 
 // As in the spf binary: the reader allocates each event's buffer on one thread
 // and the consumer frees it on another.
@@ -156,9 +157,11 @@ impl Running {
             include_self: true,
             direction,
             ring_size: env_or("SPF_BENCH_RING_SIZE", spf_probes::DEFAULT_RING_SIZE),
+            hook: bench_hook(),
             ..UnixConfig::default()
         };
         let mut src = cfg.build_source().map_err(|e| e.to_string())?;
+        println!("  capture: {}", src.hook());
         let mut switch = src.attach_switch().map_err(|e| e.to_string())?;
         switch.off();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -303,6 +306,14 @@ fn alternate(
     Ok(p)
 }
 
+fn bench_hook() -> Hook {
+    match std::env::var("SPF_BENCH_HOOK").as_deref() {
+        Ok("kernel") => Hook::Kernel,
+        Ok("syscall") => Hook::Syscall,
+        _ => Hook::Auto,
+    }
+}
+
 fn main() {
     let pairs: usize = env_or("SPF_BENCH_PAIRS", 15);
     let slice = Duration::from_secs_f64(env_or("SPF_BENCH_SLICE", 0.2));
@@ -316,8 +327,11 @@ fn main() {
         println!("probe unavailable: {reason}");
         return;
     }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "probe benchmark: {pairs} pairs of {:.2} s slices per workload (hook detached / attached)",
+        "probe benchmark: kernel {}, hook {:?}, {pairs} pairs of {:.2} s slices per workload (hook detached / attached)",
+        release.trim(),
+        bench_hook(),
         slice.as_secs_f64()
     );
     type Work = (

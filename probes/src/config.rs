@@ -7,6 +7,7 @@ use spf_pipeline::View;
 use spf_pipeline::config::{BuildContext, BuildError, Section, SourceConfig};
 
 use crate::containers::{CgroupId, Names, cgroup_id, container_cgroups};
+use crate::hooks::Hook;
 use crate::skel::types;
 
 /// Bytes captured per event unless `snaplen` says otherwise.
@@ -144,6 +145,8 @@ struct RawConfig {
     cgroup: Option<Paths>,
     #[serde(default)]
     container: Option<Comms>,
+    #[serde(default)]
+    hook: Hook,
 }
 
 /// A validated `unix` source config.
@@ -170,6 +173,9 @@ pub struct UnixConfig {
     /// Keep only processes in these cgroups or below them (`cgroup` and the
     /// cgroups of `container`).
     pub cgroups: Vec<CgroupId>,
+    /// Which hooks capture: the kernel-function hooks where they work, or the
+    /// syscall exit hook (see hooks.rs).
+    pub hook: Hook,
 }
 
 impl Default for UnixConfig {
@@ -185,6 +191,7 @@ impl Default for UnixConfig {
             positions: false,
             follow: Vec::new(),
             cgroups: Vec::new(),
+            hook: Hook::Auto,
         }
     }
 }
@@ -383,6 +390,9 @@ impl UnixConfig {
         if self.direction != DirectionFilter::Both {
             parts.push(format!("direction={:?}", self.direction).to_lowercase());
         }
+        if self.hook != Hook::Auto {
+            parts.push(format!("hook={}", self.hook.name()));
+        }
         if parts.is_empty() {
             "unix sockets (all)".to_string()
         } else {
@@ -481,6 +491,7 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         positions: false,
         follow: Pids::into_vec(raw.pid_tree),
         cgroups,
+        hook: raw.hook,
     };
     errs.extend(cfg.validate());
     if errs.is_empty() { Ok(cfg) } else { Err(errs) }
@@ -671,6 +682,18 @@ mod tests {
         assert!(
             dbg.contains("prefix: true") && dbg.contains("prefix: false"),
             "{dbg}"
+        );
+    }
+
+    #[test]
+    fn hook_takes_auto_syscall_or_kernel() {
+        assert_eq!(from_toml("").unwrap().hook, Hook::Auto);
+        assert_eq!(from_toml("hook = \"syscall\"").unwrap().hook, Hook::Syscall);
+        assert_eq!(from_toml("hook = \"kernel\"").unwrap().hook, Hook::Kernel);
+        let e = parse("[source]\ntype = \"unix\"\nhook = \"kprobe\"\n").unwrap_err();
+        assert!(
+            e.contains("source.hook") && e.contains("auto") && e.contains("kernel"),
+            "{e}"
         );
     }
 

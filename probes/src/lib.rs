@@ -1,13 +1,15 @@
 //! The eBPF probe and the `unix` source: every byte sent and received on AF_UNIX
 //! sockets, as [`spf_pipeline::Event`]s.
 //!
-//! The BPF program (`src/bpf/spf.bpf.c`) hooks the syscall tracepoints; the record
+//! The BPF program (`src/bpf/spf.bpf.c`) hooks AF_UNIX's send and receive
+//! functions where the kernel allows it, the syscall exit tracepoint elsewhere; the record
 //! layouts and the settings live in one C header (`src/bpf/spf.h`) and reach Rust
 //! through the skeleton that `build.rs` generates.
 
 mod config;
 pub mod containers;
 mod features;
+mod hooks;
 mod pool;
 mod probe;
 mod proc_net;
@@ -29,6 +31,7 @@ mod skel {
 pub use config::{
     DEFAULT_RING_SIZE, DEFAULT_SNAPLEN, DirectionFilter, MAX_SNAPLEN, PathFilter, UnixConfig,
 };
+pub use hooks::{Hook, HookChoice};
 pub use probe::{AttachSwitch, bpf_unavailable_reason};
 
 /// The newest kernel feature the probe needs that this kernel lacks, as a
@@ -39,6 +42,13 @@ pub fn missing_kernel_feature() -> Option<String> {
     features::missing()
 }
 pub use source::UnixSource;
+
+/// Whether the kernel-function hooks load and attach on this kernel, or why
+/// not (one line, e.g. "fexit on unix_stream_sendmsg refused at load: EPERM").
+/// Needs the same privileges as the probe.
+pub fn kernel_hooks_usable() -> Result<(), String> {
+    hooks::kernel_hooks_usable()
+}
 
 use spf_pipeline::config::Registry;
 

@@ -10,6 +10,7 @@ use libbpf_rs::{MapCore as _, OpenObject, PrintLevel};
 use spf_pipeline::config::BuildError;
 
 use crate::config::UnixConfig;
+use crate::hooks::{Hook, HookChoice};
 use crate::skel::{SpfSkel, SpfSkelBuilder};
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -74,12 +75,35 @@ fn effective_caps() -> u64 {
 /// The loaded and attached probe. Detaches when dropped.
 pub(crate) struct Probe {
     pub(crate) skel: SpfSkel<'static>,
-    /// `/proc/self/fdinfo/N` of the program, opened while loading: the kernel's
-    /// count of skipped runs, read without `bpf()` and without privileges, so
-    /// that it still works after spf has dropped them (the directory itself is
-    /// out of reach then).
-    fdinfo: Option<std::fs::File>,
+    /// Which hooks capture, and why.
+    pub(crate) hook: HookChoice,
+    /// `/proc/self/fdinfo/N` of each attached program, opened while loading:
+    /// the kernel's count of skipped runs, read without `bpf()` and without
+    /// privileges, so that it still works after spf has dropped them (the
+    /// directory itself is out of reach then).
+    fdinfo: Vec<std::fs::File>,
 }
+
+/// Applies `$f` to each kernel-function hook program of a skeleton's
+/// `progs`/`links`, by name.
+macro_rules! kernel_progs {
+    ($f:ident) => {
+        $f!(spf_k_stream_send);
+        $f!(spf_k_stream_recv);
+        $f!(spf_k_dgram_send);
+        $f!(spf_k_dgram_recv);
+        $f!(spf_k_seqpacket_send);
+        $f!(spf_k_seqpacket_recv);
+        $f!(spf_k_sendpage);
+        $f!(spf_k_splice_read);
+        $f!(spf_k_connect);
+        $f!(spf_k_socketpair);
+    };
+}
+
+/// Kernel functions only some kernels have, with the program on each: loaded
+/// where the kernel has the function.
+const OPTIONAL_FUNCTIONS: [&str; 2] = ["unix_stream_sendpage", "unix_stream_splice_read"];
 
 impl Probe {
     pub(crate) fn load(cfg: &UnixConfig) -> Result<Probe, BuildError> {
@@ -90,8 +114,47 @@ impl Probe {
         HOOK.call_once(|| {
             libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
         });
-        let _ = take_log();
+        let probe = match cfg.hook {
+            Hook::Syscall => Probe::load_with(cfg, false)?,
+            Hook::Kernel => {
+                if let Err(why) = crate::hooks::kernel_hooks_usable() {
+                    return Err(BuildError::new(format!(
+                        "hook \"kernel\": this kernel ({}) does not let spf use kernel hooks: {why}; \
+                         hook \"auto\" uses the syscall exit hook here",
+                        crate::features::kernel_release()
+                    )));
+                }
+                Probe::load_with(cfg, true)?
+            }
+            Hook::Auto => match crate::hooks::kernel_hooks_usable() {
+                Ok(()) => match Probe::load_with(cfg, true) {
+                    Ok(p) => p,
+                    // A kernel that attaches fexit programs but refuses
+                    // these: the syscall hook still captures everything it
+                    // did before kernel hooks existed.
+                    Err(e) => Probe::load_with(cfg, false)
+                        .map(|p| p.because(format!("the kernel hooks did not load: {e}")))?,
+                },
+                Err(why) => Probe::load_with(cfg, false)
+                    .map(|p| p.because(format!("kernel hooks refused here: {why}")))?,
+            },
+        };
+        // SPF_BPF_LOG is the probe's verbose mode: which hooks, and why.
+        if std::env::var_os("SPF_BPF_LOG").is_some() {
+            eprintln!("spf: hook: {}", probe.hook);
+        }
+        Ok(probe)
+    }
 
+    fn because(mut self, why: String) -> Probe {
+        self.hook.why = why;
+        self
+    }
+
+    /// Loads and attaches the probe with the kernel-function hooks
+    /// (`kernel`) or the syscall exit hook.
+    fn load_with(cfg: &UnixConfig, kernel: bool) -> Result<Probe, BuildError> {
+        let _ = take_log();
         // The skeleton borrows this storage for its whole life; one small box
         // per probe loaded is the price of not being self-referential.
         let storage: &'static mut MaybeUninit<OpenObject> =
@@ -110,6 +173,20 @@ impl Probe {
             BuildError::new(format!("cannot size the ring buffer to {ring} bytes: {e}"))
         })?;
 
+        // One path or the other, never both: the kernel hooks make the
+        // syscall hook, which every syscall on the machine pays for, needless.
+        open.progs.spf_sys_exit.set_autoload(!kernel);
+        macro_rules! autoload {
+            ($p:ident) => {
+                open.progs.$p.set_autoload(kernel);
+            };
+        }
+        kernel_progs!(autoload);
+        if kernel {
+            let [sendpage, splice_read] = OPTIONAL_FUNCTIONS.map(crate::hooks::kernel_has_function);
+            open.progs.spf_k_sendpage.set_autoload(sendpage);
+            open.progs.spf_k_splice_read.set_autoload(splice_read);
+        }
         // Following processes through forks costs every fork on the machine a
         // program run: only when asked.
         if cfg.follow.is_empty() {
@@ -127,18 +204,32 @@ impl Probe {
                 .map_err(|e| BuildError::new(format!("cannot follow pid {pid}: {e}")))?;
         }
         skel.attach().map_err(|e| {
-            BuildError::new(format!(
-                "cannot attach the probe to the syscall exit tracepoint (tp_btf/sys_exit): {e}; \
-                 spf needs a kernel with BTF-enabled raw tracepoints and bpf_loop (Linux 5.17 or later)"
-            ))
+            BuildError::new(if kernel {
+                format!("cannot attach the kernel hooks (fexit on the AF_UNIX functions): {e}")
+            } else {
+                format!(
+                    "cannot attach the probe to the syscall exit tracepoint (tp_btf/sys_exit): {e}; \
+                     spf needs a kernel with BTF-enabled raw tracepoints and bpf_loop (Linux 5.17 or later)"
+                )
+            })
         })?;
         let _ = take_log();
-        let fdinfo = {
-            use std::os::fd::{AsFd, AsRawFd};
-            let fd = skel.progs.spf_sys_exit.as_fd().as_raw_fd();
-            std::fs::File::open(format!("/proc/self/fdinfo/{fd}")).ok()
-        };
-        Ok(Probe { skel, fdinfo })
+        let fdinfo = capture_fds(&skel)
+            .into_iter()
+            .filter_map(|fd| std::fs::File::open(format!("/proc/self/fdinfo/{fd}")).ok())
+            .collect();
+        Ok(Probe {
+            skel,
+            hook: HookChoice {
+                kernel,
+                why: if kernel {
+                    String::new()
+                } else {
+                    format!("hook = \"{}\"", Hook::Syscall.name())
+                },
+            },
+            fdinfo,
+        })
     }
 
     /// Events the kernel could not hand over, ever: ring buffer reservations
@@ -157,35 +248,76 @@ impl Probe {
         ring + self.skipped_runs()
     }
 
-    /// Takes the hook out of the skeleton into a switch (see [`AttachSwitch`]).
+    /// Takes the capture hooks out of the skeleton into a switch (see
+    /// [`AttachSwitch`]).
     pub(crate) fn attach_switch(&mut self) -> std::io::Result<AttachSwitch> {
         use std::os::fd::AsFd;
-        // A second switch would attach the program a second time: every
+        // A second switch would attach the programs a second time: every
         // event twice.
-        let link = self.skel.links.spf_sys_exit.take().ok_or_else(|| {
-            std::io::Error::new(
+        let mut links = Vec::new();
+        let mut progs = Vec::new();
+        let skel = &mut self.skel;
+        if let Some(l) = skel.links.spf_sys_exit.take() {
+            links.push(l);
+            progs.push(skel.progs.spf_sys_exit.as_fd().try_clone_to_owned()?);
+        }
+        macro_rules! take {
+            ($p:ident) => {
+                if let Some(l) = skel.links.$p.take() {
+                    links.push(l);
+                    progs.push(skel.progs.$p.as_fd().try_clone_to_owned()?);
+                }
+            };
+        }
+        kernel_progs!(take);
+        if links.is_empty() {
+            return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                "the probe's hook was handed out already",
-            )
-        })?;
-        let prog = self.skel.progs.spf_sys_exit.as_fd().try_clone_to_owned()?;
-        // The switch holds a link of its own making: one kind of link to
+                "the probe's hooks were handed out already",
+            ));
+        }
+        // The switch holds links of its own making: one kind of link to
         // drop and make again.
-        drop(link);
-        let mut switch = AttachSwitch { prog, link: None };
+        drop(links);
+        let mut switch = AttachSwitch {
+            progs,
+            links: Vec::new(),
+        };
         switch.on()?;
         Ok(switch)
     }
 
     fn skipped_runs(&self) -> u64 {
         use std::os::unix::fs::FileExt as _;
-        let Some(f) = &self.fdinfo else { return 0 };
-        // Reading from offset 0 has the kernel write the file anew. It is a few
-        // hundred bytes.
-        let mut buf = [0u8; 1024];
-        let n = f.read_at(&mut buf, 0).unwrap_or(0);
-        recursion_misses(&buf[..n])
+        let mut total = 0;
+        for f in &self.fdinfo {
+            // Reading from offset 0 has the kernel write the file anew. It is
+            // a few hundred bytes.
+            let mut buf = [0u8; 1024];
+            let n = f.read_at(&mut buf, 0).unwrap_or(0);
+            total += recursion_misses(&buf[..n]);
+        }
+        total
     }
+}
+
+/// The descriptors of the capture programs attached in `skel`: the syscall
+/// hook, or the kernel hooks.
+fn capture_fds(skel: &SpfSkel<'_>) -> Vec<i32> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut fds = Vec::new();
+    if skel.links.spf_sys_exit.is_some() {
+        fds.push(skel.progs.spf_sys_exit.as_fd().as_raw_fd());
+    }
+    macro_rules! fd {
+        ($p:ident) => {
+            if skel.links.$p.is_some() {
+                fds.push(skel.progs.$p.as_fd().as_raw_fd());
+            }
+        };
+    }
+    kernel_progs!(fd);
+    fds
 }
 
 /// The `recursion_misses` count of a BPF program's fdinfo text (0 when the
@@ -199,41 +331,46 @@ fn recursion_misses(fdinfo: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Detaches the probe's hook and attaches it again while the program stays
+/// Detaches the probe's hooks and attaches them again while the program stays
 /// loaded. Benchmarks use it to measure with and without the probe in quick
 /// alternation: a machine's speed drifts over seconds, and loading the program
 /// anew for every switch (the verifier alone takes a while) would make each
 /// pair of measurements seconds apart.
 #[doc(hidden)]
 pub struct AttachSwitch {
-    prog: std::os::fd::OwnedFd,
-    /// The link while attached: closing it detaches the program.
-    link: Option<std::os::fd::OwnedFd>,
+    progs: Vec<std::os::fd::OwnedFd>,
+    /// The links while attached: closing them detaches the programs.
+    links: Vec<std::os::fd::OwnedFd>,
 }
 
 impl AttachSwitch {
-    /// Attaches the hook if it is not.
+    /// Attaches the hooks if they are not.
     pub fn on(&mut self) -> std::io::Result<()> {
         use std::os::fd::{AsRawFd, FromRawFd};
-        if self.link.is_some() {
+        if !self.links.is_empty() {
             return Ok(());
         }
-        // A tp_btf program carries its tracepoint from load time: no name.
-        // SAFETY: plain syscall wrapper; a null name is allowed for tp_btf.
-        let fd = unsafe {
-            libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), self.prog.as_raw_fd())
-        };
-        if fd < 0 {
-            return Err(std::io::Error::from_raw_os_error(-fd));
+        for prog in &self.progs {
+            // A tp_btf or fexit program carries its target from load time:
+            // no name.
+            // SAFETY: plain syscall wrapper; a null name is allowed for these.
+            let fd = unsafe {
+                libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd())
+            };
+            if fd < 0 {
+                self.links.clear();
+                return Err(std::io::Error::from_raw_os_error(-fd));
+            }
+            // SAFETY: the kernel just handed over this descriptor.
+            self.links
+                .push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         }
-        // SAFETY: the kernel just handed over this descriptor.
-        self.link = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         Ok(())
     }
 
-    /// Detaches the hook if it is attached.
+    /// Detaches the hooks if they are attached.
     pub fn off(&mut self) {
-        self.link = None;
+        self.links.clear();
     }
 }
 

@@ -105,6 +105,11 @@ impl UnixSource {
         })
     }
 
+    /// Which hooks capture, and why.
+    pub fn hook(&self) -> &crate::HookChoice {
+        &self.probe.hook
+    }
+
     /// Hands over the probe's hook so that it can be turned off and on while
     /// the source runs: for benchmarks only.
     #[doc(hidden)]
@@ -200,6 +205,10 @@ impl UnixSource {
 impl Source for UnixSource {
     fn describe(&self) -> String {
         self.cfg.describe()
+    }
+
+    fn capture(&self) -> Option<String> {
+        Some(self.probe.hook.to_string())
     }
 
     fn run(

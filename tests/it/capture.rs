@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use spf_pipeline::{Direction, Emitter, Event, Lost, Source, SourceItem, SourceSummary};
-use spf_probes::UnixConfig;
+use spf_probes::{Hook, HookChoice, UnixConfig};
 
 static PROBE_LOCK: Mutex<()> = Mutex::new(());
 
@@ -20,9 +20,31 @@ pub fn required() -> bool {
     std::env::var("SPF_REQUIRE_BPF").is_ok_and(|v| v == "1")
 }
 
+/// The hooks the tests capture with: `SPF_TEST_HOOK=kernel` or `syscall`
+/// runs the whole suite on one path (the kernel matrix runs it on both); unset
+/// or `auto`, the probe chooses.
+pub fn test_hook() -> Hook {
+    match std::env::var("SPF_TEST_HOOK").as_deref() {
+        Ok("kernel") => Hook::Kernel,
+        Ok("syscall") => Hook::Syscall,
+        Ok("auto") | Err(_) => Hook::Auto,
+        Ok(other) => panic!("SPF_TEST_HOOK={other}: expected kernel, syscall or auto"),
+    }
+}
+
+/// `--hook` for the tests that run the spf binary, as [`test_hook`] says.
+pub fn hook_args() -> Vec<&'static str> {
+    match test_hook() {
+        Hook::Auto => Vec::new(),
+        h => vec!["--hook", h.name()],
+    }
+}
+
 /// A running capture: the source on its own runtime, a task collecting what it
 /// hands over.
 pub struct Capture {
+    /// Which hooks capture, and why.
+    pub hook: HookChoice,
     rt: tokio::runtime::Runtime,
     source: tokio::task::JoinHandle<Result<SourceSummary, spf_pipeline::SourceError>>,
     collect: tokio::task::JoinHandle<Vec<SourceItem>>,
@@ -30,6 +52,7 @@ pub struct Capture {
 }
 
 pub struct Captured {
+    pub hook: HookChoice,
     pub events: Vec<Arc<Event>>,
     pub lost: Vec<Lost>,
     /// (conn, ts_ns) of every connection reported closed.
@@ -59,6 +82,9 @@ pub fn bpf_ready(name: &str) -> bool {
 /// require it.
 pub fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
     cfg.include_self = true;
+    if cfg.hook == Hook::Auto {
+        cfg.hook = test_hook();
+    }
     if !bpf_ready(name) {
         return None;
     }
@@ -73,6 +99,7 @@ pub fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
             return None;
         }
     };
+    let hook = source.hook().clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -88,6 +115,7 @@ pub fn start(name: &str, mut cfg: UnixConfig) -> Option<Capture> {
         all
     });
     Some(Capture {
+        hook,
         rt,
         source,
         collect,
@@ -126,6 +154,7 @@ impl Capture {
             }
         }
         Captured {
+            hook: self.hook,
             events,
             lost,
             closed,

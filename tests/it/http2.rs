@@ -1478,6 +1478,7 @@ fn live_connection_view_through_spf_run() {
             "--comm",
             COMM,
         ])
+        .args(crate::capture::hook_args())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
         .stdin(std::process::Stdio::null())

@@ -60,6 +60,7 @@ impl LiveSpf {
         let err = dir.join("live.err");
         let child = spf()
             .args(["run", "--format", "ndjson", "--quiet"])
+            .args(crate::capture::hook_args())
             .args(args)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
@@ -98,7 +99,9 @@ impl LiveSpf {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Loading the probe is most of this: seconds on a real machine, a
+        // minute or more under an emulated CPU (the kernel matrix's VM).
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let text = std::fs::read_to_string(&live.out).unwrap_or_default();
             if text.contains("spf-canary") {
@@ -110,7 +113,7 @@ impl LiveSpf {
             }
             assert!(
                 Instant::now() < deadline,
-                "{name}: spf captured nothing within 30 s: {}",
+                "{name}: spf captured nothing within 180 s: {}",
                 live.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -5,6 +5,7 @@ mod command;
 mod util;
 
 mod conversation;
+mod hooks;
 mod http1;
 mod http2;
 mod http2_limits;

@@ -177,10 +177,57 @@ struct unix_address {
 };
 
 struct dentry;
+struct sockaddr;
 
 struct path {
 	void *mnt;
 	struct dentry *dentry;
+};
+
+/* Where a send or receive in the kernel finds its bytes (struct iov_iter):
+ * `kvec` stands for the whole union of segment pointers (iov, kvec, bvec,
+ * ubuf), which share one address in every layout; newer kernels renamed
+ * `iov` and moved `count` into an anonymous struct, which CO-RE follows by
+ * name. */
+enum iter_type {
+	ITER_IOVEC = 0,
+	ITER_KVEC = 1,
+	ITER_BVEC = 2,
+	ITER_PIPE = 3,
+	ITER_UBUF = 6,
+};
+
+struct kvec;
+
+struct iov_iter {
+	__u8 iter_type;
+	unsigned long iov_offset;
+	unsigned long count;
+	const struct kvec *kvec;
+	unsigned long nr_segs;
+};
+
+struct msghdr {
+	void *msg_name;
+	int msg_namelen;
+	struct iov_iter msg_iter;
+};
+
+/* Only its size is used (see page_address in parts/copy.h). */
+struct page {
+	unsigned long flags;
+};
+
+struct pipe_buffer {
+	struct page *page;
+	unsigned int offset;
+	unsigned int len;
+};
+
+struct pipe_inode_info {
+	unsigned int head;
+	unsigned int ring_size;
+	struct pipe_buffer *bufs;
 };
 
 struct unix_sock {
@@ -211,6 +258,13 @@ struct spf_msghdr {
 	__u64 msg_controllen;
 	__u32 msg_flags;
 	__u32 _pad1;
+};
+
+/* struct bio_vec: the same three fields in this order since Linux 2.6. */
+struct spf_bvec {
+	__u64 page;
+	__u32 len;
+	__u32 offset;
 };
 
 struct spf_mmsghdr {

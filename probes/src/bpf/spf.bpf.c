@@ -90,11 +90,11 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
  * filters run (what they drop is a hole a receive must fill), and the capture
  * is settled after the event went out. */
 static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp, struct sock *sk,
-				       __u64 addr, __u64 count, int is_iov)
+				       __u64 addr, __u64 count, __u64 mode)
 {
 	if (!dp) {
 		if (match_filters(hdr))
-			emit_data(hdr, addr, count, is_iov);
+			emit_data(hdr, addr, count, mode);
 		return;
 	}
 	struct sock *peer = KREAD(struct unix_sock, sk, peer);
@@ -103,7 +103,7 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 	__u64 pos = hdr->pos;
 	__u64 captured = 0;
 	if (match_filters(hdr)) {
-		long got = emit_data(hdr, addr, count, is_iov);
+		long got = emit_data(hdr, addr, count, mode);
 		/* A message counts whole or not at all. */
 		if (hdr->sock_type == SOCK_SEQPACKET)
 			captured = got == (long)hdr->len;
@@ -118,7 +118,7 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
  * data) only when its process differs from the last one reported, so that the
  * receiving end is known by name. */
 static __always_inline void recv_event(struct spf_event *hdr, struct dir_pos *dp, struct sock *sk,
-				       __u64 addr, __u64 count, int is_iov)
+				       __u64 addr, __u64 count, __u64 mode)
 {
 	__u64 skip = 0;
 	__u64 units = 0;
@@ -139,7 +139,7 @@ static __always_inline void recv_event(struct spf_event *hdr, struct dir_pos *dp
 	}
 	/* A message is copied whole or not at all. */
 	hdr->skip = hdr->sock_type == SOCK_STREAM ? skip : 0;
-	emit_data(hdr, addr, count, is_iov);
+	emit_data(hdr, addr, count, mode);
 }
 
 /* One data syscall (or one message of sendmmsg/recvmmsg): the single place the
@@ -150,7 +150,7 @@ struct data_args {
 	struct dir_pos *dp;
 	__u64 addr;
 	__u64 count;
-	int is_iov;
+	__u64 mode;
 };
 
 static __noinline int data_event(struct spf_event *hdr, struct data_args *a)
@@ -158,9 +158,9 @@ static __noinline int data_event(struct spf_event *hdr, struct data_args *a)
 	if (!hdr || !a)
 		return 0;
 	if (hdr->flags & SPF_F_RECV)
-		recv_event(hdr, a->dp, a->sk, a->addr, a->count, a->is_iov);
+		recv_event(hdr, a->dp, a->sk, a->addr, a->count, a->mode);
 	else
-		send_event(hdr, a->dp, a->sk, a->addr, a->count, a->is_iov);
+		send_event(hdr, a->dp, a->sk, a->addr, a->count, a->mode);
 	return 0;
 }
 
@@ -196,13 +196,13 @@ static __always_inline bool msg_event(struct spf_event *hdr, __u64 msgaddr, __u6
 	hdr->skip = 0;
 	hdr->flags &= SPF_F_RECV | SPF_F_TO_HI | SPF_F_CLIENT | SPF_F_SERVER;
 	if (dir == DIR_SEND && hdr->sock_type == SOCK_DGRAM && m->msg_name && m->msg_namelen > 2) {
-		if (send_to_path(hdr, m->msg_name, m->msg_namelen)) {
+		if (send_to_path(hdr, m->msg_name, m->msg_namelen, false)) {
 			hdr->flags |= SPF_F_CONN_BY_PATH;
 			hdr->conn = 0;
 		}
 	}
 	if (dir == DIR_RECV && hdr->sock_type == SOCK_DGRAM && m->msg_name)
-		recv_from_path(m->msg_name, m->msg_namelen);
+		recv_from_path(m->msg_name, m->msg_namelen, false);
 	return true;
 }
 
@@ -231,7 +231,7 @@ static long mmsg_step(__u32 i, void *arg)
 			.dp = c->dp,
 			.addr = m->msg_iov,
 			.count = m->msg_iovlen,
-			.is_iov = 1,
+			.mode = SRC_UIOV,
 		};
 		data_event(hdr, &a);
 	}
@@ -303,14 +303,14 @@ static __noinline int handle_exit(struct task_struct *task, struct sock *sk, str
 
 	__u64 addr = st->arg;
 	__u64 count = st->count;
-	int is_iov = 0;
+	__u64 mode = SRC_UBUF;
 	switch (st->kind) {
 	case K_PLAIN:
 		hdr->len = ret;
 		/* Only a datagram goes where its address says; stream and
 		 * seqpacket sockets ignore one. */
 		if (dir == DIR_SEND && hdr->sock_type == SOCK_DGRAM && st->addr && st->addrlen > 2) {
-			if (send_to_path(hdr, st->addr, st->addrlen)) {
+			if (send_to_path(hdr, st->addr, st->addrlen, false)) {
 				hdr->flags |= SPF_F_CONN_BY_PATH;
 				hdr->conn = 0;
 			}
@@ -320,12 +320,12 @@ static __noinline int handle_exit(struct task_struct *task, struct sock *sk, str
 		    (spf_cfg.n_paths || spf_cfg.n_pids)) {
 			__u32 alen = 0;
 			if (!bpf_probe_read_user(&alen, sizeof(alen), (void *)st->addrlen))
-				recv_from_path(st->addr, alen);
+				recv_from_path(st->addr, alen, false);
 		}
 		break;
 	case K_IOV:
 		hdr->len = ret;
-		is_iov = 1;
+		mode = SRC_UIOV;
 		break;
 	case K_MSG: {
 		__u32 zero = 0;
@@ -334,7 +334,7 @@ static __noinline int handle_exit(struct task_struct *task, struct sock *sk, str
 			return 0;
 		addr = m->msg_iov;
 		count = m->msg_iovlen;
-		is_iov = 1;
+		mode = SRC_UIOV;
 		break;
 	}
 	case K_MMSG: {
@@ -352,12 +352,15 @@ static __noinline int handle_exit(struct task_struct *task, struct sock *sk, str
 	default:
 		return 0;
 	}
+	/* Through the map value: the verifier must not know which mode this
+	 * is when it walks data_event (see spf_call). */
+	st->mode = mode;
 	struct data_args a = {
 		.sk = sk,
 		.dp = dp,
 		.addr = addr,
 		.count = count,
-		.is_iov = is_iov,
+		.mode = *(volatile __u64 *)&st->mode,
 	};
 	data_event(hdr, &a);
 	return 0;
@@ -537,3 +540,5 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	handle_exit(task, sk, c, ret);
 	return 0;
 }
+
+#include "kernel_hooks.h"

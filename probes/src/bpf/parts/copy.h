@@ -43,12 +43,33 @@ DEFINE_CHUNK(512);
 DEFINE_CHUNK(4096);
 DEFINE_CHUNK(32768);
 
+/* Where an event's bytes are: the low byte of emit_data's `mode`. The
+ * syscall hook finds them in the process (a buffer, an iovec array); the
+ * kernel-function hooks find them through the kernel's iov_iter, whose
+ * segments may be the process's memory, kernel memory or pages (sendfile and
+ * splice), or in a pipe's buffers (splice out of a socket). */
+enum src_kind {
+	SRC_UBUF = 0, /* one buffer of the process: `count` bytes at `addr` */
+	SRC_UIOV = 1, /* the process's array of `count` iovecs */
+	SRC_IOV = 2,  /* a kernel copy of an iovec array; the data in the process */
+	SRC_KBUF = 3, /* one kernel buffer */
+	SRC_KVEC = 4, /* an array of kvecs: kernel memory */
+	SRC_BVEC = 5, /* an array of bio_vecs: pages */
+	SRC_PIPE = 6, /* a pipe's ring of buffers (pages); `count`'s high half is
+		       * the first one's index */
+	SRC_NONE = 7, /* bytes that moved where the probe cannot read them */
+};
+
+/* `mode` = kind | pipe ring mask << 8 | bytes to pass over in the first
+ * segment << 32. */
+#define SRC_MODE(kind, mask, first_off) ((__u64)(kind) | ((__u64)(mask) << 8) | ((__u64)(first_off) << 32))
+
 /* State of one event's copy, advanced by bpf_loop one step at a time: a step
- * reads the next iovec, skips what is not to be copied, or emits one chunk. */
+ * reads the next segment, skips what is not to be copied, or emits one chunk. */
 struct copy_ctx {
-	__u64 iov;      /* user address of the iovec array, 0 for one buffer */
-	__u64 iovcnt;
-	__u64 iov_idx;
+	__u64 iov;      /* address of the segment array, 0 for one buffer */
+	__u64 iovcnt;   /* index past the last segment */
+	__u64 iov_idx;  /* next segment */
 	__u64 seg;      /* current buffer and what is left of it */
 	__u64 seg_left;
 	__u64 skip;     /* bytes still to pass over before copying */
@@ -58,9 +79,91 @@ struct copy_ctx {
 	__u32 tid;
 	__u32 total;
 	__u32 flags;    /* SPF_F_DROPPED / SPF_F_FAULT when the copy stopped early */
-	__u32 _pad;
+	__u32 kind;     /* enum src_kind */
 	__u64 seq;      /* events emitted on this CPU, for cookies */
+	__u32 mask;     /* SRC_PIPE: the ring's index mask */
+	__u32 kern;     /* the current buffer is kernel memory */
 };
+
+/* The kernel address of a page's memory: its place in the page array
+ * (vmemmap) gives its frame, and the direct map holds every frame at
+ * page_offset_base + frame * 4096. Both bases move with KASLR: they are read
+ * from the kernel's variables, found through kallsyms; the defaults are
+ * those of a kernel without a randomised layout. On other architectures
+ * page data is not read (the bytes count as not captured). */
+#if defined(__TARGET_ARCH_x86)
+extern const void vmemmap_base __ksym __weak;
+extern const void page_offset_base __ksym __weak;
+
+static __always_inline __u64 page_address(__u64 page)
+{
+	__u64 vmemmap = 0xffffea0000000000ULL;
+	__u64 direct = 0xffff888000000000ULL;
+	if (&vmemmap_base)
+		bpf_probe_read_kernel(&vmemmap, sizeof(vmemmap), &vmemmap_base);
+	if (&page_offset_base)
+		bpf_probe_read_kernel(&direct, sizeof(direct), &page_offset_base);
+	__u64 size = bpf_core_type_size(struct page);
+	if (!page || page < vmemmap || !size)
+		return 0;
+	return direct + ((page - vmemmap) / size) * 4096;
+}
+#else
+static __always_inline __u64 page_address(__u64 page)
+{
+	return 0;
+}
+#endif
+
+/* Reads segment `c->iov_idx` of the array: where its bytes are and how many.
+ * Returns 0, or -1 when it cannot be read. */
+static __always_inline int next_seg(struct copy_ctx *c)
+{
+	__u32 kind = c->kind;
+	__u64 base = 0;
+	__u64 len = 0;
+	__u32 kern = 1;
+	if (kind == SRC_UIOV || kind == SRC_IOV || kind == SRC_KVEC) {
+		struct spf_iovec v = {};
+		void *at = (void *)(c->iov + c->iov_idx * sizeof(v));
+		long err = kind == SRC_UIOV ? bpf_probe_read_user(&v, sizeof(v), at)
+					    : bpf_probe_read_kernel(&v, sizeof(v), at);
+		if (err)
+			return -1;
+		base = v.iov_base;
+		len = v.iov_len;
+		kern = kind == SRC_KVEC;
+	} else if (kind == SRC_BVEC) {
+		struct spf_bvec b = {};
+		if (bpf_probe_read_kernel(&b, sizeof(b), (void *)(c->iov + c->iov_idx * sizeof(b))))
+			return -1;
+		base = page_address(b.page);
+		if (!base)
+			return -1;
+		base += b.offset;
+		len = b.len;
+	} else if (kind == SRC_PIPE) {
+		struct pipe_buffer *buf = (struct pipe_buffer *)(c->iov + (c->iov_idx & c->mask) *
+								  bpf_core_type_size(struct pipe_buffer));
+		base = page_address((__u64)BPF_CORE_READ(buf, page));
+		if (!base)
+			return -1;
+		base += BPF_CORE_READ(buf, offset);
+		len = BPF_CORE_READ(buf, len);
+	} else {
+		return -1;
+	}
+	c->seg = base;
+	c->seg_left = len;
+	c->kern = kern;
+	c->iov_idx++;
+	return 0;
+}
+
+/* Reads `n` bytes of the process's memory, or of the kernel's. */
+#define READ_DATA(kern, dst, n, src)                                                       \
+	((kern) ? bpf_probe_read_kernel((dst), (n), (void *)(src))                          \
+		: bpf_probe_read_user((dst), (n), (void *)(src)))
 
 /* Emits one chunk record of size class N holding `n` (<= N) bytes from `src`.
  * Returns 0, -1 when the ring is full, -2 when the read faulted. */
@@ -74,7 +177,7 @@ struct copy_ctx {
 			__u32 __n = (n);                                                    \
 			if (__n > N)                                                        \
 				__n = N;                                                    \
-			if (bpf_probe_read_user(__rec->data, __n, (void *)(src))) {         \
+			if (READ_DATA((c)->kern, __rec->data, __n, src)) {                  \
 				bpf_ringbuf_discard(__rec, BPF_RB_NO_WAKEUP);               \
 				__r = -2;                                                   \
 			} else {                                                            \
@@ -112,18 +215,14 @@ static long copy_step(__u32 i, void *arg)
 	if (c->remaining == 0)
 		return 1;
 	if (c->seg_left == 0) {
-		/* bpf_loop's count bounds the iovecs read; the kernel refuses more
-		 * than SPF_MAX_IOV before any data moves. */
+		/* bpf_loop's count bounds the segments read; the kernel refuses more
+		 * than SPF_MAX_IOV iovecs before any data moves. */
 		if (!c->iov || c->iov_idx >= c->iovcnt)
 			return 1;
-		struct spf_iovec v = {};
-		if (bpf_probe_read_user(&v, sizeof(v), (void *)(c->iov + c->iov_idx * sizeof(v)))) {
+		if (next_seg(c)) {
 			c->flags |= SPF_F_FAULT;
 			return 1;
 		}
-		c->iov_idx++;
-		c->seg = v.iov_base;
-		c->seg_left = v.iov_len;
 		return 0;
 	}
 	if (c->skip) {
@@ -179,11 +278,11 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 
 /* Fills a reserved event record: fixed header, then `n` bytes read from the
  * process at `src` into `data`. */
-#define FILL_INLINE(rec, data, hdr, src, n)                                                \
+#define FILL_INLINE(rec, data, hdr, kern, src, n)                                          \
 	({                                                                                  \
 		struct spf_event *__h = (void *)(rec);                                      \
 		__builtin_memcpy(__h, (hdr), SPF_EVENT_FIXED);                              \
-		if (bpf_probe_read_user((data), (n), (void *)(src))) {                      \
+		if (READ_DATA(kern, (data), (n), (src))) {                                  \
 			__h->flags |= SPF_F_FAULT | SPF_F_TRUNCATED;                        \
 			__h->captured = 0;                                                  \
 		} else {                                                                    \
@@ -193,7 +292,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 
 /* Emits an event record of size class N with its `n` (<= N) bytes of data.
  * Returns 0, -1 when the ring is full, -2 when reading the data faulted. */
-#define EMIT_INLINE(N, hdr, src, n)                                                        \
+#define EMIT_INLINE(N, hdr, kern, src, n)                                                       \
 	({                                                                                  \
 		int __r = 0;                                                                \
 		__u32 __n = (n);                                                            \
@@ -205,7 +304,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 			if (!__rec) {                                                       \
 				__r = -1;                                                   \
 			} else {                                                            \
-				FILL_INLINE(__rec, __rec->data, hdr, src, __n);             \
+				FILL_INLINE(__rec, __rec->data, hdr, kern, src, __n);             \
 				if (((struct spf_event *)(void *)__rec)->flags & SPF_F_FAULT) \
 					__r = -2;                                           \
 				bpf_ringbuf_submit(__rec, wake_flags());                    \
@@ -217,7 +316,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 				__r = -1;                                                   \
 			} else {                                                            \
 				__u32 __pl = put_path(__rec->rest, hdr);                    \
-				FILL_INLINE(__rec, __rec->rest + __pl, hdr, src, __n);      \
+				FILL_INLINE(__rec, __rec->rest + __pl, hdr, kern, src, __n);      \
 				if (((struct spf_event *)(void *)__rec)->flags & SPF_F_FAULT) \
 					__r = -2;                                           \
 				bpf_ringbuf_submit(__rec, wake_flags());                    \
@@ -252,13 +351,17 @@ static __always_inline int emit_header(const struct spf_event *hdr)
 	return 0;
 }
 
-/* Hands over the data of one event: hdr->len bytes moved, found in either one
- * buffer (`addr`, `count` bytes) or, with `is_iov`, an array of `count` iovecs;
- * the first hdr->skip bytes are passed over (the sender's capture holds them).
- * `hdr` is complete but for the data fields. Returns how many bytes from the
- * first one not skipped reached the ring in an event that reached it too (0
- * when the event was lost). */
-static __noinline long emit_data(struct spf_event *hdr, __u64 addr, __u64 count, int is_iov)
+/* Hands over the data of one event: hdr->len bytes moved, found as `mode`
+ * says (see enum src_kind): in one buffer at `addr` of `count` bytes, or in
+ * `count` segments of the array at `addr` (a pipe's: see SRC_PIPE); the first
+ * hdr->skip bytes are passed over (the sender's capture holds them). `hdr`
+ * is complete but for the data fields. Returns how many bytes from the first
+ * one not skipped reached the ring in an event that reached it too (0 when
+ * the event was lost).
+ *
+ * The copy's state is built in its map value rather than on the stack: the
+ * deepest call chain is at the stack's limit (see spf_msghdr). */
+static __noinline long emit_data(struct spf_event *hdr, __u64 addr, __u64 count, __u64 mode)
 {
 	if (!hdr)
 		return 0;
@@ -271,74 +374,84 @@ static __noinline long emit_data(struct spf_event *hdr, __u64 addr, __u64 count,
 		cap = spf_cfg.snaplen;
 
 	__u32 zero = 0;
-	struct copy_ctx *cp = bpf_map_lookup_elem(&spf_copy, &zero);
-	if (!cp)
+	struct copy_ctx *c = bpf_map_lookup_elem(&spf_copy, &zero);
+	if (!c)
 		return 0;
-	struct copy_ctx c = {};
-	c.tid = hdr->tid;
-	c.total = cap;
-	c.remaining = cap;
-	c.skip = skip;
-	if (is_iov) {
-		/* One iovec covering all the data is by far the common case (and
-		 * read/write are that case): treat it as a plain buffer. */
-		c.iov = addr;
-		c.iovcnt = count;
-		if (count > 0) {
-			struct spf_iovec v = {};
-			if (bpf_probe_read_user(&v, sizeof(v), (void *)addr) == 0) {
-				c.iov_idx = 1;
-				c.seg = v.iov_base;
-				c.seg_left = v.iov_len;
-			}
-		}
+	__u32 kind = mode & 0xff;
+	c->kind = kind;
+	c->mask = (mode >> 8) & 0xffffff;
+	c->tid = hdr->tid;
+	c->total = cap;
+	c->remaining = cap;
+	c->copied = 0;
+	c->flags = 0;
+	c->skip = skip + (mode >> 32);
+	c->seg = 0;
+	c->seg_left = 0;
+	c->kern = 0;
+	if (kind == SRC_UBUF || kind == SRC_KBUF) {
+		c->iov = 0;
+		c->iovcnt = 0;
+		c->iov_idx = 0;
+		c->seg = addr;
+		c->seg_left = count;
+		c->kern = kind == SRC_KBUF;
 	} else {
-		c.seg = addr;
-		c.seg_left = count;
+		/* A pipe's first buffer may be anywhere in its ring. */
+		__u64 first = kind == SRC_PIPE ? count >> 32 : 0;
+		c->iov = addr;
+		c->iov_idx = first;
+		c->iovcnt = first + (count & 0xffffffff);
+		/* One segment covering all the data is by far the common case
+		 * (and read/write are that case): no loop for it. A segment that
+		 * cannot be read is tried again in the loop, which marks the
+		 * fault. */
+		if (count > 0 && kind != SRC_NONE)
+			next_seg(c);
 	}
 	/* A skip within the first buffer needs no loop. */
-	if (c.skip && c.seg_left > c.skip) {
-		c.seg += c.skip;
-		c.seg_left -= c.skip;
-		c.skip = 0;
+	if (c->skip && c->seg_left > c->skip) {
+		c->seg += c->skip;
+		c->seg_left -= c->skip;
+		c->skip = 0;
 	}
 
 	/* Unique per thread is enough; per CPU and CPU number is that. */
-	cp->seq++;
-	c.seq = cp->seq;
-	c.cookie = ((__u64)bpf_get_smp_processor_id() << 48) | (cp->seq & 0xffffffffffffULL);
-	hdr->cookie = c.cookie;
+	c->seq++;
+	c->cookie = ((__u64)bpf_get_smp_processor_id() << 48) | (c->seq & 0xffffffffffffULL);
+	hdr->cookie = c->cookie;
 
-	if (cap <= INLINE_MAX && !c.skip && c.seg_left >= cap) {
+	if (cap <= INLINE_MAX && !c->skip && c->seg_left >= cap) {
 		int r;
 		__u64 n = cap;
+		__u32 kern = c->kern;
+		__u64 src = c->seg;
 		if (n <= 64)
-			r = EMIT_INLINE(64, hdr, c.seg, n);
+			r = EMIT_INLINE(64, hdr, kern, src, n);
 		else if (n <= 512)
-			r = EMIT_INLINE(512, hdr, c.seg, n);
+			r = EMIT_INLINE(512, hdr, kern, src, n);
 		else
-			r = EMIT_INLINE(4096, hdr, c.seg, n);
+			r = EMIT_INLINE(4096, hdr, kern, src, n);
 		if (r == -1)
 			count_lost();
 		return r == 0 ? (long)n : 0;
 	}
 
-	*cp = c;
-	struct copy_ref ref = { .c = cp };
+	struct copy_ref ref = { .c = c };
 	bpf_loop(3 * SPF_MAX_IOV + 2 + (spf_cfg.snaplen / CHUNK_MAX), copy_step, &ref, 0);
-	c.flags = cp->flags;
-	c.copied = cp->copied;
+	__u32 flags = c->flags;
+	__u64 copied = c->copied;
 
-	hdr->flags |= SPF_F_CHUNKED | c.flags;
-	hdr->captured = c.copied;
-	if (c.copied + skip < len)
+	hdr->flags |= SPF_F_CHUNKED | flags;
+	hdr->captured = copied;
+	if (copied + skip < len)
 		hdr->flags |= SPF_F_TRUNCATED;
-	if (c.flags & SPF_F_DROPPED)
+	if (flags & SPF_F_DROPPED)
 		count_lost();
 	int r = emit_header(hdr);
-	if (r < 0 && !(c.flags & SPF_F_DROPPED))
+	if (r < 0 && !(flags & SPF_F_DROPPED))
 		count_lost();
-	return r == 0 ? (long)c.copied : 0;
+	return r == 0 ? (long)copied : 0;
 }
 
 #endif

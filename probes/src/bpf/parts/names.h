@@ -69,10 +69,11 @@ static __always_inline bool read_sock_path(struct spf_event *hdr, struct sock *s
 	return n > 0;
 }
 
-/* Reads a sockaddr_un of `ulen` bytes from the process's memory into `dst`
- * (NAME_WORDS words); returns the name's length, -1 if there is none. As
- * read_name, it reads only the name's bytes and clears the rest. */
-static __always_inline int read_user_name(__u8 *dst, __u64 uaddr, __u64 ulen)
+/* Reads a sockaddr_un of `ulen` bytes from the process's memory (or, with
+ * `kern`, the kernel's copy of it) into `dst` (NAME_WORDS words); returns the
+ * name's length, -1 if there is none. As read_name, it reads only the name's
+ * bytes and clears the rest. */
+static __always_inline int read_user_name(__u8 *dst, __u64 uaddr, __u64 ulen, bool kern)
 {
 	if (!uaddr || ulen <= sizeof(unsigned short))
 		return -1;
@@ -80,7 +81,8 @@ static __always_inline int read_user_name(__u8 *dst, __u64 uaddr, __u64 ulen)
 	if (plen > SPF_PATH_MAX)
 		plen = SPF_PATH_MAX;
 	clear_name(dst);
-	if (bpf_probe_read_user(dst, plen, (void *)(uaddr + sizeof(unsigned short))))
+	void *at = (void *)(uaddr + sizeof(unsigned short));
+	if (kern ? bpf_probe_read_kernel(dst, plen, at) : bpf_probe_read_user(dst, plen, at))
 		return -1;
 	if (dst[0] != 0) {
 		int n = 0;
@@ -95,9 +97,10 @@ static __always_inline int read_user_name(__u8 *dst, __u64 uaddr, __u64 ulen)
 }
 
 /* Reads a destination sockaddr_un from the process's memory into hdr->path. */
-static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen)
+static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen,
+					   bool kern)
 {
-	int n = read_user_name(hdr->path, uaddr, ulen);
+	int n = read_user_name(hdr->path, uaddr, ulen, kern);
 	if (n < 0)
 		return false;
 	hdr->path_len = n;
@@ -105,8 +108,9 @@ static __always_inline bool read_user_path(struct spf_event *hdr, __u64 uaddr, _
 }
 
 /* A datagram sent to an address: the sender's own name becomes the second
- * path the filter may match, the address the event's path. */
-static __always_inline bool send_to_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen)
+ * path the filter may match, the address the event's path. `kern`: the
+ * address is the kernel's copy (kernel-function hooks). */
+static __always_inline bool send_to_path(struct spf_event *hdr, __u64 uaddr, __u64 ulen, bool kern)
 {
 	if (spf_cfg.n_paths) {
 		__u32 zero = 0;
@@ -116,12 +120,12 @@ static __always_inline bool send_to_path(struct spf_event *hdr, __u64 uaddr, __u
 			alt->len = hdr->path_len;
 		}
 	}
-	return read_user_path(hdr, uaddr, ulen);
+	return read_user_path(hdr, uaddr, ulen, kern);
 }
 
 /* A datagram received with its source address asked for: that address is the
  * second path the filter may match. `ulen` is the length the kernel wrote. */
-static __always_inline void recv_from_path(__u64 uaddr, __u64 ulen)
+static __always_inline void recv_from_path(__u64 uaddr, __u64 ulen, bool kern)
 {
 	if (!spf_cfg.n_paths && !spf_cfg.n_pids)
 		return;
@@ -129,7 +133,7 @@ static __always_inline void recv_from_path(__u64 uaddr, __u64 ulen)
 	struct alt_path *alt = bpf_map_lookup_elem(&spf_alt, &zero);
 	if (!alt)
 		return;
-	int n = read_user_name(alt->bytes, uaddr, ulen);
+	int n = read_user_name(alt->bytes, uaddr, ulen, kern);
 	if (n > 0)
 		alt->len = n;
 }

@@ -108,14 +108,17 @@ static __always_inline int classify(long nr, __u8 *dir)
 	return K_NONE;
 }
 
-/* The data syscall being looked at, from its saved registers. It lives in a
- * map value (spf_call), not on the stack, and the task and socket pointers go
- * to handle_exit as arguments: see there. */
+/* The data syscall being looked at, from its saved registers, or the kernel
+ * call a kernel-function hook found. It lives in a map value (spf_call), not
+ * on the stack, and the task and socket pointers go to handle_exit and
+ * handle_kernel as arguments: see there. */
 struct call {
-	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array */
+	__u64 arg;     /* buffer, iovec array, msghdr or mmsghdr array; for a
+			* kernel call the segments (see emit_data) */
 	__u64 count;   /* buffer size, iovec count or message count */
-	__u64 addr;    /* sendto's destination sockaddr */
-	__u64 addrlen;
+	__u64 addr;    /* sendto's destination sockaddr; a kernel call's msg_name */
+	__u64 addrlen; /* its length (recvfrom: where the kernel wrote it) */
+	__u64 mode;    /* where the bytes are (see emit_data) */
 	__u8 kind;
 	__u8 dir;
 };
