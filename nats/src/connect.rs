@@ -86,7 +86,10 @@ pub fn unknown_keys(s: &mut Section<'_>, own: &[&str]) -> bool {
         if !CONNECT_KEYS.contains(&k.as_str()) && !own.contains(&k.as_str()) {
             let mut all: Vec<&str> = own.iter().chain(CONNECT_KEYS).copied().collect();
             all.sort_unstable();
-            s.error(k, format!("unknown field `{k}`, expected one of: {}", all.join(", ")));
+            s.error(
+                k,
+                format!("unknown field `{k}`, expected one of: {}", all.join(", ")),
+            );
             ok = false;
         }
     }
@@ -138,14 +141,22 @@ impl ConnectConfig {
         }
         if self.user.is_some() != self.password.is_some() {
             s.error(
-                if self.user.is_some() { "password" } else { "user" },
+                if self.user.is_some() {
+                    "password"
+                } else {
+                    "user"
+                },
                 "user and password go together",
             );
             ok = false;
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             s.error(
-                if self.tls_cert.is_some() { "tls_key" } else { "tls_cert" },
+                if self.tls_cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                },
                 "tls_cert and tls_key go together",
             );
             ok = false;
@@ -205,11 +216,8 @@ impl ConnectConfig {
     /// itself whenever the connection drops.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, String> {
         let o = self.options(name).await?;
-        let addrs: Vec<async_nats::ServerAddr> = self
-            .servers
-            .iter()
-            .filter_map(|u| u.parse().ok())
-            .collect();
+        let addrs: Vec<async_nats::ServerAddr> =
+            self.servers.iter().filter_map(|u| u.parse().ok()).collect();
         // The client's own timeout covers one attempt; a refused connection
         // must not turn into retries for ever here.
         let deadline = Duration::from_millis(self.connect_timeout_ms.saturating_mul(2));
@@ -228,11 +236,13 @@ impl ConnectConfig {
 /// Reads an NKey seed file: the first line that looks like a seed (`S...`),
 /// so that files with comments, as `nsc` writes them, work too.
 fn read_seed(p: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| format!("nkey seed file `{}`: {e}", p.display()))?;
+    let text =
+        std::fs::read_to_string(p).map_err(|e| format!("nkey seed file `{}`: {e}", p.display()))?;
     text.lines()
         .map(str::trim)
-        .find(|l| l.starts_with('S') && l.len() > 40 && l.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .find(|l| {
+            l.starts_with('S') && l.len() > 40 && l.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
         .map(str::to_string)
         .ok_or_else(|| format!("nkey seed file `{}`: no seed in it", p.display()))
 }
@@ -248,7 +258,11 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    if name.is_empty() { "localhost".into() } else { name }
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// A node name as one subject token: NATS subjects split on `.`, and `*`, `>`

@@ -2,6 +2,7 @@
 //! temporary directory, a free port): node spf processes publish raw events,
 //! a central spf consumes and decodes them.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -196,6 +197,7 @@ fn stored_records(url: &str, subject: &str) -> u64 {
                 };
                 h("Spf-First") + h("Spf-Records")
             }
+            // Nothing stored on the subject yet.
             Err(_) => 0,
         }
     })
@@ -206,7 +208,7 @@ fn node_config(dir: &Path, name: &str, url: &str, input: &Path, extra: &str) -> 
         dir,
         &format!("{name}.toml"),
         format!(
-            "[source]\ntype = \"file\"\npath = \"{}\"\n[decoder]\ntype = \"raw\"\n\
+            "[source]\ntype = \"file\"\npath = \"{}\"\nview = \"syscalls\"\n[decoder]\ntype = \"raw\"\n\
              [[sink]]\ntype = \"nats\"\nservers = \"{url}\"\nnode = \"{name}\"\n{extra}",
             input.display()
         ),
@@ -316,17 +318,24 @@ async fn record_http2(node: &str, conns: u64, requests: usize, capture: &Path) -
     tokio::spawn(async move {
         while let Ok((stream, _)) = server.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let path = req.uri().path().to_string();
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .status(200)
-                            .header("x-path", path.clone())
-                            .body(Full::new(Bytes::from(format!("{path} got {body}"))))
-                            .unwrap(),
-                    )
-                });
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(200)
+                                .header("x-path", path.clone())
+                                .body(Full::new(Bytes::from(format!("{path} got {body}"))))
+                                .unwrap(),
+                        )
+                    },
+                );
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -357,7 +366,10 @@ async fn record_http2(node: &str, conns: u64, requests: usize, capture: &Path) -
                 .method("POST")
                 .uri(format!("http://localhost/{node}/conn{c}/req{i}"))
                 .header("x-node", node)
-                .body(Full::new(Bytes::from(vec![b'a' + (i % 26) as u8; 10 + i * 37])))
+                .body(Full::new(Bytes::from(vec![
+                    b'a' + (i % 26) as u8;
+                    10 + i * 37
+                ])))
                 .unwrap();
             let resp = sender.send_request(req).await.unwrap();
             let _ = resp.into_body().collect().await.unwrap();
@@ -429,9 +441,18 @@ fn two_nodes_one_stream_one_central_decoder() {
         std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
         assert!(st.success(), "{n}: {err}");
         assert!(err.contains("records acknowledged"), "{n}: {err}");
-        assert!(!err.contains("lost") && !err.contains("not acknowledged"), "{err}");
+        assert!(
+            !err.contains("lost") && !err.contains("not acknowledged"),
+            "{err}"
+        );
     }
-    let central = central_config(dir.path(), "central", &server.url(), "http2", "exit_at_end = true");
+    let central = central_config(
+        dir.path(),
+        "central",
+        &server.url(),
+        "http2",
+        "exit_at_end = true",
+    );
     let out = spf_run(&central);
     assert!(out.status.success(), "{}", stderr_text(&out));
     let got = read_ndjson(&dir.path().join("central.ndjson"));
@@ -471,12 +492,359 @@ fn two_nodes_one_stream_one_central_decoder() {
             .collect();
         let expect = 2 + nodes.iter().position(|x| x == n).unwrap();
         assert_eq!(paths.len(), expect * (5 + expect - 2), "{n}: {paths:?}");
-        assert!(paths.iter().all(|p| p.starts_with(&format!("/{n}/"))), "{paths:?}");
+        assert!(
+            paths.iter().all(|p| p.starts_with(&format!("/{n}/"))),
+            "{paths:?}"
+        );
     }
     // Nothing else came out: every record is one of the two nodes'.
-    assert!(got.iter().all(|v| nodes.contains(&v["node"].as_str().unwrap_or(""))));
+    assert!(
+        got.iter()
+            .all(|v| nodes.contains(&v["node"].as_str().unwrap_or("")))
+    );
     // The same connection ids on both nodes stayed two connections each.
     let conns: std::collections::BTreeSet<u64> =
         got.iter().filter_map(|v| v["conn"].as_u64()).collect();
     assert_eq!(conns.len(), 2 + 3, "{conns:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic raw events, one id each in their bytes, for counting.
+
+/// NDJSON lines of events `range`, each carrying `event NNNNNNN` padded to
+/// 64 bytes, spread over 7 connections.
+fn event_lines(range: std::ops::Range<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in range {
+        let conn = 1 + i % 7;
+        let mut data = format!("event {i:07} ").into_bytes();
+        data.resize(64, b'.');
+        let e = Event {
+            seq: i,
+            ts_ns: 1_000_000 + i * 100,
+            time_ns: 1_764_000_000_000_000_000 + i * 100,
+            pid: 7,
+            tid: 7,
+            comm: "writer".into(),
+            path: "/run/x.sock".into(),
+            dir: Direction::Send,
+            conn,
+            socket: conn,
+            len: 64,
+            data: Bytes::from(data),
+            ..Event::default()
+        };
+        spf_pipeline::ndjson::encode(&Record::raw(Arc::new(e), "raw".into()), &mut out);
+    }
+    out
+}
+
+/// The event ids in a central output, in order, and the sum of its lost
+/// markers.
+fn ids_and_lost(path: &Path) -> (Vec<u64>, u64, u64) {
+    let mut ids = Vec::new();
+    let (mut lost, mut markers) = (0, 0);
+    for v in read_ndjson(path) {
+        if let Some(n) = v["lost"].as_u64() {
+            lost += n;
+            markers += 1;
+            continue;
+        }
+        let text = v["text"].as_str().expect("a raw record");
+        let id = text[6..13].parse::<u64>().expect("an event id");
+        ids.push(id);
+    }
+    (ids, lost, markers)
+}
+
+/// A number just before `word` in `text` (`... 123 records acknowledged`).
+fn number_before(text: &str, word: &str) -> Option<u64> {
+    let at = text.find(word)?;
+    text[..at].split_whitespace().last()?.parse().ok()
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn server_restart_mid_run_loses_nothing_acknowledged_and_counts_the_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::start(dir.path(), "");
+    create_stream(&server.url());
+    let fifo = dir.path().join("events.fifo");
+    mkfifo(&fifo);
+    let cfg = node_config(
+        dir.path(),
+        "node-r",
+        &server.url(),
+        &fifo,
+        "buffer_bytes = 65536\nmessage_bytes = 4096\nin_flight = 4\nack_timeout_ms = 1000\n\
+         drain_timeout_ms = 30000\n",
+    );
+    let err = dir.path().join("node.err");
+    let mut node = spf()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Opening the write end waits for spf to open the FIFO.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Part 1 fits in the buffer whatever the publishing rate.
+    let (part1, part2, part3) = (100u64, 100_100u64, 105_100u64);
+
+    w.write_all(&event_lines(0..part1)).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while stored_records(&server.url(), "spf.node-r.events") < part1 {
+        assert!(Instant::now() < deadline, "part 1 never stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.stop();
+    // 100k events (about 30 MB) while the server is down: more than the
+    // pipeline's channel and the pipe hold, so most of it reached the sink
+    // once the writes return, and far more than its 64 KiB buffer.
+    w.write_all(&event_lines(part1..part2)).unwrap();
+    server.restart();
+    // The sink reconnects by itself and says so once an acknowledgement
+    // comes again.
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&err)
+        .unwrap()
+        .contains("publishing again after")
+    {
+        assert!(Instant::now() < deadline, "the sink did not publish again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.write_all(&event_lines(part2..part3)).unwrap();
+    drop(w);
+    let st = wait_deadline(&mut node, "node spf");
+    let err = std::fs::read_to_string(&err).unwrap();
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("not acknowledged ("),
+        "the outage was reported: {err}"
+    );
+    let acked = number_before(&err, "records acknowledged").expect(&err);
+    let lost = number_before(&err, "lost (buffer full)").expect(&err);
+    assert!(lost > 0, "{err}");
+    assert!(!err.contains("in no published lost marker"), "{err}");
+    assert!(err.contains(&format!("undelivered {lost}")), "{err}");
+
+    let central = central_config(
+        dir.path(),
+        "central",
+        &server.url(),
+        "raw",
+        "exit_at_end = true\nview = \"syscalls\"",
+    );
+    let out = spf_run(&central);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let (ids, central_lost, markers) = ids_and_lost(&dir.path().join("central.ndjson"));
+    // Each event at most once, in order.
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "order or repeats");
+    // Everything the sink had acknowledged is there, and what it dropped is
+    // counted in the lost markers.
+    assert_eq!(ids.len() as u64 + markers, acked, "{err}");
+    assert_eq!(central_lost, lost, "{err}");
+    assert_eq!(ids.len() as u64 + lost, part3);
+    // What was written before the outage is whole, and what was written
+    // after the restart came through, from the same spf.
+    assert_eq!(&ids[..part1 as usize], (0..part1).collect::<Vec<_>>());
+    assert!(ids.iter().any(|&i| i >= part2), "nothing after the restart");
+}
+
+#[test]
+fn a_central_consumer_stopped_and_restarted_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path(), "");
+    create_stream(&server.url());
+    let total = 30_000u64;
+    let cap = write_file(dir.path(), "cap.ndjson", event_lines(0..total));
+    // Small messages and single-message pulls make the central slow enough
+    // to be stopped in the middle.
+    let node = node_config(
+        dir.path(),
+        "node-c",
+        &server.url(),
+        &cap,
+        "message_bytes = 1024\n",
+    );
+    let out = spf_run(&node);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert!(stderr_text(&out).contains(&format!("{total} records acknowledged")));
+
+    let first = central_config(
+        dir.path(),
+        "first",
+        &server.url(),
+        "raw",
+        "batch = 1\nview = \"syscalls\"",
+    );
+    let mut c = spf()
+        .args(["run", "-c"])
+        .arg(&first)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out1 = dir.path().join("first.ndjson");
+    let deadline = Instant::now() + DEADLINE;
+    while std::fs::read(&out1).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()) < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the first central run shows nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let st = wait_deadline(&mut c, "first central");
+    assert!(st.success());
+    let second = central_config(
+        dir.path(),
+        "second",
+        &server.url(),
+        "raw",
+        "batch = 1\nview = \"syscalls\"\nexit_at_end = true",
+    );
+    let out = spf_run(&second);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let (a, lost_a, _) = ids_and_lost(&out1);
+    let (b, lost_b, _) = ids_and_lost(&dir.path().join("second.ndjson"));
+    assert_eq!((lost_a, lost_b), (0, 0));
+    assert!(
+        !a.is_empty() && (a.len() as u64) < total,
+        "stopped midway: {}",
+        a.len()
+    );
+    let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    assert_eq!(
+        all,
+        (0..total).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+}
+
+#[test]
+fn wrong_credentials_no_server_and_no_stream_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(
+        dir.path(),
+        "authorization { user: spf, password: \"right-one\" }",
+    );
+    rt().block_on(async {
+        let c =
+            async_nats::ConnectOptions::with_user_and_password("spf".into(), "right-one".into())
+                .connect(server.url())
+                .await
+                .unwrap();
+        async_nats::jetstream::new(c)
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "SPF".into(),
+                subjects: vec!["spf.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let cap = write_file(dir.path(), "cap.ndjson", event_lines(0..10));
+    let url = server.url();
+    let nobody = format!("nats://127.0.0.1:{}", free_port());
+    let check = |name: &str, url: &str, extra: &str, code: i32, want: &str, source: bool| {
+        let cfg = if source {
+            let cfg = central_config(dir.path(), name, url, "raw", extra);
+            // The stream named by `extra` instead of the helper's.
+            if extra.contains("stream = ") {
+                let text = std::fs::read_to_string(&cfg).unwrap();
+                std::fs::write(&cfg, text.replacen("stream = \"SPF\"\n", "", 1)).unwrap();
+            }
+            cfg
+        } else {
+            node_config(dir.path(), name, url, &cap, extra)
+        };
+        let started = Instant::now();
+        let out = spf_run(&cfg);
+        let err = stderr_text(&out);
+        assert_eq!(out.status.code(), Some(code), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+    };
+    let auth = "user = \"spf\"\npassword = \"right-one\"\n";
+    check("good", &url, auth, 0, "10 records acknowledged", false);
+    check(
+        "good-source",
+        &url,
+        &format!("{auth}exit_at_end = true"),
+        0,
+        "10 events",
+        true,
+    );
+    let wrong = "user = \"spf\"\npassword = \"wrong\"\n";
+    check(
+        "wrong-password",
+        &url,
+        wrong,
+        1,
+        "authorization violation",
+        false,
+    );
+    check(
+        "wrong-password-source",
+        &url,
+        wrong,
+        1,
+        "authorization violation",
+        true,
+    );
+    check("no-auth", &url, "", 1, "authorization violation", false);
+    let fast = format!("{auth}connect_timeout_ms = 1000\n");
+    check("unreachable", &nobody, &fast, 1, "cannot connect", false);
+    check(
+        "unreachable-source",
+        &nobody,
+        &fast,
+        1,
+        "cannot connect",
+        true,
+    );
+    check(
+        "no-stream-sink",
+        &url,
+        &format!("{auth}subject = \"other.{{node}}.{{kind}}\"\n"),
+        1,
+        "no JetStream stream takes subject `other.no-stream-sink.events`",
+        false,
+    );
+    check(
+        "no-stream-source",
+        &url,
+        &format!("{auth}stream = \"NOPE\"\n"),
+        1,
+        "stream `NOPE` not found",
+        true,
+    );
+    check(
+        "bad-kind",
+        &url,
+        "records = [\"frames\"]\n",
+        2,
+        "unknown record kind `frames`",
+        false,
+    );
+    check(
+        "no-creds-file",
+        &url,
+        "credentials = \"/nonexistent/spf.creds\"\n",
+        2,
+        "cannot read `/nonexistent/spf.creds`",
+        false,
+    );
 }

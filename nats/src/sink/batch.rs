@@ -101,7 +101,12 @@ pub fn lost_line(count: u64, ts_ns: u64, time_ns: u64) -> Vec<u8> {
 /// that it fits (and marked truncated, as a snaplen cut is): the rest of the
 /// connection still decodes, with a visible gap. `None` when even no data
 /// would not fit.
-pub fn cut_to_fit(event: &Arc<Event>, decoder: &Arc<str>, node: &[u8], max: usize) -> Option<Record> {
+pub fn cut_to_fit(
+    event: &Arc<Event>,
+    decoder: &Arc<str>,
+    node: &[u8],
+    max: usize,
+) -> Option<Record> {
     let mut probe = Batch::new(0);
     let empty = Arc::new(Event {
         data: bytes::Bytes::new(),

@@ -111,7 +111,10 @@ impl NatsSinkConfig {
     fn validate(&self, s: &mut Section<'_>) -> bool {
         let mut ok = self.connect.validate(s);
         if self.records.is_empty() {
-            s.error("records", "name at least one: event, frame, error, exchange");
+            s.error(
+                "records",
+                "name at least one: event, frame, error, exchange",
+            );
             ok = false;
         }
         for r in &self.records {
@@ -124,7 +127,9 @@ impl NatsSinkConfig {
                 None => {
                     s.error(
                         "records",
-                        format!("unknown record kind `{r}`, expected event, frame, error or exchange"),
+                        format!(
+                            "unknown record kind `{r}`, expected event, frame, error or exchange"
+                        ),
                     );
                     ok = false;
                 }
@@ -276,19 +281,15 @@ impl NatsSink {
                     }
                 };
                 rt.block_on(async move {
-                    let (client, js) = match connect_and_check(
-                        &thread_cfg,
-                        &thread_subjects,
-                        &thread_kinds,
-                    )
-                    .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
+                    let (client, js) =
+                        match connect_and_check(&thread_cfg, &thread_subjects, &thread_kinds).await
+                        {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        };
                     let max_payload = client.server_info().max_payload;
                     if tx.send(Ok(max_payload)).is_err() {
                         return;
@@ -405,7 +406,11 @@ impl Sink for NatsSink {
                     "spf: {}: a record of {line} bytes is longer than the server takes ({}); {}",
                     self.describe,
                     self.max_record,
-                    if cut.is_some() { "its data is cut to fit" } else { "counted as lost" }
+                    if cut.is_some() {
+                        "its data is cut to fit"
+                    } else {
+                        "counted as lost"
+                    }
                 );
                 self.warned_big = true;
             }
@@ -450,25 +455,29 @@ impl Sink for NatsSink {
     fn close(&mut self) -> Result<SinkReport, SinkError> {
         self.flush()?;
         let marker_kind = self.marker_kind;
-        self.queue.offer_marker(marker_kind, &|n, ts, time| {
-            bytes::Bytes::from(batch::lost_line(n, ts, time))
-        });
+        let marker = |n, ts, time| bytes::Bytes::from(batch::lost_line(n, ts, time));
         let deadline = Instant::now() + self.drain_timeout;
-        let mut st = self.queue.lock();
-        st.closing = true;
-        self.queue.ready.notify_one();
-        while !(st.stopped || (st.is_empty() && st.in_flight == 0)) {
+        self.queue.lock().closing = true;
+        loop {
+            // The marker of the last records dropped goes in as soon as
+            // there is room for it.
+            self.queue.offer_marker(marker_kind, &marker);
+            let st = self.queue.lock();
+            if st.stopped || (st.is_empty() && st.in_flight == 0 && st.lost_pending == 0) {
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            st = self
-                .queue
-                .progress
-                .wait_timeout(st, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            drop(
+                self.queue
+                    .progress
+                    .wait_timeout(st, left.min(Duration::from_millis(100)))
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
         }
+        let mut st = self.queue.lock();
         st.abandon = true;
         let (waiting, spooled) = st.waiting();
         let unacked = st.in_flight + waiting;

@@ -115,25 +115,29 @@ impl Queue {
         marker: MarkerFn<'_>,
     ) {
         let mut st = self.lock();
-        if st.lost_pending > 0 && !st.put_marker(marker_kind, marker) {
-            st.drop_records(records, ts);
-            return;
-        }
         let msg = Msg {
             kind,
-            seq: st.next_seq[kind.index()],
-            first: st.next_record[kind.index()],
+            seq: 0,
+            first: 0,
             records,
             ts_ns: ts.0,
             time_ns: ts.1,
             payload,
         };
-        if st.put(msg) {
-            st.next_seq[kind.index()] += 1;
-            st.next_record[kind.index()] += records;
-        } else {
+        // A lost marker goes in only together with the message after it: a
+        // marker alone would take the room that message needs, and every
+        // message dropped after would leave one more marker.
+        let marker = (st.lost_pending > 0).then(|| st.marker(marker_kind, marker));
+        let need = msg.payload.len() + marker.as_ref().map_or(0, |m| m.payload.len());
+        if !st.fits(need, 1 + usize::from(marker.is_some())) {
             st.drop_records(records, ts);
+            return;
         }
+        if let Some(m) = marker {
+            st.put_numbered(m);
+            st.lost_pending = 0;
+        }
+        st.put_numbered(msg);
         drop(st);
         self.ready.notify_one();
     }
@@ -162,24 +166,54 @@ impl State {
         self.lost_ts = ts;
     }
 
-    fn put_marker(&mut self, kind: Kind, marker: MarkerFn<'_>) -> bool {
+    /// The lost marker of the records dropped so far (not numbered yet).
+    fn marker(&self, kind: Kind, marker: MarkerFn<'_>) -> Msg {
         let (ts_ns, time_ns) = self.lost_ts;
-        let msg = Msg {
+        Msg {
             kind,
-            seq: self.next_seq[kind.index()],
-            first: self.next_record[kind.index()],
+            seq: 0,
+            first: 0,
             records: 1,
             ts_ns,
             time_ns,
             payload: marker(self.lost_pending, ts_ns, time_ns),
-        };
+        }
+    }
+
+    fn put_marker(&mut self, kind: Kind, marker: MarkerFn<'_>) -> bool {
+        let m = self.marker(kind, marker);
+        if !self.fits(m.payload.len(), 1) {
+            return false;
+        }
+        self.put_numbered(m);
+        self.lost_pending = 0;
+        true
+    }
+
+    /// Whether `count` messages of `bytes` bytes in all fit, all in memory
+    /// or all in the spool.
+    fn fits(&self, bytes: usize, count: usize) -> bool {
+        let spooling = self.spool.as_ref().is_some_and(|s| !s.is_empty());
+        (!spooling && self.memory_bytes + bytes <= self.memory_limit)
+            || self
+                .spool
+                .as_ref()
+                .is_some_and(|s| s.room() >= (bytes + count * Spool::ENTRY_OVERHEAD) as u64)
+    }
+
+    /// Gives `msg` the next sequence and record numbers of its kind and
+    /// queues it; `fits` said there is room.
+    fn put_numbered(&mut self, mut msg: Msg) {
+        let k = msg.kind.index();
+        msg.seq = self.next_seq[k];
+        msg.first = self.next_record[k];
+        let records = msg.records;
         if self.put(msg) {
-            self.next_seq[kind.index()] += 1;
-            self.next_record[kind.index()] += 1;
-            self.lost_pending = 0;
-            true
+            self.next_seq[k] += 1;
+            self.next_record[k] += records;
         } else {
-            false
+            // Only a failing spool file gets here: counted, and marked later.
+            self.drop_records(records, self.lost_ts);
         }
     }
 
@@ -258,20 +292,21 @@ mod tests {
         q.offer(Kind::Events, 3, (1, 1), payload(60), Kind::Events, &marker);
         // Does not fit next to the first: dropped, no sequence number used.
         q.offer(Kind::Events, 5, (2, 2), payload(60), Kind::Events, &marker);
-        let mut st = q.lock();
-        assert_eq!((st.lost_pending, st.lost_total), (5, 5));
-        let first = st.take().unwrap();
-        assert_eq!((first.seq, first.records), (1, 3));
-        drop(st);
-        q.offer(Kind::Events, 7, (3, 3), payload(10), Kind::Events, &marker);
+        assert_eq!(q.lock().lost_pending, 5);
+        // The marker goes in only with a message that fits beside it.
+        q.offer(Kind::Events, 2, (3, 3), payload(35), Kind::Events, &marker);
+        assert_eq!(q.lock().lost_pending, 7);
+        let first = q.lock().take().unwrap();
+        assert_eq!((first.seq, first.first, first.records), (1, 0, 3));
+        q.offer(Kind::Events, 7, (4, 4), payload(10), Kind::Events, &marker);
         let mut st = q.lock();
         let m = st.take().unwrap();
-        assert_eq!((m.seq, m.records, m.ts_ns), (2, 1, 2));
-        assert_eq!(m.payload, Bytes::from("lost 5"));
+        assert_eq!((m.seq, m.first, m.records, m.ts_ns), (2, 3, 1, 3));
+        assert_eq!(m.payload, Bytes::from("lost 7"));
         let m = st.take().unwrap();
-        assert_eq!((m.seq, m.records), (3, 7));
+        assert_eq!((m.seq, m.first, m.records), (3, 4, 7));
         assert!(st.take().is_none());
-        assert_eq!(st.lost_pending, 0);
+        assert_eq!((st.lost_pending, st.lost_total), (0, 7));
     }
 
     #[test]

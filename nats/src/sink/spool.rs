@@ -102,6 +102,14 @@ impl Spool {
         })
     }
 
+    /// Bytes an entry takes besides its payload.
+    pub const ENTRY_OVERHEAD: usize = HEADER;
+
+    /// Bytes that can still be appended.
+    pub fn room(&self) -> u64 {
+        self.limit.saturating_sub(self.write)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }
@@ -124,13 +132,10 @@ impl Spool {
         head[21..29].copy_from_slice(&msg.records.to_le_bytes());
         head[29..37].copy_from_slice(&msg.ts_ns.to_le_bytes());
         head[37..45].copy_from_slice(&msg.time_ns.to_le_bytes());
-        let r = self
-            .file
-            .write_all_at(&head, self.write)
-            .and_then(|()| {
-                self.file
-                    .write_all_at(&msg.payload, self.write + HEADER as u64)
-            });
+        let r = self.file.write_all_at(&head, self.write).and_then(|()| {
+            self.file
+                .write_all_at(&msg.payload, self.write + HEADER as u64)
+        });
         if let Err(e) = r {
             let e = self.error(format!("cannot write: {e}"));
             return Err((msg, Some(e)));

@@ -526,14 +526,11 @@ impl Consume {
         };
         let bytes = received.payload.len();
         let mut ready = Vec::new();
-        let r = self.seq.push(
-            &sender,
-            place,
-            bytes,
-            received,
-            Instant::now(),
-            &mut |o| ready.push(o),
-        );
+        let r = self
+            .seq
+            .push(&sender, place, bytes, received, Instant::now(), &mut |o| {
+                ready.push(o)
+            });
         if let Err(dup) = r {
             self.mark_done(dup.ticket);
         }

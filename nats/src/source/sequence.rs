@@ -36,7 +36,9 @@ pub struct Place {
 pub enum Out<T> {
     Msg(T),
     /// Records of this sender that never arrived.
-    Gap { records: u64 },
+    Gap {
+        records: u64,
+    },
 }
 
 pub struct Limits {
@@ -288,7 +290,12 @@ mod tests {
         r.tick(now + Duration::from_secs(5), &mut |o| got.push(o));
         assert_eq!(
             got,
-            [Out::Msg(1), Out::Gap { records: 20 }, Out::Msg(4), Out::Msg(5)]
+            [
+                Out::Msg(1),
+                Out::Gap { records: 20 },
+                Out::Msg(4),
+                Out::Msg(5)
+            ]
         );
         // A late copy of a skipped message is too late now.
         assert!(feed(&mut r, &a, &[2], now).is_empty());
