@@ -88,12 +88,16 @@ impl Publisher {
                 continue;
             }
             let Some((_, flight)) = window.front_mut() else {
-                let st = self.queue.lock();
-                if st.closing && st.is_empty() {
+                // Asked for before looking, so that an offer in between is
+                // not missed.
+                let notified = self.queue.ready.notified();
+                let finished = {
+                    let st = self.queue.lock();
+                    st.closing && st.is_empty()
+                };
+                if finished {
                     break;
                 }
-                let notified = self.queue.ready.notified();
-                drop(st);
                 // Periodic wake-ups see `abandon` even when nothing is offered.
                 let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
                 continue;

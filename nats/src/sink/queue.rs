@@ -229,13 +229,13 @@ impl State {
         let Some(spool) = self.spool.as_mut() else {
             return false;
         };
-        match spool.push(msg) {
+        match spool.push(&msg) {
             Ok(()) => true,
-            Err((_, Some(e))) => {
+            Err(Some(e)) => {
                 self.spool_error.get_or_insert(e);
                 false
             }
-            Err((_, None)) => false,
+            Err(None) => false,
         }
     }
 

@@ -385,13 +385,12 @@ impl Consume {
         tokio::pin!(work);
         tokio::pin!(watcher);
         let mut watching = true;
-        let result = loop {
+        loop {
             tokio::select! {
                 r = &mut work => break r,
                 _ = &mut watcher, if watching => watching = false,
             }
-        };
-        result
+        }
     }
 
     async fn pull_loop(&mut self) -> Result<SourceSummary, SourceError> {
