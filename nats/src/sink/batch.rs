@@ -53,6 +53,9 @@ impl Batch {
         let start = self.buf.len();
         ndjson::encode(record, &mut self.buf);
         if let Record::Decoded(d) = record {
+            if matches!(d.body, Body::Raw) {
+                drop_preview(&mut self.buf, start);
+            }
             if d.event.node.is_empty() {
                 stamp_node(&mut self.buf, start, node);
             }
@@ -62,6 +65,25 @@ impl Batch {
         }
         self.records += 1;
     }
+}
+
+/// Cuts the escaped `text` preview off a raw record's line (the one that
+/// starts at `start`): `data_b64` holds every byte, readers of the stream are
+/// programs, and for small events the preview is a third of the line. The
+/// line stays one the file source replays (`text` is optional there).
+fn drop_preview(buf: &mut Vec<u8>, start: usize) {
+    const KEY: &[u8] = b"\"data_b64\":\"";
+    let Some(at) = memchr::memmem::find(&buf[start..], KEY) else {
+        return;
+    };
+    // Base64 holds no quote: the next one closes `data_b64`, and `text`
+    // follows it as the line's last field.
+    let data = start + at + KEY.len();
+    let Some(close) = memchr::memchr(b'"', &buf[data..]) else {
+        return;
+    };
+    buf.truncate(data + close + 1);
+    buf.extend_from_slice(b"}\n");
 }
 
 /// Inserts `,"node":NAME` (`node` is the JSON string, quotes included) into
@@ -114,9 +136,8 @@ pub fn cut_to_fit(
     });
     probe.push(&Record::raw(empty, Arc::clone(decoder)), node);
     let fixed = probe.buf.len();
-    // Each data byte costs 4/3 in base64, and up to 5 more in the escaped
-    // preview (`\\xNN` for the first TEXT_PREVIEW bytes, then an ellipsis).
-    let room = max.checked_sub(fixed + 5 * ndjson::TEXT_PREVIEW + 8)?;
+    // Each data byte costs 4/3 in base64 (the preview is not published).
+    let room = max.checked_sub(fixed + 8)?;
     let keep = (room / 4 * 3).min(event.data.len());
     let cut = Arc::new(Event {
         data: event.data.slice(..keep),
@@ -159,6 +180,7 @@ mod tests {
         let line = &b.buf[..b.buf.len() - 1];
         let v: serde_json::Value = serde_json::from_slice(line).unwrap();
         assert_eq!(v["node"], "web-1");
+        assert!(v.get("text").is_none(), "{v}");
         assert_eq!(v["comm"], "a,\"decoder\":x");
         let Parsed::Item(SourceItem::Event(back)) =
             parse_line(line, 3, &mut Interner::default()).unwrap()

@@ -132,8 +132,6 @@ const HOLD_BYTES: usize = 256 << 20;
 const PULL_EXPIRES: Duration = Duration::from_millis(250);
 /// How long the final acknowledgement may take.
 const FINAL_ACK: Duration = Duration::from_secs(2);
-/// Items per batch handed to the pipeline.
-const BATCH_ITEMS: usize = 1024;
 /// Malformed lines reported one by one before only counting them.
 const REPORT_LINES: u64 = 10;
 
@@ -425,9 +423,10 @@ impl Consume {
                         }
                         at_end = msg.info().is_ok_and(|i| i.pending == 0);
                         self.receive(msg);
-                        if self.items.len() >= BATCH_ITEMS {
-                            self.hand_over().await?;
-                        }
+                        // Each message already holds many records when they
+                        // come fast; handing each on at once keeps a quiet
+                        // node's events from waiting for the pull to end.
+                        self.hand_over().await?;
                     }
                     Err(e) => self.report_error(&mut last_error, e.to_string()),
                 }
@@ -565,7 +564,12 @@ impl Consume {
             sequence::Out::Msg(r) => r,
         };
         let node_ix = self.ids.node(&r.node);
-        for line in r.payload.split(|&b| b == b'\n') {
+        let mut start = 0;
+        let payload = &r.payload[..];
+        while start < payload.len() {
+            let end = memchr::memchr(b'\n', &payload[start..]).map_or(payload.len(), |i| start + i);
+            let line = &payload[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
