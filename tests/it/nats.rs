@@ -563,6 +563,48 @@ fn number_before(text: &str, word: &str) -> Option<u64> {
     text[..at].split_whitespace().last()?.parse().ok()
 }
 
+/// The write end of a FIFO, every wait on it with a deadline.
+struct Fifo(std::fs::File);
+
+impl Fifo {
+    /// Opens once the reader (`child`) has opened its end.
+    fn open(p: &Path, child: &mut Child) -> Fifo {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            // Without a reader, a non-blocking open fails (ENXIO) at once.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(p)
+            {
+                Ok(f) => return Fifo(f),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => panic!("opening the FIFO: {e}"),
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("spf exited ({st}) before opening the FIFO");
+            }
+            assert!(Instant::now() < deadline, "spf never opened the FIFO");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn write_all(&mut self, mut data: &[u8]) {
+        let deadline = Instant::now() + DEADLINE;
+        while !data.is_empty() {
+            match self.0.write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "spf stopped reading the FIFO");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("writing the FIFO: {e}"),
+            }
+        }
+    }
+}
+
 fn mkfifo(p: &Path) {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     // SAFETY: a NUL-terminated path.
@@ -592,12 +634,11 @@ fn server_restart_mid_run_loses_nothing_acknowledged_and_counts_the_overflow() {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    // Opening the write end waits for spf to open the FIFO.
-    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut w = Fifo::open(&fifo, &mut node);
     // Part 1 fits in the buffer whatever the publishing rate.
     let (part1, part2, part3) = (100u64, 100_100u64, 105_100u64);
 
-    w.write_all(&event_lines(0..part1)).unwrap();
+    w.write_all(&event_lines(0..part1));
     let deadline = Instant::now() + DEADLINE;
     while stored_records(&server.url(), "spf.node-r.events") < part1 {
         assert!(Instant::now() < deadline, "part 1 never stored");
@@ -607,7 +648,7 @@ fn server_restart_mid_run_loses_nothing_acknowledged_and_counts_the_overflow() {
     // 100k events (about 30 MB) while the server is down: more than the
     // pipeline's channel and the pipe hold, so most of it reached the sink
     // once the writes return, and far more than its 64 KiB buffer.
-    w.write_all(&event_lines(part1..part2)).unwrap();
+    w.write_all(&event_lines(part1..part2));
     server.restart();
     // The sink reconnects by itself and says so once an acknowledgement
     // comes again.
@@ -619,7 +660,7 @@ fn server_restart_mid_run_loses_nothing_acknowledged_and_counts_the_overflow() {
         assert!(Instant::now() < deadline, "the sink did not publish again");
         std::thread::sleep(Duration::from_millis(20));
     }
-    w.write_all(&event_lines(part2..part3)).unwrap();
+    w.write_all(&event_lines(part2..part3));
     drop(w);
     let st = wait_deadline(&mut node, "node spf");
     let err = std::fs::read_to_string(&err).unwrap();
