@@ -138,7 +138,8 @@ fn node_side(url: &str, events: usize, payload: usize) -> f64 {
             .expect("write");
     }
     sink.flush().expect("flush");
-    let report = sink.close().expect("close");
+    sink.close().expect("close");
+    let report = sink.report();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(report.undelivered, 0, "{:?}", report.note);
     secs

@@ -247,6 +247,92 @@ fn read_seed(p: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("nkey seed file `{}`: no seed in it", p.display()))
 }
 
+/// System calls a client makes while the pipeline runs, beyond those spf
+/// allows every pipeline once it dropped its privileges: reconnecting (a
+/// socket, its options, a host name looked up again over DNS) and talking
+/// over it.
+pub const NETWORK_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_socket,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_shutdown,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_newfstatat,
+    libc::SYS_fstat,
+    libc::SYS_lseek,
+    libc::SYS_uname,
+];
+
+/// A runtime for one client, made while spf builds its pipeline.
+///
+/// spf builds the pipeline while it has one thread, then drops its
+/// privileges (per thread, so with no other thread running), then starts
+/// the run. So the client connects on a runtime driven by the building
+/// thread itself, and is driven by a thread of the component's own only
+/// once the run begins.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // A host name is looked up on a blocking thread: let it end at once
+        // rather than idle past the privilege drop.
+        .thread_keep_alive(Duration::from_millis(1))
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
+/// Runs `f` on `rt` from the building thread, and returns once every thread
+/// that started meanwhile (a host name lookup) is gone again. Inside another
+/// runtime (which cannot block), on a scoped thread instead.
+pub fn block_on<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let before = threads();
+    let out = if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    } else {
+        rt.block_on(f)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while threads() > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    out
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
+}
+
+/// Drops a runtime that no thread drives; where a task runs (the pipeline's),
+/// which may not block on that, on a thread of its own.
+pub fn drop_runtime(rt: tokio::runtime::Runtime) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("spf-nats-end".into())
+            .spawn(move || drop(rt));
+    } else {
+        drop(rt);
+    }
+}
+
 /// This machine's name, the default node name.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

@@ -216,6 +216,13 @@ impl SinkConfig for NatsSinkConfig {
         self.spool.as_deref()
     }
 
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        let mut v = crate::connect::NETWORK_SYSCALLS.to_vec();
+        // The spool is emptied whenever the publisher catches up.
+        v.extend([libc::SYS_ftruncate, libc::SYS_pwrite64]);
+        v
+    }
+
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Sink>, BuildError> {
         NatsSink::start(self).map(|s| Box::new(s) as Box<dyn Sink>)
     }
@@ -237,6 +244,19 @@ pub struct NatsSink {
     drain_timeout: Duration,
     warned_big: bool,
     warned_spool: bool,
+    /// The connected client and its runtime, until the publisher starts.
+    starter: Option<(tokio::runtime::Runtime, publisher::Publisher)>,
+    /// What `close` found, for `report`.
+    report: SinkReport,
+}
+
+impl Drop for NatsSink {
+    fn drop(&mut self) {
+        if let Some((rt, publisher)) = self.starter.take() {
+            drop(publisher);
+            crate::connect::drop_runtime(rt);
+        }
+    }
 }
 
 /// What message headers take at most, left out of the server's max_payload.
@@ -258,61 +278,29 @@ impl NatsSink {
         let queue = Arc::new(Queue::new(cfg.buffer_bytes, spool));
         let run = format!("{:x}", run_id());
 
-        // Connect and check before the run starts, so that a wrong address,
-        // wrong credentials or a missing stream stop spf at once.
-        let (tx, rx) = std::sync::mpsc::channel::<Result<usize, String>>();
-        let thread_cfg = cfg.clone();
-        let thread_queue = Arc::clone(&queue);
-        let thread_subjects = subjects.clone();
-        let thread_describe = describe.clone();
-        let thread_kinds = kinds.clone();
-        let thread_node = node.clone();
-        std::thread::Builder::new()
-            .name("spf-nats-pub".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("starting the runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let (client, js) =
-                        match connect_and_check(&thread_cfg, &thread_subjects, &thread_kinds).await
-                        {
-                            Ok(c) => c,
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
-                            }
-                        };
-                    let max_payload = client.server_info().max_payload;
-                    if tx.send(Ok(max_payload)).is_err() {
-                        return;
-                    }
-                    publisher::Publisher {
-                        js,
-                        client,
-                        queue: thread_queue,
-                        subjects: thread_subjects,
-                        node: thread_node,
-                        run,
-                        window: thread_cfg.in_flight,
-                        name: thread_describe,
-                    }
-                    .run()
-                    .await;
-                });
-            })
-            .map_err(|e| BuildError::new(format!("starting the nats publisher: {e}")))?;
-        let max_payload = rx
-            .recv()
-            .map_err(|_| BuildError::new("the nats publisher ended at start"))?
-            .map_err(|e| BuildError::new(format!("sink nats: {e}")))?;
+        // Connect and check now, so that a wrong address, wrong credentials
+        // or a missing stream stop spf before the run begins.
+        let rt =
+            crate::connect::runtime().map_err(|e| BuildError::new(format!("sink nats: {e}")))?;
+        let connected = crate::connect::block_on(&rt, connect_and_check(cfg, &subjects, &kinds));
+        let (client, js) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                crate::connect::drop_runtime(rt);
+                return Err(BuildError::new(format!("sink nats: {e}")));
+            }
+        };
+        let max_payload = client.server_info().max_payload;
+        let publisher = publisher::Publisher {
+            js,
+            client,
+            queue: Arc::clone(&queue),
+            subjects: subjects.clone(),
+            node: node.clone(),
+            run,
+            window: cfg.in_flight,
+            name: describe.clone(),
+        };
         if max_payload <= HEADER_ROOM {
             return Err(BuildError::new(format!(
                 "sink nats: the server's max_payload ({max_payload}) is too small"
@@ -347,7 +335,25 @@ impl NatsSink {
             drain_timeout: Duration::from_millis(cfg.drain_timeout_ms),
             warned_big: false,
             warned_spool: false,
+            starter: Some((rt, publisher)),
+            report: SinkReport::default(),
         })
+    }
+
+    /// Starts the publisher on a thread of its own, once the run begins (not
+    /// in `build`: spf drops its privileges in between, with one thread).
+    fn start_publisher(&mut self) -> Result<(), SinkError> {
+        let Some((rt, publisher)) = self.starter.take() else {
+            return Ok(());
+        };
+        std::thread::Builder::new()
+            .name("spf-nats-pub".into())
+            .spawn(move || {
+                rt.block_on(publisher.run());
+                drop(rt);
+            })
+            .map(drop)
+            .map_err(|e| SinkError::Other(format!("starting the nats publisher: {e}")))
     }
 
     /// Hands the message being filled for `kind` to the buffer.
@@ -380,6 +386,9 @@ impl Sink for NatsSink {
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        if self.starter.is_some() {
+            self.start_publisher()?;
+        }
         let rk = batch::kind_of(record);
         let kind = match rk {
             Some(k) if !self.wanted[k as usize] => return Ok(()),
@@ -452,7 +461,12 @@ impl Sink for NatsSink {
         self.wanted[RecordKind::Event as usize]
     }
 
-    fn close(&mut self) -> Result<SinkReport, SinkError> {
+    fn report(&mut self) -> SinkReport {
+        std::mem::take(&mut self.report)
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.start_publisher()?;
         self.flush()?;
         let marker_kind = self.marker_kind;
         let marker = |n, ts, time| bytes::Bytes::from(batch::lost_line(n, ts, time));
@@ -499,10 +513,11 @@ impl Sink for NatsSink {
                 if spooled { " (more in the spool)" } else { "" }
             ));
         }
-        Ok(SinkReport {
+        self.report = SinkReport {
             undelivered: lost.saturating_add(unacked),
             note: Some(note),
-        })
+        };
+        Ok(())
     }
 }
 

@@ -8,12 +8,12 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::fd::{AsRawFd as _, FromRawFd as _};
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::FileExt as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use spf_pipeline::output::open_output;
 
 use super::queue::Msg;
 use crate::wire::Kind;
@@ -23,7 +23,8 @@ const HEADER: usize = 4 + 1 + 8 * 5;
 
 pub struct Spool {
     path: PathBuf,
-    file: File,
+    writer: File,
+    reader: File,
     limit: u64,
     read: u64,
     write: u64,
@@ -39,62 +40,35 @@ pub struct SpoolError {
 }
 
 impl Spool {
-    /// Opens the spool file the way spf opens every file it writes: a new file
-    /// (mode 0600, never through a symbolic link), or an existing regular file
-    /// of the effective user with no other link to it, emptied. Whatever was
-    /// there is not trusted (another run's spool is not replayed).
+    /// Opens the spool file the way spf opens every output file
+    /// ([`open_output`]: a new file of mode 0600, or an existing regular file
+    /// of the effective user with no other link, emptied; never through a
+    /// symbolic link), and once more for reading through the descriptor
+    /// itself, so both name the very file that was checked. Whatever was in
+    /// it is not trusted: another run's spool is not replayed.
     pub fn open(path: &Path, limit: u64) -> Result<Spool, SpoolError> {
         let err = |message: String| SpoolError {
             path: path.display().to_string(),
             message,
         };
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| err("the path holds a NUL byte".into()))?;
-        // O_NONBLOCK: opening a FIFO planted at the path must not hang;
-        // O_NOCTTY: nor may a terminal become ours. Both are checked away below.
-        let flags = libc::O_RDWR
-            | libc::O_CREAT
-            | libc::O_NOFOLLOW
-            | libc::O_CLOEXEC
-            | libc::O_NOCTTY
-            | libc::O_NONBLOCK;
-        // SAFETY: `c` is a NUL-terminated path; the mode is a plain integer.
-        let fd = unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(err(if e.raw_os_error() == Some(libc::ELOOP) {
-                "is a symbolic link; refusing to follow it".into()
-            } else {
-                format!("cannot open: {e}")
-            }));
+        let writer = open_output(path, false).map_err(|e| err(e.to_string()))?;
+        let reader = File::open(format!("/proc/self/fd/{}", writer.as_raw_fd()))
+            .map_err(|e| err(format!("cannot open for reading: {e}")))?;
+        let (w, r) = (
+            writer
+                .metadata()
+                .map_err(|e| err(format!("cannot inspect: {e}")))?,
+            reader
+                .metadata()
+                .map_err(|e| err(format!("cannot inspect: {e}")))?,
+        );
+        if (w.dev(), w.ino()) != (r.dev(), r.ino()) {
+            return Err(err("changed while it was being opened".into()));
         }
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        let meta = file
-            .metadata()
-            .map_err(|e| err(format!("cannot inspect: {e}")))?;
-        use std::os::unix::fs::MetadataExt as _;
-        if !meta.file_type().is_file() {
-            return Err(err("is not a regular file".into()));
-        }
-        if meta.nlink() != 1 {
-            return Err(err("has other hard links; refusing to write it".into()));
-        }
-        // SAFETY: geteuid has no preconditions.
-        if meta.uid() != unsafe { libc::geteuid() } {
-            return Err(err("belongs to another user".into()));
-        }
-        // SAFETY: plain calls on a descriptor this function owns.
-        unsafe {
-            libc::fchmod(file.as_raw_fd(), 0o600);
-            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
-        file.set_len(0)
-            .map_err(|e| err(format!("cannot empty: {e}")))?;
         Ok(Spool {
             path: path.to_path_buf(),
-            file,
+            writer,
+            reader,
             limit,
             read: 0,
             write: 0,
@@ -130,8 +104,8 @@ impl Spool {
         head[21..29].copy_from_slice(&msg.records.to_le_bytes());
         head[29..37].copy_from_slice(&msg.ts_ns.to_le_bytes());
         head[37..45].copy_from_slice(&msg.time_ns.to_le_bytes());
-        let r = self.file.write_all_at(&head, self.write).and_then(|()| {
-            self.file
+        let r = self.writer.write_all_at(&head, self.write).and_then(|()| {
+            self.writer
                 .write_all_at(&msg.payload, self.write + HEADER as u64)
         });
         if let Err(e) = r {
@@ -148,7 +122,7 @@ impl Spool {
             return Ok(None);
         }
         let mut head = [0u8; HEADER];
-        self.file
+        self.reader
             .read_exact_at(&mut head, self.read)
             .map_err(|e| self.error(format!("cannot read: {e}")))?;
         let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
@@ -160,7 +134,7 @@ impl Spool {
             return Err(self.error("corrupt entry".into()));
         }
         let mut payload = vec![0u8; len];
-        self.file
+        self.reader
             .read_exact_at(&mut payload, self.read + HEADER as u64)
             .map_err(|e| {
                 if e.kind() == ErrorKind::UnexpectedEof {
@@ -175,7 +149,7 @@ impl Spool {
             // Caught up: start the file over, so it never grows past `limit`.
             self.read = 0;
             self.write = 0;
-            self.file
+            self.writer
                 .set_len(0)
                 .map_err(|e| self.error(format!("cannot empty: {e}")))?;
         }
@@ -247,7 +221,7 @@ mod tests {
         let hard = dir.path().join("hard");
         std::fs::hard_link(&target, &hard).unwrap();
         let e = Spool::open(&hard, 100).err().unwrap();
-        assert!(e.to_string().contains("hard links"), "{e}");
+        assert!(e.to_string().contains("hard link"), "{e}");
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         let e = Spool::open(dir.path(), 100).err().unwrap();
         assert!(e.to_string().contains("spool"), "{e}");

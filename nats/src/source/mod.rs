@@ -170,49 +170,18 @@ impl NatsSourceConfig {
 
 impl SourceConfig for NatsSourceConfig {
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Source>, BuildError> {
-        // The client lives on a thread and runtime of its own, started here
-        // so that a wrong address, wrong credentials or a missing stream stop
-        // spf before the run begins.
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<Emitter>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let cfg = self.clone();
-        std::thread::Builder::new()
-            .name("spf-nats-src".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("starting the runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let consumer = match open(&cfg).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    if ready_tx.send(Ok(())).is_err() {
-                        return;
-                    }
-                    let Ok(out) = go_rx.await else {
-                        return;
-                    };
-                    let r = Consume::new(&cfg, consumer, out).run().await;
-                    let _ = done_tx.send(r);
-                });
-            })
-            .map_err(|e| BuildError::new(format!("starting the nats source: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| BuildError::new("the nats source ended at start"))?
-            .map_err(|e| BuildError::new(format!("source nats: {e}")))?;
+        // Connect and look up the stream now, so that a wrong address, wrong
+        // credentials or a missing stream stop spf before the run begins; the
+        // client is driven by a thread of its own once the run begins.
+        let rt =
+            crate::connect::runtime().map_err(|e| BuildError::new(format!("source nats: {e}")))?;
+        let consumer = match crate::connect::block_on(&rt, open(self)) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::connect::drop_runtime(rt);
+                return Err(BuildError::new(format!("source nats: {e}")));
+            }
+        };
         Ok(Box::new(NatsSource {
             describe: format!(
                 "nats {} stream {} consumer {}",
@@ -220,16 +189,30 @@ impl SourceConfig for NatsSourceConfig {
                 self.stream,
                 self.durable
             ),
-            go: go_tx,
-            done: done_rx,
+            parked: Some((rt, consumer)),
+            cfg: self.clone(),
         }))
+    }
+
+    fn extra_syscalls(&self) -> Vec<libc::c_long> {
+        crate::connect::NETWORK_SYSCALLS.to_vec()
     }
 }
 
 pub struct NatsSource {
     describe: String,
-    go: tokio::sync::oneshot::Sender<Emitter>,
-    done: tokio::sync::oneshot::Receiver<Result<SourceSummary, SourceError>>,
+    /// The connected client's runtime and the consumer, until the run.
+    parked: Option<(tokio::runtime::Runtime, PullConsumer)>,
+    cfg: NatsSourceConfig,
+}
+
+impl Drop for NatsSource {
+    fn drop(&mut self) {
+        if let Some((rt, consumer)) = self.parked.take() {
+            drop(consumer);
+            crate::connect::drop_runtime(rt);
+        }
+    }
 }
 
 impl Source for NatsSource {
@@ -238,14 +221,25 @@ impl Source for NatsSource {
     }
 
     fn run(
-        self: Box<Self>,
+        mut self: Box<Self>,
         out: Emitter,
     ) -> BoxFuture<'static, Result<SourceSummary, SourceError>> {
+        let parked = self.parked.take();
+        let cfg = self.cfg.clone();
         Box::pin(async move {
-            let NatsSource { go, done, .. } = *self;
-            go.send(out)
-                .map_err(|_| SourceError("the nats source ended before it began".into()))?;
-            done.await
+            let (rt, consumer) =
+                parked.ok_or_else(|| SourceError("the nats source ran twice".into()))?;
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("spf-nats-src".into())
+                .spawn(move || {
+                    let r = rt.block_on(Consume::new(&cfg, consumer, out).run());
+                    let _ = done_tx.send(r);
+                    drop(rt);
+                })
+                .map_err(|e| SourceError(format!("starting the nats source: {e}")))?;
+            done_rx
+                .await
                 .map_err(|_| SourceError("the nats source thread failed".into()))?
         })
     }
