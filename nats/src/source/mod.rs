@@ -387,25 +387,30 @@ impl Consume {
 
     async fn pull_loop(&mut self) -> Result<SourceSummary, SourceError> {
         let mut last_error: Option<String> = None;
+        // The next pull, asked for before the current one is processed, so
+        // that the server fills it meanwhile. Every pull asked for is
+        // processed to its end before the source ends: a clean stop leaves no
+        // message delivered and unacknowledged.
+        let mut next: Option<pull::Batch> = None;
         loop {
-            if self.stop.is_set() {
+            if self.stop.is_set() && next.is_none() {
                 break;
             }
-            let batch = self
-                .consumer
-                .batch()
-                .max_messages(self.batch)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    self.report_error(&mut last_error, e.to_string());
-                    self.idle().await?;
-                    continue;
-                }
+            let mut batch = match next.take() {
+                Some(b) => b,
+                None => match self.pull().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.report_error(&mut last_error, e);
+                        self.idle().await?;
+                        continue;
+                    }
+                },
             };
+            if !self.stop.is_set() {
+                // A failed request is asked again on the next round.
+                next = self.pull().await.ok();
+            }
             let mut at_end = false;
             let mut got = 0usize;
             while let Some(m) = batch.next().await {
@@ -428,8 +433,12 @@ impl Consume {
             self.tick();
             self.hand_over().await?;
             self.ack(false).await;
-            if self.exit_at_end && (at_end || (got == 0 && self.caught_up().await?)) {
-                break;
+            if self.exit_at_end
+                && !self.stop.is_set()
+                && (at_end || (got == 0 && self.caught_up().await?))
+            {
+                // Caught up: finish the pull already asked for, then end.
+                self.stop.set();
             }
             if got == 0 && last_error.is_some() {
                 self.idle().await?;
@@ -452,6 +461,17 @@ impl Consume {
             );
         }
         Ok(self.summary)
+    }
+
+    /// Asks for up to `batch` messages.
+    async fn pull(&self) -> Result<pull::Batch, String> {
+        self.consumer
+            .batch()
+            .max_messages(self.batch)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// True when the consumer has nothing left to deliver.
