@@ -130,6 +130,12 @@ fn default_duplicate_window_s() -> u64 {
 const HOLD_BYTES: usize = 256 << 20;
 /// Longest wait of one pull: the source notices a stop within it.
 const PULL_EXPIRES: Duration = Duration::from_millis(250);
+/// How long past its end a pull's messages are waited for before the server
+/// is taken to be gone.
+const PULL_SILENCE: Duration = Duration::from_secs(30);
+/// Bytes of messages one pull takes at most (above the largest max_payload a
+/// server allows, so that any message fits).
+const PULL_BYTES: usize = (64 << 20) + (64 << 10);
 /// How long the final acknowledgement may take.
 const FINAL_ACK: Duration = Duration::from_secs(2);
 /// Malformed lines reported one by one before only counting them.
@@ -175,7 +181,7 @@ impl SourceConfig for NatsSourceConfig {
         // client is driven by a thread of its own once the run begins.
         let rt =
             crate::connect::runtime().map_err(|e| BuildError::new(format!("source nats: {e}")))?;
-        let consumer = match crate::connect::block_on(&rt, open(self)) {
+        let (consumer, js) = match crate::connect::block_on(&rt, open(self)) {
             Ok(c) => c,
             Err(e) => {
                 crate::connect::drop_runtime(rt);
@@ -189,7 +195,7 @@ impl SourceConfig for NatsSourceConfig {
                 self.stream,
                 self.durable
             ),
-            parked: Some((rt, consumer)),
+            parked: Some((rt, consumer, js)),
             cfg: self.clone(),
         }))
     }
@@ -202,14 +208,18 @@ impl SourceConfig for NatsSourceConfig {
 pub struct NatsSource {
     describe: String,
     /// The connected client's runtime and the consumer, until the run.
-    parked: Option<(tokio::runtime::Runtime, PullConsumer)>,
+    parked: Option<(
+        tokio::runtime::Runtime,
+        PullConsumer,
+        async_nats::jetstream::Context,
+    )>,
     cfg: NatsSourceConfig,
 }
 
 impl Drop for NatsSource {
     fn drop(&mut self) {
-        if let Some((rt, consumer)) = self.parked.take() {
-            drop(consumer);
+        if let Some((rt, consumer, js)) = self.parked.take() {
+            drop((consumer, js));
             crate::connect::drop_runtime(rt);
         }
     }
@@ -227,13 +237,13 @@ impl Source for NatsSource {
         let parked = self.parked.take();
         let cfg = self.cfg.clone();
         Box::pin(async move {
-            let (rt, consumer) =
+            let (rt, consumer, js) =
                 parked.ok_or_else(|| SourceError("the nats source ran twice".into()))?;
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
                 .name("spf-nats-src".into())
                 .spawn(move || {
-                    let r = rt.block_on(Consume::new(&cfg, consumer, out).run());
+                    let r = rt.block_on(Consume::new(&cfg, consumer, js, out).run());
                     let _ = done_tx.send(r);
                     drop(rt);
                 })
@@ -246,7 +256,9 @@ impl Source for NatsSource {
 }
 
 /// Connects, finds (or creates) the stream and the durable consumer.
-async fn open(cfg: &NatsSourceConfig) -> Result<PullConsumer, String> {
+async fn open(
+    cfg: &NatsSourceConfig,
+) -> Result<(PullConsumer, async_nats::jetstream::Context), String> {
     let client = cfg.connect.connect("spf source").await?;
     let js = async_nats::jetstream::new(client);
     let stream = match js.get_stream(&cfg.stream).await {
@@ -301,7 +313,57 @@ async fn open(cfg: &NatsSourceConfig) -> Result<PullConsumer, String> {
             cfg.durable, cfg.subjects
         ));
     }
-    Ok(consumer)
+    Ok((consumer, js))
+}
+
+/// One pull: the messages the server sends to its inbox, until it says the
+/// pull is over.
+struct Pull {
+    sub: async_nats::Subscriber,
+    left: usize,
+}
+
+enum PullItem {
+    Msg(async_nats::Message),
+    End,
+    Error(String),
+}
+
+impl Pull {
+    async fn next(&mut self) -> PullItem {
+        use async_nats::StatusCode;
+        loop {
+            if self.left == 0 {
+                return PullItem::End;
+            }
+            // Only a server that went silent gets here: a pull's messages are
+            // waited for no longer than it lasts, plus a margin.
+            let m = match tokio::time::timeout(PULL_EXPIRES + PULL_SILENCE, self.sub.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return PullItem::Error("pull: subscription closed".into()),
+                Err(_) => return PullItem::Error("pull: no answer from the server".into()),
+            };
+            match m.status {
+                None | Some(StatusCode::OK) => {
+                    self.left -= 1;
+                    return PullItem::Msg(m);
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // No messages (404), the pull expired (408), or it ended for
+                // a reason the server gives (409: e.g. a message larger than
+                // the pull takes, the consumer deleted).
+                Some(StatusCode::NOT_FOUND) | Some(StatusCode::TIMEOUT) => return PullItem::End,
+                Some(s) => {
+                    let why = m.description.unwrap_or_default();
+                    return if why.contains("Batch Completed") {
+                        PullItem::End
+                    } else {
+                        PullItem::Error(format!("pull ended: {s} {why}"))
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// One received message, until it is acknowledged.
@@ -319,6 +381,9 @@ struct Received {
 
 struct Consume {
     consumer: PullConsumer,
+    js: async_nats::jetstream::Context,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`
+    next_subject: String,
     out: Emitter,
     exit_at_end: bool,
     batch: usize,
@@ -337,10 +402,18 @@ struct Consume {
 }
 
 impl Consume {
-    fn new(cfg: &NatsSourceConfig, consumer: PullConsumer, out: Emitter) -> Self {
+    fn new(
+        cfg: &NatsSourceConfig,
+        consumer: PullConsumer,
+        js: async_nats::jetstream::Context,
+        out: Emitter,
+    ) -> Self {
         let stop = StopFlag::default();
+        let next_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", cfg.stream, cfg.durable);
         Consume {
             consumer,
+            js,
+            next_subject,
             out,
             exit_at_end: cfg.exit_at_end,
             batch: cfg.batch,
@@ -391,7 +464,7 @@ impl Consume {
         // that the server fills it meanwhile. Every pull asked for is
         // processed to its end before the source ends: a clean stop leaves no
         // message delivered and unacknowledged.
-        let mut next: Option<pull::Batch> = None;
+        let mut next: Option<Pull> = None;
         loop {
             if self.stop.is_set() && next.is_none() {
                 break;
@@ -413,22 +486,29 @@ impl Consume {
             }
             let mut at_end = false;
             let mut got = 0usize;
-            while let Some(m) = batch.next().await {
-                match m {
-                    Ok(msg) => {
-                        got += 1;
-                        if last_error.take().is_some() {
-                            eprintln!("spf: nats source: receiving again");
-                        }
-                        at_end = msg.info().is_ok_and(|i| i.pending == 0);
-                        self.receive(msg);
-                        // Each message already holds many records when they
-                        // come fast; handing each on at once keeps a quiet
-                        // node's events from waiting for the pull to end.
-                        self.hand_over().await?;
+            loop {
+                let msg = match batch.next().await {
+                    PullItem::Msg(m) => m,
+                    PullItem::End => break,
+                    PullItem::Error(e) => {
+                        self.report_error(&mut last_error, e);
+                        break;
                     }
-                    Err(e) => self.report_error(&mut last_error, e.to_string()),
+                };
+                got += 1;
+                if last_error.take().is_some() {
+                    eprintln!("spf: nats source: receiving again");
                 }
+                let msg = Message {
+                    message: msg,
+                    context: self.js.clone(),
+                };
+                at_end = msg.info().is_ok_and(|i| i.pending == 0);
+                self.receive(msg);
+                // Each message already holds many records when they come
+                // fast; handing each on at once keeps a quiet node's events
+                // from waiting for the pull to end.
+                self.hand_over().await?;
             }
             self.tick();
             self.hand_over().await?;
@@ -463,15 +543,35 @@ impl Consume {
         Ok(self.summary)
     }
 
-    /// Asks for up to `batch` messages.
-    async fn pull(&self) -> Result<pull::Batch, String> {
-        self.consumer
-            .batch()
-            .max_messages(self.batch)
-            .expires(PULL_EXPIRES)
-            .messages()
+    /// Asks for up to `batch` messages (at most [`PULL_BYTES`]), for at most
+    /// [`PULL_EXPIRES`].
+    ///
+    /// Not the client's own batch pull: that one ends at a deadline counted
+    /// from the request even while the messages it received wait unread in
+    /// its buffer (a pipeline slower than the server for a few seconds), and
+    /// drops them; they would come again only after the acknowledgement wait,
+    /// after later ones. Here a pull ends only when the server says so.
+    async fn pull(&self) -> Result<Pull, String> {
+        let client = self.js.client();
+        let inbox = client.new_inbox();
+        let sub = client
+            .subscribe(inbox.clone())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("pull: {e}"))?;
+        let request = format!(
+            "{{\"batch\":{},\"max_bytes\":{},\"expires\":{}}}",
+            self.batch,
+            PULL_BYTES,
+            PULL_EXPIRES.as_nanos()
+        );
+        client
+            .publish_with_reply(self.next_subject.clone(), inbox, request.into())
+            .await
+            .map_err(|e| format!("pull: {e}"))?;
+        Ok(Pull {
+            sub,
+            left: self.batch,
+        })
     }
 
     /// True when the consumer has nothing left to deliver.
