@@ -18,6 +18,7 @@ pub fn registry() -> Registry {
     spf_decoders::register(&mut reg);
     spf_sinks::register(&mut reg);
     spf_probes::register(&mut reg);
+    spf_nats::register(&mut reg);
     reg
 }
 

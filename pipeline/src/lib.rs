@@ -17,7 +17,8 @@ pub use event::{
 pub use limits::{Budget, BuildContext, Limits};
 pub use record::{Body, Decoded, Endpoint, Exchange, Fields, Record, RecordKind};
 pub use stage::{
-    Batch, BoxFuture, Decoder, Emitter, Out, Sink, SinkError, Source, SourceError, SourceSummary,
+    Batch, BoxFuture, Decoder, Emitter, Out, Sink, SinkError, SinkReport, Source, SourceError,
+    SourceSummary,
 };
 pub mod account;
 pub mod capture;

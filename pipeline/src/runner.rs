@@ -17,7 +17,7 @@ use crate::event::{Event, SourceItem, View};
 use crate::record::{Body, Record};
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
-use crate::stage::{Decoder, Emitter, Out, Sink, SinkError, Source, SourceError};
+use crate::stage::{Decoder, Emitter, Out, Sink, SinkError, SinkReport, Source, SourceError};
 
 /// Batches in flight between the source and the pipeline. Bounded so a source that
 /// outruns the decoder is slowed down (or, for the kernel, drops and counts) rather
@@ -114,6 +114,10 @@ pub struct Summary {
     pub reorder_forced: u64,
     /// How the source captured (see [`Source::capture`]).
     pub capture: Option<String>,
+    /// Records sinks were given but could not deliver (see [`SinkReport`]).
+    pub undelivered: u64,
+    /// What sinks had to say at the end, one short line each.
+    pub sink_notes: Vec<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -144,6 +148,12 @@ impl std::fmt::Display for Summary {
         }
         if let Some(c) = &self.capture {
             write!(f, "; capture: {c}")?;
+        }
+        if self.undelivered > 0 {
+            write!(f, "; undelivered {}", self.undelivered)?;
+        }
+        for note in &self.sink_notes {
+            write!(f, "; {note}")?;
         }
         Ok(())
     }
@@ -469,6 +479,14 @@ impl Writer {
     /// The end of the run: every sink writes what it holds and says how it went.
     fn close(&mut self) {
         self.each_sink(|s| s.close());
+        for i in 0..self.sinks.len() {
+            if self.closed[i] {
+                continue;
+            }
+            let SinkReport { undelivered, note } = self.sinks[i].report();
+            self.summary.undelivered = self.summary.undelivered.saturating_add(undelivered);
+            self.summary.sink_notes.extend(note);
+        }
     }
 
     /// True once a sink failed, or the reader of every sink that keeps a run

@@ -82,6 +82,13 @@ impl Emitter {
         self.tx.send(batch).await.is_ok() && !self.stopping()
     }
 
+    /// Hands a batch on and says whether it reached the pipeline, which it may
+    /// have even while shutdown began (check [`Emitter::stopping`] for that):
+    /// for sources that acknowledge exactly what they handed over.
+    pub async fn deliver(&self, batch: Batch) -> bool {
+        batch.is_empty() || self.tx.send(batch).await.is_ok()
+    }
+
     /// Like [`Emitter::send`], for sources that run on a blocking thread.
     pub fn blocking_send(&self, batch: Batch) -> bool {
         if batch.is_empty() {
@@ -277,6 +284,23 @@ pub trait Sink: Send {
     fn closed(&mut self, _conn: u64, _ts_ns: u64) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// What the sink has to say once closed, for the run's summary: a sink
+    /// that hands records to something that acknowledges them (and waited for
+    /// it in [`Sink::close`]) says what never arrived.
+    fn report(&mut self) -> SinkReport {
+        SinkReport::default()
+    }
+}
+
+/// What a sink says of its output when the run ends.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SinkReport {
+    /// Records it was given but could not deliver (dropped from a full buffer,
+    /// or never acknowledged).
+    pub undelivered: u64,
+    /// One short line for the run's summary, e.g. what was acknowledged.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ mod http1;
 mod http2;
 mod http2_limits;
 mod live;
+mod nats;
 mod outputs;
 mod pcapng;
 mod plugins;
