@@ -18,7 +18,13 @@
 //! * `bulk`: 64 KiB writes one way over a named stream socket, the reader taking
 //!   16 KiB at a time, both ends captured;
 //! * `devnull`: 64-byte writes to /dev/null while spf captures every Unix socket
-//!   (the cost for processes that never touch one).
+//!   (the cost for processes that never touch one); in the same run, pairs with
+//!   an empty program on the syscall exit hook instead of spf give the floor
+//!   that any probe on that hook has.
+//!
+//! * `ceiling` (only when named): the lossless-capture ceiling, a sender paced
+//!   at rising rates (64 KiB and 64-byte messages) into an ndjson file and into
+//!   the binary capture, up to the first rate that loses anything.
 //!
 //! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
 //! ndjson file sink, the default) or `null` (NDJSON to stdout, redirected to
@@ -94,6 +100,24 @@ trait Workload {
     fn unit(&self) -> usize;
 }
 
+/// Pins the calling thread to one CPU, or lets it run on all again.
+fn pin(cpu: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                for c in 0..n {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+        }
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+    }
+}
+
 /// A named stream socket with a client and a server end, each driven by a
 /// thread of its own through a slice.
 struct Pair {
@@ -145,6 +169,7 @@ impl Workload for PingPong {
         let k0 = first[1];
         // The server answers until the client says the slice is over.
         let answer = std::thread::spawn(move || {
+            pin(Some(0));
             let mut req = [0u8; MSG];
             let mut resp = [0u8; MSG];
             let mut k = k0;
@@ -161,6 +186,12 @@ impl Workload for PingPong {
             }
             k
         });
+        // Both ends on one CPU: on a small VM, a wakeup across CPUs costs
+        // tens of microseconds of the hypervisor's, which would make the
+        // round trip measure the hypervisor rather than the socket (and
+        // anything keeping the other CPU awake look like a speed-up). spf
+        // runs wherever the scheduler puts it.
+        pin(Some(0));
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(secs);
         let mut req = [0u8; MSG];
@@ -182,6 +213,7 @@ impl Workload for PingPong {
         end[8] = 0xff;
         p.client.write_all(&end).unwrap();
         let served = answer.join().unwrap();
+        pin(None);
         let n = k - first[0];
         p.next = [k, served];
         Slice {
@@ -329,9 +361,13 @@ fn start_spf(filter: &[String], sink: &str, hook: &str, dir: &Path) -> Spf {
     cmd.arg("run")
         .args(filter)
         .args(["--decoder", "raw", "--hook", hook]);
-    let out = if sink == "file" {
+    let out = if sink == "file" || sink == "capture" {
         let cfg = dir.join("e2e.toml");
-        let out = dir.join("out.ndjson");
+        let (kind, out) = if sink == "file" {
+            ("ndjson", dir.join("out.ndjson"))
+        } else {
+            ("capture", dir.join("out.spfcap"))
+        };
         let _ = std::fs::remove_file(&out);
         let mut toml = format!("[source]\ntype = \"unix\"\nhook = {hook:?}\n");
         let mut args = filter.iter();
@@ -341,7 +377,7 @@ fn start_spf(filter: &[String], sink: &str, hook: &str, dir: &Path) -> Spf {
             }
         }
         toml += &format!(
-            "[decoder]\ntype = \"raw\"\n[[sink]]\ntype = \"ndjson\"\npath = {:?}\n",
+            "[decoder]\ntype = \"raw\"\n[[sink]]\ntype = {kind:?}\npath = {:?}\n",
             out.display().to_string()
         );
         std::fs::write(&cfg, toml).unwrap();
@@ -437,7 +473,10 @@ fn check(out: &Path, w: &dyn Workload, s: &Slice) -> String {
         let Ok(Parsed::Item(SourceItem::Event(e))) = parse_line(&line, 0, &mut interner) else {
             continue;
         };
-        if e.conn != conn || e.dir != Direction::Send {
+        // The connection view's records carry `via`; a replay's output also
+        // keeps the capture's own syscall events (without it), so that it
+        // stays replayable: those are not what the view delivered.
+        if e.conn != conn || e.dir != Direction::Send || e.via.is_none() {
             continue;
         }
         let side = if e.socket == client {
@@ -527,11 +566,31 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    if wanted.iter().any(|x| x == "ceiling") {
+        for (msg, rates) in [
+            // MB/s of 64 KiB messages.
+            (
+                CHUNK,
+                vec![256, 512, 768, 1024, 1280, 1536, 2048, 2560, 3072],
+            ),
+            // Thousands of 64-byte messages per second.
+            (MSG, vec![100, 200, 300, 400, 500, 600, 800, 1000, 1200]),
+        ] {
+            for sink in ["file", "capture"] {
+                ceiling(msg, &rates, sink, &hook, secs, dir.path());
+            }
+        }
+        return;
+    }
     for mut w in all {
         if !wanted.is_empty() && !wanted.iter().any(|x| x == w.name()) {
             continue;
         }
         let mut ratios = Vec::new();
+        // Unrelated syscalls: the same hook with an empty program, in the same
+        // run, for the floor any probe on that hook has.
+        let floor = w.conn().is_none() && hook != "kernel";
+        let mut floor_ratios = Vec::new();
         let mut dropped = 0u64;
         let mut verdicts = Vec::new();
         let mut captured_by = String::new();
@@ -542,13 +601,28 @@ fn main() {
             let (d, by, out) = stop_spf(spf);
             dropped += d;
             captured_by = by;
-            if let Some(out) = out {
+            if let (Some(out), Some(_)) = (out, w.conn()) {
                 verdicts.push(check(&out, w.as_ref(), &traced));
             }
             let after = w.slice(secs);
             let rate = |s: &Slice| s.ops as f64 / s.secs;
             ratios.push(rate(&traced) / ((rate(&before) + rate(&after)) / 2.0));
             before = after;
+            if floor {
+                let empty = spf_probes::EmptyHook::attach().expect("attaching the empty hook");
+                let traced = w.slice(secs);
+                drop(empty);
+                let after = w.slice(secs);
+                floor_ratios.push(rate(&traced) / ((rate(&before) + rate(&after)) / 2.0));
+                before = after;
+            }
+        }
+        if !floor_ratios.is_empty() {
+            let (q1, med, q3) = quartiles(floor_ratios);
+            println!(
+                "{:9} floor (an empty program on the syscall exit hook): ratio median {med:.3} (quartiles {q1:.3}-{q3:.3})",
+                w.name()
+            );
         }
         let (q1, med, q3) = quartiles(ratios);
         let bad = verdicts.iter().filter(|v| !v.starts_with("ok")).count();
@@ -557,7 +631,7 @@ fn main() {
             w.name(),
             before.ops as f64 / before.secs,
             if verdicts.is_empty() {
-                "not checked (stdout)".to_string()
+                "not checked (stdout, or no connection)".to_string()
             } else if bad == 0 {
                 format!("complete and in order in all {} slices", verdicts.len())
             } else {
@@ -565,5 +639,151 @@ fn main() {
             }
         );
         println!("{:9} capture: {captured_by}", "");
+    }
+}
+
+/// A sender paced at `per_sec` messages of `msg` bytes a second (1 ms ticks)
+/// for `secs`, over a named stream socket, with a reader taking everything.
+fn paced(pair: &mut Pair, msg: usize, per_sec: u64, secs: f64) -> Slice {
+    let first = pair.next;
+    let mut client = pair.client.try_clone().unwrap();
+    let k0 = first[0];
+    let sender = std::thread::spawn(move || {
+        let start = Instant::now();
+        let end = Duration::from_secs_f64(secs);
+        let mut buf = vec![0u8; msg];
+        let mut k = k0;
+        loop {
+            let t = start.elapsed();
+            if t >= end {
+                break;
+            }
+            // Behind schedule: catch up at once; ahead: wait for the next tick
+            // (pacing, not synchronisation).
+            let due = (t.as_secs_f64() * per_sec as f64) as u64;
+            while k - k0 < due {
+                fill(k, &mut buf);
+                client.write_all(&buf).unwrap();
+                k += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (k, start.elapsed().as_secs_f64())
+    });
+    pair.server
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0u64;
+    let (k, elapsed) = loop {
+        if sender.is_finished() {
+            let (k, elapsed) = sender.join().unwrap();
+            let total = (k - k0) * msg as u64;
+            while got < total {
+                let want = buf.len().min((total - got) as usize);
+                pair.server.read_exact(&mut buf[..want]).unwrap();
+                got += want as u64;
+            }
+            break (k, elapsed);
+        }
+        match pair.server.read(&mut buf) {
+            Ok(n) => got += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("paced read: {e}"),
+        }
+    };
+    pair.next = [k, first[1]];
+    Slice {
+        ops: k - k0,
+        bytes: [got, 0],
+        first,
+        secs: elapsed,
+    }
+}
+
+/// The ceiling of lossless capture: a paced sender at rising rates, spf
+/// capturing its connection into `sink` (an ndjson file or the binary
+/// capture), until the first rate at which spf drops events or the output
+/// misses bytes. A binary capture is checked through its NDJSON twin (`spf run
+/// --replay`), outside the measured time.
+fn ceiling(msg: usize, rates: &[u64], sink: &str, hook: &str, secs: f64, dir: &Path) {
+    struct Paced {
+        pair: Pair,
+        msg: usize,
+    }
+    impl Workload for Paced {
+        fn name(&self) -> &'static str {
+            "paced"
+        }
+        fn slice(&mut self, _secs: f64) -> Slice {
+            unreachable!("paced slices are run by ceiling()")
+        }
+        fn filter(&self) -> Vec<String> {
+            vec!["--path".into(), self.pair.path().display().to_string()]
+        }
+        fn conn(&self) -> Option<(u64, u64, u64)> {
+            Some(self.pair.ids())
+        }
+        fn unit(&self) -> usize {
+            self.msg
+        }
+    }
+    let mut w = Paced {
+        pair: Pair::new(),
+        msg,
+    };
+    let unit = |r: u64| {
+        if msg == CHUNK {
+            r * 1_000_000 / CHUNK as u64
+        } else {
+            r * 1000
+        }
+    };
+    let mut best: Option<(u64, f64)> = None;
+    for &r in rates {
+        let per_sec = unit(r);
+        let spf = start_spf(&w.filter(), sink, hook, dir);
+        let s = paced(&mut w.pair, msg, per_sec, secs);
+        let (dropped, _, out) = stop_spf(spf);
+        let verdict = match (sink, out) {
+            ("capture", Some(cap)) => {
+                let twin = dir.join("twin.ndjson");
+                let _ = std::fs::remove_file(&twin);
+                let st = Command::new(env!("CARGO_BIN_EXE_spf"))
+                    .args(["run", "-q", "--decoder", "raw", "--replay"])
+                    .arg(&cap)
+                    .arg("--output")
+                    .arg(&twin)
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "replaying the capture failed");
+                check(&twin, &w, &s)
+            }
+            (_, Some(out)) => check(&out, &w, &s),
+            _ => unreachable!(),
+        };
+        let achieved = s.bytes[0] as f64 / s.secs;
+        println!(
+            "ceiling {:>5} B messages into {:7}: asked {:>8} msg/s, moved {:>8.0} msg/s = {:>7.1} MB/s, dropped {dropped}, output {verdict}",
+            msg,
+            if sink == "file" { "ndjson" } else { "spfcap" },
+            per_sec,
+            s.ops as f64 / s.secs,
+            achieved / 1e6,
+        );
+        if dropped > 0 || !verdict.starts_with("ok") {
+            break;
+        }
+        best = Some((per_sec, achieved));
+    }
+    match best {
+        Some((m, b)) => println!(
+            "ceiling {:>5} B messages into {}: lossless up to {m} msg/s ({:.1} MB/s)",
+            msg,
+            if sink == "file" { "ndjson" } else { "spfcap" },
+            b / 1e6
+        ),
+        None => println!("ceiling {msg:>5} B messages into {sink}: lost at the lowest rate"),
     }
 }

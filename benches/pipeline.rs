@@ -1,6 +1,7 @@
 //! Throughput and memory of the whole pipeline on replayed input:
-//! file source (NDJSON) → reorder → raw → ndjson (or pcapng) file sink, run
-//! through the real `spf` binary.
+//! file source (NDJSON) → reorder → connection view → raw → ndjson (or pcapng)
+//! file sink, run through the real `spf` binary; and the same capture in the
+//! syscall view, and through `auto`, for comparison.
 //!
 //!     cargo bench --bench pipeline
 //!
@@ -61,14 +62,30 @@ fn run_spf(config: &Path) -> RunStats {
     }
 }
 
-fn config(dir: &Path, input: &Path, output: &Path, sink: &str) -> PathBuf {
+/// What a case runs: the view, the decoder and the sink.
+struct Setup {
+    view: &'static str,
+    decoder: &'static str,
+    sink: &'static str,
+}
+
+const RAW_NDJSON: Setup = Setup {
+    view: "connection",
+    decoder: "raw",
+    sink: "ndjson",
+};
+
+fn config(dir: &Path, input: &Path, output: &Path, s: &Setup) -> PathBuf {
     let p = dir.join("bench.toml");
     std::fs::write(
         &p,
         format!(
-            "[source]\ntype = \"file\"\npath = \"{}\"\n\n[decoder]\ntype = \"raw\"\n\n\
-             [[sink]]\ntype = \"{sink}\"\npath = \"{}\"\n",
+            "[source]\ntype = \"file\"\npath = \"{}\"\nview = \"{}\"\n\n[decoder]\ntype = \"{}\"\n\n\
+             [[sink]]\ntype = \"{}\"\npath = \"{}\"\n",
             input.display(),
+            s.view,
+            s.decoder,
+            s.sink,
             output.display()
         ),
     )
@@ -77,14 +94,14 @@ fn config(dir: &Path, input: &Path, output: &Path, sink: &str) -> PathBuf {
 }
 
 fn case(dir: &Path, name: &str, events: usize, payload: usize) -> RunStats {
-    case_to(dir, name, events, payload, "ndjson")
+    case_to(dir, name, events, payload, &RAW_NDJSON)
 }
 
-fn case_to(dir: &Path, name: &str, events: usize, payload: usize, sink: &str) -> RunStats {
+fn case_to(dir: &Path, name: &str, events: usize, payload: usize, setup: &Setup) -> RunStats {
     let input = dir.join(format!("{name}.in.ndjson"));
-    let output = dir.join(format!("{name}.out.{sink}"));
+    let output = dir.join(format!("{name}.out.{}", setup.sink));
     write_capture(&input, events, payload);
-    let cfg = config(dir, &input, &output, sink);
+    let cfg = config(dir, &input, &output, setup);
     // Best of three: the machine is shared with whatever else runs.
     let mut best: Option<RunStats> = None;
     for _ in 0..3 {
@@ -117,9 +134,35 @@ fn main() {
     println!("replay -> reorder -> raw -> ndjson file (release build of spf)");
     case(dir.path(), "64B", 1_000_000, 64);
     case(dir.path(), "64KiB", 4_000, 64 * 1024);
+    println!("the same in the syscall view, and in the connection view through auto");
+    for (view, decoder) in [("syscalls", "raw"), ("connection", "auto")] {
+        let setup = Setup {
+            view,
+            decoder,
+            sink: "ndjson",
+        };
+        case_to(
+            dir.path(),
+            &format!("64B-{view}-{decoder}"),
+            1_000_000,
+            64,
+            &setup,
+        );
+        case_to(
+            dir.path(),
+            &format!("64KiB-{view}-{decoder}"),
+            4_000,
+            64 * 1024,
+            &setup,
+        );
+    }
     println!("replay -> reorder -> raw -> pcapng file");
-    case_to(dir.path(), "64B-pcapng", 1_000_000, 64, "pcapng");
-    case_to(dir.path(), "64KiB-pcapng", 4_000, 64 * 1024, "pcapng");
+    let pcapng = Setup {
+        sink: "pcapng",
+        ..RAW_NDJSON
+    };
+    case_to(dir.path(), "64B-pcapng", 1_000_000, 64, &pcapng);
+    case_to(dir.path(), "64KiB-pcapng", 4_000, 64 * 1024, &pcapng);
     println!("peak memory against input size (64-byte payloads):");
     let small = case(dir.path(), "64B-small", 100_000, 64);
     let large = case(dir.path(), "64B-large", 2_000_000, 64);

@@ -32,7 +32,7 @@ pub use config::{
     DEFAULT_RING_SIZE, DEFAULT_SNAPLEN, DirectionFilter, MAX_SNAPLEN, PathFilter, UnixConfig,
 };
 pub use hooks::{Hook, HookChoice};
-pub use probe::{AttachSwitch, bpf_unavailable_reason};
+pub use probe::{AttachSwitch, EmptyHook, bpf_unavailable_reason};
 
 /// The newest kernel feature the probe needs that this kernel lacks, as a
 /// one-line error naming the Linux release that brought it; None when nothing

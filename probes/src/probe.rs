@@ -187,6 +187,7 @@ impl Probe {
             open.progs.spf_k_sendpage.set_autoload(sendpage);
             open.progs.spf_k_splice_read.set_autoload(splice_read);
         }
+        open.progs.spf_empty_exit.set_autoload(false);
         // Following processes through forks costs every fork on the machine a
         // program run: only when asked.
         if cfg.follow.is_empty() {
@@ -371,6 +372,37 @@ impl AttachSwitch {
     /// Detaches the hooks if they are attached.
     pub fn off(&mut self) {
         self.links.clear();
+    }
+}
+
+/// The syscall exit tracepoint with a program that does nothing attached: the
+/// floor of what any probe on that hook costs every syscall on the machine.
+/// Benchmarks measure spf against it; detached when dropped.
+#[doc(hidden)]
+pub struct EmptyHook {
+    _skel: SpfSkel<'static>,
+}
+
+impl EmptyHook {
+    pub fn attach() -> Result<EmptyHook, BuildError> {
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = SpfSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| BuildError::new(format!("cannot open the BPF program: {e}")))?;
+        open.progs.spf_sys_exit.set_autoload(false);
+        open.progs.spf_fork.set_autoload(false);
+        open.progs.spf_exit.set_autoload(false);
+        macro_rules! off {
+            ($p:ident) => {
+                open.progs.$p.set_autoload(false);
+            };
+        }
+        kernel_progs!(off);
+        let mut skel = open.load().map_err(|e| load_error(&e))?;
+        skel.attach()
+            .map_err(|e| BuildError::new(format!("cannot attach the empty hook: {e}")))?;
+        Ok(EmptyHook { _skel: skel })
     }
 }
 

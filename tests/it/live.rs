@@ -1,6 +1,6 @@
 //! The real `spf run` binary capturing live, as users run it.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -80,7 +80,7 @@ impl LiveSpf {
         };
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let canary = std::thread::spawn(move || {
-            let (mut a, _b) = match (&comm, &listener) {
+            let (mut a, b) = match (&comm, &listener) {
                 (Some(c), _) => {
                     name_thread(c);
                     UnixStream::pair().unwrap()
@@ -93,11 +93,22 @@ impl LiveSpf {
                 }
                 (None, None) => unreachable!("one canary or the other"),
             };
+            // The other end is read, so that the canary's writes never fill
+            // the socket's buffer and block: under an emulated CPU, loading
+            // the probe takes longer than that buffer lasts.
+            let drain = std::thread::spawn(move || {
+                let mut b = b;
+                let mut sink = [0u8; 4096];
+                while matches!(b.read(&mut sink), Ok(n) if n > 0) {}
+            });
             // Until told the canary was seen (or the test gave up).
             while rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
                 a.write_all(b"spf-canary").unwrap();
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // The end of the stream ends the drain.
+            drop(a);
+            drain.join().unwrap();
         });
         // Loading the probe is most of this: seconds on a real machine, a
         // minute or more under an emulated CPU (the kernel matrix's VM).
