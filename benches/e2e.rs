@@ -29,7 +29,8 @@
 //! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
 //! ndjson file sink, the default) or `null` (NDJSON to stdout, redirected to
 //! /dev/null), SPF_E2E_HOOK: the probe's hooks, `auto` (the default), `kernel`
-//! or `syscall` (`[source] hook`). Needs root.
+//! or `syscall` (`[source] hook`), SPF_E2E_NICE: run spf under `nice -n N`.
+//! Needs root.
 //!
 //! In the kernel matrix's VM (Debian 12's 6.1, which allows kernel hooks),
 //! with the bench built on the host first:
@@ -355,9 +356,22 @@ struct Spf {
     err: PathBuf,
 }
 
+/// The spf binary, under `nice -n SPF_E2E_NICE` when that is set (`nice`
+/// execs spf: the child's pid is spf's).
+fn spf_command() -> Command {
+    match std::env::var("SPF_E2E_NICE") {
+        Ok(n) => {
+            let mut c = Command::new("nice");
+            c.args(["-n", &n, env!("CARGO_BIN_EXE_spf")]);
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_spf")),
+    }
+}
+
 fn start_spf(filter: &[String], sink: &str, hook: &str, dir: &Path) -> Spf {
     let err = dir.join("spf.err");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spf"));
+    let mut cmd = spf_command();
     cmd.arg("run")
         .args(filter)
         .args(["--decoder", "raw", "--hook", hook]);
@@ -381,7 +395,7 @@ fn start_spf(filter: &[String], sink: &str, hook: &str, dir: &Path) -> Spf {
             out.display().to_string()
         );
         std::fs::write(&cfg, toml).unwrap();
-        cmd = Command::new(env!("CARGO_BIN_EXE_spf"));
+        cmd = spf_command();
         cmd.args(["run", "-c"]).arg(&cfg);
         cmd.stdout(Stdio::null());
         Some(out)
