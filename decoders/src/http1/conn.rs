@@ -122,6 +122,14 @@ pub fn sender(e: &Event) -> Endpoint {
     }
 }
 
+/// Gives `end` the comm `seen` has when both are the same process and `end`
+/// has none.
+pub(crate) fn fill_comm(end: &mut Endpoint, seen: &Endpoint) {
+    if end.comm.is_empty() && end.pid == seen.pid && !seen.comm.is_empty() {
+        end.comm = Arc::clone(&seen.comm);
+    }
+}
+
 fn receiver(e: &Event) -> Endpoint {
     if e.via.is_some() || e.dir == Direction::Send {
         Endpoint {
@@ -797,7 +805,11 @@ impl Conn {
                 content_length: h.content_length,
             },
         );
-        let answer = request.map(|r| {
+        let answer = request.map(|mut r| {
+            // A request taken from the server's receive before the client's
+            // own send was seen names its sender by pid alone; the response
+            // names its receiver with the comm learned since.
+            fill_comm(&mut r.client, &receiver(ev));
             Box::new(Answer {
                 response_bytes: r.interim_bytes + head_len,
                 request: r,

@@ -1109,3 +1109,22 @@ fn robustness_against_random_and_mutated_input() {
         }
     }
 }
+
+/// A request taken from the server's receive before the client's own send
+/// was seen names its sender by pid only; the exchange takes the client's
+/// comm from the response, which names its receiver.
+#[test]
+fn exchange_learns_the_client_comm_from_the_response() {
+    let mut c = Conv::new(7);
+    let req = c.event(CLIENT, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+    let mut first = (*req).clone();
+    first.comm = "".into();
+    first.via = Some(Direction::Recv);
+    c.events[0] = Arc::new(first);
+    c.send(SERVER, b"HTTP/1.1 204 No Content\r\n\r\n");
+    let recs = view(&run(&c.events));
+    let x: Vec<&Value> = recs.iter().filter_map(|r| r.get("exchange")).collect();
+    assert_eq!(x.len(), 1, "{recs:#?}");
+    assert_eq!(x[0]["client"], json!([10, "curl"]));
+    assert_eq!(x[0]["server"], json!([20, "nginx"]));
+}

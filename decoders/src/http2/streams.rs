@@ -78,8 +78,14 @@ impl Pending {
         self.response_bytes += u64::from(len);
         self.last_response_ns = Some(event.ts_ns);
         if !self.server_seen {
-            self.server = sender_receiver(event).0;
+            let (server, client) = sender_receiver(event);
+            self.server = server;
             self.server_seen = true;
+            // The request may have come from the server's receive before the
+            // client's own send was seen: pid alone, comm learned since.
+            if self.client.comm.is_empty() && self.client.pid == client.pid {
+                self.client.comm = client.comm;
+            }
         }
     }
 
