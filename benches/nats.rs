@@ -397,12 +397,16 @@ fn main() {
             file_best = (secs, cpu);
         }
         // A new durable consumer each round reads the stream from its start.
+        // SPF_NATS_BATCH: the source's `batch` (messages per pull).
+        let batch = std::env::var("SPF_NATS_BATCH")
+            .map(|b| format!("batch = {b}\n"))
+            .unwrap_or_default();
         let from_nats = write(
             d,
             "central.toml",
             format!(
                 "[source]\ntype = \"nats\"\nservers = \"{url}\"\nstream = \"SPF\"\n\
-                 durable = \"bench{round}\"\nexit_at_end = true\n{decode}"
+                 durable = \"bench{round}\"\nexit_at_end = true\n{batch}{decode}"
             ),
         );
         let server_before = process_cpu(server.child.id());

@@ -103,9 +103,16 @@ pub struct Event {
     pub node: Arc<str>,
 }
 
+/// One shared empty string: events are built by the million (the connection
+/// view makes one per event it hands on), and `Arc::from("")` allocates.
+fn empty_str() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    Arc::clone(&EMPTY)
+}
+
 impl Default for Event {
     fn default() -> Self {
-        let empty: Arc<str> = Arc::from("");
+        let empty = empty_str();
         Event {
             seq: 0,
             ts_ns: 0,

@@ -10,7 +10,9 @@
 //! SPF_BENCH_PAIRS sets the pairs per workload (default 15), SPF_BENCH_SLICE
 //! the seconds per slice (default 0.2), SPF_BENCH_RING_SIZE the ring buffer
 //! (default: spf's default), SPF_BENCH_HOOK the hooks (`auto`, `kernel` or
-//! `syscall`, as `[source] hook`; default auto).
+//! `syscall`, as `[source] hook`; default auto). SPF_BENCH_FOLLOW follows this
+//! process (`pid_tree`) and SPF_BENCH_CGROUP keeps its cgroup (`cgroup`): the
+//! filters' cost, with every event still kept.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -158,6 +160,21 @@ impl Running {
             direction,
             ring_size: env_or("SPF_BENCH_RING_SIZE", spf_probes::DEFAULT_RING_SIZE),
             hook: bench_hook(),
+            follow: if std::env::var_os("SPF_BENCH_FOLLOW").is_some() {
+                // This process: every event still passes, through the
+                // followed-process filter (and its fork/exit programs).
+                vec![std::process::id()]
+            } else {
+                Vec::new()
+            },
+            cgroups: if std::env::var_os("SPF_BENCH_CGROUP").is_some() {
+                // This process's own cgroup: every event passes the filter.
+                let path = spf_probes::containers::cgroup_path_of(std::process::id())
+                    .expect("the bench's cgroup (v2)");
+                vec![spf_probes::containers::cgroup_id(&path).expect("its id")]
+            } else {
+                Vec::new()
+            },
             ..UnixConfig::default()
         };
         let mut src = cfg.build_source().map_err(|e| e.to_string())?;
