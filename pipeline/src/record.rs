@@ -85,10 +85,12 @@ impl PartialEq for dyn Fields {
 pub struct Exchange {
     /// `http1`, `http2`, `grpc`, or a plugin's protocol name.
     pub protocol: Arc<str>,
-    pub method: Option<String>,
+    /// Shared strings: a decoder hands on what it already holds (an HPACK
+    /// table entry, an interned method) without copying it per exchange.
+    pub method: Option<Arc<str>>,
     /// The request target; for gRPC `/service/method`.
-    pub path: Option<String>,
-    pub authority: Option<String>,
+    pub path: Option<Arc<str>>,
+    pub authority: Option<Arc<str>>,
     /// HTTP status (or the protocol's own status code).
     pub status: Option<u32>,
     pub grpc_status: Option<u32>,

@@ -1234,9 +1234,9 @@ fn complete(a: Answer, ev: &Arc<Event>, error: Option<String>, cx: &mut Cx<'_, '
     let r = a.request;
     let x = Exchange {
         protocol: Arc::clone(&cx.names.http1),
-        method: Some(r.method),
-        path: Some(r.target),
-        authority: r.authority,
+        method: Some(r.method.into()),
+        path: Some(r.target.into()),
+        authority: r.authority.map(Arc::from),
         status: (a.status != 0).then_some(u32::from(a.status)),
         grpc_status: None,
         grpc_message: None,

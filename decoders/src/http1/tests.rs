@@ -123,7 +123,7 @@ fn view(recs: &[Record]) -> Vec<Value> {
                 Body::Raw => json!({"raw": String::from_utf8_lossy(&d.event.data)}),
                 Body::Error { code, message } => json!({"error": {"code": code, "message": message}}),
                 Body::Exchange(x) => json!({"exchange": {
-                    "method": x.method, "path": x.path, "authority": x.authority,
+                    "method": x.method.as_deref(), "path": x.path.as_deref(), "authority": x.authority.as_deref(),
                     "status": x.status, "error": x.error, "request_bytes": x.request_bytes,
                     "response_bytes": x.response_bytes, "latency_ns": x.latency_ns,
                     "started_ns": x.started_ns,

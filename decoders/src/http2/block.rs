@@ -13,7 +13,7 @@ use super::frame::{self, Header, Priority};
 use super::grpc;
 use super::held::{Held, Refused};
 use super::hpack::{HeaderList, HpackError, Outcome};
-use super::record::{Body, FrameRecord, GrpcHead, kind_name, lossy};
+use super::record::{Body, FrameRecord, GrpcHead, kind_name};
 use super::streams::{Pending, sender_receiver};
 
 /// Why a direction's header blocks cannot be decoded.
@@ -581,16 +581,7 @@ impl View {
             st.ended |= 1 << (1 - side);
         }
         if let Some(p) = facts.path {
-            // Calls repeat the same few paths: one shared copy of the latest.
-            let path = match &self.last_path {
-                Some(l) if l.as_bytes() == p => Arc::clone(l),
-                _ => {
-                    let l: Arc<str> = Arc::from(lossy(p));
-                    self.last_path = Some(Arc::clone(&l));
-                    l
-                }
-            };
-            st.path = Some(path);
+            st.path = Some(super::conn::shared(&mut self.last_path, p));
         }
         // A block decoded without placeholders and without a content-type
         // also settles it: there is none.
@@ -608,9 +599,13 @@ impl View {
             st.exchange = Some(Box::new(Pending {
                 req_side: side,
                 grpc: facts.content_type_grpc,
-                method: facts.method.map(lossy),
+                method: facts
+                    .method
+                    .map(|m| super::conn::shared(&mut self.last_method, m)),
                 path: st.path.clone(),
-                authority: facts.authority.map(lossy),
+                authority: facts
+                    .authority
+                    .map(|a| super::conn::shared(&mut self.last_authority, a)),
                 status: None,
                 grpc_status: None,
                 grpc_message: None,

@@ -74,8 +74,24 @@ pub(crate) struct View {
     /// Limits already reported for this state (bits of [`Reported`]), so
     /// that a flood reports each once.
     pub reported: u8,
-    /// The latest request path, shared by the streams that repeat it.
+    /// The latest request path, method and authority, shared by the streams
+    /// that repeat them (calls repeat the same few).
     pub last_path: Option<Arc<str>>,
+    pub last_method: Option<Arc<str>>,
+    pub last_authority: Option<Arc<str>>,
+}
+
+/// `b` as shared text: the one in `last` when it is the same, else a new one
+/// kept there.
+pub(crate) fn shared(last: &mut Option<Arc<str>>, b: &[u8]) -> Arc<str> {
+    match last {
+        Some(l) if l.as_bytes() == b => Arc::clone(l),
+        _ => {
+            let l: Arc<str> = Arc::from(super::record::lossy(b));
+            *last = Some(Arc::clone(&l));
+            l
+        }
+    }
 }
 
 /// Limits reported once per connection state.
@@ -94,6 +110,8 @@ impl View {
             last_seq: 0,
             reported: 0,
             last_path: None,
+            last_method: None,
+            last_authority: None,
         }
     }
 

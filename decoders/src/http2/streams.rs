@@ -34,9 +34,9 @@ pub(crate) struct Pending {
     /// The side the request came from; the response comes from the other.
     pub req_side: usize,
     pub grpc: bool,
-    pub method: Option<String>,
+    pub method: Option<Arc<str>>,
     pub path: Option<Arc<str>>,
-    pub authority: Option<String>,
+    pub authority: Option<Arc<str>>,
     pub status: Option<u32>,
     pub grpc_status: Option<u32>,
     pub grpc_message: Option<String>,
@@ -106,7 +106,7 @@ impl Pending {
                 &protocols.http2
             }),
             method: self.method,
-            path: self.path.map(|p| p.to_string()),
+            path: self.path,
             authority: self.authority,
             status: self.status,
             grpc_status: self.grpc_status,

@@ -242,9 +242,9 @@ pub(crate) fn parse_exchange(json: &[u8], event: &Event) -> Result<Exchange, Str
     };
     Ok(Exchange {
         protocol: Arc::from(x.protocol),
-        method: x.method,
-        path: x.path,
-        authority: x.authority,
+        method: x.method.map(Arc::from),
+        path: x.path.map(Arc::from),
+        authority: x.authority.map(Arc::from),
         status: x.status,
         grpc_status: x.grpc_status,
         grpc_message: x.grpc_message,
