@@ -133,9 +133,12 @@ const PULL_EXPIRES: Duration = Duration::from_millis(250);
 /// How long past its end a pull's messages are waited for before the server
 /// is taken to be gone.
 const PULL_SILENCE: Duration = Duration::from_secs(30);
-/// Bytes of messages one pull takes at most (above the largest max_payload a
-/// server allows, so that any message fits).
-const PULL_BYTES: usize = (64 << 20) + (64 << 10);
+/// Bytes of messages one pull takes at least room for: with the next pull
+/// asked for ahead, two pulls' messages may be on their way at once, and a
+/// server drops a client that has more than its `max_pending` (64 MB by
+/// default) waiting as a slow consumer; so 16 MiB each, or one message of the
+/// server's `max_payload` where that is more (see `pull_bytes`).
+const PULL_BYTES: usize = 16 << 20;
 /// How long the final acknowledgement may take.
 const FINAL_ACK: Duration = Duration::from_secs(2);
 /// Malformed lines reported one by one before only counting them.
@@ -543,7 +546,8 @@ impl Consume {
         Ok(self.summary)
     }
 
-    /// Asks for up to `batch` messages (at most [`PULL_BYTES`]), for at most
+    /// Asks for up to `batch` messages (at most [`PULL_BYTES`] of them, or one
+    /// message of the server's largest size), for at most
     /// [`PULL_EXPIRES`].
     ///
     /// Not the client's own batch pull: that one ends at a deadline counted
@@ -558,10 +562,13 @@ impl Consume {
             .subscribe(inbox.clone())
             .await
             .map_err(|e| format!("pull: {e}"))?;
+        // Any message must fit in one pull: a message larger than its
+        // max_bytes would never be delivered.
+        let pull_bytes = PULL_BYTES.max(client.server_info().max_payload.saturating_add(64 << 10));
         let request = format!(
             "{{\"batch\":{},\"max_bytes\":{},\"expires\":{}}}",
             self.batch,
-            PULL_BYTES,
+            pull_bytes,
             PULL_EXPIRES.as_nanos()
         );
         client
