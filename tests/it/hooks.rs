@@ -550,6 +550,20 @@ fn hook_kernel_is_used_or_refused_in_one_line() {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        // Stopping drains and prints the summary: bounded too, so that a stop
+        // that never ends fails here, with what spf said, instead of hanging.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let o = child.wait_with_output().unwrap();
+                panic!(
+                    "spf did not stop within 120 s of SIGINT: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         child.wait_with_output().unwrap()
     };
     let o = run("kernel");
