@@ -364,13 +364,16 @@ fn main() {
     let events = write_http2_capture(&cap, 64, 2_000);
     let size = std::fs::metadata(&cap).map_or(0, |m| m.len());
     fresh_stream(url);
+    // SPF_NATS_FORMAT: how the node publishes raw events (ndjson, spfcap).
+    let format = std::env::var("SPF_NATS_FORMAT").unwrap_or_else(|_| "ndjson".into());
+    println!("  events published as {format}");
     let node = write(
         d,
         "node.toml",
         format!(
             "[source]\ntype = \"file\"\npath = \"{}\"\nview = \"syscalls\"\n[decoder]\ntype = \"raw\"\n\
              [[sink]]\ntype = \"nats\"\nservers = \"{url}\"\nnode = \"bench\"\n\
-             buffer_bytes = 1073741824\ndrain_timeout_ms = 600000\n",
+             buffer_bytes = 1073741824\ndrain_timeout_ms = 600000\nformat = \"{format}\"\n",
             cap.display()
         ),
     );

@@ -2,9 +2,11 @@
 //! the source that reads it.
 //!
 //! The payload is NDJSON: one or more complete lines, exactly as the ndjson
-//! sink writes them (each event's line stamped with its node), so a message
-//! saved to a file replays with the `file` source. Headers say where the
-//! message stands in its sender's sequence:
+//! sink writes them (each event's line stamped with its node); or, for raw
+//! events published with `format = "spfcap"`, a binary capture (its magic,
+//! then records, see `spf_pipeline::capture`). Either way a message saved to
+//! a file replays with the `file` source, and a reader tells them apart by
+//! the magic. Headers say where the message stands in its sender's sequence:
 //!
 //! * `Spf-Node`: the node's name;
 //! * `Spf-Run`: one id per sink per run of spf (a restarted node starts a new

@@ -38,12 +38,18 @@ const KIND_CLOSED: u8 = 3;
 
 /// Appends one item as a record.
 pub fn encode(item: &SourceItem, out: &mut Vec<u8>) {
+    encode_named(item, "", out);
+}
+
+/// Appends one item as a record, an event that names no node of its own
+/// with `node` (what a node's sink publishes for a central spf).
+pub fn encode_named(item: &SourceItem, node: &str, out: &mut Vec<u8>) {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
     match item {
         SourceItem::Event(e) => {
             out.push(KIND_EVENT);
-            encode_event(e, out);
+            encode_event(e, node, out);
         }
         SourceItem::Lost(l) => {
             out.push(KIND_LOST);
@@ -61,7 +67,7 @@ pub fn encode(item: &SourceItem, out: &mut Vec<u8>) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-fn encode_event(e: &Event, out: &mut Vec<u8>) {
+fn encode_event(e: &Event, node: &str, out: &mut Vec<u8>) {
     for v in [
         e.seq,
         e.ts_ns,
@@ -95,9 +101,11 @@ fn encode_event(e: &Event, out: &mut Vec<u8>) {
         e.lane,
         u8::from(e.truncated),
     ]);
-    for s in [&e.comm, &e.peer_comm, &e.path, &e.node] {
+    let node = if e.node.is_empty() { node } else { &e.node };
+    for s in [&e.comm, &e.peer_comm, &e.path] {
         string(s, out);
     }
+    string(node, out);
     match &e.container {
         None => out.push(0),
         Some(c) => {

@@ -424,8 +424,12 @@ fn two_nodes_one_stream_one_central_decoder() {
     let mut children: Vec<Child> = nodes
         .iter()
         .zip(&captures)
-        .map(|(n, cap)| {
-            let cfg = node_config(dir.path(), n, &server.url(), cap, "");
+        .enumerate()
+        .map(|(i, (n, cap))| {
+            // One node publishes lines, the other binary records: one
+            // stream holds both, and the central reads either.
+            let format = ["format = \"ndjson\"\n", "format = \"spfcap\"\n"][i];
+            let cfg = node_config(dir.path(), n, &server.url(), cap, format);
             spf()
                 .args(["run", "-c"])
                 .arg(cfg)
@@ -652,13 +656,14 @@ fn server_restart(spool: bool) {
         &format!(
             "buffer_bytes = 65536\nmessage_bytes = 4096\nin_flight = 4\nack_timeout_ms = 1000\n\
              drain_timeout_ms = 60000\n{}",
+            // Without a spool, the lost markers go as binary records.
             if spool {
                 format!(
                     "spool = \"{}\"\nspool_bytes = 134217728\n",
                     dir.path().join("node.spool").display()
                 )
             } else {
-                String::new()
+                "format = \"spfcap\"\n".to_string()
             }
         ),
     );

@@ -1,10 +1,15 @@
-//! Records into NDJSON message payloads: which subject a record goes to, its
-//! line stamped with the node's name, several lines per message.
+//! Records into message payloads: which subject a record goes to, its line
+//! (or binary record) stamped with the node's name, several per message.
+//!
+//! A payload is NDJSON, or, for raw events with `format = "spfcap"`, the
+//! binary capture format (`spf_pipeline::capture`): the magic, then records.
+//! Either way a message saved to a file replays with the `file` source, and
+//! a central spf tells them apart by the magic.
 
 use std::sync::Arc;
 
-use spf_pipeline::ndjson;
-use spf_pipeline::{Body, Event, Lost, Record, RecordKind};
+use spf_pipeline::{Body, Event, Lost, Record, RecordKind, SourceItem};
+use spf_pipeline::{capture, ndjson};
 
 use crate::wire::Kind;
 
@@ -36,28 +41,71 @@ pub struct Batch {
     pub buf: Vec<u8>,
     pub records: u64,
     pub ts: (u64, u64),
+    /// Binary records (events and lost markers) instead of NDJSON lines.
+    binary: bool,
+}
+
+/// The node's name, written into records that name no node of their own.
+#[derive(Default)]
+pub struct NodeName {
+    /// As a JSON string, quotes included.
+    pub json: Vec<u8>,
+    pub text: String,
+}
+
+impl NodeName {
+    pub fn new(text: &str) -> NodeName {
+        let mut json = Vec::new();
+        ndjson::json_str(text, &mut json);
+        NodeName {
+            json,
+            text: text.to_string(),
+        }
+    }
 }
 
 impl Batch {
-    pub fn new(capacity: usize) -> Batch {
+    pub fn new(capacity: usize, binary: bool) -> Batch {
+        let mut buf = Vec::with_capacity(capacity);
+        if binary {
+            buf.extend_from_slice(capture::MAGIC);
+        }
         Batch {
-            buf: Vec::with_capacity(capacity),
+            buf,
             records: 0,
             ts: (0, 0),
+            binary,
         }
     }
 
-    /// Appends one record's line, with `node` written into it where the event
-    /// does not name a node of its own.
-    pub fn push(&mut self, record: &Record, node: &[u8]) {
+    /// Bytes before the first record.
+    pub fn head(&self) -> usize {
+        if self.binary { capture::MAGIC.len() } else { 0 }
+    }
+
+    /// Appends one record, with the sink's node written into it where the
+    /// event does not name a node of its own.
+    pub fn push(&mut self, record: &Record, node: &NodeName) {
         let start = self.buf.len();
-        ndjson::encode(record, &mut self.buf);
+        if self.binary {
+            // Only events and lost markers go to a binary subject (see
+            // `kind_of`); any decoded record stands for its event.
+            let item = match record {
+                Record::Decoded(d) => SourceItem::Event(Arc::clone(&d.event)),
+                Record::Lost(l) => SourceItem::Lost(*l),
+            };
+            capture::encode_named(&item, &node.text, &mut self.buf);
+        } else {
+            ndjson::encode(record, &mut self.buf);
+        }
         if let Record::Decoded(d) = record {
-            if matches!(d.body, Body::Raw) {
-                drop_preview(&mut self.buf, start);
-            }
-            if d.event.node.is_empty() {
-                stamp_node(&mut self.buf, start, node);
+            if !self.binary {
+                if matches!(d.body, Body::Raw) {
+                    drop_preview(&mut self.buf, start);
+                }
+                if d.event.node.is_empty() {
+                    stamp_node(&mut self.buf, start, &node.json);
+                }
             }
             self.ts = (d.event.ts_ns, d.event.time_ns);
         } else if let Record::Lost(l) = record {
@@ -105,40 +153,43 @@ fn stamp_node(buf: &mut Vec<u8>, start: usize, node: &[u8]) {
     dst[8..].copy_from_slice(node);
 }
 
-/// The line of a lost marker the sink makes for records it had to drop.
-pub fn lost_line(count: u64, ts_ns: u64, time_ns: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(80);
-    ndjson::encode(
+/// The message of a lost marker the sink makes for records it had to drop.
+pub fn lost_message(count: u64, ts_ns: u64, time_ns: u64, binary: bool) -> Vec<u8> {
+    let mut b = Batch::new(80, binary);
+    b.push(
         &Record::Lost(Lost {
             ts_ns,
             time_ns,
             count,
         }),
-        &mut out,
+        &NodeName::default(),
     );
-    out
+    b.buf
 }
 
-/// An event whose line would be longer than `max` bytes, with its data cut so
-/// that it fits (and marked truncated, as a snaplen cut is): the rest of the
-/// connection still decodes, with a visible gap. `None` when even no data
-/// would not fit.
+/// An event whose record would be longer than `max` bytes, with its data cut
+/// so that it fits (and marked truncated, as a snaplen cut is): the rest of
+/// the connection still decodes, with a visible gap. `None` when even no
+/// data would not fit.
 pub fn cut_to_fit(
     event: &Arc<Event>,
     decoder: &Arc<str>,
-    node: &[u8],
+    node: &NodeName,
+    binary: bool,
     max: usize,
 ) -> Option<Record> {
-    let mut probe = Batch::new(0);
+    let mut probe = Batch::new(0, binary);
     let empty = Arc::new(Event {
         data: bytes::Bytes::new(),
         ..(**event).clone()
     });
     probe.push(&Record::raw(empty, Arc::clone(decoder)), node);
-    let fixed = probe.buf.len();
-    // Each data byte costs 4/3 in base64 (the preview is not published).
+    let fixed = probe.buf.len() - probe.head();
     let room = max.checked_sub(fixed + 8)?;
-    let keep = (room / 4 * 3).min(event.data.len());
+    // In a line, each data byte costs 4/3 in base64 (the preview is not
+    // published); in a binary record, one.
+    let room = if binary { room } else { room / 4 * 3 };
+    let keep = room.min(event.data.len());
     let cut = Arc::new(Event {
         data: event.data.slice(..keep),
         truncated: true,
@@ -173,9 +224,12 @@ mod tests {
 
     #[test]
     fn stamped_lines_replay_with_their_node() {
-        let mut b = Batch::new(0);
+        let mut b = Batch::new(0, false);
         let ev = event(b"hello");
-        b.push(&Record::raw(Arc::clone(&ev), "raw".into()), b"\"web-1\"");
+        b.push(
+            &Record::raw(Arc::clone(&ev), "raw".into()),
+            &NodeName::new("web-1"),
+        );
         assert_eq!(b.buf.last(), Some(&b'\n'));
         let line = &b.buf[..b.buf.len() - 1];
         let v: serde_json::Value = serde_json::from_slice(line).unwrap();
@@ -195,15 +249,85 @@ mod tests {
     #[test]
     fn an_event_too_long_for_the_server_is_cut_and_marked() {
         let ev = event(&vec![7u8; 100_000]);
-        let r = cut_to_fit(&ev, &"raw".into(), b"\"n\"", 20_000).unwrap();
-        let mut b = Batch::new(0);
-        b.push(&r, b"\"n\"");
+        let n = NodeName::new("n");
+        let r = cut_to_fit(&ev, &"raw".into(), &n, false, 20_000).unwrap();
+        let mut b = Batch::new(0, false);
+        b.push(&r, &n);
         assert!(b.buf.len() <= 20_000, "{}", b.buf.len());
         let v: serde_json::Value = serde_json::from_slice(&b.buf).unwrap();
         assert_eq!(v["truncated"], true);
         assert_eq!(v["len"], 100_000);
         assert!(v["captured"].as_u64().unwrap() > 10_000);
-        assert!(cut_to_fit(&ev, &"raw".into(), b"\"n\"", 100).is_none());
+        assert!(cut_to_fit(&ev, &"raw".into(), &n, false, 100).is_none());
+    }
+
+    /// The records of a binary message, read back as a central spf does.
+    fn read_binary(buf: &[u8]) -> Vec<SourceItem> {
+        let mut rest = buf.strip_prefix(&capture::MAGIC[..]).expect("magic");
+        let mut strings = capture::Strings::default();
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            out.push(capture::decode(&rest[4..4 + len], 0, &mut strings).unwrap());
+            rest = &rest[4 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn binary_records_replay_with_their_node() {
+        let mut b = Batch::new(0, true);
+        let ev = event(b"hello");
+        let node = NodeName::new("web-1");
+        b.push(&Record::raw(Arc::clone(&ev), "raw".into()), &node);
+        let mut own = (*ev).clone();
+        own.node = "elsewhere".into();
+        b.push(&Record::raw(Arc::new(own), "raw".into()), &node);
+        b.push(
+            &Record::Lost(Lost {
+                ts_ns: 11,
+                time_ns: 12,
+                count: 5,
+            }),
+            &node,
+        );
+        assert_eq!(b.records, 3);
+        let items = read_binary(&b.buf);
+        let [
+            SourceItem::Event(first),
+            SourceItem::Event(second),
+            SourceItem::Lost(lost),
+        ] = &items[..]
+        else {
+            panic!("{} items", items.len());
+        };
+        assert_eq!(&*first.node, "web-1");
+        assert_eq!(&*second.node, "elsewhere");
+        assert_eq!(first.data, ev.data);
+        assert_eq!((first.cgroup, &*first.comm), (77, "a,\"decoder\":x"));
+        assert_eq!((lost.count, lost.ts_ns), (5, 11));
+        // A lost marker of the sink's own is a message by itself.
+        let m = lost_message(7, 1, 2, true);
+        assert!(matches!(&read_binary(&m)[..], [SourceItem::Lost(l)] if l.count == 7));
+    }
+
+    #[test]
+    fn a_binary_event_too_long_for_the_server_is_cut_and_marked() {
+        let ev = event(&vec![7u8; 100_000]);
+        let n = NodeName::new("n");
+        let r = cut_to_fit(&ev, &"raw".into(), &n, true, 20_000).unwrap();
+        let mut b = Batch::new(0, true);
+        b.push(&r, &n);
+        let record = b.buf.len() - b.head();
+        assert!(record <= 20_000, "{record}");
+        let [SourceItem::Event(back)] = &read_binary(&b.buf)[..] else {
+            panic!("not one event");
+        };
+        assert!(back.truncated);
+        assert_eq!(back.len, 100_000);
+        // Binary data costs no more than itself: nearly all the room is data.
+        assert!(back.data.len() > 19_000, "{}", back.data.len());
+        assert!(cut_to_fit(&ev, &"raw".into(), &n, true, 100).is_none());
     }
 
     #[test]

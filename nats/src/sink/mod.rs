@@ -23,7 +23,7 @@ use spf_pipeline::{Record, RecordKind, Sink, SinkError, SinkReport};
 
 use crate::connect::{ConnectConfig, hostname, subject_token};
 use crate::wire::Kind;
-use batch::Batch;
+use batch::{Batch, NodeName};
 use queue::Queue;
 
 pub fn register(reg: &mut Registry) {
@@ -45,6 +45,7 @@ const SINK_KEYS: &[&str] = &[
     "ack_timeout_ms",
     "drain_timeout_ms",
     "message_bytes",
+    "format",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,8 +81,16 @@ pub struct NatsSinkConfig {
     /// Largest message (of several records), within the server's max_payload.
     #[serde(default = "default_message_bytes")]
     pub message_bytes: usize,
+    /// How raw events are published: `ndjson` (lines, as the ndjson sink
+    /// writes them) or `spfcap` (the binary capture format: fewer bytes for
+    /// the server to store and send, and cheaper to read centrally).
+    #[serde(default = "default_format")]
+    pub format: String,
 }
 
+fn default_format() -> String {
+    "ndjson".into()
+}
 fn default_subject() -> String {
     "spf.{node}.{kind}".into()
 }
@@ -172,6 +181,16 @@ impl NatsSinkConfig {
                 ok = false;
             }
         }
+        if !matches!(self.format.as_str(), "ndjson" | "spfcap") {
+            s.error(
+                "format",
+                format!(
+                    "unknown format `{}`, expected ndjson or spfcap",
+                    self.format
+                ),
+            );
+            ok = false;
+        }
         if self.spool.is_none() && self.spool_bytes != default_spool_bytes() {
             s.error("spool_bytes", "needs `spool`, the file to use");
             ok = false;
@@ -230,8 +249,10 @@ impl SinkConfig for NatsSinkConfig {
 
 pub struct NatsSink {
     describe: String,
-    /// The node name as a JSON string, ready to be written into lines.
-    node_json: Vec<u8>,
+    /// The node name, written into records.
+    node: NodeName,
+    /// Per subject kind: binary records instead of NDJSON lines.
+    binary: [bool; 3],
     wanted: [bool; 5],
     /// The kind lost markers go with: events if published, else the first.
     marker_kind: Kind,
@@ -321,14 +342,16 @@ impl NatsSink {
         } else {
             kinds[0]
         };
-        let mut node_json = Vec::new();
-        spf_pipeline::ndjson::json_str(&node, &mut node_json);
+        // Only raw events (and the lost markers among them) have a binary
+        // form; decoded records and exchanges stay NDJSON.
+        let binary = Kind::ALL.map(|k| k == Kind::Events && cfg.format == "spfcap");
         Ok(NatsSink {
             describe,
-            node_json,
+            node: NodeName::new(&node),
+            binary,
             wanted,
             marker_kind,
-            batches: [0, 1, 2].map(|_| Batch::new(message_bytes + 4096)),
+            batches: Kind::ALL.map(|k| Batch::new(message_bytes + 4096, binary[k.index()])),
             message_bytes,
             max_record,
             queue,
@@ -362,14 +385,18 @@ impl NatsSink {
         if b.records == 0 {
             return;
         }
-        let full = std::mem::replace(b, Batch::new(self.message_bytes + 4096));
+        let full = std::mem::replace(
+            b,
+            Batch::new(self.message_bytes + 4096, self.binary[kind.index()]),
+        );
+        let marker_binary = self.binary[self.marker_kind.index()];
         self.queue.offer(
             kind,
             full.records,
             full.ts,
             bytes::Bytes::from(full.buf),
             self.marker_kind,
-            &|n, ts, time| bytes::Bytes::from(batch::lost_line(n, ts, time)),
+            &|n, ts, time| bytes::Bytes::from(batch::lost_message(n, ts, time, marker_binary)),
         );
         if !self.warned_spool
             && let Some(e) = &self.queue.lock().spool_error
@@ -397,7 +424,7 @@ impl Sink for NatsSink {
         };
         let b = &mut self.batches[kind.index()];
         let start = b.buf.len();
-        b.push(record, &self.node_json);
+        b.push(record, &self.node);
         let line = b.buf.len() - start;
         if line > self.max_record {
             // Too long for the server. An event is cut to fit, leaving a
@@ -405,9 +432,13 @@ impl Sink for NatsSink {
             b.buf.truncate(start);
             b.records -= 1;
             let cut = match record {
-                Record::Decoded(d) if rk == Some(RecordKind::Event) => {
-                    batch::cut_to_fit(&d.event, &d.decoder, &self.node_json, self.max_record)
-                }
+                Record::Decoded(d) if rk == Some(RecordKind::Event) => batch::cut_to_fit(
+                    &d.event,
+                    &d.decoder,
+                    &self.node,
+                    self.binary[kind.index()],
+                    self.max_record,
+                ),
                 _ => None,
             };
             if !self.warned_big {
@@ -426,7 +457,7 @@ impl Sink for NatsSink {
             match cut {
                 Some(r) => {
                     self.seal(kind);
-                    self.batches[kind.index()].push(&r, &self.node_json);
+                    self.batches[kind.index()].push(&r, &self.node);
                 }
                 None => {
                     self.queue.drop_records(1, b.ts);
@@ -469,7 +500,9 @@ impl Sink for NatsSink {
         self.start_publisher()?;
         self.flush()?;
         let marker_kind = self.marker_kind;
-        let marker = |n, ts, time| bytes::Bytes::from(batch::lost_line(n, ts, time));
+        let marker_binary = self.binary[marker_kind.index()];
+        let marker =
+            |n, ts, time| bytes::Bytes::from(batch::lost_message(n, ts, time, marker_binary));
         let deadline = Instant::now() + self.drain_timeout;
         self.queue.lock().closing = true;
         loop {

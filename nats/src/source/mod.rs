@@ -11,6 +11,7 @@
 //! clean stop leaves nothing delivered and unacknowledged.
 
 mod ids;
+mod parse;
 mod sequence;
 
 use std::collections::VecDeque;
@@ -22,15 +23,12 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use spf_pipeline::config::{BuildContext, BuildError, Registry, Section, SourceConfig};
-use spf_pipeline::ndjson::{Interner, Parsed, parse_line};
 use spf_pipeline::stage::tokio_stop::StopFlag;
-use spf_pipeline::{
-    BoxFuture, Emitter, Event, Lost, Source, SourceError, SourceItem, SourceSummary,
-};
+use spf_pipeline::{BoxFuture, Emitter, Source, SourceError, SourceSummary};
 
 use crate::connect::ConnectConfig;
 use crate::wire;
-use ids::Ids;
+use parse::{ParseThread, Parser, Received};
 use sequence::{Place, Resequencer, Sender};
 
 pub fn register(reg: &mut Registry) {
@@ -141,8 +139,6 @@ const PULL_SILENCE: Duration = Duration::from_secs(30);
 const PULL_BYTES: usize = 16 << 20;
 /// How long the final acknowledgement may take.
 const FINAL_ACK: Duration = Duration::from_secs(2);
-/// Malformed lines reported one by one before only counting them.
-const REPORT_LINES: u64 = 10;
 
 impl NatsSourceConfig {
     fn validate(&self, s: &mut Section<'_>) -> bool {
@@ -246,7 +242,12 @@ impl Source for NatsSource {
             std::thread::Builder::new()
                 .name("spf-nats-src".into())
                 .spawn(move || {
-                    let r = rt.block_on(Consume::new(&cfg, consumer, js, out).run());
+                    let r = match ParseThread::start() {
+                        Ok(parsing) => {
+                            rt.block_on(Consume::new(&cfg, consumer, js, out, parsing).run())
+                        }
+                        Err(e) => Err(SourceError(format!("starting the nats source: {e}"))),
+                    };
                     let _ = done_tx.send(r);
                     drop(rt);
                 })
@@ -375,13 +376,6 @@ struct Pending {
     done: bool,
 }
 
-/// A message put in order, waiting to be parsed and handed over.
-struct Received {
-    node: Arc<str>,
-    payload: bytes::Bytes,
-    ticket: u64,
-}
-
 struct Consume {
     consumer: PullConsumer,
     js: async_nats::jetstream::Context,
@@ -391,15 +385,14 @@ struct Consume {
     exit_at_end: bool,
     batch: usize,
     seq: Resequencer<Received>,
-    ids: Ids,
-    interner: Interner,
     /// Received messages in order of arrival, from ticket `base` on.
     pending: VecDeque<Pending>,
     base: u64,
-    /// Items for the pipeline, and tickets they complete.
-    items: Vec<SourceItem>,
-    completes: Vec<u64>,
-    next_seq: u64,
+    /// Messages in order, to be parsed.
+    ready: Vec<sequence::Out<Received>>,
+    /// None only while the parsing thread has it.
+    parser: Option<Box<Parser>>,
+    parsing: ParseThread,
     summary: SourceSummary,
     stop: StopFlag,
 }
@@ -410,6 +403,7 @@ impl Consume {
         consumer: PullConsumer,
         js: async_nats::jetstream::Context,
         out: Emitter,
+        parsing: ParseThread,
     ) -> Self {
         let stop = StopFlag::default();
         let next_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", cfg.stream, cfg.durable);
@@ -426,13 +420,11 @@ impl Consume {
                 wait: Duration::from_millis(cfg.gap_timeout_ms),
                 senders: 4096,
             }),
-            ids: Ids::default(),
-            interner: Interner::default(),
             pending: VecDeque::new(),
             base: 0,
-            items: Vec::new(),
-            completes: Vec::new(),
-            next_seq: 0,
+            ready: Vec::new(),
+            parser: Some(Box::default()),
+            parsing,
             summary: SourceSummary::default(),
             stop,
         }
@@ -483,7 +475,12 @@ impl Consume {
                     }
                 },
             };
-            if !self.stop.is_set() {
+            // With `exit_at_end`, the pull ahead is asked for only if the
+            // first message says that this pull will not take all there is:
+            // one asked for past the end would be answered only when it
+            // expires, and the run would wait for that.
+            let mut ask_ahead = !self.exit_at_end;
+            if ask_ahead && !self.stop.is_set() {
                 // A failed request is asked again on the next round.
                 next = self.pull().await.ok();
             }
@@ -506,7 +503,14 @@ impl Consume {
                     message: msg,
                     context: self.js.clone(),
                 };
-                at_end = msg.info().is_ok_and(|i| i.pending == 0);
+                let pending = msg.info().map_or(u64::MAX, |i| i.pending);
+                at_end = pending == 0;
+                if !ask_ahead {
+                    ask_ahead = true;
+                    if pending > batch.left as u64 && !self.stop.is_set() {
+                        next = self.pull().await.ok();
+                    }
+                }
                 self.receive(msg);
                 // Each message already holds many records when they come
                 // fast; handing each on at once keeps a quiet node's events
@@ -532,12 +536,13 @@ impl Consume {
         // loses nothing that arrived.
         let mut ready = Vec::new();
         self.seq.drain(&mut |o| ready.push(o));
-        for o in ready {
-            self.emit(o);
-        }
+        self.ready.extend(ready);
         self.hand_over().await?;
         self.ack(true).await;
-        if self.ids.crowded {
+        let parser = self.parser.take().unwrap_or_default();
+        self.summary.lost += parser.summary.lost;
+        self.summary.skipped += parser.summary.skipped;
+        if parser.crowded() {
             eprintln!(
                 "spf: nats source: more than {} nodes: the later ones share connection ids",
                 ids::MAX_NODES
@@ -666,73 +671,9 @@ impl Consume {
         }
     }
 
-    /// Parses a message in order into items for the pipeline.
+    /// A message (or a gap) in order: parsed at the next hand-over.
     fn emit(&mut self, o: sequence::Out<Received>) {
-        let r = match o {
-            sequence::Out::Gap { records } => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                let ts = self.items.last().map_or(0, SourceItem::ts_ns);
-                self.summary.lost += records;
-                self.items.push(SourceItem::Lost(Lost {
-                    ts_ns: ts,
-                    time_ns: now,
-                    count: records,
-                }));
-                return;
-            }
-            sequence::Out::Msg(r) => r,
-        };
-        let node_ix = self.ids.node(&r.node);
-        let mut start = 0;
-        let payload = &r.payload[..];
-        while start < payload.len() {
-            let end = memchr::memchr(b'\n', &payload[start..]).map_or(payload.len(), |i| start + i);
-            let line = &payload[start..end];
-            start = end + 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match parse_line(line, self.next_seq, &mut self.interner) {
-                Ok(Parsed::Item(SourceItem::Event(ev))) => {
-                    // Decoders' own records of the connection view repeat
-                    // bytes the syscall events already hold.
-                    if ev.via.is_some() {
-                        continue;
-                    }
-                    let mut e: Event = Arc::unwrap_or_clone(ev);
-                    if e.node.is_empty() {
-                        e.node = Arc::clone(&r.node);
-                    }
-                    e.conn = self.ids.map(node_ix, e.conn);
-                    e.socket = self.ids.map(node_ix, e.socket);
-                    e.peer_socket = self.ids.map(node_ix, e.peer_socket);
-                    self.next_seq += 1;
-                    self.items.push(SourceItem::Event(Arc::new(e)));
-                }
-                Ok(Parsed::Item(SourceItem::Lost(l))) => {
-                    self.summary.lost += l.count;
-                    self.next_seq += 1;
-                    self.items.push(SourceItem::Lost(l));
-                }
-                Ok(Parsed::Item(SourceItem::Closed { conn, ts_ns })) => {
-                    self.items.push(SourceItem::Closed {
-                        conn: self.ids.map(node_ix, conn),
-                        ts_ns,
-                    });
-                }
-                Ok(Parsed::Skip) => {}
-                Err(e) => {
-                    self.summary.skipped += 1;
-                    if self.summary.skipped <= REPORT_LINES {
-                        eprintln!("spf: nats source: a line from {} skipped: {e}", r.node);
-                    }
-                }
-            }
-        }
-        self.completes.push(r.ticket);
+        self.ready.push(o);
     }
 
     fn mark_done(&mut self, ticket: u64) {
@@ -746,18 +687,29 @@ impl Consume {
 
     /// Hands the items over; the messages they came from are then done.
     async fn hand_over(&mut self) -> Result<(), SourceError> {
-        if self.items.is_empty() && self.completes.is_empty() {
+        if self.ready.is_empty() {
             return Ok(());
         }
-        let items = std::mem::take(&mut self.items);
+        let p = self
+            .parser
+            .take()
+            .ok_or_else(|| SourceError("nats source: the parser was lost".into()))?;
+        let ready = std::mem::take(&mut self.ready);
+        let mut p = self
+            .parsing
+            .parse(p, ready)
+            .await
+            .ok_or_else(|| SourceError("nats source: the parsing thread failed".into()))?;
+        let items = std::mem::take(&mut p.items);
+        let completes = std::mem::take(&mut p.completes);
+        self.parser = Some(p);
         if !items.is_empty() && !self.out.deliver(items).await {
             // The pipeline is gone: what was not handed over stays
             // unacknowledged and is delivered again to the next run.
-            self.completes.clear();
             self.stop.set();
             return Ok(());
         }
-        for t in std::mem::take(&mut self.completes) {
+        for t in completes {
             self.mark_done(t);
         }
         if self.out.stopping() {
