@@ -92,16 +92,21 @@ struct Slice {
     secs: f64,
 }
 
-trait Workload {
+/// What spf is told to capture, and what its output is checked against.
+trait Captured {
     fn name(&self) -> &'static str;
-    /// Runs for about `secs` and leaves nothing in flight.
-    fn slice(&mut self, secs: f64) -> Slice;
     /// spf's arguments to capture this workload.
     fn filter(&self) -> Vec<String>;
     /// The connection and its two sockets (client, server), if it has one.
     fn conn(&self) -> Option<(u64, u64, u64)>;
     /// Size of one unit of the deterministic data.
     fn unit(&self) -> usize;
+}
+
+/// A workload the alternating slices run.
+trait Workload: Captured {
+    /// Runs for about `secs` and leaves nothing in flight.
+    fn slice(&mut self, secs: f64) -> Slice;
 }
 
 /// Pins the calling thread to one CPU, or lets it run on all again.
@@ -163,11 +168,25 @@ impl Pair {
 
 struct PingPong(Pair);
 
-impl Workload for PingPong {
+impl Captured for PingPong {
     fn name(&self) -> &'static str {
         "pingpong"
     }
 
+    fn filter(&self) -> Vec<String> {
+        vec!["--path".into(), self.0.path().display().to_string()]
+    }
+
+    fn conn(&self) -> Option<(u64, u64, u64)> {
+        Some(self.0.ids())
+    }
+
+    fn unit(&self) -> usize {
+        MSG
+    }
+}
+
+impl Workload for PingPong {
     fn slice(&mut self, secs: f64) -> Slice {
         let p = &mut self.0;
         let first = p.next;
@@ -229,6 +248,14 @@ impl Workload for PingPong {
             secs: elapsed,
         }
     }
+}
+
+struct Bulk(Pair);
+
+impl Captured for Bulk {
+    fn name(&self) -> &'static str {
+        "bulk"
+    }
 
     fn filter(&self) -> Vec<String> {
         vec!["--path".into(), self.0.path().display().to_string()]
@@ -239,17 +266,11 @@ impl Workload for PingPong {
     }
 
     fn unit(&self) -> usize {
-        MSG
+        CHUNK
     }
 }
 
-struct Bulk(Pair);
-
 impl Workload for Bulk {
-    fn name(&self) -> &'static str {
-        "bulk"
-    }
-
     fn slice(&mut self, secs: f64) -> Slice {
         let p = &mut self.0;
         let first = p.next;
@@ -301,27 +322,30 @@ impl Workload for Bulk {
             secs: elapsed,
         }
     }
-
-    fn filter(&self) -> Vec<String> {
-        vec!["--path".into(), self.0.path().display().to_string()]
-    }
-
-    fn conn(&self) -> Option<(u64, u64, u64)> {
-        Some(self.0.ids())
-    }
-
-    fn unit(&self) -> usize {
-        CHUNK
-    }
 }
 
 struct DevNull(std::fs::File);
 
-impl Workload for DevNull {
+impl Captured for DevNull {
     fn name(&self) -> &'static str {
         "devnull"
     }
 
+    fn filter(&self) -> Vec<String> {
+        // Every Unix socket on the machine.
+        Vec::new()
+    }
+
+    fn conn(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
+
+    fn unit(&self) -> usize {
+        MSG
+    }
+}
+
+impl Workload for DevNull {
     fn slice(&mut self, secs: f64) -> Slice {
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(secs);
@@ -338,19 +362,6 @@ impl Workload for DevNull {
             secs: start.elapsed().as_secs_f64(),
             ..Slice::default()
         }
-    }
-
-    fn filter(&self) -> Vec<String> {
-        // Every Unix socket on the machine.
-        Vec::new()
-    }
-
-    fn conn(&self) -> Option<(u64, u64, u64)> {
-        None
-    }
-
-    fn unit(&self) -> usize {
-        MSG
     }
 }
 
@@ -473,7 +484,7 @@ fn expected_byte(unit: usize, first: u64, offset: u64) -> u8 {
 /// slice: per direction, the bytes of its connection from the sender's side,
 /// in order, each once, compared byte for byte; gaps the output declares
 /// (events spf could not capture) are counted, not compared.
-fn check(out: &Path, w: &dyn Workload, s: &Slice, dropped: u64) -> String {
+fn check(out: &Path, w: &dyn Captured, s: &Slice, dropped: u64) -> String {
     let Some((conn, client, server)) = w.conn() else {
         return "-".into();
     };
@@ -750,12 +761,10 @@ fn ceiling(msg: usize, rates: &[u64], sink: &str, hook: &str, secs: f64, dir: &P
         pair: Pair,
         msg: usize,
     }
-    impl Workload for Paced {
+    // Only captured: its slices are paced (`paced`), not alternated.
+    impl Captured for Paced {
         fn name(&self) -> &'static str {
             "paced"
-        }
-        fn slice(&mut self, _secs: f64) -> Slice {
-            unreachable!("paced slices are run by ceiling()")
         }
         fn filter(&self) -> Vec<String> {
             vec!["--path".into(), self.pair.path().display().to_string()]

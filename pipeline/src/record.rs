@@ -119,6 +119,18 @@ pub struct Endpoint {
     pub comm: Arc<str>,
 }
 
+impl Endpoint {
+    /// Takes the comm `seen` names when both are the same process and this
+    /// end has none: a request that came from the server's receive before
+    /// the client's own send was seen knows the client's pid alone, and a
+    /// later event (the response, which names its receiver) tells its comm.
+    pub fn fill_comm(&mut self, seen: &Endpoint) {
+        if self.comm.is_empty() && self.pid == seen.pid && !seen.comm.is_empty() {
+            self.comm = Arc::clone(&seen.comm);
+        }
+    }
+}
+
 /// What kind of record a sink is given, for sinks that keep only some kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordKind {

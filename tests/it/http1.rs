@@ -12,172 +12,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::Value;
 use spf_decoders::auto::AutoConfig;
 use spf_pipeline::config::{BuildContext, Registry};
-use spf_pipeline::{Decoder, Direction, Event, Out, Record, Role, SockKind};
+use spf_pipeline::{Decoder, Event, Out, Record, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::relay::{Recording, front};
 use crate::util::{test_bytes, write_file};
-
-/// A process at one end of a relayed connection.
-#[derive(Clone)]
-struct Peer {
-    pid: u32,
-    comm: Arc<str>,
-}
-
-fn peer_of(s: &UnixStream) -> Peer {
-    let pid = s
-        .peer_cred()
-        .ok()
-        .and_then(|c| c.pid())
-        .map_or(0, |p| p as u32);
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    Peer {
-        pid,
-        comm: Arc::from(comm.trim()),
-    }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Events recorded by the relays, in the order they happened.
-#[derive(Default)]
-pub(crate) struct Capture {
-    events: Mutex<Vec<Arc<Event>>>,
-    seq: AtomicU64,
-    conns: AtomicU64,
-    /// Pumps still copying.
-    active: AtomicU64,
-}
-
-impl Capture {
-    fn record(&self, conn: u64, side: usize, from: &Peer, to: &Peer, pos: u64, data: &[u8]) {
-        let mut ev = self.events.lock().unwrap();
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        ev.push(Arc::new(Event {
-            seq,
-            ts_ns: monotonic_ns(),
-            time_ns: wall,
-            pid: from.pid,
-            tid: from.pid,
-            comm: Arc::clone(&from.comm),
-            peer_pid: to.pid,
-            peer_comm: Arc::clone(&to.comm),
-            path: Arc::from("relay.sock"),
-            sock: SockKind::Stream,
-            dir: Direction::Send,
-            conn,
-            socket: 1000 + 2 * conn + side as u64,
-            peer_socket: 1000 + 2 * conn + 1 - side as u64,
-            role: if side == 0 {
-                Role::Client
-            } else {
-                Role::Server
-            },
-            pos: Some(pos),
-            len: data.len() as u64,
-            data: Bytes::copy_from_slice(data),
-            via: Some(Direction::Send),
-            ..Event::default()
-        }));
-    }
-
-    pub(crate) fn events(&self) -> Vec<Arc<Event>> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Waits until every relayed connection has closed both ways.
-    pub(crate) async fn closed(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.active.load(Ordering::SeqCst) != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "relayed connections still open after 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Listens at `front`, connects each client to `upstream`, copies both ways
-/// and records every read.
-async fn relay(listen: UnixListener, upstream: PathBuf, cap: Arc<Capture>) {
-    loop {
-        let Ok((client, _)) = listen.accept().await else {
-            return;
-        };
-        let server = UnixStream::connect(&upstream)
-            .await
-            .expect("relay: connect upstream");
-        let (c, s) = (peer_of(&client), peer_of(&server));
-        let conn = 1 + cap.conns.fetch_add(1, Ordering::SeqCst);
-        let (cr, cw) = client.into_split();
-        let (sr, sw) = server.into_split();
-        cap.active.fetch_add(2, Ordering::SeqCst);
-        tokio::spawn(pump(
-            cr,
-            sw,
-            conn,
-            0,
-            [c.clone(), s.clone()],
-            Arc::clone(&cap),
-        ));
-        tokio::spawn(pump(sr, cw, conn, 1, [s, c], Arc::clone(&cap)));
-    }
-}
-
-async fn pump(
-    mut r: tokio::net::unix::OwnedReadHalf,
-    mut w: tokio::net::unix::OwnedWriteHalf,
-    conn: u64,
-    side: usize,
-    ends: [Peer; 2],
-    cap: Arc<Capture>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pos = 0;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        cap.record(conn, side, &ends[0], &ends[1], pos, &buf[..n]);
-        pos += n as u64;
-        if w.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
-    cap.active.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Puts a recording relay in front of `upstream`; returns its socket path.
-pub(crate) fn front(dir: &Path, name: &str, upstream: &Path, cap: &Arc<Capture>) -> PathBuf {
-    let front = dir.join(format!("{name}.relay.sock"));
-    let l = UnixListener::bind(&front).unwrap();
-    tokio::spawn(relay(l, upstream.to_path_buf(), Arc::clone(cap)));
-    front
-}
 
 fn decoder(toml: &str) -> Box<dyn Decoder> {
     let mut reg = Registry::new();
@@ -400,7 +246,7 @@ async fn nginx_and_curl() {
     let big = test_bytes(1 << 20, 11);
     www(dir.path(), "small.json", small);
     www(dir.path(), "big.bin", &big);
-    let cap = Arc::new(Capture::default());
+    let cap = Arc::new(Recording::default());
     let relay = front(dir.path(), "nginx", &sock, &cap);
     let r = relay.to_str().unwrap();
     let payload = test_bytes(200_000, 5);
@@ -543,7 +389,7 @@ async fn pipelined_requests_pair_in_order() {
     let (_nginx, sock) = nginx(dir.path());
     www(dir.path(), "a.txt", b"first file\n");
     www(dir.path(), "b.txt", b"third file\n");
-    let cap = Arc::new(Capture::default());
+    let cap = Arc::new(Recording::default());
     let relay = front(dir.path(), "nginx", &sock, &cap);
     let mut s = UnixStream::connect(&relay).await.unwrap();
     // Three requests in one write.
@@ -649,7 +495,7 @@ fn py_data() -> Vec<u8> {
 async fn python_server_close_delimited_and_gzip_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let (_py, sock) = python(dir.path(), PY_SERVER, "py");
-    let cap = Arc::new(Capture::default());
+    let cap = Arc::new(Recording::default());
     let relay = front(dir.path(), "py", &sock, &cap);
     let r = relay.to_str().unwrap();
     let data = py_data();
@@ -753,7 +599,7 @@ async fn h2c_upgrade_decoded_as_http1_then_http2() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (_py, sock) = python(dir.path(), PY_H2, "h2srv");
-    let cap = Arc::new(Capture::default());
+    let cap = Arc::new(Recording::default());
     let relay = front(dir.path(), "h2", &sock, &cap);
     let body = curl(&[
         "--http2",
@@ -837,7 +683,7 @@ async fn docker_style_hijack_is_raw_after_the_101() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     tokio::spawn(hijack_server(UnixListener::bind(&sock).unwrap()));
-    let cap = Arc::new(Capture::default());
+    let cap = Arc::new(Recording::default());
     let relay = front(dir.path(), "docker", &sock, &cap);
     let mut s = UnixStream::connect(&relay).await.unwrap();
     s.write_all(
@@ -963,7 +809,7 @@ async fn auto_detects_each_connection_of_a_mix() {
     ));
     let junk_sock = d.join("junk.sock");
     tokio::spawn(echo_server(UnixListener::bind(&junk_sock).unwrap(), None));
-    let cap = Arc::new(Capture::default());
+    let cap = Arc::new(Recording::default());
     let http = front(d, "nginx", &nginx_sock, &cap);
     let h2 = front(d, "h2", &h2_sock, &cap);
     let resp = front(d, "redis", &resp_sock, &cap);

@@ -2,6 +2,7 @@
 
 mod capture;
 mod command;
+mod relay;
 mod util;
 
 mod conversation;

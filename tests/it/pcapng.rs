@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use spf_pipeline::{Direction, Event, Record, Role, SockKind, View};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::relay::{Recording, front};
 use crate::util::{read_ndjson, spf, stderr_text};
 
 // ---- tshark ----
@@ -123,214 +123,60 @@ fn follow(file: &Path, stream: u64) -> [Vec<u8>; 2] {
     out
 }
 
-// ---- the recording relay ----
+// ---- what the relay recorded ----
 
-/// A process at one end of a relayed connection.
-#[derive(Debug, Clone)]
-struct Peer {
-    pid: u32,
-    comm: Arc<str>,
+/// Each connection's bytes by direction: (conn, from client) → bytes.
+fn sent(rec: &Recording) -> BTreeMap<(u64, bool), Vec<u8>> {
+    let mut out: BTreeMap<(u64, bool), Vec<u8>> = BTreeMap::new();
+    for e in rec.events() {
+        out.entry((e.conn, e.role == Role::Client))
+            .or_default()
+            .extend_from_slice(&e.data);
+    }
+    out
 }
 
-fn peer_of(s: &UnixStream) -> Peer {
-    let pid = s
-        .peer_cred()
-        .ok()
-        .and_then(|c| c.pid())
-        .map_or(0, |p| p as u32);
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    Peer {
-        pid,
-        comm: Arc::from(comm.trim_end()),
-    }
-}
-
-/// What the relay saw, as connection view events.
-#[derive(Default)]
-struct Recording {
-    events: Mutex<Vec<Event>>,
-    seq: AtomicU64,
-    conns: AtomicU64,
-    /// Pumps still copying.
-    active: AtomicU64,
-}
-
-impl Recording {
-    /// One piece of a direction's stream: `data` sent by `from`'s side at
-    /// stream offset `pos`.
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        path: &Arc<str>,
-        conn: u64,
-        from_client: bool,
-        sender: &Peer,
-        receiver: &Peer,
-        pos: u64,
-        data: &[u8],
-    ) {
-        let mut events = self.events.lock().unwrap();
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let time_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        let (socket, peer_socket) = if from_client {
-            (conn * 2, conn * 2 + 1)
-        } else {
-            (conn * 2 + 1, conn * 2)
-        };
-        events.push(Event {
-            seq,
-            ts_ns: seq * 1000,
-            time_ns,
-            pid: sender.pid,
-            tid: sender.pid,
-            comm: Arc::clone(&sender.comm),
-            peer_pid: receiver.pid,
-            peer_comm: Arc::clone(&receiver.comm),
-            path: Arc::clone(path),
-            sock: SockKind::Stream,
-            dir: Direction::Send,
-            conn,
-            socket,
-            peer_socket,
-            role: if from_client {
-                Role::Client
-            } else {
-                Role::Server
-            },
-            pos: Some(pos),
-            len: data.len() as u64,
-            data: Bytes::copy_from_slice(data),
-            via: Some(Direction::Send),
-            ..Event::default()
-        });
-    }
-
-    /// Each connection's bytes by direction: (conn, from client) → bytes.
-    fn sent(&self) -> BTreeMap<(u64, bool), Vec<u8>> {
-        let mut out: BTreeMap<(u64, bool), Vec<u8>> = BTreeMap::new();
-        for e in self.events.lock().unwrap().iter() {
-            out.entry((e.conn, e.role == Role::Client))
-                .or_default()
-                .extend_from_slice(&e.data);
-        }
-        out
-    }
-
-    /// The recording as a capture `spf run --replay` reads: as recorded
-    /// (the connection view), or as the client end's syscalls would show it
-    /// (sends and receives, no positions).
-    fn write(&self, path: &Path, view: View) {
-        let events: Vec<Event> = self
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| match view {
-                View::Connection => e.clone(),
-                View::Syscalls => {
-                    let from_client = e.role == Role::Client;
-                    let (client, server) = if from_client {
-                        ((e.pid, &e.comm), (e.peer_pid, &e.peer_comm))
+/// The recording as a capture `spf run --replay` reads: as recorded (the
+/// connection view), or as the client end's syscalls would show it (sends
+/// and receives, no positions).
+fn write_recording(rec: &Recording, path: &Path, view: View) {
+    let events: Vec<Event> = rec
+        .events()
+        .iter()
+        .map(|e| match view {
+            View::Connection => (**e).clone(),
+            View::Syscalls => {
+                let from_client = e.role == Role::Client;
+                let (client, server) = if from_client {
+                    ((e.pid, &e.comm), (e.peer_pid, &e.peer_comm))
+                } else {
+                    ((e.peer_pid, &e.peer_comm), (e.pid, &e.comm))
+                };
+                Event {
+                    pid: client.0,
+                    tid: client.0,
+                    comm: Arc::clone(client.1),
+                    peer_pid: server.0,
+                    peer_comm: Arc::from(""),
+                    dir: if from_client {
+                        Direction::Send
                     } else {
-                        ((e.peer_pid, &e.peer_comm), (e.pid, &e.comm))
-                    };
-                    Event {
-                        pid: client.0,
-                        tid: client.0,
-                        comm: Arc::clone(client.1),
-                        peer_pid: server.0,
-                        peer_comm: Arc::from(""),
-                        dir: if from_client {
-                            Direction::Send
-                        } else {
-                            Direction::Recv
-                        },
-                        socket: e.conn * 2,
-                        peer_socket: 0,
-                        // The end that connected: hyper's server speaks first
-                        // (its SETTINGS), so without it the first sender
-                        // would be taken for the client.
-                        role: Role::Client,
-                        pos: None,
-                        via: None,
-                        ..e.clone()
-                    }
+                        Direction::Recv
+                    },
+                    socket: e.conn * 2,
+                    peer_socket: 0,
+                    // The end that connected: hyper's server speaks first
+                    // (its SETTINGS), so without it the first sender would
+                    // be taken for the client.
+                    role: Role::Client,
+                    pos: None,
+                    via: None,
+                    ..(**e).clone()
                 }
-            })
-            .collect();
-        write_events(path, &events);
-    }
-
-    /// Waits until every relayed connection closed both ways.
-    async fn closed(&self) {
-        for _ in 0..600 {
-            if self.active.load(Ordering::SeqCst) == 0 {
-                return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("relayed connections still open after 30 s");
-    }
-}
-
-/// Accepts on `listen`, connects each client to `upstream`, copies both ways
-/// and records every read.
-async fn relay(listen: UnixListener, upstream: PathBuf, rec: Arc<Recording>, path: Arc<str>) {
-    loop {
-        let Ok((client, _)) = listen.accept().await else {
-            return;
-        };
-        let server = UnixStream::connect(&upstream)
-            .await
-            .expect("relay: upstream");
-        let (cp, sp) = (peer_of(&client), peer_of(&server));
-        let conn = 1 + rec.conns.fetch_add(1, Ordering::SeqCst);
-        let (cr, cw) = client.into_split();
-        let (sr, sw) = server.into_split();
-        rec.active.fetch_add(2, Ordering::SeqCst);
-        let pump = |r, w, from_client, a: &Peer, b: &Peer| {
-            tokio::spawn(pump(
-                r,
-                w,
-                conn,
-                from_client,
-                [a.clone(), b.clone()],
-                Arc::clone(&rec),
-                Arc::clone(&path),
-            ))
-        };
-        pump(cr, sw, true, &cp, &sp);
-        pump(sr, cw, false, &sp, &cp);
-    }
-}
-
-async fn pump(
-    mut r: tokio::net::unix::OwnedReadHalf,
-    mut w: tokio::net::unix::OwnedWriteHalf,
-    conn: u64,
-    from_client: bool,
-    [sender, receiver]: [Peer; 2],
-    rec: Arc<Recording>,
-    path: Arc<str>,
-) {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut pos = 0;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        rec.record(&path, conn, from_client, &sender, &receiver, pos, &buf[..n]);
-        pos += n as u64;
-        if w.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
-    rec.active.fetch_sub(1, Ordering::SeqCst);
+        })
+        .collect();
+    write_events(path, &events);
 }
 
 /// A server socket with a relay in front of it.
@@ -343,16 +189,9 @@ struct Setup {
 fn setup() -> (Setup, UnixListener) {
     let dir = tempfile::tempdir().unwrap();
     let server = dir.path().join("server.sock");
-    let front = dir.path().join("front.sock");
     let rec = Arc::new(Recording::default());
     let listener = UnixListener::bind(&server).unwrap();
-    let path: Arc<str> = Arc::from(front.to_str().unwrap());
-    tokio::spawn(relay(
-        UnixListener::bind(&front).unwrap(),
-        server,
-        Arc::clone(&rec),
-        path,
-    ));
+    let front = front(dir.path(), "server", &server, &rec);
     (Setup { dir, front, rec }, listener)
 }
 
@@ -361,7 +200,7 @@ fn setup() -> (Setup, UnixListener) {
 fn replay(s: &Setup, view: View, decoder: &str) -> (PathBuf, Vec<Value>) {
     let name = view.as_str();
     let cap = s.dir.path().join(format!("{name}.ndjson"));
-    s.rec.write(&cap, view);
+    write_recording(&s.rec, &cap, view);
     let pcap = s.dir.path().join(format!("{name}.pcapng"));
     let records = s.dir.path().join(format!("{name}.records.ndjson"));
     let o = spf()
@@ -381,8 +220,8 @@ fn replay(s: &Setup, view: View, decoder: &str) -> (PathBuf, Vec<Value>) {
 /// Every relayed byte is in the file, each direction in its TCP stream.
 fn assert_streams_are_what_was_sent(pcap: &Path, rec: &Recording) {
     let streams = tcp_streams(pcap);
-    let sent = rec.sent();
-    let conns = rec.conns.load(Ordering::SeqCst);
+    let sent = sent(rec);
+    let conns = rec.connections();
     assert_eq!(streams.len() as u64, conns, "one TCP stream per connection");
     for (conn, stream) in streams {
         let [up, down] = follow(pcap, stream);

@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 use serde_json::Value;
 use spf_pipeline::Record;
 
-use crate::http1::{Capture, curl, front, nginx, www};
+use crate::http1::{curl, nginx, www};
+use crate::relay::{Recording, front};
 use crate::util::{spf, stderr_text, write_file};
 
 /// The body curl posts to nginx's echo location, echoed back.
@@ -40,7 +41,7 @@ fn capture() -> &'static [u8] {
             let dir = tempfile::tempdir().unwrap();
             let (_nginx, sock) = nginx(dir.path());
             www(dir.path(), "small.json", br#"{"ok":true}"#);
-            let cap = Arc::new(Capture::default());
+            let cap = Arc::new(Recording::default());
             let relay = front(dir.path(), "nginx", &sock, &cap);
             let r = relay.to_str().unwrap().to_string();
             tokio::task::spawn_blocking(move || {
@@ -115,7 +116,7 @@ fn grpc_capture_bytes() -> &'static [u8] {
                         },
                     ),
             );
-            let cap = Arc::new(Capture::default());
+            let cap = Arc::new(Recording::default());
             let relay = front(dir.path(), "grpc", &sock, &cap);
             let mut grpc = tonic::client::Grpc::new(tonic_channel(relay).await);
             let say = |text: &str, n| {

@@ -122,14 +122,6 @@ pub fn sender(e: &Event) -> Endpoint {
     }
 }
 
-/// Gives `end` the comm `seen` has when both are the same process and `end`
-/// has none.
-pub(crate) fn fill_comm(end: &mut Endpoint, seen: &Endpoint) {
-    if end.comm.is_empty() && end.pid == seen.pid && !seen.comm.is_empty() {
-        end.comm = Arc::clone(&seen.comm);
-    }
-}
-
 fn receiver(e: &Event) -> Endpoint {
     if e.via.is_some() || e.dir == Direction::Send {
         Endpoint {
@@ -809,7 +801,7 @@ impl Conn {
             // A request taken from the server's receive before the client's
             // own send was seen names its sender by pid alone; the response
             // names its receiver with the comm learned since.
-            fill_comm(&mut r.client, &receiver(ev));
+            r.client.fill_comm(&receiver(ev));
             Box::new(Answer {
                 response_bytes: r.interim_bytes + head_len,
                 request: r,

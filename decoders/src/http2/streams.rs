@@ -81,11 +81,7 @@ impl Pending {
             let (server, client) = sender_receiver(event);
             self.server = server;
             self.server_seen = true;
-            // The request may have come from the server's receive before the
-            // client's own send was seen: pid alone, comm learned since.
-            if self.client.comm.is_empty() && self.client.pid == client.pid {
-                self.client.comm = client.comm;
-            }
+            self.client.fill_comm(&client);
         }
     }
 
