@@ -364,8 +364,9 @@ fn main() {
     let events = write_http2_capture(&cap, 64, 2_000);
     let size = std::fs::metadata(&cap).map_or(0, |m| m.len());
     fresh_stream(url);
-    // SPF_NATS_FORMAT: how the node publishes raw events (ndjson, spfcap).
-    let format = std::env::var("SPF_NATS_FORMAT").unwrap_or_else(|_| "ndjson".into());
+    // SPF_NATS_FORMAT: how the node publishes raw events (spfcap, the
+    // default, or ndjson).
+    let format = std::env::var("SPF_NATS_FORMAT").unwrap_or_else(|_| "spfcap".into());
     println!("  events published as {format}");
     let node = write(
         d,

@@ -205,11 +205,7 @@ impl ConnectConfig {
         Ok(o.name(name)
             .connection_timeout(Duration::from_millis(self.connect_timeout_ms))
             .max_reconnects(None)
-            // The first few retries come fast, so a restarted server is back in
-            // use at once; then at most every 2 s.
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((50u64 << attempts.min(6)).min(2000))
-            }))
+            .reconnect_delay_callback(reconnect_delay))
     }
 
     /// Connects, or says in one line why not. The client then reconnects by
@@ -230,6 +226,18 @@ impl ConnectConfig {
                 deadline.as_millis()
             )),
         }
+    }
+}
+
+/// The pause before connection attempt `attempts` (from 1; the client asks
+/// before every attempt, the very first one included). The first attempt
+/// goes at once: a pause there delayed every start of spf by 100 ms. Then
+/// the retries come fast, so a restarted server is back in use at once, and
+/// later at most every 2 s.
+fn reconnect_delay(attempts: usize) -> Duration {
+    match attempts {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis((50u64 << (n - 1).min(6)).min(2000)),
     }
 }
 
@@ -373,6 +381,14 @@ mod tests {
     fn node_names_become_one_subject_token() {
         assert_eq!(subject_token("web-1.prod.example"), "web-1_prod_example");
         assert_eq!(subject_token("a b*>"), "a_b__");
+    }
+
+    #[test]
+    fn the_first_attempt_waits_for_nothing_and_retries_grow_to_2_s() {
+        let d: Vec<u64> = (1..=9)
+            .map(|a| reconnect_delay(a).as_millis() as u64)
+            .collect();
+        assert_eq!(d, [0, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
     }
 
     #[test]

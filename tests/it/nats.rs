@@ -426,9 +426,9 @@ fn two_nodes_one_stream_one_central_decoder() {
         .zip(&captures)
         .enumerate()
         .map(|(i, (n, cap))| {
-            // One node publishes lines, the other binary records: one
-            // stream holds both, and the central reads either.
-            let format = ["format = \"ndjson\"\n", "format = \"spfcap\"\n"][i];
+            // One node publishes lines, the other binary records (the
+            // default): one stream holds both, and the central reads either.
+            let format = ["format = \"ndjson\"\n", ""][i];
             let cfg = node_config(dir.path(), n, &server.url(), cap, format);
             spf()
                 .args(["run", "-c"])
@@ -656,14 +656,15 @@ fn server_restart(spool: bool) {
         &format!(
             "buffer_bytes = 65536\nmessage_bytes = 4096\nin_flight = 4\nack_timeout_ms = 1000\n\
              drain_timeout_ms = 60000\n{}",
-            // Without a spool, the lost markers go as binary records.
+            // Without a spool, the lost markers go as binary records (the
+            // default format); with one, as lines.
             if spool {
                 format!(
-                    "spool = \"{}\"\nspool_bytes = 134217728\n",
+                    "spool = \"{}\"\nspool_bytes = 134217728\nformat = \"ndjson\"\n",
                     dir.path().join("node.spool").display()
                 )
             } else {
-                "format = \"spfcap\"\n".to_string()
+                String::new()
             }
         ),
     );

@@ -81,15 +81,16 @@ pub struct NatsSinkConfig {
     /// Largest message (of several records), within the server's max_payload.
     #[serde(default = "default_message_bytes")]
     pub message_bytes: usize,
-    /// How raw events are published: `ndjson` (lines, as the ndjson sink
-    /// writes them) or `spfcap` (the binary capture format: fewer bytes for
-    /// the server to store and send, and cheaper to read centrally).
+    /// How raw events are published: `spfcap` (the binary capture format:
+    /// less than half the bytes for the server to store and send, and
+    /// cheaper for the central spf to read) or `ndjson` (lines, as the
+    /// ndjson sink writes them, for other readers of the stream).
     #[serde(default = "default_format")]
     pub format: String,
 }
 
 fn default_format() -> String {
-    "ndjson".into()
+    "spfcap".into()
 }
 fn default_subject() -> String {
     "spf.{node}.{kind}".into()
