@@ -97,6 +97,12 @@ fn registry() -> Registry {
     r
 }
 
+/// SPF_NATS_FORMAT: how the node publishes raw events (spfcap, the default,
+/// or ndjson).
+fn format() -> String {
+    std::env::var("SPF_NATS_FORMAT").unwrap_or_else(|_| "spfcap".into())
+}
+
 /// Node side: `events` raw events of `payload` bytes through the sink,
 /// timed until the last one is acknowledged.
 fn node_side(url: &str, events: usize, payload: usize) -> f64 {
@@ -104,7 +110,8 @@ fn node_side(url: &str, events: usize, payload: usize) -> f64 {
     let text = format!(
         "[source]\ntype = \"file\"\npath = \"/dev/null\"\n[decoder]\ntype = \"raw\"\n\
          [[sink]]\ntype = \"nats\"\nservers = \"{url}\"\nnode = \"bench\"\n\
-         buffer_bytes = 1073741824\ndrain_timeout_ms = 600000\n"
+         buffer_bytes = 1073741824\ndrain_timeout_ms = 600000\nformat = \"{}\"\n",
+        format()
     );
     // Only the sink is built from this config.
     let sink_cfg = sink_config(&registry(), &text);
@@ -337,7 +344,9 @@ fn main() {
     let url = &server.url;
 
     println!(
-        "node side: nats sink -> local nats-server (JetStream, file storage), every message acknowledged"
+        "node side: nats sink -> local nats-server (JetStream, file storage), every message acknowledged; \
+         raw events as {}",
+        format()
     );
     // SPF_BENCH_NATS=central measures the central side only.
     let node_cases: &[(usize, usize)] =
@@ -364,10 +373,7 @@ fn main() {
     let events = write_http2_capture(&cap, 64, 2_000);
     let size = std::fs::metadata(&cap).map_or(0, |m| m.len());
     fresh_stream(url);
-    // SPF_NATS_FORMAT: how the node publishes raw events (spfcap, the
-    // default, or ndjson).
-    let format = std::env::var("SPF_NATS_FORMAT").unwrap_or_else(|_| "spfcap".into());
-    println!("  events published as {format}");
+    let format = format();
     let node = write(
         d,
         "node.toml",
