@@ -1,27 +1,24 @@
-//! The binary capture reader (`--replay FILE.spfcap`): the input read as
-//! length-prefixed records, each through `capture::decode`, as the file source
-//! reads them. Besides not panicking: a record that reads as an item, written
+//! The binary capture reader (`--replay FILE.spfcap`, and the binary
+//! messages a central spf reads from NATS): the input framed into records by
+//! `capture::records`, each through `capture::decode`. Besides not panicking: a record that reads as an item, written
 //! back by the encoder, reads back the same.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spf_pipeline::capture::{MAX_RECORD, Strings, decode, encode};
+use spf_pipeline::capture::{Strings, decode, encode, records};
 
 fuzz_target!(|input: &[u8]| {
-    let mut rest = input
+    let rest = input
         .strip_prefix(&spf_pipeline::capture::MAGIC[..])
         .unwrap_or(input);
     let mut strings = Strings::default();
     let mut seq = 0u64;
     let mut buf = Vec::new();
-    while rest.len() >= 4 {
-        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if n > MAX_RECORD || rest.len() - 4 < n {
+    for body in records(rest) {
+        let Ok(body) = body else {
             break;
-        }
-        let body = &rest[4..4 + n];
-        rest = &rest[4 + n..];
+        };
         let Ok(item) = decode(body, seq, &mut strings) else {
             continue;
         };

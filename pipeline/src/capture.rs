@@ -151,6 +151,46 @@ pub enum DecodeError {
     Field(&'static str),
 }
 
+/// The bodies of the length-prefixed records in `bytes` (what follows the
+/// magic), in order. A length longer than [`MAX_RECORD`] or than what is
+/// left ends the iteration with its error: nothing after it can be framed.
+pub fn records(bytes: &[u8]) -> Records<'_> {
+    Records { rest: bytes }
+}
+
+pub struct Records<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<&'a [u8], DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let Some((len, rest)) = self.rest.split_first_chunk::<4>() else {
+            self.rest = &[];
+            return Some(Err(DecodeError::Short("length")));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        let err = if len > MAX_RECORD {
+            Some(DecodeError::TooLong(len))
+        } else if len > rest.len() {
+            Some(DecodeError::Short("body"))
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            self.rest = &[];
+            return Some(Err(e));
+        }
+        let (body, rest) = rest.split_at(len);
+        self.rest = rest;
+        Some(Ok(body))
+    }
+}
+
 /// Reads one record's body (after its length), `seq` becoming the event's
 /// sequence number as in a replay of NDJSON.
 pub fn decode(body: &[u8], seq: u64, strings: &mut Strings) -> Result<SourceItem, DecodeError> {

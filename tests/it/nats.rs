@@ -181,6 +181,20 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// `first + records` of the last message on `subject`: how many records of
 /// the sink's run are stored (0 when none is).
+/// The payload of the last message stored on `subject`.
+fn last_payload(url: &str, subject: &str) -> bytes::Bytes {
+    rt().block_on(async {
+        let c = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(c);
+        let stream = js.get_stream("SPF").await.unwrap();
+        stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+            .unwrap_or_else(|e| panic!("no message on {subject}: {e}"))
+            .payload
+    })
+}
+
 fn stored_records(url: &str, subject: &str) -> u64 {
     rt().block_on(async {
         let c = async_nats::connect(url).await.unwrap();
@@ -450,6 +464,10 @@ fn two_nodes_one_stream_one_central_decoder() {
             "{err}"
         );
     }
+    // The stream really holds both formats.
+    let magic = &spf_pipeline::capture::MAGIC[..];
+    assert!(!last_payload(&server.url(), "spf.node-a.events").starts_with(magic));
+    assert!(last_payload(&server.url(), "spf.node-b.events").starts_with(magic));
     let central = central_config(
         dir.path(),
         "central",
@@ -656,8 +674,9 @@ fn server_restart(spool: bool) {
         &format!(
             "buffer_bytes = 65536\nmessage_bytes = 4096\nin_flight = 4\nack_timeout_ms = 1000\n\
              drain_timeout_ms = 60000\n{}",
-            // Without a spool, the lost markers go as binary records (the
-            // default format); with one, as lines.
+            // Without a spool, the events and the lost markers go as binary
+            // records (the default format); with one, the events go as
+            // lines, so a restart is run through both formats.
             if spool {
                 format!(
                     "spool = \"{}\"\nspool_bytes = 134217728\nformat = \"ndjson\"\n",

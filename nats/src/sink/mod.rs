@@ -82,8 +82,8 @@ pub struct NatsSinkConfig {
     #[serde(default = "default_message_bytes")]
     pub message_bytes: usize,
     /// How raw events are published: `spfcap` (the binary capture format:
-    /// less than half the bytes for the server to store and send, and
-    /// cheaper for the central spf to read) or `ndjson` (lines, as the
+    /// for small events less than half the bytes for the server to store and
+    /// send, and cheaper for the central spf to read) or `ndjson` (lines, as the
     /// ndjson sink writes them, for other readers of the stream).
     #[serde(default = "default_format")]
     pub format: String,
@@ -427,7 +427,8 @@ impl Sink for NatsSink {
         let start = b.buf.len();
         b.push(record, &self.node);
         let line = b.buf.len() - start;
-        if line > self.max_record {
+        // A record alone in a message, with the magic of a binary one.
+        if line + b.head() > self.max_record {
             // Too long for the server. An event is cut to fit, leaving a
             // visible gap; any other record is counted as lost.
             b.buf.truncate(start);

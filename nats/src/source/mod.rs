@@ -3,8 +3,8 @@
 //! where the last one stopped.
 //!
 //! Messages are pulled in bounded batches; each is put back in its sender's
-//! order (repeats dropped, see `sequence`), its lines parsed as a capture file's
-//! are, each event's connection and socket ids moved into its node's own range
+//! order (repeats dropped, see `sequence`), its lines or binary records parsed
+//! as a capture file's are (see `parse`), each event's connection and socket ids moved into its node's own range
 //! (see `ids`), and handed to the pipeline. A message is acknowledged once
 //! everything in it was handed over (acknowledging one acknowledges all before
 //! it), and at the end every pull is finished and acknowledged, so that a
@@ -540,8 +540,8 @@ impl Consume {
         self.hand_over().await?;
         self.ack(true).await;
         let parser = self.parser.take().unwrap_or_default();
-        self.summary.lost += parser.summary.lost;
-        self.summary.skipped += parser.summary.skipped;
+        self.summary.lost = self.summary.lost.saturating_add(parser.summary.lost);
+        self.summary.skipped = self.summary.skipped.saturating_add(parser.summary.skipped);
         if parser.crowded() {
             eprintln!(
                 "spf: nats source: more than {} nodes: the later ones share connection ids",

@@ -57,7 +57,7 @@ impl Parser {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64);
-                self.summary.lost += records;
+                self.summary.lost = self.summary.lost.saturating_add(records);
                 self.items.push(SourceItem::Lost(Lost {
                     ts_ns: self.last_ts,
                     time_ns: now,
@@ -98,26 +98,11 @@ impl Parser {
         }
     }
 
-    /// Binary records: each a `u32` length and its body. A record that
-    /// runs past the message (or past the longest a reader takes) ends it.
-    fn binary(&mut self, mut records: &[u8], node_ix: u64, node: &Arc<str>) {
-        while !records.is_empty() {
-            let Some((len, rest)) = records.split_first_chunk::<4>() else {
-                self.skip("record", node, "the message ends inside its length");
-                return;
-            };
-            let len = u32::from_le_bytes(*len) as usize;
-            if len > capture::MAX_RECORD || len > rest.len() {
-                self.skip(
-                    "record",
-                    node,
-                    &format!("{len} bytes long, with {} left in the message", rest.len()),
-                );
-                return;
-            }
-            let (body, rest) = rest.split_at(len);
-            records = rest;
-            match capture::decode(body, self.next_seq, &mut self.strings) {
+    /// Binary records. One that runs past the message (or past the longest
+    /// a reader takes) ends it: nothing after it can be framed.
+    fn binary(&mut self, records: &[u8], node_ix: u64, node: &Arc<str>) {
+        for body in capture::records(records) {
+            match body.and_then(|b| capture::decode(b, self.next_seq, &mut self.strings)) {
                 Ok(item) => self.item(item, node_ix, node),
                 Err(e) => self.skip("record", node, &e.to_string()),
             }
@@ -146,7 +131,7 @@ impl Parser {
                 self.items.push(SourceItem::Event(ev));
             }
             SourceItem::Lost(l) => {
-                self.summary.lost += l.count;
+                self.summary.lost = self.summary.lost.saturating_add(l.count);
                 self.next_seq += 1;
                 self.last_ts = l.ts_ns;
                 self.items.push(SourceItem::Lost(l));
@@ -267,8 +252,12 @@ mod tests {
             },
             // Fewer than four bytes of length.
             vec![9, 0],
-            // Longer than any reader takes.
-            ((capture::MAX_RECORD + 1) as u32).to_le_bytes().to_vec(),
+            // Longer than any reader takes, with every byte it claims there.
+            {
+                let mut r = ((capture::MAX_RECORD + 1) as u32).to_le_bytes().to_vec();
+                r.resize(4 + capture::MAX_RECORD + 1, 0);
+                r
+            },
             // A length that fits, and a body that is no record.
             vec![1, 0, 0, 0, 99],
         ] {
