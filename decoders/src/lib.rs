@@ -1,6 +1,7 @@
 //! spf's built-in decoders, one module per decoder.
 
 pub mod auto;
+mod evict;
 pub mod http1;
 pub mod http2;
 pub mod raw;

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+
+use crate::evict;
 use spf_pipeline::{Budget, Decoder, Event, Out};
 
 use super::h2;
@@ -92,23 +94,14 @@ impl Auto {
     }
 
     fn evict_idle(&mut self, out: &mut Out<'_>) {
-        let mut by_age: Vec<(u64, u64, u64)> = self
+        let states = self
             .conns
             .iter()
-            .flat_map(|(c, v)| v.iter().map(move |e| (e.last_seq, *c, e.end)))
-            .collect();
-        by_age.sort_unstable();
-        for (_, c, end) in by_age.into_iter().take(self.max_conns.div_ceil(4)) {
-            let Some(list) = self.conns.get_mut(&c) else {
+            .flat_map(|(c, v)| v.iter().map(move |e| (e.last_seq, *c, e.end)));
+        for (c, end) in evict::idlest(states, evict::how_many(self.max_conns)) {
+            let Some(mut e) = evict::take_end(&mut self.conns, c, |e| e.end == end) else {
                 continue;
             };
-            let Some(i) = list.iter().position(|e| e.end == end) else {
-                continue;
-            };
-            let mut e = list.swap_remove(i);
-            if list.is_empty() {
-                self.conns.remove(&c);
-            }
             self.count -= 1;
             let which = settle(&mut self.delegates, &self.budget, &mut e, out);
             self.delegates[which].closed(c, out);

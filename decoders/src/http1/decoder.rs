@@ -14,6 +14,7 @@ use super::conn::{Conn, Cx, Names, Settings, Switch, Target, missing};
 use super::detect;
 use super::parse::HeadLimits;
 use super::record::Note;
+use crate::evict;
 use crate::http2::Http2Config;
 
 /// What a connection's bytes are decoded as.
@@ -98,23 +99,14 @@ impl Http1 {
     /// Past `limits.connections`, the longest idle quarter is dropped, as if
     /// those connections had closed.
     fn evict_idle(&mut self, out: &mut Out<'_>) {
-        let mut by_age: Vec<(u64, u64, u64)> = self
+        let states = self
             .conns
             .iter()
-            .flat_map(|(c, v)| v.iter().map(move |e| (e.conn.last_seq, *c, e.end)))
-            .collect();
-        by_age.sort_unstable();
-        for (_, c, end) in by_age.into_iter().take(self.max_conns.div_ceil(4)) {
-            let Some(list) = self.conns.get_mut(&c) else {
+            .flat_map(|(c, v)| v.iter().map(move |e| (e.conn.last_seq, *c, e.end)));
+        for (c, end) in evict::idlest(states, evict::how_many(self.max_conns)) {
+            let Some(mut e) = evict::take_end(&mut self.conns, c, |e| e.end == end) else {
                 continue;
             };
-            let Some(i) = list.iter().position(|e| e.end == end) else {
-                continue;
-            };
-            let mut e = list.swap_remove(i);
-            if list.is_empty() {
-                self.conns.remove(&c);
-            }
             self.count -= 1;
             self.drop_entry(&mut e, "connection idle, state dropped", out);
         }

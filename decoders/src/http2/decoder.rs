@@ -16,6 +16,7 @@ use super::hpack::HeaderList;
 use super::protobuf;
 use super::record::FrameRecord;
 use super::streams::Protocols;
+use crate::evict;
 
 /// The `http2` decoder.
 pub struct Http2 {
@@ -140,15 +141,12 @@ impl Http2 {
     /// connection joined midway (placeholders for what its tables held),
     /// never with stale state.
     fn evict_idle(&mut self, out: &mut Out<'_>) {
-        let mut by_age: Vec<(u64, u64, u64)> = self
+        let states = self
             .conns
             .iter()
-            .flat_map(|(c, conn)| conn.views.iter().map(|v| (v.last_seq, *c, v.end)))
-            .collect();
-        by_age.sort_unstable();
-        let n = (self.s.limits.connections / 4).max(1);
+            .flat_map(|(c, conn)| conn.views.iter().map(|v| (v.last_seq, *c, v.end)));
         let limit = self.s.limits.connections;
-        for (_, c, end) in by_age.into_iter().take(n) {
+        for (c, end) in evict::idlest(states, evict::how_many(limit)) {
             let Some(conn) = self.conns.get_mut(&c) else {
                 continue;
             };
