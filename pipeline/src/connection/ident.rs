@@ -23,7 +23,11 @@ pub(super) struct Ident {
 #[derive(Default)]
 pub(super) struct Identities {
     sockets: FxHashMap<u64, Ident>,
-    comms: FxHashMap<u32, Arc<str>>,
+    /// Command names by node, then pid: pids are one kernel's, and nodes
+    /// reuse each other's.
+    comms: FxHashMap<Arc<str>, FxHashMap<u32, Arc<str>>>,
+    /// Entries in `comms`, all nodes together.
+    comm_count: usize,
     /// For captures without lanes: the first two sockets seen of a connection.
     ends: FxHashMap<u64, [u64; 2]>,
     empty: Option<Arc<str>>,
@@ -51,11 +55,8 @@ impl Identities {
                 );
             }
         }
-        if ev.pid != 0 && !ev.comm.is_empty() && !self.comms.contains_key(&ev.pid) {
-            if self.comms.len() >= MAX_ENTRIES {
-                self.comms.clear();
-            }
-            self.comms.insert(ev.pid, Arc::clone(&ev.comm));
+        if ev.pid != 0 && !ev.comm.is_empty() {
+            self.learn_comm(ev);
         }
     }
 
@@ -66,8 +67,30 @@ impl Identities {
         self.sockets.get(&socket)
     }
 
-    pub fn comm_of_pid(&self, pid: u32) -> Arc<str> {
-        match self.comms.get(&pid) {
+    /// The first name seen of `pid` on `node` (a process's threads may each
+    /// have a name of their own; the first stays).
+    fn learn_comm(&mut self, ev: &Event) {
+        let known = self
+            .comms
+            .get(&*ev.node)
+            .is_some_and(|m| m.contains_key(&ev.pid));
+        if known {
+            return;
+        }
+        if self.comm_count >= MAX_ENTRIES {
+            self.comms.clear();
+            self.comm_count = 0;
+        }
+        let by_pid = match self.comms.get_mut(&*ev.node) {
+            Some(m) => m,
+            None => self.comms.entry(Arc::clone(&ev.node)).or_default(),
+        };
+        by_pid.insert(ev.pid, Arc::clone(&ev.comm));
+        self.comm_count += 1;
+    }
+
+    pub fn comm_of_pid(&self, node: &str, pid: u32) -> Arc<str> {
+        match self.comms.get(node).and_then(|m| m.get(&pid)) {
             Some(c) => Arc::clone(c),
             None => self.empty.clone().unwrap_or_else(|| Arc::from("")),
         }

@@ -21,7 +21,10 @@ struct Held {
 
 pub(super) struct Lane {
     kind: SockKind,
-    last_ts: u64,
+    /// The node of its events: its waits go by that node's clock.
+    node: Arc<str>,
+    /// The sequence number of the latest event: how recently it was used.
+    last_seq: u64,
     /// Positioned lanes: the epoch of the positions in use.
     epoch: u32,
     /// The next unit to hand on, in the kernel's counting.
@@ -46,10 +49,11 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    pub fn new(kind: SockKind) -> Self {
+    pub fn new(kind: SockKind, node: Arc<str>) -> Self {
         Lane {
             kind,
-            last_ts: 0,
+            node,
+            last_seq: 0,
             epoch: 0,
             next: None,
             handed: 0,
@@ -64,8 +68,12 @@ impl Lane {
         }
     }
 
-    pub fn last_ts(&self) -> u64 {
-        self.last_ts
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub fn push(
@@ -75,7 +83,7 @@ impl Lane {
         now: Instant,
         out: &mut impl FnMut(Event),
     ) {
-        self.last_ts = self.last_ts.max(ev.ts_ns);
+        self.last_seq = self.last_seq.max(ev.seq);
         self.ends.learn(ev);
         if self.kind == SockKind::Dgram {
             if self.dgram.keep(ev) {

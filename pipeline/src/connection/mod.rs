@@ -58,8 +58,8 @@ pub enum Output {
 pub struct Connections {
     lanes: FxHashMap<LaneKey, Lane>,
     idents: Identities,
-    /// Newest kernel time seen: the clock for gap timeouts.
-    now_ns: u64,
+    /// Newest kernel time seen, per node: the clocks for gap timeouts.
+    clocks: Clocks,
     /// Some lane has no positions: a kernel loss cannot be placed.
     unpositioned: bool,
 }
@@ -81,7 +81,7 @@ impl Connections {
         Connections {
             lanes: FxHashMap::default(),
             idents: Identities::default(),
-            now_ns: 0,
+            clocks: Clocks::default(),
             unpositioned: false,
         }
     }
@@ -96,7 +96,7 @@ impl Connections {
     pub fn push(&mut self, item: SourceItem, now: Instant, out: &mut impl FnMut(Output)) {
         match item {
             SourceItem::Event(ev) => {
-                self.now_ns = self.now_ns.max(ev.ts_ns);
+                self.clocks.see(&ev.node, ev.ts_ns);
                 self.idents.learn(&ev);
                 if ev.via.is_some() {
                     // Already a connection-view event (a replay of one).
@@ -107,7 +107,10 @@ impl Connections {
                 if !self.lanes.contains_key(&key) && self.lanes.len() >= MAX_LANES {
                     self.evict(out);
                 }
-                let lane = self.lanes.entry(key).or_insert_with(|| Lane::new(ev.sock));
+                let lane = self
+                    .lanes
+                    .entry(key)
+                    .or_insert_with(|| Lane::new(ev.sock, Arc::clone(&ev.node)));
                 if ev.pos.is_none() && ev.sock != SockKind::Dgram {
                     self.unpositioned = true;
                 }
@@ -170,9 +173,8 @@ impl Connections {
     }
 
     fn expire(&mut self, now: Instant, out: &mut impl FnMut(Output)) {
-        let now_ns = self.now_ns;
         for lane in self.lanes.values_mut() {
-            if lane.waiting(now_ns, now) {
+            if lane.waiting(self.clocks.now(lane.node()), now) {
                 lane.give_up_waiting(&self.idents, &mut |e| {
                     out(Output::Item(SourceItem::Event(Arc::new(e))))
                 });
@@ -180,10 +182,12 @@ impl Connections {
         }
     }
 
-    /// Forgets the longest idle quarter of the lanes, handing on what they held.
+    /// Forgets the longest idle quarter of the lanes, handing on what they
+    /// held. Idle by arrival (the sequence number of a lane's last event),
+    /// not by kernel time: nodes' clocks are not comparable.
     fn evict(&mut self, out: &mut impl FnMut(Output)) {
         let mut by_age: Vec<(u64, LaneKey)> =
-            self.lanes.iter().map(|(k, l)| (l.last_ts(), *k)).collect();
+            self.lanes.iter().map(|(k, l)| (l.last_seq(), *k)).collect();
         by_age.sort_unstable();
         for (_, k) in by_age.into_iter().take(MAX_LANES / 4) {
             if let Some(mut l) = self.lanes.remove(&k) {
@@ -192,6 +196,38 @@ impl Connections {
                 });
             }
         }
+    }
+}
+
+/// The newest kernel time seen from each node (one, unnamed, for a capture
+/// of one machine). Each kernel counts from its own boot, so a lane waits by
+/// its own node's clock: with one clock for all, the node booted last would
+/// see every wait of its lanes already over, and call bytes missing that
+/// were only a moment late.
+#[derive(Default)]
+struct Clocks {
+    by_node: FxHashMap<Arc<str>, u64>,
+}
+
+/// Nodes whose clocks are kept before they start over (a hostile replay
+/// could name endless nodes); a forgotten clock only makes its lanes wait
+/// by wall time alone.
+const MAX_CLOCKS: usize = 4096;
+
+impl Clocks {
+    fn see(&mut self, node: &Arc<str>, ts_ns: u64) {
+        if let Some(t) = self.by_node.get_mut(&**node) {
+            *t = (*t).max(ts_ns);
+            return;
+        }
+        if self.by_node.len() >= MAX_CLOCKS {
+            self.by_node.clear();
+        }
+        self.by_node.insert(Arc::clone(node), ts_ns);
+    }
+
+    fn now(&self, node: &str) -> u64 {
+        self.by_node.get(node).copied().unwrap_or(0)
     }
 }
 
@@ -262,7 +298,7 @@ fn from_sender(
                 e.peer_pid = r.pid;
                 e.peer_comm = Arc::clone(&r.comm);
             } else {
-                e.peer_comm = idents.comm_of_pid(src.peer_pid);
+                e.peer_comm = idents.comm_of_pid(&src.node, src.peer_pid);
             }
         }
         Direction::Recv => {
@@ -280,7 +316,7 @@ fn from_sender(
                 }
                 None => {
                     e.pid = src.peer_pid;
-                    e.comm = idents.comm_of_pid(src.peer_pid);
+                    e.comm = idents.comm_of_pid(&src.node, src.peer_pid);
                 }
             }
         }

@@ -380,3 +380,136 @@ fn seqpacket_messages_are_matched_by_number() {
         ]
     );
 }
+
+/// `ev` as seen on another machine: its own node name, its own clock.
+fn on_node(item: SourceItem, node: &str, conn: u64, clock: u64) -> SourceItem {
+    let SourceItem::Event(e) = item else {
+        panic!("not an event");
+    };
+    let mut e = (*e).clone();
+    e.node = node.into();
+    e.ts_ns += clock;
+    e.conn = conn;
+    e.socket += conn;
+    e.peer_socket += conn;
+    SourceItem::Event(Arc::new(e))
+}
+
+#[test]
+fn each_node_waits_for_missing_bytes_by_its_own_clock() {
+    // Node b booted long after node a: its kernel times are far smaller.
+    // Its lane waits for bytes as long as node a's would.
+    let a = |i| on_node(i, "a", 1000, 1 << 50);
+    let b = |i| on_node(i, "b", 2000, 0);
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    for i in [
+        a(ev(1, CLIENT_SOCK, Direction::Send, Some(0), 3, 0, b"abc")),
+        b(ev(2, CLIENT_SOCK, Direction::Send, Some(0), 3, 0, b"abc")),
+        // Both send ahead of a receive that will fill the hole.
+        b(ev(3, CLIENT_SOCK, Direction::Send, Some(10), 3, 0, b"xyz")),
+        a(ev(4, CLIENT_SOCK, Direction::Send, Some(10), 3, 0, b"xyz")),
+        b(ev(
+            5,
+            SERVER_SOCK,
+            Direction::Recv,
+            Some(3),
+            7,
+            0,
+            b"defghij",
+        )),
+        a(ev(
+            6,
+            SERVER_SOCK,
+            Direction::Recv,
+            Some(3),
+            7,
+            0,
+            b"defghij",
+        )),
+    ] {
+        c.push(i, now, &mut |o| out.push(o));
+    }
+    c.finish(&mut |o| out.push(o));
+    let evs = events(&out);
+    for (node, conn) in [("a", 1000), ("b", 2000)] {
+        let mine: Vec<Arc<Event>> = evs
+            .iter()
+            .filter(|e| e.conn == conn && &*e.node == node)
+            .cloned()
+            .collect();
+        assert_eq!(
+            lane_bytes(&mine, 0),
+            (b"abcdefghijxyz".to_vec(), vec![]),
+            "node {node}"
+        );
+    }
+}
+
+#[test]
+fn a_pid_is_named_by_its_own_node() {
+    let n = REQ.len() as u64;
+    let named = |item, node, comm: &str| {
+        let SourceItem::Event(e) = on_node(item, node, 0, 0) else {
+            unreachable!()
+        };
+        let mut e = (*e).clone();
+        e.comm = comm.into();
+        SourceItem::Event(Arc::new(e))
+    };
+    // Node a's server (pid 200) is `nginx`, node b's pid 200 `redis`; each
+    // client's send names its receiver by pid alone.
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    for i in [
+        named(
+            ev(1, SERVER_SOCK, Direction::Send, None, 2, 0, b"hi"),
+            "a",
+            "nginx",
+        ),
+        named(
+            ev(2, SERVER_SOCK, Direction::Send, None, 2, 0, b"hi"),
+            "b",
+            "redis",
+        ),
+    ] {
+        c.push(i, now, &mut |o| out.push(o));
+    }
+    let SourceItem::Event(a) = on_node(
+        ev(3, CLIENT_SOCK, Direction::Send, None, n, 0, REQ),
+        "a",
+        7000,
+        0,
+    ) else {
+        unreachable!()
+    };
+    let SourceItem::Event(b) = on_node(
+        ev(4, CLIENT_SOCK, Direction::Send, None, n, 0, REQ),
+        "b",
+        8000,
+        0,
+    ) else {
+        unreachable!()
+    };
+    for e in [a, b] {
+        let mut e = (*e).clone();
+        // Only the kernel's peer credentials name the receiver.
+        e.peer_socket = 0;
+        c.push(SourceItem::Event(Arc::new(e)), now, &mut |o| out.push(o));
+    }
+    c.finish(&mut |o| out.push(o));
+    let names: Vec<(String, String)> = events(&out)
+        .iter()
+        .filter(|e| e.role == Role::Client)
+        .map(|e| (e.node.to_string(), e.peer_comm.to_string()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a".to_string(), "nginx".to_string()),
+            ("b".to_string(), "redis".to_string())
+        ]
+    );
+}
