@@ -27,7 +27,12 @@ Examples:
   sudo spf run -c spf.toml
 
   # One command and what it starts, nothing else; spf exits with its status
-  sudo spf run -- curl --unix-socket /var/run/docker.sock http://localhost/version";
+  sudo spf run -- curl --unix-socket /var/run/docker.sock http://localhost/version
+
+  # A fleet: nodes publish to NATS JetStream, one spf decodes them all
+  # (configs in docs/fleet.md)
+  sudo spf run -c node.toml      # [[sink]] type = \"nats\"
+  spf run -c central.toml        # [source] type = \"nats\"";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -229,7 +234,8 @@ pub enum TimeArg {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutFormat {
-    /// One header line per record, content indented below; coloured on a terminal.
+    /// An access log: one line per exchange (and per record no exchange sums
+    /// up); frames and headers with -v, bodies with -vv; coloured on a terminal.
     Pretty,
     /// One JSON object per line.
     Ndjson,

@@ -283,6 +283,13 @@ async fn open(
                     ..Default::default()
                 })
                 .await
+                .inspect(|_| {
+                    eprintln!(
+                        "spf: nats source: created stream `{}` for subjects {}",
+                        cfg.stream,
+                        c.subjects.join(", ")
+                    );
+                })
                 .map_err(|e| format!("cannot create stream `{}`: {e}", cfg.stream))?,
             None => {
                 return Err(format!(
