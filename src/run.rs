@@ -329,6 +329,7 @@ pub fn run_config(
     // On failure from here on, a held command is dropped: it ends before it
     // ever ran.
     let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let capturing = pipeline.capture();
     let mut syscalls = cfg.extra_syscalls();
     if command.is_some() {
         // Waiting for the command, on a thread of its own.
@@ -344,6 +345,11 @@ pub fn run_config(
     let result = rt.block_on(async {
         let stop = StopFlag::default();
         spawn_signal_handler(stop.clone())?;
+        // A live capture runs from here, and Ctrl-C is handled: say so, for
+        // whoever waits to start their traffic.
+        if !quiet && let Some(how) = &capturing {
+            eprintln!("spf: capturing ({how}); Ctrl-C stops and flushes");
+        }
         // The command's end is the capture's end: its exit status is spf's.
         let exited = command.map(|c| {
             let stop = stop.clone();

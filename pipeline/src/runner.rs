@@ -64,6 +64,12 @@ impl Pipeline {
             sinks,
         })
     }
+
+    /// How a live source captures (which kernel hooks), once built: from
+    /// then on every byte on the chosen sockets is captured.
+    pub fn capture(&self) -> Option<String> {
+        self.source.capture()
+    }
 }
 
 #[derive(Debug, Clone, Default)]

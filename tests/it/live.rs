@@ -203,3 +203,73 @@ impl LiveSpf {
         (read_ndjson(&self.out), err)
     }
 }
+
+#[test]
+fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
+    let name = "the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled";
+    if !bpf_ready(name) {
+        return;
+    }
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ready.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = dir.path().join("ready.ndjson");
+    let mut child = spf()
+        .args(["run", "--format", "ndjson", "--decoder", "raw", "--path"])
+        .arg(&sock)
+        .args(crate::capture::hook_args())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf");
+    // stderr line by line, on a thread: the wait below has a deadline.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.starts_with("spf: capturing (") => break,
+            Ok(_) => {}
+            Err(e) => panic!("no `spf: capturing` line: {e}"),
+        }
+    }
+    // One write, no canary loop: the line promises it is captured.
+    let msg = b"written right after the capturing line";
+    let mut a = UnixStream::connect(&sock).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    a.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    b.read_exact(&mut got).unwrap();
+    drop((a, b));
+    // At once: Ctrl-C is handled (a flush and exit 0, not death by SIGINT).
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    assert!(st.success(), "{st}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
+    use base64::Engine as _;
+    let sent: Vec<u8> = read_ndjson(&out)
+        .iter()
+        // Only the client wrote: every byte sent is the message.
+        .filter(|r| r["dir"] == "send")
+        .flat_map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r["data_b64"].as_str().unwrap_or(""))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sent, msg);
+}
