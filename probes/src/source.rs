@@ -66,6 +66,12 @@ pub struct UnixSource {
 struct Reader {
     conv: Converter,
     out: Emitter,
+    /// Bytes of records the drain after a stop may still take: at most
+    /// what the ring held when the stop came. A producer faster than this
+    /// reader (a flood, or an emulated CPU) must not keep the drain, and
+    /// spf's exit, going for ever: libbpf consumes until the ring is empty.
+    drain_left: Option<u64>,
+    drain_cap: u64,
 }
 
 thread_local! {
@@ -75,16 +81,28 @@ thread_local! {
 /// The ring's callback: one record.
 fn on_record(data: &[u8]) -> i32 {
     READER.with(|r| {
-        if let Some(r) = r.borrow_mut().as_mut() {
-            r.conv.record(data);
-            if r.conv.batch_full() {
-                let batch = r.conv.take_batch();
-                // A refusal means shutdown; the reading loop notices it.
-                let _ = r.out.blocking_send(batch);
+        let mut r = r.borrow_mut();
+        let Some(r) = r.as_mut() else {
+            return 0;
+        };
+        if r.out.stopping() {
+            let left = r.drain_left.get_or_insert(r.drain_cap);
+            if *left == 0 {
+                // Ends this consume; the reading loop ends too.
+                return -libc::ECANCELED;
             }
+            // The record as the ring holds it: an 8-byte header, 8-aligned.
+            let size = (data.len() as u64 + 8).next_multiple_of(8);
+            *left = left.saturating_sub(size);
         }
-    });
-    0
+        r.conv.record(data);
+        if r.conv.batch_full() {
+            let batch = r.conv.take_batch();
+            // A refusal means shutdown; the reading loop notices it.
+            let _ = r.out.blocking_send(batch);
+        }
+        0
+    })
 }
 
 impl UnixSource {
@@ -125,6 +143,8 @@ impl UnixSource {
             *r.borrow_mut() = Some(Reader {
                 conv,
                 out: out.clone(),
+                drain_left: None,
+                drain_cap: self.cfg.ring_size,
             })
         });
         let result = self.read_until_stopped(&out);
@@ -154,13 +174,16 @@ impl UnixSource {
             let lost_now = self.probe.lost();
             // poll() reads the ring only when woken, and most records come
             // without a wakeup: drain it after every poll.
-            let r = if stopping { Ok(()) } else { ring.poll(POLL) }.and_then(|()| ring.consume());
-            if let Err(e) = r {
-                if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                    return Err(SourceError(format!(
-                        "reading the probe's ring buffer failed: {e}"
-                    )));
-                }
+            let mut r = if stopping { 0 } else { ring.poll_raw(POLL) };
+            if r >= 0 {
+                r = ring.consume_raw();
+            }
+            // Interrupted, or the drain after a stop took all it may.
+            if r < 0 && r != -libc::EINTR && r != -libc::ECANCELED {
+                return Err(SourceError(format!(
+                    "reading the probe's ring buffer failed: {}",
+                    std::io::Error::from_raw_os_error(-r)
+                )));
             }
             let batch = READER.with(|r| {
                 let mut r = r.borrow_mut();

@@ -517,10 +517,13 @@ fn hook_kernel_is_used_or_refused_in_one_line() {
         return;
     }
     let usable = spf_probes::kernel_hooks_usable();
-    let pid = std::process::id().to_string();
+    // A filter nothing matches: the test is about the hooks, and the other
+    // tests of this process (a flood under an emulated CPU) must not be
+    // what the stop waits for.
     let run = |hook: &str| {
         let mut child = crate::util::spf()
-            .args(["run", "--hook", hook, "--pid", &pid, "--format", "ndjson"])
+            .args(["run", "--hook", hook, "--format", "ndjson"])
+            .args(["--path", "/nonexistent/spf-hooks-test.sock"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -273,3 +273,103 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
         .collect();
     assert_eq!(sent, msg);
 }
+
+#[test]
+fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
+    let name = "ctrl_c_ends_a_capture_that_a_flood_outpaces";
+    if !bpf_ready(name) {
+        return;
+    }
+    use std::io::BufRead as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("flood.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = dir.path().join("flood.ndjson");
+    // A small ring that a flood keeps full: the reader never finds it
+    // empty, which is where a drain that takes until empty never ends.
+    let cfg = crate::util::write_file(
+        dir.path(),
+        "flood.toml",
+        format!(
+            "[source]\ntype = \"unix\"\npath = \"{}\"\nring_size = 1048576\n\
+             [decoder]\ntype = \"raw\"\n[[sink]]\ntype = \"ndjson\"\npath = \"{}\"\n",
+            sock.display(),
+            out.display()
+        ),
+    );
+    let mut child = spf()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .args(crate::capture::hook_args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.starts_with("spf: capturing (") => break,
+            Ok(_) => {}
+            Err(e) => panic!("no `spf: capturing` line: {e}"),
+        }
+    }
+    // The flood: 64 KiB writes, read as fast as they come, until told.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let mut a = UnixStream::connect(&sock).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        while matches!(b.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let on = Arc::clone(&flooding);
+    let flood = std::thread::spawn(move || {
+        let chunk = vec![7u8; 64 << 10];
+        while on.load(Ordering::Relaxed) {
+            if a.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    // Under way: spf has written part of it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(Instant::now() < deadline, "nothing of the flood written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Interrupted while the flood goes on: spf ends, with its summary.
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    flooding.store(false, Ordering::Relaxed);
+    flood.join().unwrap();
+    drain.join().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    let st = st.unwrap_or_else(|| panic!("spf did not end within 60 s of SIGINT: {rest:?}"));
+    assert!(st.success(), "{st}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
+}
