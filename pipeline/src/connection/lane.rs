@@ -276,6 +276,11 @@ impl Lane {
         }
     }
 
+    /// Whether the lane waits for missing units at all.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
     /// Whether the lane has waited long enough for missing units.
     pub fn waiting(&self, now_ns: u64, now: Instant) -> bool {
         self.waiting.is_some_and(|(ts, at)| {

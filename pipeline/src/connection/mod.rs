@@ -174,7 +174,9 @@ impl Connections {
 
     fn expire(&mut self, now: Instant, out: &mut impl FnMut(Output)) {
         for lane in self.lanes.values_mut() {
-            if lane.waiting(self.clocks.now(lane.node()), now) {
+            // The clock is looked up only for a lane that waits: this runs
+            // for every lane at every event.
+            if lane.is_waiting() && lane.waiting(self.clocks.now(lane.node()), now) {
                 lane.give_up_waiting(&self.idents, &mut |e| {
                     out(Output::Item(SourceItem::Event(Arc::new(e))))
                 });
