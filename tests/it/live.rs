@@ -204,13 +204,42 @@ impl LiveSpf {
     }
 }
 
+/// Reads `child`'s stderr line by line on a thread, and returns once spf has
+/// said `spf: capturing (`: the lines after it, and the reading thread.
+fn wait_until_capturing(
+    child: &mut Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The wait has a deadline, which is why the reading is on a thread.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.starts_with("spf: capturing (") => return (rx, reader),
+            Ok(_) => {}
+            Err(e) => panic!("no `spf: capturing` line: {e}"),
+        }
+    }
+}
+
 #[test]
 fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     let name = "the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled";
     if !bpf_ready(name) {
         return;
     }
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ready.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
@@ -224,26 +253,7 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawning spf");
-    // stderr line by line, on a thread: the wait below has a deadline.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.starts_with("spf: capturing (") => break,
-            Ok(_) => {}
-            Err(e) => panic!("no `spf: capturing` line: {e}"),
-        }
-    }
+    let (rx, reader) = wait_until_capturing(&mut child);
     // One write, no canary loop: the line promises it is captured.
     let msg = b"written right after the capturing line";
     let mut a = UnixStream::connect(&sock).unwrap();
@@ -280,7 +290,6 @@ fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
     if !bpf_ready(name) {
         return;
     }
-    use std::io::BufRead as _;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
@@ -308,24 +317,7 @@ fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawning spf");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.starts_with("spf: capturing (") => break,
-            Ok(_) => {}
-            Err(e) => panic!("no `spf: capturing` line: {e}"),
-        }
-    }
+    let (rx, reader) = wait_until_capturing(&mut child);
     // The flood: 64 KiB writes, read as fast as they come, until told.
     let flooding = Arc::new(AtomicBool::new(true));
     let mut a = UnixStream::connect(&sock).unwrap();
