@@ -6,11 +6,26 @@
 
 /* Waking the reader for every record costs more than the record: a context
  * switch per 64-byte message. Wake it only once a good part of the ring is
- * used; it finds smaller amounts on its own short timer. */
-static __always_inline __u64 wake_flags(void)
+ * used; it finds smaller amounts on its own short timer.
+ *
+ * And only when the data waiting crosses a multiple of wake_bytes with this
+ * record (of `size` bytes; the ring adds an 8-byte header and rounds up to
+ * 8), not for every record while that much waits: a wakeup is an interrupt
+ * the CPU sends itself (irq_work), which a VM's hypervisor traps, and while
+ * the reader is behind, a wakeup per record took an eighth of a bulk
+ * sender's time for nothing (the reader was awake). A crossing missed when
+ * several CPUs reserve at once is made up for at the next multiple, or by
+ * the timer. */
+static __always_inline __u64 wake_flags(__u64 size)
 {
-	return bpf_ringbuf_query(&spf_ring, BPF_RB_AVAIL_DATA) >= spf_cfg.wake_bytes ? BPF_RB_FORCE_WAKEUP
-										     : BPF_RB_NO_WAKEUP;
+	__u64 w = spf_cfg.wake_bytes;
+	__u64 avail = bpf_ringbuf_query(&spf_ring, BPF_RB_AVAIL_DATA);
+	size = (size + 8 + 7) & ~7ULL;
+	if (!w || avail < w)
+		return BPF_RB_NO_WAKEUP;
+	if (avail < size || avail / w != (avail - size) / w)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
 }
 
 #define INLINE_MAX 4096
@@ -186,7 +201,7 @@ static __always_inline int next_seg(struct copy_ctx *c)
 				__rec->h.cookie = (c)->cookie;                              \
 				__rec->h.tid = (c)->tid;                                    \
 				__rec->h.total = (c)->total;                                \
-				bpf_ringbuf_submit(__rec, wake_flags());                    \
+				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));                    \
 			}                                                                   \
 		}                                                                           \
 		__r;                                                                        \
@@ -307,7 +322,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 				FILL_INLINE(__rec, __rec->data, hdr, kern, src, __n);             \
 				if (((struct spf_event *)(void *)__rec)->flags & SPF_F_FAULT) \
 					__r = -2;                                           \
-				bpf_ringbuf_submit(__rec, wake_flags());                    \
+				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));                    \
 			}                                                                   \
 		} else {                                                                    \
 			struct rec_named_##N *__rec =                                       \
@@ -319,7 +334,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 				FILL_INLINE(__rec, __rec->rest + __pl, hdr, kern, src, __n);      \
 				if (((struct spf_event *)(void *)__rec)->flags & SPF_F_FAULT) \
 					__r = -2;                                           \
-				bpf_ringbuf_submit(__rec, wake_flags());                    \
+				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));                    \
 			}                                                                   \
 		}                                                                           \
 		__r;                                                                        \
@@ -336,7 +351,7 @@ static __always_inline int emit_header(const struct spf_event *hdr)
 		if (!rec)
 			return -1;
 		__builtin_memcpy(rec, hdr, SPF_EVENT_FIXED);
-		bpf_ringbuf_submit(rec, wake_flags());
+		bpf_ringbuf_submit(rec, wake_flags(sizeof(*rec)));
 		return 0;
 	}
 	struct rec_named_0 {
@@ -347,7 +362,7 @@ static __always_inline int emit_header(const struct spf_event *hdr)
 		return -1;
 	__builtin_memcpy(rec, hdr, SPF_EVENT_FIXED);
 	put_path(rec->rest, hdr);
-	bpf_ringbuf_submit(rec, wake_flags());
+	bpf_ringbuf_submit(rec, wake_flags(sizeof(*rec)));
 	return 0;
 }
 
