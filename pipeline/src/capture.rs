@@ -44,29 +44,44 @@ pub fn encode(item: &SourceItem, out: &mut Vec<u8>) {
 /// Appends one item as a record, an event that names no node of its own
 /// with `node` (what a node's sink publishes for a central spf).
 pub fn encode_named(item: &SourceItem, node: &str, out: &mut Vec<u8>) {
+    let data = encode_head(item, node, out);
+    out.extend_from_slice(data);
+}
+
+/// Appends one item as [`encode_named`] does, except an event's data bytes:
+/// the record's lengths count them, and they must follow at once. Returns
+/// them (empty for items without data), for a writer that hands them to the
+/// kernel where they are instead of copying them after the head.
+pub fn encode_head<'a>(item: &'a SourceItem, node: &str, out: &mut Vec<u8>) -> &'a Bytes {
+    static NONE: Bytes = Bytes::new();
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
-    match item {
+    let data = match item {
         SourceItem::Event(e) => {
             out.push(KIND_EVENT);
             encode_event(e, node, out);
+            &e.data
         }
         SourceItem::Lost(l) => {
             out.push(KIND_LOST);
             for v in [l.ts_ns, l.time_ns, l.count] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
+            &NONE
         }
         SourceItem::Closed { conn, ts_ns } => {
             out.push(KIND_CLOSED);
             out.extend_from_slice(&conn.to_le_bytes());
             out.extend_from_slice(&ts_ns.to_le_bytes());
+            &NONE
         }
-    }
-    let len = (out.len() - at - 4) as u32;
+    };
+    let len = (out.len() - at - 4 + data.len()) as u32;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    data
 }
 
+/// The fields of an event up to and including its data's length.
 fn encode_event(e: &Event, node: &str, out: &mut Vec<u8>) {
     for v in [
         e.seq,
@@ -118,7 +133,6 @@ fn encode_event(e: &Event, node: &str, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&e.data);
 }
 
 fn dir_code(d: Direction) -> u8 {

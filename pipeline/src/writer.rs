@@ -6,9 +6,16 @@
 //! fills a buffer and hands it to the writer thread, which does the `write`.
 //! Memory stays bounded: at most [`IN_FLIGHT`] buffers wait for the thread;
 //! past that the pipeline waits, as it would have without the thread.
+//!
+//! Big payloads need not be copied into the buffer: [`FileWriter::share`]
+//! places one between what the buffer holds so far and what comes next, and
+//! the thread hands the kernel both where they are (`writev`), saving a copy
+//! of every such byte.
 
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{IoSlice, Write as _};
+
+use bytes::Bytes;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,8 +27,50 @@ pub const BUF: usize = 1 << 20;
 /// Buffers handed over and not yet written, at most.
 const IN_FLIGHT: usize = 4;
 
+/// What one write puts in the file: `buf`, with each shared piece placed at
+/// its offset in `buf` (before the byte there).
+struct Batch {
+    buf: Vec<u8>,
+    shared: Vec<(usize, Bytes)>,
+}
+
+impl Batch {
+    fn write_to(&self, file: &mut File) -> std::io::Result<()> {
+        if self.shared.is_empty() {
+            return file.write_all(&self.buf);
+        }
+        let mut parts = Vec::with_capacity(2 * self.shared.len() + 1);
+        let mut from = 0;
+        for (at, data) in &self.shared {
+            parts.push(IoSlice::new(&self.buf[from..*at]));
+            parts.push(IoSlice::new(data));
+            from = *at;
+        }
+        parts.push(IoSlice::new(&self.buf[from..]));
+        parts.retain(|p| !p.is_empty());
+        write_all_vectored(file, &mut parts)
+    }
+}
+
+/// Writes every slice, in order, however the kernel splits the writes.
+/// (`Write::write_all_vectored` is not stable.)
+fn write_all_vectored(file: &mut File, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    // The kernel takes at most IOV_MAX (1024) slices per call.
+    const IOV_MAX: usize = 1024;
+    while !parts.is_empty() {
+        let n = parts.len().min(IOV_MAX);
+        match file.write_vectored(&parts[..n]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(k) => IoSlice::advance_slices(&mut parts, k),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 enum Msg {
-    Data(Vec<u8>),
+    Data(Batch),
     /// Answered once everything before it is written.
     Sync(SyncSender<()>),
 }
@@ -29,13 +78,17 @@ enum Msg {
 pub struct FileWriter {
     what: String,
     buf: Vec<u8>,
+    /// Pieces placed between the buffer's bytes (see [`FileWriter::share`]),
+    /// and their bytes.
+    shared: Vec<(usize, Bytes)>,
+    shared_bytes: usize,
     /// The file until the thread that writes it starts: with the first
     /// buffer, not when the sink is built, since spf drops its privileges
     /// after building and before any thread runs.
     file: Option<File>,
     tx: Option<SyncSender<Msg>>,
     /// Written buffers coming back, to be filled again.
-    free: Option<Receiver<Vec<u8>>>,
+    free: Option<Receiver<Batch>>,
     error: Arc<Mutex<Option<std::io::Error>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -46,6 +99,8 @@ impl FileWriter {
         Ok(FileWriter {
             what,
             buf: Vec::with_capacity(BUF),
+            shared: Vec::new(),
+            shared_bytes: 0,
             file: Some(file),
             tx: None,
             free: None,
@@ -60,7 +115,7 @@ impl FileWriter {
             return Ok(());
         };
         let (tx, rx) = sync_channel::<Msg>(IN_FLIGHT);
-        let (give_back, free) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
+        let (give_back, free) = sync_channel::<Batch>(IN_FLIGHT + 1);
         let err = Arc::clone(&self.error);
         let thread = std::thread::Builder::new()
             .name("spf-writer".into())
@@ -69,12 +124,15 @@ impl FileWriter {
                     match msg {
                         Msg::Data(mut b) => {
                             let failed = err.lock().map(|e| e.is_some()).unwrap_or(true);
-                            if !failed && let Err(e) = file.write_all(&b) {
+                            if !failed && let Err(e) = b.write_to(&mut file) {
                                 if let Ok(mut slot) = err.lock() {
                                     *slot = Some(e);
                                 }
                             }
-                            b.clear();
+                            b.buf.clear();
+                            // Lets go of the shared pieces now, not when the
+                            // batch is filled again.
+                            b.shared.clear();
                             let _ = give_back.try_send(b);
                         }
                         Msg::Sync(done) => {
@@ -94,9 +152,16 @@ impl FileWriter {
         &mut self.buf
     }
 
+    /// Places `data` after what the buffer holds so far, without copying it:
+    /// the writer thread writes it from where it is.
+    pub fn share(&mut self, data: Bytes) {
+        self.shared_bytes += data.len();
+        self.shared.push((self.buf.len(), data));
+    }
+
     /// Hands the buffer over once it is full.
     pub fn maybe_send(&mut self) -> Result<(), SinkError> {
-        if self.buf.len() >= BUF {
+        if self.buf.len() + self.shared_bytes >= BUF {
             self.send()?;
         }
         Ok(())
@@ -121,17 +186,23 @@ impl FileWriter {
 
     fn send(&mut self) -> Result<(), SinkError> {
         self.check()?;
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.shared.is_empty() {
             return Ok(());
         }
         self.start()
             .map_err(|e| SinkError::io(format!("{}: starting the writer thread", self.what), e))?;
-        let next = self
+        let mut next = self
             .free
             .as_ref()
             .and_then(|f| f.try_recv().ok())
-            .unwrap_or_else(|| Vec::with_capacity(BUF));
-        let full = std::mem::replace(&mut self.buf, next);
+            .unwrap_or_else(|| Batch {
+                buf: Vec::with_capacity(BUF),
+                shared: Vec::new(),
+            });
+        std::mem::swap(&mut self.buf, &mut next.buf);
+        std::mem::swap(&mut self.shared, &mut next.shared);
+        self.shared_bytes = 0;
+        let full = next;
         match &self.tx {
             Some(tx) if tx.send(Msg::Data(full)).is_ok() => Ok(()),
             _ => Err(SinkError::Other(format!(
@@ -186,6 +257,34 @@ mod tests {
                 w.flush().unwrap();
             }
         }
+        w.close().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn shared_pieces_land_between_the_buffered_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut w = FileWriter::new(File::create(&path).unwrap(), "test".into()).unwrap();
+        let mut want = Vec::new();
+        // Small pieces, so that a batch holds more than the kernel takes in
+        // one writev; some shared pieces follow each other directly.
+        for i in 0..6000u32 {
+            let head = format!("<{i}>");
+            if i % 3 != 0 {
+                w.buf().extend_from_slice(head.as_bytes());
+                want.extend_from_slice(head.as_bytes());
+            }
+            let data = Bytes::from(vec![(i % 251) as u8; (i % 300) as usize + 1]);
+            want.extend_from_slice(&data);
+            w.share(data);
+            w.maybe_send().unwrap();
+            if i % 2500 == 0 {
+                w.flush().unwrap();
+            }
+        }
+        w.buf().extend_from_slice(b"end");
+        want.extend_from_slice(b"end");
         w.close().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), want);
     }

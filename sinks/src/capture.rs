@@ -54,6 +54,9 @@ impl SinkConfig for CaptureConfig {
     }
 }
 
+/// Payloads from this size on are not copied into the write buffer.
+const SHARE_FROM: usize = 4096;
+
 pub struct CaptureFile {
     path: PathBuf,
     out: FileWriter,
@@ -74,7 +77,15 @@ impl Sink for CaptureFile {
             }
             Record::Decoded(_) => return Ok(()),
         };
-        spf_pipeline::capture::encode(&item, self.out.buf());
+        let data = spf_pipeline::capture::encode_head(&item, "", self.out.buf());
+        // Big payloads are written from the event's own buffer; copying a
+        // small one costs less than a slice of its own in the write.
+        if data.len() >= SHARE_FROM {
+            let data = data.clone();
+            self.out.share(data);
+        } else {
+            self.out.buf().extend_from_slice(data);
+        }
         self.out.maybe_send()
     }
 
@@ -88,5 +99,72 @@ impl Sink for CaptureFile {
 
     fn wants_events(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use spf_pipeline::capture::{MAGIC, Strings, decode, records};
+    use spf_pipeline::{Event, Lost, Record, SourceItem};
+
+    use super::*;
+
+    #[test]
+    fn payloads_written_in_place_or_copied_read_back_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.spfcap");
+        let cfg = CaptureConfig { path: path.clone() };
+        let file = std::fs::File::create(&path).unwrap();
+        let mut out = FileWriter::new(file, "test".into()).unwrap();
+        out.buf().extend_from_slice(MAGIC);
+        let mut sink = CaptureFile {
+            path: cfg.path.clone(),
+            out,
+        };
+        // Sizes on both sides of SHARE_FROM, enough of them to fill several
+        // write buffers.
+        let sizes = [0, 1, SHARE_FROM - 1, SHARE_FROM, 70_000, 3];
+        let mut want = Vec::new();
+        for i in 0..200u64 {
+            let n = sizes[i as usize % sizes.len()];
+            let data = Bytes::from((0..n).map(|k| (k as u64 * 7 + i) as u8).collect::<Vec<_>>());
+            let e = Arc::new(Event {
+                seq: i,
+                conn: i % 5,
+                len: n as u64,
+                data: data.clone(),
+                ..Default::default()
+            });
+            sink.write(&Record::raw(e, "raw".into())).unwrap();
+            want.push(Some(data));
+            if i % 17 == 0 {
+                let lost = Lost {
+                    ts_ns: i,
+                    time_ns: i,
+                    count: i + 1,
+                };
+                sink.write(&Record::Lost(lost)).unwrap();
+                want.push(None);
+            }
+        }
+        sink.close().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let body = bytes.strip_prefix(MAGIC.as_slice()).unwrap();
+        let mut strings = Strings::default();
+        let got: Vec<Option<Bytes>> = records(body)
+            .enumerate()
+            .map(
+                |(k, r)| match decode(r.unwrap(), k as u64, &mut strings).unwrap() {
+                    SourceItem::Event(e) => Some(e.data.clone()),
+                    SourceItem::Lost(_) => None,
+                    SourceItem::Closed { .. } => panic!("no close was written"),
+                },
+            )
+            .collect();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "payloads differ");
     }
 }

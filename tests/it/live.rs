@@ -284,6 +284,95 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     assert_eq!(sent, msg);
 }
 
+/// Big payloads go into a binary capture straight from their buffers
+/// (`writev`), after spf has dropped its privileges and installed its syscall
+/// filter: every byte must still reach the file.
+#[test]
+fn a_binary_capture_holds_big_writes_made_after_the_privilege_drop() {
+    let name = "a_binary_capture_holds_big_writes_made_after_the_privilege_drop";
+    if !bpf_ready(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("big.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let cap = dir.path().join("big.spfcap");
+    let mut child = spf()
+        .args(["run", "--decoder", "raw", "--path"])
+        .arg(&sock)
+        .args(crate::capture::hook_args())
+        .arg("--output")
+        .arg(&cap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf");
+    let (rx, reader) = wait_until_capturing(&mut child);
+    // Sizes on both sides of what the sink copies (none above the default
+    // snaplen), several megabytes in all.
+    let msg: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let sizes = [60_000, 10, 40_000, 4096, 65_536];
+    let mut a = UnixStream::connect(&sock).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    let total = msg.len();
+    let recv = std::thread::spawn(move || {
+        let mut got = vec![0u8; total];
+        b.read_exact(&mut got).unwrap();
+        got
+    });
+    let mut at = 0;
+    for n in sizes.iter().cycle() {
+        let end = (at + n).min(msg.len());
+        a.write_all(&msg[at..end]).unwrap();
+        at = end;
+        if at == msg.len() {
+            break;
+        }
+    }
+    assert_eq!(recv.join().unwrap(), msg);
+    drop(a);
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    assert!(st.success(), "{st}: {rest:?}");
+    let o = spf()
+        .args([
+            "run",
+            "-q",
+            "--decoder",
+            "raw",
+            "--format",
+            "ndjson",
+            "--replay",
+        ])
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use base64::Engine as _;
+    let sent: Vec<u8> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        // Each byte once, from its sender: only the client wrote.
+        .filter(|r| r["dir"] == "send")
+        .flat_map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r["data_b64"].as_str().unwrap_or(""))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        sent == msg,
+        "{} bytes of {} came back",
+        sent.len(),
+        msg.len()
+    );
+}
+
 #[test]
 fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
     let name = "ctrl_c_ends_a_capture_that_a_flood_outpaces";
