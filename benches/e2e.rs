@@ -27,12 +27,16 @@
 //!   the binary capture, up to the first rate that loses anything.
 //!
 //! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
-//! ndjson file sink, the default) or `null` (NDJSON to stdout, redirected to
-//! /dev/null), SPF_E2E_HOOK: the probe's hooks, `auto` (the default), `kernel`
+//! ndjson file sink, the default), `capture` (the binary capture, a `.spfcap`
+//! file) or `null` (NDJSON to stdout, redirected to /dev/null), SPF_E2E_HOOK: the probe's hooks, `auto` (the default), `kernel`
 //! or `syscall` (`[source] hook`), SPF_E2E_VIEW: `connection` (the default)
 //! or `syscalls`, SPF_E2E_NICE: run spf under `nice -n N`, SPF_E2E_DIR: where
 //! spf's output files go (the temporary directory by default; /dev/shm leaves
-//! the disk out).
+//! the disk out), SPF_E2E_SPIN=1: keep every CPU busy with a `nice 19` spinner
+//! through all slices, traced and untraced (on a VM, a transfer between two
+//! CPUs that go idle runs at the speed of the hypervisor's wakeups: 3.5-4.4
+//! GB/s here, 11-12 GB/s with the spinner; spf running keeps the CPUs awake
+//! as the spinner does, and its slices then look faster than the untraced).
 //! Needs root.
 //!
 //! In the kernel matrix's VM (Debian 12's 6.1, which allows kernel hooks),
@@ -483,10 +487,29 @@ fn expected_byte(unit: usize, first: u64, offset: u64) -> u8 {
 /// Checks the sink's output against what the workload moved in the traced
 /// slice: per direction, the bytes of its connection from the sender's side,
 /// in order, each once, compared byte for byte; gaps the output declares
-/// (events spf could not capture) are counted, not compared.
+/// (events spf could not capture) are counted, not compared. A binary
+/// capture is checked through its NDJSON twin (`spf run --replay`), made
+/// outside the measured time.
 fn check(out: &Path, w: &dyn Captured, s: &Slice, dropped: u64) -> String {
     let Some((conn, client, server)) = w.conn() else {
         return "-".into();
+    };
+    let twin;
+    let out = if out.extension().is_some_and(|e| e == "spfcap") {
+        twin = out.with_extension("twin.ndjson");
+        let _ = std::fs::remove_file(&twin);
+        let st = Command::new(env!("CARGO_BIN_EXE_spf"))
+            .args(["run", "-q", "--decoder", "raw", "--replay"])
+            .arg(out)
+            .arg("--output")
+            .arg(&twin)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "replaying the capture failed");
+        twin.as_path()
+    } else {
+        out
     };
     let f = std::fs::File::open(out).unwrap();
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
@@ -603,12 +626,18 @@ fn main() {
         release = r.trim().to_string();
     }
     println!(
-        "e2e: kernel {release}, hook {hook}, {pairs} pairs of {secs} s slices, sink {sink}, load before: {}",
+        "e2e: kernel {release}, hook {hook}, {pairs} pairs of {secs} s slices, sink {sink}{}, load before: {}",
+        if std::env::var("SPF_E2E_SPIN").as_deref() == Ok("1") {
+            ", every CPU kept busy by a nice-19 spinner"
+        } else {
+            ""
+        },
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let _spinners = (std::env::var("SPF_E2E_SPIN").as_deref() == Ok("1")).then(Spinners::start);
     if wanted.iter().any(|x| x == "ceiling") {
         for (msg, rates) in [
             // MB/s of 64 KiB messages.
@@ -692,6 +721,44 @@ fn main() {
     }
 }
 
+/// One lowest-priority busy thread per CPU, until dropped: CPUs that never
+/// go idle, whatever else runs.
+struct Spinners {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start() -> Spinners {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (0..cpus)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    // SAFETY: setpriority on this thread (a tid is a pid
+                    // for PRIO_PROCESS) has no memory effects.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 19) };
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, threads }
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A sender paced at `per_sec` messages of `msg` bytes a second (1 ms ticks)
 /// for `secs`, over a named stream socket, with a reader taking everything.
 fn paced(pair: &mut Pair, msg: usize, per_sec: u64, secs: f64) -> Slice {
@@ -754,8 +821,7 @@ fn paced(pair: &mut Pair, msg: usize, per_sec: u64, secs: f64) -> Slice {
 /// The ceiling of lossless capture: a paced sender at rising rates, spf
 /// capturing its connection into `sink` (an ndjson file or the binary
 /// capture), until the first rate at which spf drops events or the output
-/// misses bytes. A binary capture is checked through its NDJSON twin (`spf run
-/// --replay`), outside the measured time.
+/// misses bytes.
 fn ceiling(msg: usize, rates: &[u64], sink: &str, hook: &str, secs: f64, dir: &Path) {
     struct Paced {
         pair: Pair,
@@ -793,23 +859,9 @@ fn ceiling(msg: usize, rates: &[u64], sink: &str, hook: &str, secs: f64, dir: &P
         let spf = start_spf(&w.filter(), sink, hook, dir);
         let s = paced(&mut w.pair, msg, per_sec, secs);
         let (dropped, _, out) = stop_spf(spf);
-        let verdict = match (sink, out) {
-            ("capture", Some(cap)) => {
-                let twin = dir.join("twin.ndjson");
-                let _ = std::fs::remove_file(&twin);
-                let st = Command::new(env!("CARGO_BIN_EXE_spf"))
-                    .args(["run", "-q", "--decoder", "raw", "--replay"])
-                    .arg(&cap)
-                    .arg("--output")
-                    .arg(&twin)
-                    .stdout(Stdio::null())
-                    .status()
-                    .unwrap();
-                assert!(st.success(), "replaying the capture failed");
-                check(&twin, &w, &s, dropped)
-            }
-            (_, Some(out)) => check(&out, &w, &s, dropped),
-            _ => unreachable!(),
+        let verdict = match out {
+            Some(out) => check(&out, &w, &s, dropped),
+            None => unreachable!(),
         };
         let achieved = s.bytes[0] as f64 / s.secs;
         println!(
