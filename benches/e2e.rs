@@ -4,13 +4,14 @@
 //!
 //!     sudo cargo bench --bench e2e
 //!
-//! Each pair is one slice without spf and one with it: spf is started before the
-//! traced slice (the slice begins once its BPF link exists) and stopped after it
-//! (Ctrl-C: drain and flush). A pair's ratio is the traced slice's rate over the
-//! mean of the untraced slices before and after it. The report gives the median
-//! and quartiles of the ratios, the events spf reported dropped, and whether the
-//! sink's output held every byte the workload moved, in order (checked byte for
-//! byte against the workload's deterministic data).
+//! Each pair is one slice without spf and one with it: spf is started before
+//! the traced slice (the slice begins once spf says `spf: capturing`) and
+//! stopped after it (Ctrl-C: drain and flush). A pair's ratio is the traced
+//! slice's rate over the mean of the untraced slices before and after it. The
+//! report gives the median and quartiles of the ratios, the events spf
+//! reported dropped, and whether the sink's output held every byte the
+//! workload moved, in order (checked byte for byte against the workload's
+//! deterministic data).
 //!
 //! Workloads (all by default; name some as arguments to pick):
 //! * `pingpong`: 64-byte request and reply over a named stream socket, two
@@ -429,25 +430,20 @@ fn start_spf(filter: &[String], sink: &str, hook: &str, dir: &Path) -> Spf {
         .spawn()
         .expect("spawn spf");
     let spf = Spf { child, out, err };
-    // Capturing once its BPF link exists (the reader starts right after; the
-    // ring holds what comes before).
+    // Capturing once spf says so (`spf: capturing`), as a user would wait:
+    // probe attached, Ctrl-C handled, the reader about to start.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !has_bpf_link(spf.child.id()) {
-        assert!(Instant::now() < deadline, "spf did not attach within 60 s");
-        std::thread::sleep(Duration::from_millis(5));
+    while !std::fs::read_to_string(&spf.err)
+        .unwrap_or_default()
+        .contains("spf: capturing (")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "spf did not start capturing within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
     spf
-}
-
-fn has_bpf_link(pid: u32) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|f| {
-        std::fs::read_link(f.path())
-            .map(|t| t.to_string_lossy().contains("bpf_link"))
-            .unwrap_or(false)
-    })
 }
 
 /// Stops spf as Ctrl-C does; returns the events it reported dropped, the
