@@ -389,7 +389,7 @@ static __noinline int conn_made(struct sock *sk, bool pair)
 	__u64 pino = pair ? sock_ino(peer) : 0;
 	__u64 ino_lo = key.lo == (__u64)sk ? own : pino;
 	__u64 ino_hi = key.lo == (__u64)sk ? pino : own;
-	new_conn(&key, pair ? conn_of(own, pino) : 0, ino_lo, ino_hi, true);
+	new_conn(&key, pair ? conn_of(own, pino) : 0, ino_lo, ino_hi, CONN_MADE);
 	return 0;
 }
 

@@ -138,16 +138,34 @@ static __always_inline struct conn_key conn_key_of(struct sock *a, struct sock *
 	return key;
 }
 
+/* Why new_conn stores an entry. */
+enum conn_new_why {
+	/* No entry was found: the connection is seen for the first time, maybe
+	 * by another CPU at this very moment (its sender and its receiver). */
+	CONN_FIRST = 0,
+	/* The entry found is another connection's: its socks were freed and
+	 * reused at the same addresses. */
+	CONN_STALE = 1,
+	/* The connection was seen being made (connect, socketpair): both
+	 * directions are known to begin at position 0. */
+	CONN_MADE = 2,
+};
+
 /* Stores a new entry for `key`: the id (0 while not fixed), the inodes, and
- * positions starting over in a new epoch. `from_start`: the connection was
- * seen being made, so both directions are known to begin at position 0. */
+ * positions starting over in a new epoch; returns the entry in the map. A
+ * first sight does not replace an entry another CPU stored meanwhile, and
+ * uses that one: replaced, the positions the other CPU had counted into it
+ * were lost, and its next send got a position already given out (seen as a
+ * message delivered in the place of the one before it, at the start of a
+ * capture of a busy connection). */
 static __noinline struct conn_val *new_conn(struct conn_key *key, __u64 conn, __u64 ino_lo,
-					    __u64 ino_hi, bool from_start)
+					    __u64 ino_hi, __u32 why)
 {
 	__u32 zero = 0;
 	struct conn_val *v = bpf_map_lookup_elem(&spf_conn_new, &zero);
 	if (!v || !key)
 		return NULL;
+	bool from_start = why == CONN_MADE;
 	__builtin_memset(v, 0, sizeof(*v));
 	v->conn = conn;
 	v->ino_lo = ino_lo;
@@ -161,7 +179,7 @@ static __noinline struct conn_val *new_conn(struct conn_key *key, __u64 conn, __
 		v->dir[i].hole_lo = from_start ? POS_BASE : 0;
 		v->dir[i].hole_end = POS_BASE;
 	}
-	bpf_map_update_elem(&spf_conns, key, v, 0);
+	bpf_map_update_elem(&spf_conns, key, v, why == CONN_FIRST ? BPF_NOEXIST : BPF_ANY);
 	return bpf_map_lookup_elem(&spf_conns, key);
 }
 
@@ -273,7 +291,8 @@ static __noinline int fill_meta(struct spf_event *hdr, struct sock *sk, __u32 di
 	} else {
 		hdr->conn = conn_of(own, pino);
 		if (hdr->conn)
-			new_conn(&key, hdr->conn, ids.ino_lo, ids.ino_hi, false);
+			new_conn(&key, hdr->conn, ids.ino_lo, ids.ino_hi,
+				 cached ? CONN_STALE : CONN_FIRST);
 	}
 	if (cc && both && hdr->conn == conn_of(own, pino)) {
 		cc->key = key;
