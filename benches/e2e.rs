@@ -29,8 +29,9 @@
 //!
 //! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
 //! ndjson file sink, the default), `capture` (the binary capture, a `.spfcap`
-//! file) or `null` (NDJSON to stdout, redirected to /dev/null), SPF_E2E_HOOK: the probe's hooks, `auto` (the default), `kernel`
-//! or `syscall` (`[source] hook`), SPF_E2E_VIEW: `connection` (the default)
+//! file) or `null` (NDJSON to stdout, redirected to /dev/null), SPF_E2E_HOOK:
+//! the probe's hooks, `auto` (the default), `kernel` or `syscall` (`[source]
+//! hook`), SPF_E2E_VIEW: `connection` (the default)
 //! or `syscalls`, SPF_E2E_NICE: run spf under `nice -n N`, SPF_E2E_DIR: where
 //! spf's output files go (the temporary directory by default; /dev/shm leaves
 //! the disk out), SPF_E2E_SPIN=1: keep every CPU busy with a `nice 19` spinner
@@ -596,6 +597,7 @@ fn main() {
     let secs: f64 = env_or("SPF_E2E_SECS", 1.0);
     let sink = std::env::var("SPF_E2E_SINK").unwrap_or_else(|_| "file".into());
     let hook = std::env::var("SPF_E2E_HOOK").unwrap_or_else(|_| "auto".into());
+    let spin = std::env::var("SPF_E2E_SPIN").as_deref() == Ok("1");
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -623,7 +625,7 @@ fn main() {
     }
     println!(
         "e2e: kernel {release}, hook {hook}, {pairs} pairs of {secs} s slices, sink {sink}{}, load before: {}",
-        if std::env::var("SPF_E2E_SPIN").as_deref() == Ok("1") {
+        if spin {
             ", every CPU kept busy by a nice-19 spinner"
         } else {
             ""
@@ -633,7 +635,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let _spinners = (std::env::var("SPF_E2E_SPIN").as_deref() == Ok("1")).then(Spinners::start);
+    let _spinners = spin.then(Spinners::start);
     if wanted.iter().any(|x| x == "ceiling") {
         for (msg, rates) in [
             // MB/s of 64 KiB messages.

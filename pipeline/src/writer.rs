@@ -7,18 +7,18 @@
 //! Memory stays bounded: at most [`IN_FLIGHT`] buffers wait for the thread;
 //! past that the pipeline waits, as it would have without the thread.
 //!
-//! Big payloads need not be copied into the buffer: [`FileWriter::share`]
+//! Big payloads need not be copied into the buffer: [`FileWriter::put_bytes`]
 //! places one between what the buffer holds so far and what comes next, and
 //! the thread hands the kernel both where they are (`writev`), saving a copy
 //! of every such byte.
 
 use std::fs::File;
 use std::io::{IoSlice, Write as _};
-
-use bytes::Bytes;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use bytes::Bytes;
 
 use crate::stage::SinkError;
 
@@ -26,6 +26,9 @@ use crate::stage::SinkError;
 pub const BUF: usize = 1 << 20;
 /// Buffers handed over and not yet written, at most.
 const IN_FLIGHT: usize = 4;
+/// Payloads from this size on are written from where they are; a smaller one
+/// costs less to copy than a slice of its own in the write.
+const SHARE_FROM: usize = 4096;
 
 /// What one write puts in the file: `buf`, with each shared piece placed at
 /// its offset in `buf` (before the byte there).
@@ -78,8 +81,8 @@ enum Msg {
 pub struct FileWriter {
     what: String,
     buf: Vec<u8>,
-    /// Pieces placed between the buffer's bytes (see [`FileWriter::share`]),
-    /// and their bytes.
+    /// Pieces placed between the buffer's bytes (see
+    /// [`FileWriter::put_bytes`]), and their bytes.
     shared: Vec<(usize, Bytes)>,
     shared_bytes: usize,
     /// The file until the thread that writes it starts: with the first
@@ -152,11 +155,16 @@ impl FileWriter {
         &mut self.buf
     }
 
-    /// Places `data` after what the buffer holds so far, without copying it:
-    /// the writer thread writes it from where it is.
-    pub fn share(&mut self, data: Bytes) {
+    /// Appends `data` after what the buffer holds so far: a big payload
+    /// without copying it (the writer thread writes it from where it is), a
+    /// small one copied.
+    pub fn put_bytes(&mut self, data: &Bytes) {
+        if data.len() < SHARE_FROM {
+            self.buf.extend_from_slice(data);
+            return;
+        }
         self.shared_bytes += data.len();
-        self.shared.push((self.buf.len(), data));
+        self.shared.push((self.buf.len(), data.clone()));
     }
 
     /// Hands the buffer over once it is full.
@@ -199,12 +207,12 @@ impl FileWriter {
                 buf: Vec::with_capacity(BUF),
                 shared: Vec::new(),
             });
+        // `next` takes what was gathered; the emptied batch gathers anew.
         std::mem::swap(&mut self.buf, &mut next.buf);
         std::mem::swap(&mut self.shared, &mut next.shared);
         self.shared_bytes = 0;
-        let full = next;
         match &self.tx {
-            Some(tx) if tx.send(Msg::Data(full)).is_ok() => Ok(()),
+            Some(tx) if tx.send(Msg::Data(next)).is_ok() => Ok(()),
             _ => Err(SinkError::Other(format!(
                 "{}: the writer thread ended",
                 self.what
@@ -267,17 +275,18 @@ mod tests {
         let path = dir.path().join("out");
         let mut w = FileWriter::new(File::create(&path).unwrap(), "test".into()).unwrap();
         let mut want = Vec::new();
-        // Small pieces, so that a batch holds more than the kernel takes in
-        // one writev; some shared pieces follow each other directly.
+        // Pieces on both sides of SHARE_FROM; some written in place follow
+        // each other directly.
         for i in 0..6000u32 {
             let head = format!("<{i}>");
             if i % 3 != 0 {
                 w.buf().extend_from_slice(head.as_bytes());
                 want.extend_from_slice(head.as_bytes());
             }
-            let data = Bytes::from(vec![(i % 251) as u8; (i % 300) as usize + 1]);
+            let n = if i % 2 == 0 { SHARE_FROM } else { 1 } + (i % 300) as usize;
+            let data = Bytes::from(vec![(i % 251) as u8; n]);
             want.extend_from_slice(&data);
-            w.share(data);
+            w.put_bytes(&data);
             w.maybe_send().unwrap();
             if i % 2500 == 0 {
                 w.flush().unwrap();

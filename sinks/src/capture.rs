@@ -54,9 +54,6 @@ impl SinkConfig for CaptureConfig {
     }
 }
 
-/// Payloads from this size on are not copied into the write buffer.
-const SHARE_FROM: usize = 4096;
-
 pub struct CaptureFile {
     path: PathBuf,
     out: FileWriter,
@@ -77,15 +74,9 @@ impl Sink for CaptureFile {
             }
             Record::Decoded(_) => return Ok(()),
         };
+        // The head copied, the payload written from where it is if big.
         let data = spf_pipeline::capture::encode_head(&item, "", self.out.buf());
-        // Big payloads are written from the event's own buffer; copying a
-        // small one costs less than a slice of its own in the write.
-        if data.len() >= SHARE_FROM {
-            let data = data.clone();
-            self.out.share(data);
-        } else {
-            self.out.buf().extend_from_slice(data);
-        }
+        self.out.put_bytes(data);
         self.out.maybe_send()
     }
 
@@ -116,17 +107,16 @@ mod tests {
     fn payloads_written_in_place_or_copied_read_back_whole_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.spfcap");
-        let cfg = CaptureConfig { path: path.clone() };
         let file = std::fs::File::create(&path).unwrap();
         let mut out = FileWriter::new(file, "test".into()).unwrap();
         out.buf().extend_from_slice(MAGIC);
         let mut sink = CaptureFile {
-            path: cfg.path.clone(),
+            path: path.clone(),
             out,
         };
-        // Sizes on both sides of SHARE_FROM, enough of them to fill several
-        // write buffers.
-        let sizes = [0, 1, SHARE_FROM - 1, SHARE_FROM, 70_000, 3];
+        // Sizes on both sides of what the writer copies (4 KiB), enough of
+        // them to fill several write buffers.
+        let sizes = [0, 1, 4095, 4096, 70_000, 3];
         let mut want = Vec::new();
         for i in 0..200u64 {
             let n = sizes[i as usize % sizes.len()];

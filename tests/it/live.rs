@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::capture::bpf_ready;
-use crate::util::{read_ndjson, spf};
+use crate::util::{parse_ndjson, read_ndjson, spf};
 
 /// A running `spf run` whose NDJSON output goes to a file.
 pub struct LiveSpf {
@@ -234,6 +234,35 @@ fn wait_until_capturing(
     }
 }
 
+/// Interrupts `child` as Ctrl-C does and waits for it: its exit status and
+/// the stderr lines `wait_until_capturing` left.
+fn interrupt(
+    child: &mut Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+) -> (std::process::ExitStatus, Vec<String>) {
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    (st, rest)
+}
+
+/// The bytes of the records that say `dir: send`, in order.
+fn sent_bytes(records: &[Value]) -> Vec<u8> {
+    use base64::Engine as _;
+    records
+        .iter()
+        .filter(|r| r["dir"] == "send")
+        .flat_map(|r| {
+            base64::engine::general_purpose::STANDARD
+                .decode(r["data_b64"].as_str().unwrap_or(""))
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     let name = "the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled";
@@ -263,24 +292,11 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     b.read_exact(&mut got).unwrap();
     drop((a, b));
     // At once: Ctrl-C is handled (a flush and exit 0, not death by SIGINT).
-    // SAFETY: signalling the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let st = child.wait().unwrap();
-    let rest: Vec<String> = rx.iter().collect();
-    reader.join().unwrap();
+    let (st, rest) = interrupt(&mut child, rx, reader);
     assert!(st.success(), "{st}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
-    use base64::Engine as _;
-    let sent: Vec<u8> = read_ndjson(&out)
-        .iter()
-        // Only the client wrote: every byte sent is the message.
-        .filter(|r| r["dir"] == "send")
-        .flat_map(|r| {
-            base64::engine::general_purpose::STANDARD
-                .decode(r["data_b64"].as_str().unwrap_or(""))
-                .unwrap()
-        })
-        .collect();
+    // Only the client wrote: every byte sent is the message.
+    let sent = sent_bytes(&read_ndjson(&out));
     assert_eq!(sent, msg);
 }
 
@@ -332,11 +348,7 @@ fn a_binary_capture_holds_big_writes_made_after_the_privilege_drop() {
     }
     assert_eq!(recv.join().unwrap(), msg);
     drop(a);
-    // SAFETY: signalling the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let st = child.wait().unwrap();
-    let rest: Vec<String> = rx.iter().collect();
-    reader.join().unwrap();
+    let (st, rest) = interrupt(&mut child, rx, reader);
     assert!(st.success(), "{st}: {rest:?}");
     let o = spf()
         .args([
@@ -352,19 +364,11 @@ fn a_binary_capture_holds_big_writes_made_after_the_privilege_drop() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    use base64::Engine as _;
-    let sent: Vec<u8> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        // Each byte once, from its sender: only the client wrote.
-        .filter(|r| r["dir"] == "send")
-        .flat_map(|r| {
-            base64::engine::general_purpose::STANDARD
-                .decode(r["data_b64"].as_str().unwrap_or(""))
-                .unwrap()
-        })
-        .collect();
+    // Each byte once, from its sender: only the client wrote.
+    let sent = sent_bytes(&parse_ndjson(
+        &String::from_utf8(o.stdout).unwrap(),
+        "the replay",
+    ));
     assert!(
         sent == msg,
         "{} bytes of {} came back",

@@ -23,11 +23,17 @@ pub fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
 /// Every line of an NDJSON file, parsed; panics on a line that is not JSON.
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).expect("reading ndjson output");
+    parse_ndjson(&text, &path.display().to_string())
+}
+
+/// Every line of NDJSON text from `what`, parsed; panics on a line that is
+/// not JSON.
+pub fn parse_ndjson(text: &str, what: &str) -> Vec<serde_json::Value> {
     text.lines()
         .enumerate()
         .map(|(i, l)| {
             serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
+                .unwrap_or_else(|e| panic!("{what}:{}: not JSON ({e}): {l}", i + 1))
         })
         .collect()
 }

@@ -201,7 +201,7 @@ static __always_inline int next_seg(struct copy_ctx *c)
 				__rec->h.cookie = (c)->cookie;                              \
 				__rec->h.tid = (c)->tid;                                    \
 				__rec->h.total = (c)->total;                                \
-				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));                    \
+				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));      \
 			}                                                                   \
 		}                                                                           \
 		__r;                                                                        \
@@ -322,7 +322,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 				FILL_INLINE(__rec, __rec->data, hdr, kern, src, __n);             \
 				if (((struct spf_event *)(void *)__rec)->flags & SPF_F_FAULT) \
 					__r = -2;                                           \
-				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));                    \
+				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));      \
 			}                                                                   \
 		} else {                                                                    \
 			struct rec_named_##N *__rec =                                       \
@@ -334,7 +334,7 @@ static __always_inline __u32 put_path(__u8 *dst, const struct spf_event *hdr)
 				FILL_INLINE(__rec, __rec->rest + __pl, hdr, kern, src, __n);      \
 				if (((struct spf_event *)(void *)__rec)->flags & SPF_F_FAULT) \
 					__r = -2;                                           \
-				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));                    \
+				bpf_ringbuf_submit(__rec, wake_flags(sizeof(*__rec)));      \
 			}                                                                   \
 		}                                                                           \
 		__r;                                                                        \
