@@ -11,8 +11,9 @@
 //!   (`u64::MAX` for none), skip, len, cgroup; `u32` pid, tid, peer_pid, epoch;
 //!   `u8` sock (0 stream, 1 dgram, 2 seqpacket), dir (0 send, 1 recv), via (0
 //!   none, 1 send, 2 recv), role (0 unknown, 1 client, 2 server), lane, flags
-//!   (bit 0: truncated); strings comm, peer_comm, path, node (each a `u16`
-//!   length and UTF-8 bytes); the container: a `u8` 0 (none) or 1 and its id,
+//!   (bit 0: truncated; bit 1: a `u64` rpos follows, written only then);
+//!   strings comm, peer_comm, path, node (each a `u16` length and UTF-8
+//!   bytes); the container: a `u8` 0 (none) or 1 and its id,
 //!   runtime, name, pod namespace and pod name as strings (empty for none);
 //!   then the data, a `u32` length and the bytes.
 //! * 2, lost: `u64` ts_ns, time_ns, count.
@@ -114,8 +115,11 @@ fn encode_event(e: &Event, node: &str, out: &mut Vec<u8>) {
             Role::Server => 2,
         },
         e.lane,
-        u8::from(e.truncated),
+        u8::from(e.truncated) | (u8::from(e.rpos.is_some()) << 1),
     ]);
+    if let Some(rpos) = e.rpos {
+        out.extend_from_slice(&rpos.to_le_bytes());
+    }
     let node = if e.node.is_empty() { node } else { &e.node };
     for s in [&e.comm, &e.peer_comm, &e.path] {
         string(s, out);
@@ -257,7 +261,13 @@ fn decode_event(c: &mut Cursor<'_>, seq: u64, strings: &mut Strings) -> Result<E
         _ => return Err(DecodeError::Field("role")),
     };
     let lane = c.u8("lane")?;
-    let truncated = c.u8("flags")? & 1 != 0;
+    let flags = c.u8("flags")?;
+    let truncated = flags & 1 != 0;
+    let rpos = if flags & 2 != 0 {
+        Some(c.u64("rpos")?)
+    } else {
+        None
+    };
     let comm = strings.get(c.str("comm")?);
     let peer_comm = strings.get(c.str("peer_comm")?);
     let path = strings.get(c.str("path")?);
@@ -307,6 +317,7 @@ fn decode_event(c: &mut Cursor<'_>, seq: u64, strings: &mut Strings) -> Result<E
         role,
         lane,
         pos: (pos != u64::MAX).then_some(pos),
+        rpos,
         epoch,
         skip,
         len,
@@ -408,6 +419,7 @@ mod tests {
             role: Role::Server,
             lane: 1,
             pos: Some(1 << 62),
+            rpos: Some((1 << 62) + 17),
             epoch: 7,
             skip: 3,
             len: 300,

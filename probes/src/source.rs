@@ -29,6 +29,7 @@ const F_TRUNCATED: u32 = spf_event_flags::SPF_F_TRUNCATED.0;
 const F_CHUNKED: u32 = spf_event_flags::SPF_F_CHUNKED.0;
 const F_CONN_BY_PATH: u32 = spf_event_flags::SPF_F_CONN_BY_PATH.0;
 const F_POS: u32 = spf_event_flags::SPF_F_POS.0;
+const F_RPOS: u32 = spf_event_flags::SPF_F_RPOS.0;
 const F_TO_HI: u32 = spf_event_flags::SPF_F_TO_HI.0;
 const F_CLIENT: u32 = spf_event_flags::SPF_F_CLIENT.0;
 const F_SERVER: u32 = spf_event_flags::SPF_F_SERVER.0;
@@ -504,6 +505,7 @@ impl Converter {
             Role::Unknown
         };
         let positioned = h.flags & F_POS != 0;
+        let rpos = (h.flags & F_RPOS != 0).then_some(h.rpos);
         let dir = if h.flags & F_RECV != 0 {
             Direction::Recv
         } else {
@@ -530,7 +532,12 @@ impl Converter {
             role,
             lane: u8::from(h.flags & F_TO_HI != 0),
             pos: positioned.then_some(h.pos),
-            epoch: if positioned { h.epoch } else { 0 },
+            rpos,
+            epoch: if positioned || rpos.is_some() {
+                h.epoch
+            } else {
+                0
+            },
             skip,
             len: h.len,
             data: bytes,

@@ -9,6 +9,10 @@ use bytes::Bytes;
 use super::datagram::Datagrams;
 use super::ident::Identities;
 use super::{Ends, GAP_GRACE, GAP_GRACE_NS, MAX_HELD_BYTES, from_sender};
+
+/// What one event held while its lane aligns counts as, besides its data:
+/// events without data must not be free to hold.
+const ALIGNING_EVENT_COST: usize = 256;
 use crate::event::{Direction, Event, SockKind};
 
 /// A piece that begins after the next unit to hand on: held until the units
@@ -44,6 +48,19 @@ pub(super) struct Lane {
     last_src: Option<Arc<Event>>,
     /// A send was seen: where positions are unknown, receives are copies.
     has_sends: bool,
+    /// A receive the source counted before it had aligned the two ends'
+    /// counts (`rpos` without `pos`), and every event after it: held until
+    /// an event with both gives the offset that places them. Such a receive
+    /// may hold bytes of a send whose event comes later with a position of
+    /// its own: handed on at once, those bytes went out twice.
+    aligning: Vec<Arc<Event>>,
+    /// What `aligning` holds, counted as bytes (see ALIGNING_EVENT_COST).
+    aligning_bytes: usize,
+    /// `rpos - pos` of the latest event with both, and its epoch.
+    offset: Option<(u32, u64)>,
+    /// An epoch whose early receives were handed on unplaced: its later ones
+    /// are not held any more.
+    unplaced_epoch: Option<u32>,
     ends: Ends,
     dgram: Datagrams,
 }
@@ -63,6 +80,10 @@ impl Lane {
             waiting: None,
             last_src: None,
             has_sends: false,
+            aligning: Vec::new(),
+            aligning_bytes: 0,
+            offset: None,
+            unplaced_epoch: None,
             ends: Ends::default(),
             dgram: Datagrams::default(),
         }
@@ -98,9 +119,83 @@ impl Lane {
             }
             return;
         }
-        match ev.pos {
+        if let (Some(pos), Some(rpos)) = (ev.pos, ev.rpos) {
+            self.offset = Some((ev.epoch, rpos.wrapping_sub(pos)));
+        }
+        let early = ev.pos.is_none()
+            && ev.rpos.is_some()
+            && self.offset_in(ev.epoch).is_none()
+            && self.unplaced_epoch != Some(ev.epoch);
+        if !early && self.aligning.is_empty() {
+            self.place(ev, idents, now, out);
+            return;
+        }
+        self.aligning_bytes += ev.data.len() + ALIGNING_EVENT_COST;
+        self.aligning.push(Arc::clone(ev));
+        if self.waiting.is_none() {
+            self.waiting = Some((ev.ts_ns, now));
+        }
+        if self.offset_in(self.aligning[0].epoch).is_some() || self.aligning_bytes > MAX_HELD_BYTES
+        {
+            self.place_aligning(idents, now, out);
+        }
+    }
+
+    /// The offset from the receiver's counting to the sender's in `epoch`.
+    fn offset_in(&self, epoch: u32) -> Option<u64> {
+        self.offset.filter(|(e, _)| *e == epoch).map(|(_, d)| d)
+    }
+
+    /// Where `ev` begins in the sender's counting, if known.
+    fn placed(&self, ev: &Event) -> Option<u64> {
+        ev.pos
+            .or_else(|| Some(ev.rpos?.wrapping_sub(self.offset_in(ev.epoch)?)))
+    }
+
+    /// Hands `ev` to the positioned or the unpositioned path.
+    fn place(
+        &mut self,
+        ev: &Arc<Event>,
+        idents: &Identities,
+        now: Instant,
+        out: &mut impl FnMut(Event),
+    ) {
+        match self.placed(ev) {
             Some(pos) => self.positioned(ev, pos, idents, now, out),
             None => self.unpositioned(ev, idents, out),
+        }
+    }
+
+    /// Places the held early receives and what followed them: with the
+    /// offset where it is known, else (waiting was given up) as receives
+    /// without positions, as before alignment existed.
+    fn place_aligning(&mut self, idents: &Identities, now: Instant, out: &mut impl FnMut(Event)) {
+        let held = std::mem::take(&mut self.aligning);
+        self.aligning_bytes = 0;
+        let Some(first) = held.first() else {
+            return;
+        };
+        let epoch = first.epoch;
+        if self.offset_in(epoch).is_none() {
+            self.unplaced_epoch = Some(epoch);
+        } else if self.next.is_none() || self.epoch != epoch {
+            // Start the lane at the earliest unit held: an early receive
+            // may hold bytes from before the first send's.
+            if let Some(start) = held
+                .iter()
+                .filter(|e| e.epoch == epoch)
+                .filter_map(|e| self.placed(e))
+                .min()
+            {
+                if self.next.is_some() {
+                    self.give_up_waiting(idents, now, out);
+                }
+                self.epoch = epoch;
+                self.next = Some(start);
+            }
+        }
+        for ev in &held {
+            self.place(ev, idents, now, out);
         }
     }
 
@@ -124,7 +219,9 @@ impl Lane {
         let missing = self.missing_of(ev);
         let units = self.units(ev.data.len() as u64, 1);
         let pos = self.handed;
-        self.handed += units + self.units(missing, 0);
+        self.handed = self
+            .handed
+            .saturating_add(units.saturating_add(self.units(missing, 0)));
         out(from_sender(
             ev,
             self.ends,
@@ -159,7 +256,7 @@ impl Lane {
             // The kernel counts this connection anew: what is held cannot be
             // placed against the new counting.
             if self.next.is_some() {
-                self.flush(idents, out);
+                self.flush(idents, now, out);
             }
             self.epoch = ev.epoch;
             self.next = None;
@@ -170,9 +267,10 @@ impl Lane {
         let (start, span) = if seqpacket {
             (pos, u64::from(ev.skip == 0))
         } else {
-            (pos + ev.skip, ev.data.len() as u64)
+            (pos.saturating_add(ev.skip), ev.data.len() as u64)
         };
-        let end_of_call = if seqpacket { pos + 1 } else { pos + ev.len };
+        // Saturating: a replayed capture may carry any position.
+        let end_of_call = pos.saturating_add(if seqpacket { 1 } else { ev.len });
         self.want_end = self.want_end.max(end_of_call);
         let next = *self.next.get_or_insert(pos);
         if span == 0 || (ev.data.is_empty() && !seqpacket) {
@@ -180,11 +278,11 @@ impl Lane {
             self.note_wait(ev.ts_ns, now);
             return;
         }
-        if start + span <= next {
+        if start.saturating_add(span) <= next {
             return;
         }
         if start > next {
-            self.hold(start, ev, idents, out);
+            self.hold(start, ev, idents, now, out);
             self.note_wait(ev.ts_ns, now);
             return;
         }
@@ -203,6 +301,7 @@ impl Lane {
         start: u64,
         ev: &Arc<Event>,
         idents: &Identities,
+        now: Instant,
         out: &mut impl FnMut(Event),
     ) {
         if let Some(h) = self.held.get(&start)
@@ -221,7 +320,7 @@ impl Lane {
             self.held_bytes -= old.data.len();
         }
         if self.held_bytes > MAX_HELD_BYTES {
-            self.give_up_waiting(idents, out);
+            self.give_up_waiting(idents, now, out);
         }
     }
 
@@ -235,9 +334,9 @@ impl Lane {
     ) {
         let units = self.units(data.len() as u64, 1);
         let pos = self.handed;
-        self.handed += units;
+        self.handed = self.handed.saturating_add(units);
         if let Some(n) = self.next.as_mut() {
-            *n += units;
+            *n = n.saturating_add(units);
         }
         out(from_sender(src, self.ends, idents, data, Some(pos), 0));
     }
@@ -255,7 +354,7 @@ impl Lane {
             self.held_bytes -= h.data.len();
             let span = self.units(h.data.len() as u64, 1);
             let (data, src) = (h.data, h.src);
-            if start + span <= next {
+            if start.saturating_add(span) <= next {
                 continue;
             }
             let data = if self.kind == SockKind::Seqpacket {
@@ -290,7 +389,15 @@ impl Lane {
 
     /// Calls the units up to the first held piece (or to the furthest end
     /// seen) missing, hands on what follows, and waits no more.
-    pub fn give_up_waiting(&mut self, idents: &Identities, out: &mut impl FnMut(Event)) {
+    pub fn give_up_waiting(
+        &mut self,
+        idents: &Identities,
+        now: Instant,
+        out: &mut impl FnMut(Event),
+    ) {
+        if !self.aligning.is_empty() {
+            self.place_aligning(idents, now, out);
+        }
         while let Some(next) = self.next {
             let until = match self.held.keys().next() {
                 Some(&s) => s,
@@ -317,9 +424,9 @@ impl Lane {
             return;
         };
         let pos = self.handed;
-        self.handed += units;
+        self.handed = self.handed.saturating_add(units);
         if let Some(n) = self.next.as_mut() {
-            *n += units;
+            *n = n.saturating_add(units);
         }
         // A seqpacket gap is whole messages: no byte count to give.
         let missing = if self.kind == SockKind::Seqpacket {
@@ -333,7 +440,7 @@ impl Lane {
     }
 
     /// The lane ends: everything held goes out, gaps included.
-    pub fn flush(&mut self, idents: &Identities, out: &mut impl FnMut(Event)) {
-        self.give_up_waiting(idents, out);
+    pub fn flush(&mut self, idents: &Identities, now: Instant, out: &mut impl FnMut(Event)) {
+        self.give_up_waiting(idents, now, out);
     }
 }

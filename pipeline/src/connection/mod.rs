@@ -105,13 +105,13 @@ impl Connections {
                 }
                 let key = self.key_of(&ev);
                 if !self.lanes.contains_key(&key) && self.lanes.len() >= MAX_LANES {
-                    self.evict(out);
+                    self.evict(now, out);
                 }
                 let lane = self
                     .lanes
                     .entry(key)
                     .or_insert_with(|| Lane::new(ev.sock, Arc::clone(&ev.node)));
-                if ev.pos.is_none() && ev.sock != SockKind::Dgram {
+                if ev.pos.is_none() && ev.rpos.is_none() && ev.sock != SockKind::Dgram {
                     self.unpositioned = true;
                 }
                 lane.push(&ev, &self.idents, now, &mut |e| {
@@ -129,7 +129,7 @@ impl Connections {
             SourceItem::Closed { conn, ts_ns } => {
                 for lane in [0, 1] {
                     if let Some(mut l) = self.lanes.remove(&LaneKey { conn, lane }) {
-                        l.flush(&self.idents, &mut |e| {
+                        l.flush(&self.idents, now, &mut |e| {
                             out(Output::Item(SourceItem::Event(Arc::new(e))))
                         });
                     }
@@ -147,11 +147,12 @@ impl Connections {
 
     /// The input ended: everything held goes out, gaps included.
     pub fn finish(&mut self, out: &mut impl FnMut(Output)) {
+        let now = Instant::now();
         let mut keys: Vec<LaneKey> = self.lanes.keys().copied().collect();
         keys.sort_unstable();
         for k in keys {
             if let Some(mut l) = self.lanes.remove(&k) {
-                l.flush(&self.idents, &mut |e| {
+                l.flush(&self.idents, now, &mut |e| {
                     out(Output::Item(SourceItem::Event(Arc::new(e))))
                 });
             }
@@ -159,7 +160,7 @@ impl Connections {
     }
 
     fn key_of(&mut self, ev: &Event) -> LaneKey {
-        let lane = if ev.pos.is_some() || ev.lane != 0 || ev.peer_socket != 0 {
+        let lane = if ev.pos.is_some() || ev.rpos.is_some() || ev.lane != 0 || ev.peer_socket != 0 {
             ev.lane
         } else {
             // A capture without lanes: the two ends are told apart by socket,
@@ -177,7 +178,7 @@ impl Connections {
             // The clock is looked up only for a lane that waits: this runs
             // for every lane at every event.
             if lane.is_waiting() && lane.waiting(self.clocks.now(lane.node()), now) {
-                lane.give_up_waiting(&self.idents, &mut |e| {
+                lane.give_up_waiting(&self.idents, now, &mut |e| {
                     out(Output::Item(SourceItem::Event(Arc::new(e))))
                 });
             }
@@ -187,13 +188,13 @@ impl Connections {
     /// Forgets the longest idle quarter of the lanes, handing on what they
     /// held. Idle by arrival (the sequence number of a lane's last event),
     /// not by kernel time: nodes' clocks are not comparable.
-    fn evict(&mut self, out: &mut impl FnMut(Output)) {
+    fn evict(&mut self, now: Instant, out: &mut impl FnMut(Output)) {
         let mut by_age: Vec<(u64, LaneKey)> =
             self.lanes.iter().map(|(k, l)| (l.last_seq(), *k)).collect();
         by_age.sort_unstable();
         for (_, k) in by_age.into_iter().take(MAX_LANES / 4) {
             if let Some(mut l) = self.lanes.remove(&k) {
-                l.flush(&self.idents, &mut |e| {
+                l.flush(&self.idents, now, &mut |e| {
                     out(Output::Item(SourceItem::Event(Arc::new(e))))
                 });
             }

@@ -238,6 +238,101 @@ fn a_wait_for_missing_bytes_ends_after_the_grace_time() {
     assert_eq!(lane_bytes(&evs, 0), (b"abcxyz".to_vec(), vec![(3, 7)]));
 }
 
+/// `item` with `rpos` (relative to the counts' base) in the epoch that `ev`
+/// gives positioned events: a receive made before the source had aligned
+/// the two ends' counts carries it without `pos`; events after, both.
+fn with_rpos(item: SourceItem, rpos: u64) -> SourceItem {
+    let SourceItem::Event(mut e) = item else {
+        unreachable!()
+    };
+    let m = Arc::get_mut(&mut e).unwrap();
+    m.rpos = Some(BASE + rpos);
+    m.epoch = 7;
+    SourceItem::Event(e)
+}
+
+#[test]
+fn a_receive_before_alignment_is_placed_once_the_offset_is_known() {
+    let out = run(vec![
+        // At the connection's first sight the client's receive returned
+        // before the server's send was counted: no position yet.
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"), 0),
+        ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        // Aligned: both counts, offset 0.
+        with_rpos(
+            ev(3, SERVER_SOCK, Direction::Send, Some(5), 3, 0, b"abc"),
+            5,
+        ),
+        with_rpos(ev(4, CLIENT_SOCK, Direction::Recv, Some(5), 3, 3, b""), 5),
+    ]);
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 1), (b"helloabc".to_vec(), vec![]));
+}
+
+#[test]
+fn bytes_from_before_the_capture_stay_ahead_of_the_first_send() {
+    let out = run(vec![
+        // Three bytes queued before the capture started, then the first
+        // send the source counted: the receiver's count is 3 ahead.
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 3, 0, b"old"), 0),
+        ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        with_rpos(ev(3, CLIENT_SOCK, Direction::Recv, Some(0), 5, 5, b""), 3),
+    ]);
+    let evs = events(&out);
+    assert_eq!(lane_bytes(&evs, 1).0, b"oldhello");
+    assert_eq!(evs[0].via, Some(Direction::Recv));
+    assert_eq!(evs[1].via, Some(Direction::Send));
+}
+
+#[test]
+fn a_receive_never_aligned_goes_out_after_the_grace_time() {
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    c.push(
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"), 0),
+        now,
+        &mut |o| out.push(o),
+    );
+    assert!(events(&out).is_empty(), "held while the offset is unknown");
+    c.tick(now + GAP_GRACE * 2, &mut |o| out.push(o));
+    let evs = events(&out);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(&evs[0].data[..], b"hello");
+    // Its epoch is not held again.
+    c.push(
+        with_rpos(ev(2, CLIENT_SOCK, Direction::Recv, None, 2, 0, b"ok"), 5),
+        now + GAP_GRACE * 2,
+        &mut |o| out.push(o),
+    );
+    assert_eq!(events(&out).len(), 2);
+}
+
+#[test]
+fn what_waits_for_alignment_is_bounded() {
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let chunk = vec![7u8; 1 << 20];
+    let n = MAX_HELD_BYTES / chunk.len() + 2;
+    for i in 0..n as u64 {
+        let item = with_rpos(
+            ev(
+                i + 1,
+                CLIENT_SOCK,
+                Direction::Recv,
+                None,
+                chunk.len() as u64,
+                0,
+                &chunk,
+            ),
+            i * chunk.len() as u64,
+        );
+        c.push(item, now, &mut |o| out.push(o));
+    }
+    assert!(!events(&out).is_empty(), "held past the bound");
+}
+
 #[test]
 fn without_positions_the_senders_events_win() {
     let out = run(vec![

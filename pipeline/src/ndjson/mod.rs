@@ -158,9 +158,8 @@ fn encode_lost(l: &Lost, out: &mut Vec<u8>) {
 }
 
 /// The fields every record of an event has. Fields that most events leave at
-/// their default (`peer_comm`, `peer_socket`, `role`, `lane`, `pos`, `epoch`,
-/// `skip`, `via`,
-/// `cgroup`, `node`) are written only when set, always in this order, so
+/// their default (`peer_comm`, `peer_socket`, `role`, `lane`, `pos`, `rpos`,
+/// `epoch`, `skip`, `via`, `cgroup`, `node`) are written only when set, always in this order, so
 /// that the reader's fast path can expect them. `via` is there exactly in the
 /// connection view.
 fn common_fields(e: &Event, out: &mut Vec<u8>) {
@@ -206,6 +205,10 @@ fn common_fields(e: &Event, out: &mut Vec<u8>) {
     if let Some(pos) = e.pos {
         out.extend_from_slice(b",\"pos\":");
         push_u64(pos, out);
+    }
+    if let Some(rpos) = e.rpos {
+        out.extend_from_slice(b",\"rpos\":");
+        push_u64(rpos, out);
     }
     if e.epoch != 0 {
         out.extend_from_slice(b",\"epoch\":");

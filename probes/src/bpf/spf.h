@@ -59,6 +59,8 @@ enum spf_event_flags {
 	SPF_F_CLIENT = 1 << 8,
 	/* ... or the end that accepted. Neither: not known (a socketpair). */
 	SPF_F_SERVER = 1 << 9,
+	/* `rpos` is set (see struct spf_event). */
+	SPF_F_RPOS = 1 << 10,
 };
 
 /* An event record is the fixed part of this struct (everything before
@@ -87,6 +89,12 @@ struct spf_event {
 	 * message for seqpacket) in the sender's counting, the same for the
 	 * send and the receive of one byte. */
 	__u64 pos;
+	/* With SPF_F_RPOS: the position of the syscall's first unit in the
+	 * receiver's counting. A receive knows it at once, a send once the two
+	 * counts are aligned; a receive made before that has it without `pos`.
+	 * An event with both tells user space the offset between the counts,
+	 * with which it places those early receives (see position.h). */
+	__u64 rpos;
 	/* The cgroup (v2) of the process. */
 	__u64 cgroup;
 	/* Units at the start of what a receive moved that are not in the

@@ -165,6 +165,7 @@ pub(super) fn raw_event(line: &[u8], seq: u64, interner: &mut Interner) -> Optio
     };
     let lane = u8::try_from(opt_uint(&mut c, b",\"lane\":")?.unwrap_or(0)).ok()?;
     let pos = opt_uint(&mut c, b",\"pos\":")?;
+    let rpos = opt_uint(&mut c, b",\"rpos\":")?;
     let epoch = u32::try_from(opt_uint(&mut c, b",\"epoch\":")?.unwrap_or(0)).ok()?;
     let skip = opt_uint(&mut c, b",\"skip\":")?.unwrap_or(0);
     c.lit(b",\"len\":")?;
@@ -222,6 +223,7 @@ pub(super) fn raw_event(line: &[u8], seq: u64, interner: &mut Interner) -> Optio
         role,
         lane,
         pos,
+        rpos,
         epoch,
         skip,
         len,
@@ -257,6 +259,12 @@ mod tests {
                 "c".into()
             };
             e.path = "/run/p.sock".into();
+            // A receive before alignment (rpos alone), and one after (both).
+            if i == 1 {
+                (e.rpos, e.epoch) = (Some(7), 3);
+            } else if i == 2 {
+                (e.pos, e.rpos, e.epoch) = (Some(1 << 62), Some((1 << 62) + 5), 9);
+            }
             let mut out = Vec::new();
             encode(&Record::raw(Arc::new(e), "raw".into()), &mut out);
             out.pop();

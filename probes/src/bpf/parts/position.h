@@ -109,6 +109,12 @@ static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos
 	}
 	hdr->pos = before;
 	hdr->flags |= SPF_F_POS;
+	/* Aligned: the receiver's counting too (see pos_recv). */
+	__s64 lo = dp->lo;
+	if (lo == dp->hi && !dp->unreliable) {
+		hdr->rpos = before + (__u64)lo;
+		hdr->flags |= SPF_F_RPOS;
+	}
 }
 
 /* The send's capture is settled: its first `captured` units reached the ring
@@ -159,7 +165,18 @@ static __always_inline __u64 pos_recv(struct spf_event *hdr, struct dir_pos *dp,
 	__s64 hi = dp->hi;
 	if (lo > hi)
 		dp->unreliable = 1;
-	if (lo != hi || dp->unreliable)
+	if (dp->unreliable)
+		return 0;
+	/* The receive's place in its own counting, known whether or not the
+	 * counts are aligned yet. A receive before alignment copies all it
+	 * took, and some of that may be the bytes of a send whose exit had
+	 * not run yet (at a connection's first sight, the receiver often
+	 * wakes before its sender's hook has counted the send). The send
+	 * then gets a position of its own, and user space, without rpos,
+	 * would keep those bytes twice. */
+	hdr->rpos = before;
+	hdr->flags |= SPF_F_RPOS;
+	if (lo != hi)
 		return 0;
 	__u64 start = before - (__u64)lo;
 	hdr->pos = start;
