@@ -495,8 +495,9 @@ impl Converter {
         if h.flags & F_DROPPED != 0 {
             self.delivered_dropped += 1;
         }
-        let skip = u64::from(h.skip).min(h.len);
-        let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) + skip < h.len;
+        let len = u64::from(h.len);
+        let skip = u64::from(h.skip).min(len);
+        let truncated = h.flags & F_TRUNCATED != 0 || (bytes.len() as u64) + skip < len;
         let role = if h.flags & F_CLIENT != 0 {
             Role::Client
         } else if h.flags & F_SERVER != 0 {
@@ -539,7 +540,7 @@ impl Converter {
                 0
             },
             skip,
-            len: h.len,
+            len,
             data: bytes,
             truncated,
             cgroup: h.cgroup,
@@ -650,7 +651,7 @@ mod tests {
         v
     }
 
-    fn header(flags: u32, len: u64, captured: u64) -> spf_event {
+    fn header(flags: u32, len: u32, captured: u32) -> spf_event {
         let mut h = spf_event {
             kind: REC_EVENT,
             flags,
@@ -766,6 +767,29 @@ mod tests {
         assert!(e.truncated);
         assert_eq!(e.len, 10);
         assert!(c.pending.is_empty());
+    }
+
+    #[test]
+    fn positions_in_either_counting_come_with_their_epoch() {
+        let mut c = Converter::new();
+        let mut early = header(F_RECV | F_RPOS, 0, 0);
+        (early.rpos, early.pos, early.epoch) = (1 << 62, 99, 5);
+        c.record(&wire(&early));
+        let e = only_event(&mut c);
+        assert_eq!((e.pos, e.rpos, e.epoch), (None, Some(1 << 62), 5));
+        let mut both = header(F_POS | F_RPOS, 0, 0);
+        (both.rpos, both.pos, both.epoch) = ((1 << 62) + 3, 1 << 62, 5);
+        c.record(&wire(&both));
+        let e = only_event(&mut c);
+        assert_eq!(
+            (e.pos, e.rpos, e.epoch),
+            (Some(1 << 62), Some((1 << 62) + 3), 5)
+        );
+        let mut none = header(0, 0, 0);
+        (none.rpos, none.pos, none.epoch) = (1, 2, 5);
+        c.record(&wire(&none));
+        let e = only_event(&mut c);
+        assert_eq!((e.pos, e.rpos, e.epoch), (None, None, 0));
     }
 
     #[test]

@@ -76,10 +76,12 @@ struct spf_event {
 	__u64 ts_ns;
 	/* Ties the chunks of one event to it (unique per thread). */
 	__u64 cookie;
-	/* Bytes the syscall moved (for mmsg: this message's msg_len). */
-	__u64 len;
+	/* Bytes the syscall moved (for mmsg: this message's msg_len). 32 bits
+	 * are enough: one syscall moves at most MAX_RW_COUNT (INT_MAX rounded
+	 * down to a page), and every byte of the header is written per event. */
+	__u32 len;
 	/* Bytes of data handed over. */
-	__u64 captured;
+	__u32 captured;
 	__u64 conn;
 	__u64 own_ino;
 	/* The other end's socket inode, 0 when it has none (not accepted yet,
