@@ -411,6 +411,23 @@ fn a_connection_older_than_the_capture_is_aligned_and_kept_once() {
     let evs = joined(&c, conn);
     same_bytes(&lane_bytes(&evs, a_ino), &sent_a);
     same_bytes(&lane_bytes(&evs, b_ino), &sent_b);
+    // Every receive knows its place in the receiver's counting, and every
+    // event that knows both places puts the two countings one offset apart
+    // per direction: what places the receives made before alignment.
+    let mine: Vec<_> = c.events.iter().filter(|e| e.conn == conn).collect();
+    assert!(
+        mine.iter()
+            .filter(|e| e.dir == Direction::Recv)
+            .all(|e| e.rpos.is_some())
+    );
+    for lane in [0, 1] {
+        let offsets: std::collections::BTreeSet<u64> = mine
+            .iter()
+            .filter(|e| e.lane == lane)
+            .filter_map(|e| Some(e.rpos?.wrapping_sub(e.pos?)))
+            .collect();
+        assert_eq!(offsets.len(), 1, "lane {lane}: offsets {offsets:?}");
+    }
     // Once the two ends' counts were aligned, receives stopped copying what the
     // sends held: far fewer bytes than both directions' traffic were copied
     // twice.
@@ -420,6 +437,68 @@ fn a_connection_older_than_the_capture_is_aligned_and_kept_once() {
         twice < total / 4,
         "{twice} of {total} bytes copied at both ends"
     );
+}
+
+#[test]
+fn bytes_queued_before_the_capture_come_first_from_their_receive() {
+    let _g = lock();
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    // Sent before the capture, received after it: only the receive holds
+    // these bytes, and only the receiver's counting knows where they are.
+    let queued = b"queued before spf".to_vec();
+    a.write_all(&queued).unwrap();
+    let Some(cap) = start("bytes_queued_before_the_capture", positions(own_pid())) else {
+        return;
+    };
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+    let n = queued.len();
+    let echo = std::thread::spawn(move || {
+        let mut old = vec![0u8; n];
+        b.read_exact(&mut old).unwrap();
+        // The receive is counted before the first send is made.
+        taken_tx.send(()).unwrap();
+        let mut sent = Vec::new();
+        for i in 0..4u64 {
+            let mut got = vec![0u8; 100];
+            b.read_exact(&mut got).unwrap();
+            let reply = test_bytes(30, 500 + i);
+            b.write_all(&reply).unwrap();
+            sent.extend_from_slice(&reply);
+        }
+        (b, old, sent)
+    });
+    taken_rx.recv().unwrap();
+    let mut sent_a = queued.clone();
+    for i in 0..4u64 {
+        let msg = test_bytes(100, 400 + i);
+        a.write_all(&msg).unwrap();
+        let mut back = vec![0u8; 30];
+        a.read_exact(&mut back).unwrap();
+        sent_a.extend_from_slice(&msg);
+    }
+    let (_b, old, sent_b) = echo.join().unwrap();
+    assert_eq!(old, queued);
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = a_ino.min(b_ino);
+    // The receiver's counting is ahead of the sender's by the queued bytes.
+    let a_lane = c
+        .events
+        .iter()
+        .find(|e| e.conn == conn && e.socket == a_ino && e.dir == Direction::Send)
+        .expect("a's sends")
+        .lane;
+    let offsets: std::collections::BTreeSet<u64> = c
+        .events
+        .iter()
+        .filter(|e| e.conn == conn && e.lane == a_lane)
+        .filter_map(|e| Some(e.rpos?.wrapping_sub(e.pos?)))
+        .collect();
+    assert_eq!(offsets, [n as u64].into());
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, a_ino), &sent_a);
+    same_bytes(&lane_bytes(&evs, b_ino), &sent_b);
 }
 
 /// The bytes each socket of `conn` sent, from NDJSON records of the raw
