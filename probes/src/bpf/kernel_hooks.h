@@ -153,6 +153,8 @@ static __noinline int handle_kernel(struct task_struct *task, struct sock *sk, s
 	if (!st || !sk)
 		return 0;
 	__u8 dir = st->dir;
+	if (dir == DIR_RECV && recv_early(task, sk, ret) == RECV_DONE)
+		return 0;
 	struct spf_event *hdr = start_header(task, SPF_REC_EVENT, dir);
 	if (!hdr)
 		return 0;

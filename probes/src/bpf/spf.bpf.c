@@ -113,6 +113,63 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 	pos_send_end(dp, pos, units, captured);
 }
 
+/* Where a receive's count went (see recv_early and recv_event). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct recv_place);
+} spf_recv_place SEC(".maps");
+
+enum { RECV_ON = 0, RECV_DONE = 1 };
+
+/* A receive of `len` bytes from a connection whose entry exists, looked at
+ * before its event is built: it is counted here, and when the sender's
+ * capture holds all it took and its process was reported already, nothing
+ * more is done (RECV_DONE). With both ends captured that is most receives,
+ * and building the event (the clock, names, roles, filters) was more than
+ * half of what each one cost. Otherwise (RECV_ON) the event is built and
+ * recv_event uses the count made here. `len` 0: not a receive counted here
+ * (recvmmsg's messages are counted one by one). Every receive passes through
+ * here first, so that a count never outlives its receive. */
+static __noinline int recv_early(struct task_struct *task, struct sock *sk, long len)
+{
+	__u32 zero = 0;
+	struct recv_place *rp = bpf_map_lookup_elem(&spf_recv_place, &zero);
+	if (!rp)
+		return RECV_ON;
+	rp->counted = 0;
+	if (!spf_cfg.positions || !task || !sk || len <= 0)
+		return RECV_ON;
+	__u16 type = KREAD(struct sock, sk, sk_type);
+	if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
+		return RECV_ON;
+	struct sock *peer = KREAD(struct unix_sock, sk, peer);
+	if (!peer)
+		return RECV_ON;
+	struct conn_key key = conn_key_of(sk, peer);
+	struct conn_val *v = bpf_map_lookup_elem(&spf_conns, &key);
+	if (!v)
+		return RECV_ON;
+	/* Only this connection's entry: a stale one (socks reused at the same
+	 * addresses) is replaced by fill_meta before anything is counted. */
+	__u64 own = sock_ino(sk);
+	__u64 pino = sock_ino(peer);
+	bool lo_is_own = key.lo == (__u64)sk;
+	if (!same_ino(v->ino_lo, lo_is_own ? own : pino) ||
+	    !same_ino(v->ino_hi, lo_is_own ? pino : own))
+		return RECV_ON;
+	bool seqpacket = type == SOCK_SEQPACKET;
+	__u64 units = seqpacket ? 1 : (__u64)len;
+	/* The bytes travel towards sk. */
+	struct dir_pos *dp = &v->dir[lo_is_own ? 0 : 1];
+	pos_recv(rp, dp, sk, seqpacket, units);
+	rp->counted = 1;
+	if (rp->skip == units && dp->recv_tgid == task->tgid)
+		return RECV_DONE;
+	return RECV_ON;
+}
+
 /* A receive: with stream positions, what the sender's capture already holds
  * is not copied again. A receive that holds nothing new is reported (without
  * data) only when its process differs from the last one reported, so that the
@@ -123,8 +180,18 @@ static __always_inline void recv_event(struct spf_event *hdr, struct dir_pos *dp
 	__u64 skip = 0;
 	__u64 units = 0;
 	if (dp) {
+		__u32 zero = 0;
+		struct recv_place *rp = bpf_map_lookup_elem(&spf_recv_place, &zero);
+		if (!rp)
+			return;
 		units = pos_units(hdr, hdr->len);
-		skip = pos_recv(hdr, dp, sk, units);
+		if (!rp->counted)
+			pos_recv(rp, dp, sk, hdr->sock_type == SOCK_SEQPACKET, units);
+		rp->counted = 0;
+		hdr->pos = rp->pos;
+		hdr->rpos = rp->rpos;
+		hdr->flags |= rp->flags;
+		skip = rp->skip;
 	}
 	if (!match_filters(hdr))
 		return;
@@ -292,6 +359,8 @@ static __noinline int handle_exit(struct task_struct *task, struct sock *sk, str
 	if (!st)
 		return 0;
 	__u8 dir = st->dir;
+	if (dir == DIR_RECV && recv_early(task, sk, st->kind == K_MMSG ? 0 : ret) == RECV_DONE)
+		return 0;
 	struct spf_event *hdr = start_header(task, SPF_REC_EVENT, dir);
 	if (!hdr)
 		return 0;

@@ -91,11 +91,12 @@ struct spf_event {
 	 * message for seqpacket) in the sender's counting, the same for the
 	 * send and the receive of one byte. */
 	__u64 pos;
-	/* With SPF_F_RPOS: the position of the syscall's first unit in the
-	 * receiver's counting. A receive knows it at once, a send once the two
-	 * counts are aligned; a receive made before that has it without `pos`.
-	 * An event with both tells user space the offset between the counts,
-	 * with which it places those early receives (see position.h). */
+	/* With SPF_F_RPOS (receives only): the position of the syscall's first
+	 * unit in the receiver's counting. A receive made before the two counts
+	 * are aligned has it without `pos`; the first one after has both, and
+	 * tells user space the offset with which it places the earlier ones
+	 * (see position.h). Sends do not carry it: every byte of a record is
+	 * paid for per event, and the receives tell the offset. */
 	__u64 rpos;
 	/* The cgroup (v2) of the process. */
 	__u64 cgroup;

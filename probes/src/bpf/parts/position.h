@@ -109,12 +109,6 @@ static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos
 	}
 	hdr->pos = before;
 	hdr->flags |= SPF_F_POS;
-	/* Aligned: the receiver's counting too (see pos_recv). */
-	__s64 lo = dp->lo;
-	if (lo == dp->hi && !dp->unreliable) {
-		hdr->rpos = before + (__u64)lo;
-		hdr->flags |= SPF_F_RPOS;
-	}
 }
 
 /* The send's capture is settled: its first `captured` units reached the ring
@@ -144,19 +138,36 @@ static __always_inline void pos_send_unseen(struct dir_pos *dp, __u64 units)
 	pos_send_end(dp, before, units, 0);
 }
 
-/* Counts a receive of `units` and, when the position of its first unit in the
- * sender's counting is known, gives the event that position. Returns how many
- * of its first units the sender's capture holds: those need no copy. */
-static __always_inline __u64 pos_recv(struct spf_event *hdr, struct dir_pos *dp, struct sock *sk,
-				      __u64 units)
+/* What counting a receive found: its places, and how many of its first units
+ * the sender's capture holds (those need no copy). */
+struct recv_place {
+	__u64 pos;
+	__u64 rpos;
+	__u64 skip;
+	/* SPF_F_POS and SPF_F_RPOS, as earned. */
+	__u32 flags;
+	/* Non-zero: the receive being handled was counted already (see
+	 * recv_early in spf.bpf.c), and the fields above hold. */
+	__u32 counted;
+};
+
+/* Counts a receive of `units` from `sk` and finds its places: in its own
+ * counting always (unless the direction is unreliable), in the sender's when
+ * the counts are aligned. */
+static __always_inline void pos_recv(struct recv_place *out, struct dir_pos *dp, struct sock *sk,
+				     bool seqpacket, __u64 units)
 {
+	out->pos = 0;
+	out->rpos = 0;
+	out->skip = 0;
+	out->flags = 0;
 	__u64 before = POS_BASE + __sync_fetch_and_add(&dp->recvd, units);
 	__u64 after = before + units;
 	/* sent before the queue: a send queueing in between makes the bound
 	 * larger, never wrong. */
 	__u64 s = POS_BASE + *(volatile __u64 *)&dp->sent;
 	__u64 queued = 0;
-	if (queued_units(sk, hdr->sock_type == SOCK_SEQPACKET, &queued)) {
+	if (queued_units(sk, seqpacket, &queued)) {
 		__s64 est = (__s64)(after + queued) - (__s64)s;
 		if (est < dp->hi)
 			dp->hi = est;
@@ -166,7 +177,7 @@ static __always_inline __u64 pos_recv(struct spf_event *hdr, struct dir_pos *dp,
 	if (lo > hi)
 		dp->unreliable = 1;
 	if (dp->unreliable)
-		return 0;
+		return;
 	/* The receive's place in its own counting, known whether or not the
 	 * counts are aligned yet. A receive before alignment copies all it
 	 * took, and some of that may be the bytes of a send whose exit had
@@ -174,13 +185,13 @@ static __always_inline __u64 pos_recv(struct spf_event *hdr, struct dir_pos *dp,
 	 * wakes before its sender's hook has counted the send). The send
 	 * then gets a position of its own, and user space, without rpos,
 	 * would keep those bytes twice. */
-	hdr->rpos = before;
-	hdr->flags |= SPF_F_RPOS;
+	out->rpos = before;
+	out->flags = SPF_F_RPOS;
 	if (lo != hi)
-		return 0;
+		return;
 	__u64 start = before - (__u64)lo;
-	hdr->pos = start;
-	hdr->flags |= SPF_F_POS;
+	out->pos = start;
+	out->flags |= SPF_F_POS;
 	/* done before the hole: see pos_send_end. */
 	__u64 done = POS_BASE + *(volatile __u64 *)&dp->done;
 	__u64 hole_lo = dp->hole_lo;
@@ -190,14 +201,14 @@ static __always_inline __u64 pos_recv(struct spf_event *hdr, struct dir_pos *dp,
 	__u64 covered_to = done;
 	if (start < hole_end) {
 		if (start >= hole_lo)
-			return 0;
+			return;
 		if (hole_lo < covered_to)
 			covered_to = hole_lo;
 	}
 	if (covered_to <= start)
-		return 0;
+		return;
 	__u64 covered = covered_to - start;
-	return covered < units ? covered : units;
+	out->skip = covered < units ? covered : units;
 }
 
 #endif
