@@ -439,6 +439,69 @@ fn a_connection_older_than_the_capture_is_aligned_and_kept_once() {
     );
 }
 
+/// Many connections older than the capture, all first seen at once by
+/// their busy ends on both CPUs: the moment a receive can return before its
+/// sender's hook has counted the send. Each byte still comes out once.
+#[test]
+fn many_old_connections_first_seen_at_once_keep_each_byte_once() {
+    let _g = lock();
+    let pairs: Vec<(UnixStream, UnixStream)> = (0..16)
+        .map(|_| {
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            a.write_all(b"hi").unwrap();
+            b.read_exact(&mut [0u8; 2]).unwrap();
+            (a, b)
+        })
+        .collect();
+    let inos: Vec<(u64, u64)> = pairs
+        .iter()
+        .map(|(a, b)| (ino(a.as_raw_fd()), ino(b.as_raw_fd())))
+        .collect();
+    let Some(cap) = start("many_old_connections", positions(own_pid())) else {
+        return;
+    };
+    // Every pair's two ends start together, once all threads are ready.
+    let go = Arc::new(std::sync::Barrier::new(2 * pairs.len()));
+    let mut ends = Vec::new();
+    for (k, (mut a, mut b)) in pairs.into_iter().enumerate() {
+        let k = k as u64;
+        let go_a = Arc::clone(&go);
+        ends.push(std::thread::spawn(move || {
+            go_a.wait();
+            let mut sent = Vec::new();
+            for i in 0..30u64 {
+                let msg = test_bytes(40 + (i % 3) as usize * 17, k * 1000 + i);
+                a.write_all(&msg).unwrap();
+                let mut back = vec![0u8; 20 + (i % 4) as usize * 9];
+                a.read_exact(&mut back).unwrap();
+                sent.extend_from_slice(&msg);
+            }
+            sent
+        }));
+        let go_b = Arc::clone(&go);
+        ends.push(std::thread::spawn(move || {
+            go_b.wait();
+            let mut sent = Vec::new();
+            for i in 0..30u64 {
+                let mut got = vec![0u8; 40 + (i % 3) as usize * 17];
+                b.read_exact(&mut got).unwrap();
+                let reply = test_bytes(20 + (i % 4) as usize * 9, k * 1000 + 500 + i);
+                b.write_all(&reply).unwrap();
+                sent.extend_from_slice(&reply);
+            }
+            sent
+        }));
+    }
+    let sent: Vec<Vec<u8>> = ends.into_iter().map(|t| t.join().unwrap()).collect();
+    let c = cap.finish();
+    c.assert_no_loss();
+    for (k, (a_ino, b_ino)) in inos.into_iter().enumerate() {
+        let evs = joined(&c, a_ino.min(b_ino));
+        same_bytes(&lane_bytes(&evs, a_ino), &sent[2 * k]);
+        same_bytes(&lane_bytes(&evs, b_ino), &sent[2 * k + 1]);
+    }
+}
+
 #[test]
 fn bytes_queued_before_the_capture_come_first_from_their_receive() {
     let _g = lock();
