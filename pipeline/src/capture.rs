@@ -11,7 +11,9 @@
 //!   (`u64::MAX` for none), skip, len, cgroup; `u32` pid, tid, peer_pid, epoch;
 //!   `u8` sock (0 stream, 1 dgram, 2 seqpacket), dir (0 send, 1 recv), via (0
 //!   none, 1 send, 2 recv), role (0 unknown, 1 client, 2 server), lane, flags
-//!   (bit 0: truncated; bit 1: a `u64` rpos follows, written only then);
+//!   (bit 0: truncated; bit 1: a `u64` rpos follows, written only then:
+//!   files without it read as before, and a reader older than the bit
+//!   refuses a file with it as corrupt);
 //!   strings comm, peer_comm, path, node (each a `u16` length and UTF-8
 //!   bytes); the container: a `u8` 0 (none) or 1 and its id,
 //!   runtime, name, pod namespace and pod name as strings (empty for none);

@@ -84,7 +84,8 @@ pub struct Event {
     /// probe gives it to receives only). Same epoch rule as `pos`.
     pub rpos: Option<u64>,
     /// Positions of different epochs do not compare: a new epoch begins when
-    /// the source starts counting a connection anew. 0 without positions.
+    /// the source starts counting a connection anew. 0 without `pos` and
+    /// `rpos`.
     pub epoch: u32,
     /// Bytes at the start of what a receive moved that were not captured because
     /// the sender's capture already holds them (connection view capture only):

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use super::datagram::Datagrams;
 use super::ident::Identities;
 use super::{Ends, GAP_GRACE, GAP_GRACE_NS, MAX_HELD_BYTES, from_sender};
+use crate::event::{Direction, Event, SockKind};
 
 /// What one event held while its lane aligns counts as, besides its data:
 /// events without data must not be free to hold.
 const ALIGNING_EVENT_COST: usize = 256;
-use crate::event::{Direction, Event, SockKind};
 
 /// A piece that begins after the next unit to hand on: held until the units
 /// before it arrive, or until waiting for them is given up.
@@ -130,11 +130,14 @@ impl Lane {
             self.place(ev, idents, now, out);
             return;
         }
-        self.aligning_bytes += ev.data.len() + ALIGNING_EVENT_COST;
-        self.aligning.push(Arc::clone(ev));
-        if self.waiting.is_none() {
+        // The wait for the offset starts now, even where the lane waited
+        // for missing units already: a wait nearly over would hand the
+        // early receive on unplaced at once. (It starts once per epoch.)
+        if self.aligning.is_empty() {
             self.waiting = Some((ev.ts_ns, now));
         }
+        self.aligning_bytes += ev.data.len() + ALIGNING_EVENT_COST;
+        self.aligning.push(Arc::clone(ev));
         if self.offset_in(self.aligning[0].epoch).is_some() || self.aligning_bytes > MAX_HELD_BYTES
         {
             self.place_aligning(idents, now, out);

@@ -111,7 +111,9 @@ impl Connections {
                     .lanes
                     .entry(key)
                     .or_insert_with(|| Lane::new(ev.sock, Arc::clone(&ev.node)));
-                if ev.pos.is_none() && ev.rpos.is_none() && ev.sock != SockKind::Dgram {
+                // A receive waiting for its lane's offset counts as without
+                // a position: its lane may never get one.
+                if ev.pos.is_none() && ev.sock != SockKind::Dgram {
                     self.unpositioned = true;
                 }
                 lane.push(&ev, &self.idents, now, &mut |e| {

@@ -258,11 +258,8 @@ fn a_receive_before_alignment_is_placed_once_the_offset_is_known() {
         // before the server's send was counted: no position yet.
         with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"), 0),
         ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        ev(3, SERVER_SOCK, Direction::Send, Some(5), 3, 0, b"abc"),
         // Aligned: both counts, offset 0.
-        with_rpos(
-            ev(3, SERVER_SOCK, Direction::Send, Some(5), 3, 0, b"abc"),
-            5,
-        ),
         with_rpos(ev(4, CLIENT_SOCK, Direction::Recv, Some(5), 3, 3, b""), 5),
     ]);
     let evs = events(&out);
@@ -309,6 +306,34 @@ fn a_receive_never_aligned_goes_out_after_the_grace_time() {
 }
 
 #[test]
+fn the_wait_for_an_offset_is_not_cut_short_by_an_older_wait() {
+    let mut c = Connections::new();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    // Lane 0 waits for the units between two receives (their sends are
+    // not in: without a send, a receive handed on unplaced is kept).
+    for i in [
+        ev(1, SERVER_SOCK, Direction::Recv, Some(0), 3, 0, b"abc"),
+        ev(2, SERVER_SOCK, Direction::Recv, Some(10), 3, 0, b"xyz"),
+    ] {
+        c.push(i, now, &mut |o| out.push(o));
+    }
+    // Late in that wait, a receive of a new epoch before alignment.
+    let late = now + GAP_GRACE * 9 / 10;
+    let early = with_rpos(ev(3, SERVER_SOCK, Direction::Recv, None, 4, 0, b"new!"), 0);
+    let SourceItem::Event(mut e) = early else {
+        unreachable!()
+    };
+    Arc::get_mut(&mut e).unwrap().epoch = 8;
+    c.push(SourceItem::Event(e), late, &mut |o| out.push(o));
+    c.tick(now + GAP_GRACE * 3 / 2, &mut |o| out.push(o));
+    let held = |out: &[Output]| !events(out).iter().any(|e| &e.data[..] == b"new!");
+    assert!(held(&out), "still waiting for its offset");
+    c.tick(late + GAP_GRACE * 2, &mut |o| out.push(o));
+    assert!(!held(&out));
+}
+
+#[test]
 fn what_waits_for_alignment_is_bounded() {
     let mut c = Connections::new();
     let mut out = Vec::new();
@@ -331,6 +356,9 @@ fn what_waits_for_alignment_is_bounded() {
         c.push(item, now, &mut |o| out.push(o));
     }
     assert!(!events(&out).is_empty(), "held past the bound");
+    c.finish(&mut |o| out.push(o));
+    let got: Vec<u8> = events(&out).iter().flat_map(|e| e.data.to_vec()).collect();
+    assert_eq!(got, vec![7u8; n * chunk.len()], "each byte once");
 }
 
 #[test]

@@ -93,10 +93,11 @@ struct spf_event {
 	__u64 pos;
 	/* With SPF_F_RPOS (receives only): the position of the syscall's first
 	 * unit in the receiver's counting. A receive made before the two counts
-	 * are aligned has it without `pos`; the first one after has both, and
-	 * tells user space the offset with which it places the earlier ones
-	 * (see position.h). Sends do not carry it: every byte of a record is
-	 * paid for per event, and the receives tell the offset. */
+	 * are aligned has it without `pos`; the first one after has both (it is
+	 * emitted, unless filtered out or lost), and tells user space the
+	 * offset with which it places the earlier ones (see position.h). Sends
+	 * do not carry it: every byte of a record is paid for per event, and
+	 * the receives tell the offset. */
 	__u64 rpos;
 	/* The cgroup (v2) of the process. */
 	__u64 cgroup;
