@@ -77,11 +77,11 @@ pub struct Event {
     /// have the same position. `None` when the source does not know it.
     /// Positions compare only within one `epoch`.
     pub pos: Option<u64>,
-    /// Where the bytes begin in the receiver's counting of the lane. The live
-    /// probe gives it to every receive, and to the first send after the two
-    /// ends' counts are aligned. A receive made before that has `rpos`
-    /// without `pos`; any event with both gives the offset that places it.
-    /// `None` when the source does not say. Same epoch rule as `pos`.
+    /// Receives: where the bytes begin in the receiver's counting of the
+    /// lane. A receive made before the source had aligned the two ends'
+    /// counts has `rpos` without `pos`; any event with both gives the offset
+    /// that places it. `None` when the source does not know it (the live
+    /// probe gives it to receives only). Same epoch rule as `pos`.
     pub rpos: Option<u64>,
     /// Positions of different epochs do not compare: a new epoch begins when
     /// the source starts counting a connection anew. 0 without `pos` and

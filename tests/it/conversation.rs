@@ -564,38 +564,6 @@ fn bytes_queued_before_the_capture_come_first_from_their_receive() {
     same_bytes(&lane_bytes(&evs, b_ino), &sent_b);
 }
 
-#[test]
-fn bytes_queued_before_the_capture_come_first_when_a_send_is_counted_before_them() {
-    let _g = lock();
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
-    let queued = b"queued before spf".to_vec();
-    a.write_all(&queued).unwrap();
-    let Some(cap) = start("queued_then_a_send", positions(own_pid())) else {
-        return;
-    };
-    // The first send's record comes before any receive's: the stream must
-    // still begin with the queued bytes, which only the receive holds.
-    let first = test_bytes(100, 700);
-    a.write_all(&first).unwrap();
-    let mut got = vec![0u8; queued.len() + first.len()];
-    b.read_exact(&mut got).unwrap();
-    let mut want = queued.clone();
-    want.extend_from_slice(&first);
-    assert_eq!(got, want);
-    for i in 0..3u64 {
-        let msg = test_bytes(100, 710 + i);
-        a.write_all(&msg).unwrap();
-        b.read_exact(&mut vec![0u8; 100]).unwrap();
-        want.extend_from_slice(&msg);
-    }
-    let c = cap.finish();
-    c.assert_no_loss();
-    let evs = joined(&c, a_ino.min(b_ino));
-    same_bytes(&lane_bytes(&evs, a_ino), &want);
-    assert!(lane_bytes(&evs, b_ino).is_empty());
-}
-
 /// The bytes each socket of `conn` sent, from NDJSON records of the raw
 /// decoder, in record order.
 fn sent_by(records: &[serde_json::Value], conn: u64, socket: u64, dir: &str) -> Vec<u8> {
