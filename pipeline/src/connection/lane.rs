@@ -48,17 +48,11 @@ pub(super) struct Lane {
     last_src: Option<Arc<Event>>,
     /// A send was seen: where positions are unknown, receives are copies.
     has_sends: bool,
-    /// Held until an event with both `pos` and `rpos` gives the offset
-    /// between the two ends' countings: a receive counted before the source
-    /// had aligned them (`rpos` without `pos`), or a positioned event that
-    /// would begin the lane (or a new epoch of it) while that offset is
-    /// unknown, and every event after either. An early receive may hold
-    /// bytes of a send whose event comes later with a position of its own
-    /// (handed on at once, they went out twice), or bytes queued before the
-    /// capture, which belong before the first send (had the lane begun at
-    /// that send, they were dropped). A lane whose counting began at the
-    /// connection's start gets the offset with its first send, and waits
-    /// for nothing.
+    /// A receive the source counted before it had aligned the two ends'
+    /// counts (`rpos` without `pos`), and every event after it: held until
+    /// an event with both gives the offset that places them. Such a receive
+    /// may hold bytes of a send whose event comes later with a position of
+    /// its own: handed on at once, those bytes went out twice.
     aligning: Vec<Arc<Event>>,
     /// What `aligning` holds, counted as bytes (see ALIGNING_EVENT_COST).
     aligning_bytes: usize,
@@ -128,21 +122,17 @@ impl Lane {
         if let (Some(pos), Some(rpos)) = (ev.pos, ev.rpos) {
             self.offset = Some((ev.epoch, rpos.wrapping_sub(pos)));
         }
-        let waits = self.offset_in(ev.epoch).is_none()
-            && self.unplaced_epoch != Some(ev.epoch)
-            && match ev.pos {
-                // A receive before alignment.
-                None => ev.rpos.is_some(),
-                // Where the lane would begin.
-                Some(_) => self.next.is_none() || self.epoch != ev.epoch,
-            };
-        if !waits && self.aligning.is_empty() {
+        let early = ev.pos.is_none()
+            && ev.rpos.is_some()
+            && self.offset_in(ev.epoch).is_none()
+            && self.unplaced_epoch != Some(ev.epoch);
+        if !early && self.aligning.is_empty() {
             self.place(ev, idents, now, out);
             return;
         }
         // The wait for the offset starts now, even where the lane waited
-        // for missing units already: a wait nearly over would hand what
-        // waits on unplaced at once. (It starts once per epoch.)
+        // for missing units already: a wait nearly over would hand the
+        // early receive on unplaced at once. (It starts once per epoch.)
         if self.aligning.is_empty() {
             self.waiting = Some((ev.ts_ns, now));
         }
@@ -179,10 +169,9 @@ impl Lane {
         }
     }
 
-    /// Places what waited for the offset: with the offset where it is
-    /// known, else (waiting was given up) as before alignment existed:
-    /// early receives without positions, the lane beginning at the first
-    /// positioned event.
+    /// Places the held early receives and what followed them: with the
+    /// offset where it is known, else (waiting was given up) as receives
+    /// without positions, as before alignment existed.
     fn place_aligning(&mut self, idents: &Identities, now: Instant, out: &mut impl FnMut(Event)) {
         let held = std::mem::take(&mut self.aligning);
         self.aligning_bytes = 0;
@@ -193,7 +182,7 @@ impl Lane {
         if self.offset_in(epoch).is_none() {
             self.unplaced_epoch = Some(epoch);
         } else if self.next.is_none() || self.epoch != epoch {
-            // Begin the lane at the earliest unit held: an early receive
+            // Start the lane at the earliest unit held: an early receive
             // may hold bytes from before the first send's.
             if let Some(start) = held
                 .iter()

@@ -9,9 +9,7 @@ const SERVER_SOCK: u64 = 12;
 const BASE: u64 = 1 << 62;
 
 /// A syscall event on a connected stream: `dir` seen from `socket`'s process;
-/// lane 0 carries client-to-server bytes. A positioned event also has its
-/// place in the receiver's counting, the same (offset 0: a connection seen
-/// from its start).
+/// lane 0 carries client-to-server bytes.
 fn ev(
     seq: u64,
     socket: u64,
@@ -43,7 +41,6 @@ fn ev(
         role: if client { Role::Client } else { Role::Server },
         lane: u8::from(!from_client),
         pos: pos.map(|p| BASE + p),
-        rpos: pos.map(|p| BASE + p),
         epoch: pos.map_or(0, |_| 7),
         skip,
         len,
@@ -241,16 +238,15 @@ fn a_wait_for_missing_bytes_ends_after_the_grace_time() {
     assert_eq!(lane_bytes(&evs, 0), (b"abcxyz".to_vec(), vec![(3, 7)]));
 }
 
-/// `item` with `rpos` (relative to the counts' base, None for none) in the
-/// epoch that `ev` gives positioned events: a receive made before the source
-/// had aligned the two ends' counts carries it without `pos`, a send made
-/// then has neither.
-fn with_rpos(item: SourceItem, rpos: Option<u64>) -> SourceItem {
+/// `item` with `rpos` (relative to the counts' base) in the epoch that `ev`
+/// gives positioned events: a receive made before the source had aligned
+/// the two ends' counts carries it without `pos`; events after, both.
+fn with_rpos(item: SourceItem, rpos: u64) -> SourceItem {
     let SourceItem::Event(mut e) = item else {
         unreachable!()
     };
     let m = Arc::get_mut(&mut e).unwrap();
-    m.rpos = rpos.map(|r| BASE + r);
+    m.rpos = Some(BASE + rpos);
     m.epoch = 7;
     SourceItem::Event(e)
 }
@@ -260,23 +256,11 @@ fn a_receive_before_alignment_is_placed_once_the_offset_is_known() {
     let out = run(vec![
         // At the connection's first sight the client's receive returned
         // before the server's send was counted: no position yet.
-        with_rpos(
-            ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"),
-            Some(0),
-        ),
-        with_rpos(
-            ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
-            None,
-        ),
-        with_rpos(
-            ev(3, SERVER_SOCK, Direction::Send, Some(5), 3, 0, b"abc"),
-            None,
-        ),
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"), 0),
+        ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        ev(3, SERVER_SOCK, Direction::Send, Some(5), 3, 0, b"abc"),
         // Aligned: both counts, offset 0.
-        with_rpos(
-            ev(4, CLIENT_SOCK, Direction::Recv, Some(5), 3, 3, b""),
-            Some(5),
-        ),
+        with_rpos(ev(4, CLIENT_SOCK, Direction::Recv, Some(5), 3, 3, b""), 5),
     ]);
     let evs = events(&out);
     assert_eq!(lane_bytes(&evs, 1), (b"helloabc".to_vec(), vec![]));
@@ -287,18 +271,9 @@ fn bytes_from_before_the_capture_stay_ahead_of_the_first_send() {
     let out = run(vec![
         // Three bytes queued before the capture started, then the first
         // send the source counted: the receiver's count is 3 ahead.
-        with_rpos(
-            ev(1, CLIENT_SOCK, Direction::Recv, None, 3, 0, b"old"),
-            Some(0),
-        ),
-        with_rpos(
-            ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
-            None,
-        ),
-        with_rpos(
-            ev(3, CLIENT_SOCK, Direction::Recv, Some(0), 5, 5, b""),
-            Some(3),
-        ),
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 3, 0, b"old"), 0),
+        ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        with_rpos(ev(3, CLIENT_SOCK, Direction::Recv, Some(0), 5, 5, b""), 3),
     ]);
     let evs = events(&out);
     assert_eq!(lane_bytes(&evs, 1).0, b"oldhello");
@@ -307,61 +282,12 @@ fn bytes_from_before_the_capture_stay_ahead_of_the_first_send() {
 }
 
 #[test]
-fn bytes_from_before_the_capture_stay_ahead_when_the_first_send_comes_first() {
-    let mut c = Connections::new();
-    let mut out = Vec::new();
-    let now = Instant::now();
-    // The first send of a connection older than the capture, before the
-    // counts are aligned: where the lane begins is not known yet.
-    c.push(
-        with_rpos(
-            ev(1, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
-            None,
-        ),
-        now,
-        &mut |o| out.push(o),
-    );
-    assert!(events(&out).is_empty(), "the lane waits for its offset");
-    for i in [
-        // Bytes queued before the capture, received after that send.
-        with_rpos(
-            ev(2, CLIENT_SOCK, Direction::Recv, None, 3, 0, b"old"),
-            Some(0),
-        ),
-        with_rpos(
-            ev(3, CLIENT_SOCK, Direction::Recv, Some(0), 5, 5, b""),
-            Some(3),
-        ),
-    ] {
-        c.push(i, now, &mut |o| out.push(o));
-    }
-    let evs = events(&out);
-    assert_eq!(lane_bytes(&evs, 1).0, b"oldhello");
-}
-
-#[test]
-fn a_lane_seen_from_its_start_waits_for_nothing() {
-    let mut c = Connections::new();
-    let mut out = Vec::new();
-    // Its first send tells the offset (0): handed on at once.
-    c.push(
-        ev(1, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
-        Instant::now(),
-        &mut |o| out.push(o),
-    );
-    assert_eq!(lane_bytes(&events(&out), 1).0, b"hello");
-}
-
-#[test]
 fn a_receive_never_aligned_goes_out_after_the_grace_time() {
     let mut c = Connections::new();
     let mut out = Vec::new();
     let now = Instant::now();
     c.push(
-        with_rpos(
-            ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"),
-            Some(0),
-        ),
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"), 0),
         now,
         &mut |o| out.push(o),
     );
@@ -372,10 +298,7 @@ fn a_receive_never_aligned_goes_out_after_the_grace_time() {
     assert_eq!(&evs[0].data[..], b"hello");
     // Its epoch is not held again.
     c.push(
-        with_rpos(
-            ev(2, CLIENT_SOCK, Direction::Recv, None, 2, 0, b"ok"),
-            Some(5),
-        ),
+        with_rpos(ev(2, CLIENT_SOCK, Direction::Recv, None, 2, 0, b"ok"), 5),
         now + GAP_GRACE * 2,
         &mut |o| out.push(o),
     );
@@ -397,10 +320,7 @@ fn the_wait_for_an_offset_is_not_cut_short_by_an_older_wait() {
     }
     // Late in that wait, a receive of a new epoch before alignment.
     let late = now + GAP_GRACE * 9 / 10;
-    let early = with_rpos(
-        ev(3, SERVER_SOCK, Direction::Recv, None, 4, 0, b"new!"),
-        Some(0),
-    );
+    let early = with_rpos(ev(3, SERVER_SOCK, Direction::Recv, None, 4, 0, b"new!"), 0);
     let SourceItem::Event(mut e) = early else {
         unreachable!()
     };
@@ -431,7 +351,7 @@ fn what_waits_for_alignment_is_bounded() {
                 0,
                 &chunk,
             ),
-            Some(i * chunk.len() as u64),
+            i * chunk.len() as u64,
         );
         c.push(item, now, &mut |o| out.push(o));
     }

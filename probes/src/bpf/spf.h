@@ -91,13 +91,13 @@ struct spf_event {
 	 * message for seqpacket) in the sender's counting, the same for the
 	 * send and the receive of one byte. */
 	__u64 pos;
-	/* With SPF_F_RPOS: the position of the syscall's first unit in the
-	 * receiver's counting. Every receive has it; one made before the two
-	 * counts are aligned has it without `pos`, and the first one after has
-	 * both. Of the sends, only the first after alignment has it (for a
-	 * connection seen being made, its first send). An event with both tells
-	 * user space the offset with which it places what came before (see
-	 * position.h and the connection stage). */
+	/* With SPF_F_RPOS (receives only): the position of the syscall's first
+	 * unit in the receiver's counting. A receive made before the two counts
+	 * are aligned has it without `pos`; the first one after has both (it is
+	 * emitted, unless filtered out or lost), and tells user space the
+	 * offset with which it places the earlier ones (see position.h). Sends
+	 * do not carry it: every byte of a record is paid for per event, and
+	 * the receives tell the offset. */
 	__u64 rpos;
 	/* The cgroup (v2) of the process. */
 	__u64 cgroup;

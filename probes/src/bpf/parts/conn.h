@@ -38,10 +38,6 @@ struct dir_pos {
 	 * bytes moved where the probe does not see them (io_uring). Positions of
 	 * this direction are not used any more in this epoch. */
 	__u32 unreliable;
-	/* A send has told its place in the receiver's counting (see
-	 * pos_send_begin). */
-	__u32 told;
-	__u32 _pad;
 };
 
 /* Connection id by connection, fixed the first time either end is seen. A

@@ -109,20 +109,6 @@ static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos
 	}
 	hdr->pos = before;
 	hdr->flags |= SPF_F_POS;
-	/* The first send after the counts are aligned also tells its place in
-	 * the receiver's counting. A lane whose counting began at the
-	 * connection's start (connect, socketpair: aligned from the first
-	 * byte) learns the offset from its first record, and user space need
-	 * not wait for it before the lane begins; later sends need not repeat
-	 * it (every byte of a record is paid for per event). */
-	if (!dp->told) {
-		__s64 lo = dp->lo;
-		if (lo == dp->hi && !dp->unreliable) {
-			dp->told = 1;
-			hdr->rpos = before + (__u64)lo;
-			hdr->flags |= SPF_F_RPOS;
-		}
-	}
 }
 
 /* The send's capture is settled: its first `captured` units reached the ring
