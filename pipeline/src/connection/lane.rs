@@ -48,11 +48,20 @@ pub(super) struct Lane {
     last_src: Option<Arc<Event>>,
     /// A send was seen: where positions are unknown, receives are copies.
     has_sends: bool,
-    /// A receive the source counted before it had aligned the two ends'
-    /// counts (`rpos` without `pos`), and every event after it: held until
-    /// an event with both gives the offset that places them. Such a receive
-    /// may hold bytes of a send whose event comes later with a position of
-    /// its own: handed on at once, those bytes went out twice.
+    /// Receives the source counted before it had aligned the two ends'
+    /// counts (`rpos` without `pos`), handed on before any positioned event
+    /// began the lane: their epoch, and where they end in the receiver's
+    /// counting. Such a receive may hold bytes of a send whose event comes
+    /// later with a position of its own, or bytes queued before the capture
+    /// (which come before the first send's). It goes out at once, in the
+    /// receiver's order (the other direction's records, a response to it,
+    /// must not overtake it); the positioned events after it wait in
+    /// `aligning`.
+    early: Option<(u32, u64)>,
+    /// Held while `early` waits for the offset between the two countings
+    /// (an event with both `pos` and `rpos` gives it): then the lane begins
+    /// where the early receives end, and what the held events repeat of
+    /// them is dropped.
     aligning: Vec<Arc<Event>>,
     /// What `aligning` holds, counted as bytes (see ALIGNING_EVENT_COST).
     aligning_bytes: usize,
@@ -80,6 +89,7 @@ impl Lane {
             waiting: None,
             last_src: None,
             has_sends: false,
+            early: None,
             aligning: Vec::new(),
             aligning_bytes: 0,
             offset: None,
@@ -122,26 +132,32 @@ impl Lane {
         if let (Some(pos), Some(rpos)) = (ev.pos, ev.rpos) {
             self.offset = Some((ev.epoch, rpos.wrapping_sub(pos)));
         }
-        let early = ev.pos.is_none()
-            && ev.rpos.is_some()
+        if let (None, Some(rpos)) = (ev.pos, ev.rpos)
+            && self.next.is_none()
             && self.offset_in(ev.epoch).is_none()
-            && self.unplaced_epoch != Some(ev.epoch);
-        if !early && self.aligning.is_empty() {
-            self.place(ev, idents, now, out);
+            && self.unplaced_epoch != Some(ev.epoch)
+        {
+            let end = rpos.saturating_add(self.units(ev.len, 1));
+            match &mut self.early {
+                Some((epoch, e)) if *epoch == ev.epoch => *e = (*e).max(end),
+                _ => {
+                    self.early = Some((ev.epoch, end));
+                    // The wait for the offset starts now.
+                    self.waiting = Some((ev.ts_ns, now));
+                }
+            }
+            self.unpositioned(ev, idents, out);
             return;
         }
-        // The wait for the offset starts now, even where the lane waited
-        // for missing units already: a wait nearly over would hand the
-        // early receive on unplaced at once. (It starts once per epoch.)
-        if self.aligning.is_empty() {
-            self.waiting = Some((ev.ts_ns, now));
+        if let Some((epoch, _)) = self.early {
+            self.aligning_bytes += ev.data.len() + ALIGNING_EVENT_COST;
+            self.aligning.push(Arc::clone(ev));
+            if self.offset_in(epoch).is_some() || self.aligning_bytes > MAX_HELD_BYTES {
+                self.place_aligning(idents, now, out);
+            }
+            return;
         }
-        self.aligning_bytes += ev.data.len() + ALIGNING_EVENT_COST;
-        self.aligning.push(Arc::clone(ev));
-        if self.offset_in(self.aligning[0].epoch).is_some() || self.aligning_bytes > MAX_HELD_BYTES
-        {
-            self.place_aligning(idents, now, out);
-        }
+        self.place(ev, idents, now, out);
     }
 
     /// The offset from the receiver's counting to the sender's in `epoch`.
@@ -169,32 +185,21 @@ impl Lane {
         }
     }
 
-    /// Places the held early receives and what followed them: with the
-    /// offset where it is known, else (waiting was given up) as receives
-    /// without positions, as before alignment existed.
+    /// Ends the wait of the early receives: where the offset is known, the
+    /// lane begins where they end (in the sender's counting); where it is
+    /// not (waiting was given up), at the first positioned event, as before
+    /// alignment existed. Then the held events are placed.
     fn place_aligning(&mut self, idents: &Identities, now: Instant, out: &mut impl FnMut(Event)) {
         let held = std::mem::take(&mut self.aligning);
         self.aligning_bytes = 0;
-        let Some(first) = held.first() else {
-            return;
-        };
-        let epoch = first.epoch;
-        if self.offset_in(epoch).is_none() {
-            self.unplaced_epoch = Some(epoch);
-        } else if self.next.is_none() || self.epoch != epoch {
-            // Start the lane at the earliest unit held: an early receive
-            // may hold bytes from before the first send's.
-            if let Some(start) = held
-                .iter()
-                .filter(|e| e.epoch == epoch)
-                .filter_map(|e| self.placed(e))
-                .min()
-            {
-                if self.next.is_some() {
-                    self.give_up_waiting(idents, now, out);
+        if let Some((epoch, end)) = self.early.take() {
+            match self.offset_in(epoch) {
+                Some(d) if self.next.is_none() => {
+                    self.epoch = epoch;
+                    self.next = Some(end.wrapping_sub(d));
                 }
-                self.epoch = epoch;
-                self.next = Some(start);
+                Some(_) => {}
+                None => self.unplaced_epoch = Some(epoch),
             }
         }
         for ev in &held {
@@ -398,7 +403,7 @@ impl Lane {
         now: Instant,
         out: &mut impl FnMut(Event),
     ) {
-        if !self.aligning.is_empty() {
+        if self.early.is_some() {
             self.place_aligning(idents, now, out);
         }
         while let Some(next) = self.next {

@@ -282,7 +282,7 @@ fn bytes_from_before_the_capture_stay_ahead_of_the_first_send() {
 }
 
 #[test]
-fn a_receive_never_aligned_goes_out_after_the_grace_time() {
+fn a_receive_before_alignment_goes_out_at_once_and_the_sends_after_it_wait() {
     let mut c = Connections::new();
     let mut out = Vec::new();
     let now = Instant::now();
@@ -291,46 +291,49 @@ fn a_receive_never_aligned_goes_out_after_the_grace_time() {
         now,
         &mut |o| out.push(o),
     );
-    assert!(events(&out).is_empty(), "held while the offset is unknown");
-    c.tick(now + GAP_GRACE * 2, &mut |o| out.push(o));
+    // In the receiver's order, before anything the other direction says.
     let evs = events(&out);
     assert_eq!(evs.len(), 1);
-    assert_eq!(&evs[0].data[..], b"hello");
-    // Its epoch is not held again.
+    assert_eq!(
+        (&evs[0].data[..], evs[0].via),
+        (&b"hello"[..], Some(Direction::Recv))
+    );
     c.push(
-        with_rpos(ev(2, CLIENT_SOCK, Direction::Recv, None, 2, 0, b"ok"), 5),
+        ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
+        now,
+        &mut |o| out.push(o),
+    );
+    assert_eq!(events(&out).len(), 1, "the send waits for the offset");
+    // No offset comes: after the grace time the send goes out as it did
+    // before alignment existed (its bytes a second time).
+    c.tick(now + GAP_GRACE * 2, &mut |o| out.push(o));
+    assert_eq!(events(&out).len(), 2);
+    // Its epoch waits no more.
+    c.push(
+        ev(3, SERVER_SOCK, Direction::Send, Some(5), 2, 0, b"ok"),
         now + GAP_GRACE * 2,
         &mut |o| out.push(o),
     );
-    assert_eq!(events(&out).len(), 2);
+    assert_eq!(events(&out).len(), 3);
 }
 
 #[test]
-fn the_wait_for_an_offset_is_not_cut_short_by_an_older_wait() {
-    let mut c = Connections::new();
-    let mut out = Vec::new();
-    let now = Instant::now();
-    // Lane 0 waits for the units between two receives (their sends are
-    // not in: without a send, a receive handed on unplaced is kept).
-    for i in [
-        ev(1, SERVER_SOCK, Direction::Recv, Some(0), 3, 0, b"abc"),
-        ev(2, SERVER_SOCK, Direction::Recv, Some(10), 3, 0, b"xyz"),
-    ] {
-        c.push(i, now, &mut |o| out.push(o));
-    }
-    // Late in that wait, a receive of a new epoch before alignment.
-    let late = now + GAP_GRACE * 9 / 10;
-    let early = with_rpos(ev(3, SERVER_SOCK, Direction::Recv, None, 4, 0, b"new!"), 0);
-    let SourceItem::Event(mut e) = early else {
-        unreachable!()
-    };
-    Arc::get_mut(&mut e).unwrap().epoch = 8;
-    c.push(SourceItem::Event(e), late, &mut |o| out.push(o));
-    c.tick(now + GAP_GRACE * 3 / 2, &mut |o| out.push(o));
-    let held = |out: &[Output]| !events(out).iter().any(|e| &e.data[..] == b"new!");
-    assert!(held(&out), "still waiting for its offset");
-    c.tick(late + GAP_GRACE * 2, &mut |o| out.push(o));
-    assert!(!held(&out));
+fn a_response_does_not_overtake_the_early_receive_of_its_request() {
+    let out = run(vec![
+        // The server took the request before the client's send was counted.
+        with_rpos(ev(1, SERVER_SOCK, Direction::Recv, None, 3, 0, b"GET"), 0),
+        ev(2, CLIENT_SOCK, Direction::Send, Some(0), 3, 0, b"GET"),
+        // Its response, while the client's send waits for the offset.
+        ev(3, SERVER_SOCK, Direction::Send, Some(0), 2, 0, b"OK"),
+        ev(4, CLIENT_SOCK, Direction::Recv, Some(0), 2, 2, b""),
+        ev(5, CLIENT_SOCK, Direction::Send, Some(3), 4, 0, b"GET2"),
+        // The server's next receive: both positions, offset 0.
+        with_rpos(ev(6, SERVER_SOCK, Direction::Recv, Some(3), 4, 4, b""), 3),
+    ]);
+    let evs = events(&out);
+    let order: Vec<&[u8]> = evs.iter().map(|e| &e.data[..]).collect();
+    assert_eq!(order, [&b"GET"[..], b"OK", b"GET2"]);
+    assert_eq!(lane_bytes(&evs, 0).0, b"GETGET2");
 }
 
 #[test]
@@ -338,27 +341,32 @@ fn what_waits_for_alignment_is_bounded() {
     let mut c = Connections::new();
     let mut out = Vec::new();
     let now = Instant::now();
+    c.push(
+        with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 1, 0, b"x"), 0),
+        now,
+        &mut |o| out.push(o),
+    );
     let chunk = vec![7u8; 1 << 20];
     let n = MAX_HELD_BYTES / chunk.len() + 2;
     for i in 0..n as u64 {
-        let item = with_rpos(
-            ev(
-                i + 1,
-                CLIENT_SOCK,
-                Direction::Recv,
-                None,
-                chunk.len() as u64,
-                0,
-                &chunk,
-            ),
-            i * chunk.len() as u64,
+        let at = i * chunk.len() as u64;
+        let item = ev(
+            i + 2,
+            SERVER_SOCK,
+            Direction::Send,
+            Some(at),
+            chunk.len() as u64,
+            0,
+            &chunk,
         );
         c.push(item, now, &mut |o| out.push(o));
     }
-    assert!(!events(&out).is_empty(), "held past the bound");
+    assert!(events(&out).len() > 1, "held past the bound");
     c.finish(&mut |o| out.push(o));
     let got: Vec<u8> = events(&out).iter().flat_map(|e| e.data.to_vec()).collect();
-    assert_eq!(got, vec![7u8; n * chunk.len()], "each byte once");
+    let mut want = b"x".to_vec();
+    want.extend(std::iter::repeat_n(7u8, n * chunk.len()));
+    assert!(got == want, "each byte once");
 }
 
 #[test]
