@@ -61,6 +61,11 @@ fn run(items: Vec<SourceItem>) -> Vec<Output> {
     out
 }
 
+/// Pushes one item at wall time `at`, collecting what the stage hands on.
+fn push_at(c: &mut Connections, item: SourceItem, at: Instant, out: &mut Vec<Output>) {
+    c.push(item, at, &mut |o| out.push(o));
+}
+
 fn events(out: &[Output]) -> Vec<Arc<Event>> {
     out.iter()
         .filter_map(|o| match o {
@@ -286,10 +291,11 @@ fn a_receive_before_alignment_goes_out_at_once_and_the_sends_after_it_wait() {
     let mut c = Connections::new();
     let mut out = Vec::new();
     let now = Instant::now();
-    c.push(
+    push_at(
+        &mut c,
         with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 5, 0, b"hello"), 0),
         now,
-        &mut |o| out.push(o),
+        &mut out,
     );
     // In the receiver's order, before anything the other direction says.
     let evs = events(&out);
@@ -298,10 +304,11 @@ fn a_receive_before_alignment_goes_out_at_once_and_the_sends_after_it_wait() {
         (&evs[0].data[..], evs[0].via),
         (&b"hello"[..], Some(Direction::Recv))
     );
-    c.push(
+    push_at(
+        &mut c,
         ev(2, SERVER_SOCK, Direction::Send, Some(0), 5, 0, b"hello"),
         now,
-        &mut |o| out.push(o),
+        &mut out,
     );
     assert_eq!(events(&out).len(), 1, "the send waits for the offset");
     // No offset comes: after the grace time the send goes out as it did
@@ -309,10 +316,11 @@ fn a_receive_before_alignment_goes_out_at_once_and_the_sends_after_it_wait() {
     c.tick(now + GAP_GRACE * 2, &mut |o| out.push(o));
     assert_eq!(events(&out).len(), 2);
     // Its epoch waits no more.
-    c.push(
+    push_at(
+        &mut c,
         ev(3, SERVER_SOCK, Direction::Send, Some(5), 2, 0, b"ok"),
         now + GAP_GRACE * 2,
-        &mut |o| out.push(o),
+        &mut out,
     );
     assert_eq!(events(&out).len(), 3);
 }
@@ -341,10 +349,11 @@ fn what_waits_for_alignment_is_bounded() {
     let mut c = Connections::new();
     let mut out = Vec::new();
     let now = Instant::now();
-    c.push(
+    push_at(
+        &mut c,
         with_rpos(ev(1, CLIENT_SOCK, Direction::Recv, None, 1, 0, b"x"), 0),
         now,
-        &mut |o| out.push(o),
+        &mut out,
     );
     let chunk = vec![7u8; 1 << 20];
     let n = MAX_HELD_BYTES / chunk.len() + 2;

@@ -29,12 +29,7 @@ struct back_ctx {
 	__u64 bufs;  /* the pipe's buffers */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct back_ctx);
-} spf_back SEC(".maps");
+PERCPU_SCRATCH(spf_back, struct back_ctx);
 
 struct back_ref {
 	struct back_ctx *b;

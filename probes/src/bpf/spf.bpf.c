@@ -114,12 +114,7 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 }
 
 /* Where a receive's count went (see recv_early and recv_event). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct recv_place);
-} spf_recv_place SEC(".maps");
+PERCPU_SCRATCH(spf_recv_place, struct recv_place);
 
 enum { RECV_ON = 0, RECV_DONE = 1 };
 
@@ -246,12 +241,7 @@ struct mmsg_ctx {
  * mmsg_step > data_event > emit_data > copy_step needed 544 bytes on Linux 6.1
  * (the limit is 512) once that verifier walked every case of handle_exit's
  * switch (see spf_call). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct spf_msghdr);
-} spf_msghdr SEC(".maps");
+PERCPU_SCRATCH(spf_msghdr, struct spf_msghdr);
 
 /* Reads one msghdr and sets up its event; returns false if it cannot be read. */
 static __always_inline bool msg_event(struct spf_event *hdr, __u64 msgaddr, __u64 len, __u8 dir,
@@ -346,12 +336,7 @@ static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
  * equivalent and removed the other cases as dead code, so that every data
  * syscall was copied as that one kind (writev's iovecs read as a plain
  * write's buffer, or a write's buffer as iovecs). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct call);
-} spf_call SEC(".maps");
+PERCPU_SCRATCH(spf_call, struct call);
 
 static __noinline int handle_exit(struct task_struct *task, struct sock *sk, struct call *st,
 				  long ret)

@@ -42,14 +42,20 @@ struct {
 	__uint(max_entries, 32 << 20);
 } spf_ring SEC(".maps");
 
+/* One value of `value_t` per CPU, found at key 0: room for what is too big
+ * for the program's 512-byte stack, or must outlive one function's frame
+ * within a program run. */
+#define PERCPU_SCRATCH(name, value_t)                                                      \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                   \
+		__uint(max_entries, 1);                                                    \
+		__type(key, __u32);                                                        \
+		__type(value, value_t);                                                    \
+	} name SEC(".maps")
+
 /* Per-CPU scratch for the event header being built: too big for the stack once
  * the copy loop's context is there too. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct spf_event);
-} spf_scratch SEC(".maps");
+PERCPU_SCRATCH(spf_scratch, struct spf_event);
 
 enum { DIR_SEND = 0, DIR_RECV = 1 };
 

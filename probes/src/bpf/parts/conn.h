@@ -85,20 +85,10 @@ struct conn_cache {
 	__u64 hits;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct conn_cache);
-} spf_conn_cache SEC(".maps");
+PERCPU_SCRATCH(spf_conn_cache, struct conn_cache);
 
 /* A fresh connection entry, built in per-CPU scratch (too big for the stack). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct conn_val);
-} spf_conn_new SEC(".maps");
+PERCPU_SCRATCH(spf_conn_new, struct conn_val);
 
 static __always_inline __u64 sock_ino(struct sock *sk)
 {

@@ -210,12 +210,7 @@ static __always_inline int next_seg(struct copy_ctx *c)
 /* The copy state lives in a map value, not on the stack: the verifier does not
  * track what a map value holds, so the loop body is verified once for all
  * iterations instead of once per distinct range of `remaining`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct copy_ctx);
-} spf_copy SEC(".maps");
+PERCPU_SCRATCH(spf_copy, struct copy_ctx);
 
 struct copy_ref {
 	struct copy_ctx *c;

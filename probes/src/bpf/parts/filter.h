@@ -15,12 +15,7 @@ struct {
 	__type(value, __u8);
 } spf_pid_names SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct spf_name_key);
-} spf_key SEC(".maps");
+PERCPU_SCRATCH(spf_key, struct spf_name_key);
 
 /* `len` bytes of `path` as a spf_name_key (in per-CPU scratch), or NULL. */
 static __always_inline struct spf_name_key *name_key(const __u8 *path, __u32 len)

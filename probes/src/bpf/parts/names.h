@@ -18,12 +18,7 @@ struct alt_path {
 	__u32 len;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct alt_path);
-} spf_alt SEC(".maps");
+PERCPU_SCRATCH(spf_alt, struct alt_path);
 
 
 /* Clears a name buffer of NAME_WORDS words: records carry paths in 8-byte
