@@ -215,6 +215,9 @@ impl Probe {
             })
         })?;
         let _ = take_log();
+        if !kernel && !cfg.include_self {
+            teach_socket_files();
+        }
         let fdinfo = capture_fds(&skel)
             .into_iter()
             .filter_map(|fd| std::fs::File::open(format!("/proc/self/fdinfo/{fd}")).ok())
@@ -304,6 +307,33 @@ impl Probe {
 
 /// The descriptors of the capture programs attached in `skel`: the syscall
 /// hook, or the kernel hooks.
+/// One byte through a socket pair of spf's own, read back: the syscall exit
+/// hook learns from it what every socket file's operations are (see
+/// `spf_sock_fops` in spf.bpf.c), so that the first unrelated syscalls need
+/// not wait for some other process's socket traffic to get the short check.
+/// spf's own traffic is not captured (the probe skips its process after the
+/// lookup), so the byte appears nowhere. A failure only leaves the learning
+/// to the first captured socket.
+fn teach_socket_files() {
+    use std::io::{Read, Write};
+    if let Ok((mut a, mut b)) = std::os::unix::net::UnixStream::pair() {
+        let mut byte = [0u8];
+        if a.write_all(&byte).is_ok() {
+            let _ = b.read(&mut byte);
+        }
+    }
+}
+
+/// Whether the syscall exit hook knows the socket files' operations.
+#[cfg(test)]
+fn knows_socket_files(skel: &SpfSkel<'_>) -> bool {
+    skel.maps.bss_data.as_deref().is_some_and(|bss| {
+        // SAFETY: the program writes this word concurrently; a volatile read
+        // of an aligned u64 sees a whole value.
+        unsafe { std::ptr::read_volatile(&bss.spf_sock_fops) != 0 }
+    })
+}
+
 fn capture_fds(skel: &SpfSkel<'_>) -> Vec<i32> {
     use std::os::fd::{AsFd, AsRawFd};
     let mut fds = Vec::new();
@@ -600,6 +630,26 @@ mod tests {
         assert!(m.contains("Linux 5.17 to 6.1 and on 6.4 or later"), "{m}");
         assert!(!m.contains('\n'));
         assert!(kfunc_test_refused(&log[2..]).is_none());
+    }
+
+    /// The syscall exit hook knows socket files by their operations as soon
+    /// as a capture that leaves spf's own traffic out is attached.
+    #[test]
+    fn the_syscall_hook_knows_socket_files_once_attached() {
+        if let Some(why) = bpf_unavailable_reason() {
+            assert!(
+                std::env::var("SPF_REQUIRE_BPF").as_deref() != Ok("1"),
+                "BPF required (SPF_REQUIRE_BPF=1) but unavailable: {why}"
+            );
+            eprintln!("skipping: {why}");
+            return;
+        }
+        let cfg = UnixConfig {
+            hook: Hook::Syscall,
+            ..UnixConfig::default()
+        };
+        let probe = Probe::load(&cfg).expect("loading the probe");
+        assert!(knows_socket_files(&probe.skel));
     }
 
     #[test]

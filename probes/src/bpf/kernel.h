@@ -91,6 +91,7 @@ struct inode {
 };
 
 struct file {
+	const void *f_op;
 	struct inode *f_inode;
 	void *private_data;
 };
@@ -108,6 +109,8 @@ struct fdtable {
 
 struct files_struct {
 	struct fdtable *fdt;
+	struct fdtable fdtab;
+	struct file *fd_array[64];
 };
 
 struct task_struct {

@@ -35,37 +35,73 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "parts/position.h"
 #include "parts/copy.h"
 
+/* The file operations of every socket file (socket_file_ops), learnt from
+ * the first socket found the slow way: the kernel does not name the address
+ * of a static variable (kallsyms holds functions only, without
+ * CONFIG_KALLSYMS_ALL). Every socket file shares them (sock_alloc_file), so
+ * once known, one load of the file's f_op tells a socket from anything else. */
+__u64 spf_sock_fops = 0;
+
 /* The sock behind `fd` if it is an AF_UNIX socket, else NULL.
  *
- * This runs for every read and write of every process, so it avoids helper
- * calls where it can: bpf_core_cast turns the file pointer into one the
- * program may load from directly (each load is a plain instruction; a fault
- * reads as zero), where BPF_CORE_READ would cost a bpf_probe_read_kernel per
- * field. Kernels without bpf_rdonly_cast (before 6.2) take the slower path. */
+ * This runs for every read and write of every process, so it keeps the chain
+ * of dependent loads short: while a process has not outgrown the fd table
+ * embedded in its files_struct (64 files, nearly every process), the slot is
+ * at a fixed place in files_struct; and the file's f_op tells a socket in one
+ * load where the inode's type is two loads further.
+ * bpf_core_cast turns a pointer into one the program may load from directly
+ * (each load a plain instruction; a fault reads as zero), where BPF_CORE_READ
+ * would cost a bpf_probe_read_kernel per field. Kernels without
+ * bpf_rdonly_cast (before 6.2) take the slower path. */
 static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, int fd)
 {
 	struct files_struct *files = task->files;
 	if (!files)
 		return NULL;
-	struct fdtable *fdt = files->fdt;
-	if (!fdt || (unsigned int)fd >= fdt->max_fds)
-		return NULL;
-	struct file **fds = fdt->fd;
-	struct file *fp = NULL;
 	struct socket *sock;
 	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		struct fdtable *fdt = files->fdt;
+		struct file **slot_addr;
+		if (fdt == &files->fdtab) {
+			/* The embedded table's slots are the embedded array:
+			 * no load of its bound or of its slots' address. */
+			if ((unsigned int)fd >= bpf_core_field_size(files->fd_array) / sizeof(void *))
+				return NULL;
+			slot_addr = (struct file **)((void *)files +
+						     bpf_core_field_offset(files->fd_array) +
+						     (unsigned int)fd * sizeof(void *));
+		} else {
+			if (!fdt || (unsigned int)fd >= fdt->max_fds)
+				return NULL;
+			slot_addr = &fdt->fd[fd];
+		}
 		/* The slot read as the first word of some struct: a plain load
 		 * instead of a helper call. */
-		struct callback_head *slot = bpf_core_cast(&fds[fd], struct callback_head);
-		fp = (struct file *)slot->next;
+		struct callback_head *slot = bpf_core_cast(slot_addr, struct callback_head);
+		struct file *fp = (struct file *)slot->next;
 		if (!fp)
 			return NULL;
 		struct file *f = bpf_core_cast(fp, struct file);
-		struct inode *inode = f->f_inode;
-		if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
-			return NULL;
+		__u64 fops = (__u64)f->f_op;
+		__u64 known = spf_sock_fops;
+		if (fops != known) {
+			if (known)
+				return NULL;
+			struct inode *inode = f->f_inode;
+			if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
+				return NULL;
+		}
 		sock = f->private_data;
+		/* An O_PATH file of a socket's path has its inode type but other
+		 * operations and no private data: it teaches nothing. */
+		if (!known && sock)
+			spf_sock_fops = fops;
 	} else {
+		struct fdtable *fdt = files->fdt;
+		if (!fdt || (unsigned int)fd >= fdt->max_fds)
+			return NULL;
+		struct file **fds = fdt->fd;
+		struct file *fp = NULL;
 		bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
 		if (!fp)
 			return NULL;
