@@ -215,7 +215,9 @@ impl Probe {
             })
         })?;
         let _ = take_log();
-        if !kernel && !cfg.include_self {
+        // The probe knows spf by its pid as the kernel counts it from the
+        // initial pid namespace: elsewhere the byte would be captured.
+        if !kernel && !cfg.include_self && in_initial_pid_namespace() {
             teach_socket_files();
         }
         let fdinfo = capture_fds(&skel)
@@ -305,15 +307,12 @@ impl Probe {
     }
 }
 
-/// The descriptors of the capture programs attached in `skel`: the syscall
-/// hook, or the kernel hooks.
 /// One byte through a socket pair of spf's own, read back: the syscall exit
 /// hook learns from it what every socket file's operations are (see
-/// `spf_sock_fops` in spf.bpf.c), so that the first unrelated syscalls need
-/// not wait for some other process's socket traffic to get the short check.
-/// spf's own traffic is not captured (the probe skips its process after the
-/// lookup), so the byte appears nowhere. A failure only leaves the learning
-/// to the first captured socket.
+/// `spf_sock_fops` in spf.bpf.c), and from nothing else. spf's own traffic is
+/// not captured (the probe skips its process after the lookup), so the byte
+/// appears nowhere. Without it (a failure here) the probe tells sockets by
+/// their inodes, a little slower.
 fn teach_socket_files() {
     use std::io::{Read, Write};
     if let Ok((mut a, mut b)) = std::os::unix::net::UnixStream::pair() {
@@ -322,6 +321,14 @@ fn teach_socket_files() {
             let _ = b.read(&mut byte);
         }
     }
+}
+
+/// Whether spf runs in the initial pid namespace, where its pid is the one
+/// the probe sees (the kernel gives that namespace a fixed inode number,
+/// PROC_PID_INIT_INO).
+fn in_initial_pid_namespace() -> bool {
+    std::fs::read_link("/proc/self/ns/pid")
+        .is_ok_and(|l| l.as_os_str() == std::ffi::OsStr::new("pid:[4026531836]"))
 }
 
 /// Whether the syscall exit hook knows the socket files' operations.
@@ -334,6 +341,8 @@ fn knows_socket_files(skel: &SpfSkel<'_>) -> bool {
     })
 }
 
+/// The descriptors of the capture programs attached in `skel`: the syscall
+/// hook, or the kernel hooks.
 fn capture_fds(skel: &SpfSkel<'_>) -> Vec<i32> {
     use std::os::fd::{AsFd, AsRawFd};
     let mut fds = Vec::new();

@@ -138,6 +138,56 @@ fn stream_socketpair_both_directions() {
     assert_eq!(send.len(), 30 + 1);
 }
 
+/// A socket at an fd past the 64 a process's table starts with: the probe finds
+/// it in the table the process grew, not only in the one its files_struct
+/// embeds. In a child, so that this test process's own table stays as it is.
+#[test]
+fn a_socket_past_the_first_64_fds_is_captured() {
+    let _g = lock();
+    let (a, b) = UnixStream::pair().unwrap();
+    let conn = conn_of(a.as_raw_fd(), b.as_raw_fd());
+    let Some(cap) = start("a_socket_past_the_first_64_fds_is_captured", own_pid()) else {
+        return;
+    };
+    let data = test_bytes(5000, 3);
+    let high = 200;
+    // SAFETY: the child makes only async-signal-safe calls (dup2, write,
+    // _exit) on fds and memory it inherited, and never returns.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        // SAFETY: as above.
+        unsafe {
+            if libc::dup2(a.as_raw_fd(), high) != high {
+                libc::_exit(1);
+            }
+            let mut off = 0;
+            while off < data.len() {
+                let n = libc::write(high, data[off..].as_ptr().cast(), data.len() - off);
+                if n <= 0 {
+                    libc::_exit(2);
+                }
+                off += n as usize;
+            }
+            libc::_exit(0);
+        }
+    }
+    let got = c_read_exact(b.as_raw_fd(), data.len());
+    let mut status = 0;
+    // SAFETY: waiting for the child this test forked.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: {status:#x}"
+    );
+    assert_eq!(got, data);
+    let c = cap.finish();
+    c.assert_no_loss();
+    let send = c.of_conn_dir(conn, Direction::Send);
+    assert_eq!(stream(send.iter().copied()), data);
+    assert!(send.iter().all(|e| e.pid == child as u32), "{send:?}");
+}
+
 #[test]
 fn named_listener_connect_accept() {
     let _g = lock();

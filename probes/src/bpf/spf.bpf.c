@@ -35,17 +35,24 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "parts/position.h"
 #include "parts/copy.h"
 
-/* The file operations of every socket file (socket_file_ops), learnt from
- * the first socket found the slow way: the kernel does not name the address
- * of a static variable (kallsyms holds functions only, without
- * CONFIG_KALLSYMS_ALL). Every socket file shares them (sock_alloc_file), so
- * once known, one load of the file's f_op tells a socket from anything else. */
+/* The file operations of every socket file (socket_file_ops): every socket
+ * file shares them (sock_alloc_file), and the kernel's own sock_from_file
+ * tells a socket by them. Once known, one load of a file's f_op tells a socket
+ * from anything else. The kernel does not name the address of a static
+ * variable (kallsyms holds functions only, without CONFIG_KALLSYMS_ALL), so
+ * the program learns it from a socket pair spf reads and writes at start, and
+ * from no other process: the file behind another process's fd may be freed
+ * and reused while the program looks at it (files are freed without waiting
+ * since 6.7), and an f_op read from one file and a socket type from the next
+ * would teach a wrong value, which would then hide every socket until spf
+ * stops. Until it is known (spf's own traffic captured, or spf in another pid
+ * namespace than the kernel's count of it), the inode tells, as before. */
 __u64 spf_sock_fops = 0;
 
 /* The sock behind `fd` if it is an AF_UNIX socket, else NULL.
  *
  * This runs for every read and write of every process, so it keeps the chain
- * of dependent loads short: while a process has not outgrown the fd table
+ * of dependent loads short: while a process has never outgrown the fd table
  * embedded in its files_struct (64 files, nearly every process), the slot is
  * at a fixed place in files_struct; and the file's f_op tells a socket in one
  * load where the inode's type is two loads further.
@@ -92,9 +99,7 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 				return NULL;
 		}
 		sock = f->private_data;
-		/* An O_PATH file of a socket's path has its inode type but other
-		 * operations and no private data: it teaches nothing. */
-		if (!known && sock)
+		if (!known && sock && spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
 			spf_sock_fops = fops;
 	} else {
 		struct fdtable *fdt = files->fdt;
