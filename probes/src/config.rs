@@ -329,6 +329,12 @@ impl UnixConfig {
             positions: u32::from(self.positions),
             ..Default::default()
         };
+        if !self.include_self {
+            if let Some((dev, ino)) = own_pid_namespace() {
+                c.self_ns_dev = dev;
+                c.self_ns_ino = ino;
+            }
+        }
         for (slot, pid) in c.pids.iter_mut().zip(&self.pids) {
             *slot = *pid;
         }
@@ -399,6 +405,18 @@ impl UnixConfig {
             format!("unix sockets ({})", parts.join(" "))
         }
     }
+}
+
+/// spf's pid namespace (the device and inode of /proc/self/ns/pid) when it is
+/// not the initial one, where the probe cannot know spf by the kernel's tgid
+/// (see is_self in the probe). The kernel gives the initial namespace a fixed
+/// inode number (PROC_PID_INIT_INO). None also when /proc says nothing: spf's
+/// pid is then taken as the kernel's, as it was before namespaces counted.
+fn own_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    let m = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    (m.ino() != PROC_PID_INIT_INO).then(|| (m.dev(), m.ino()))
 }
 
 impl SourceConfig for UnixConfig {

@@ -215,9 +215,7 @@ impl Probe {
             })
         })?;
         let _ = take_log();
-        // The probe knows spf by its pid as the kernel counts it from the
-        // initial pid namespace: elsewhere the byte would be captured.
-        if !kernel && !cfg.include_self && in_initial_pid_namespace() {
+        if !kernel && !cfg.include_self {
             teach_socket_files();
         }
         let fdinfo = capture_fds(&skel)
@@ -321,14 +319,6 @@ fn teach_socket_files() {
             let _ = b.read(&mut byte);
         }
     }
-}
-
-/// Whether spf runs in the initial pid namespace, where its pid is the one
-/// the probe sees (the kernel gives that namespace a fixed inode number,
-/// PROC_PID_INIT_INO).
-fn in_initial_pid_namespace() -> bool {
-    std::fs::read_link("/proc/self/ns/pid")
-        .is_ok_and(|l| l.as_os_str() == std::ffi::OsStr::new("pid:[4026531836]"))
 }
 
 /// Whether the syscall exit hook knows the socket files' operations.

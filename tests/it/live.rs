@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::capture::bpf_ready;
-use crate::util::{parse_ndjson, read_ndjson, spf};
+use crate::util::{parse_ndjson, read_ndjson, spf, test_bytes};
 
 /// A running `spf run` whose NDJSON output goes to a file.
 pub struct LiveSpf {
@@ -457,4 +457,64 @@ fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
     let st = st.unwrap_or_else(|| panic!("spf did not end within 60 s of SIGINT: {rest:?}"));
     assert!(st.success(), "{st}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
+}
+
+/// spf in a pid namespace of its own still leaves its own traffic out: the
+/// probe sees the kernel's pids, spf knows its namespace's, and the probe asks
+/// the namespace. spf's own traffic here is the byte it sends through a socket
+/// pair at start (to teach the probe what a socket file is), captured with
+/// spf's pid were the exclusion to miss it.
+#[test]
+fn spf_in_a_pid_namespace_of_its_own_leaves_its_own_traffic_out() {
+    let name = "spf_in_a_pid_namespace_of_its_own_leaves_its_own_traffic_out";
+    if !bpf_ready(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ns.ndjson");
+    // Every socket: a filter would leave spf's own byte out by itself.
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", env!("CARGO_BIN_EXE_spf")])
+        .args(["run", "--format", "ndjson", "--decoder", "raw"])
+        .args(crate::capture::hook_args())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning unshare");
+    let (rx, reader) = wait_until_capturing(&mut child);
+    // unshare forked spf into the new namespace: its pid as the kernel
+    // counts it is unshare's one child.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+        .expect("reading unshare's children");
+    let spf_pid: u32 = children.trim().parse().expect("one child");
+    let msg = test_bytes(300, 9);
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    a.write_all(&msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    b.read_exact(&mut got).unwrap();
+    // SAFETY: signalling spf, which this test started (through unshare).
+    unsafe { libc::kill(spf_pid as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    assert!(st.success(), "{st}: {rest:?}");
+    let records = read_ndjson(&out);
+    let ours = std::process::id();
+    let mine: Vec<&Value> = records.iter().filter(|r| r["pid"] == ours).collect();
+    assert!(
+        sent_bytes(
+            &records
+                .iter()
+                .filter(|r| r["pid"] == ours)
+                .cloned()
+                .collect::<Vec<_>>()
+        )
+        .windows(msg.len())
+        .any(|w| w == msg.as_slice()),
+        "this test's bytes are missing: {} records of this process",
+        mine.len()
+    );
+    let of_spf: Vec<&Value> = records.iter().filter(|r| r["pid"] == spf_pid).collect();
+    assert!(of_spf.is_empty(), "spf captured itself: {of_spf:?}");
 }

@@ -24,6 +24,12 @@ typedef _Bool bool;
 #define true 1
 #define false 0
 
+/* What bpf_get_ns_current_pid_tgid fills in (UAPI). */
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
+
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,

@@ -197,7 +197,7 @@ static __always_inline struct task_struct *kernel_call_task(__u8 dir, long ret, 
 	if (dir == DIR_RECV && (flags & MSG_PEEK))
 		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
+	if (is_self(task))
 		return NULL;
 	return task;
 }
@@ -344,7 +344,7 @@ int BPF_PROG(spf_k_connect, struct socket *sock, struct sockaddr *uaddr, int add
 	if (ret || !spf_cfg.positions)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
+	if (is_self(task))
 		return 0;
 	conn_made(sock->sk, false);
 	return 0;
@@ -356,7 +356,7 @@ int BPF_PROG(spf_k_socketpair, struct socket *a, struct socket *b, int ret)
 	if (ret || !spf_cfg.positions)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
+	if (is_self(task))
 		return 0;
 	conn_made(a->sk, true);
 	return 0;

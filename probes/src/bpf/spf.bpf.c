@@ -45,8 +45,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * and reused while the program looks at it (files are freed without waiting
  * since 6.7), and an f_op read from one file and a socket type from the next
  * would teach a wrong value, which would then hide every socket until spf
- * stops. Until it is known (spf's own traffic captured, or spf in another pid
- * namespace than the kernel's count of it), the inode tells, as before. */
+ * stops. Until it is known (or when spf captures its own traffic), the inode
+ * tells, as before. */
 __u64 spf_sock_fops = 0;
 
 /* The sock behind `fd` if it is an AF_UNIX socket, else NULL.
@@ -99,7 +99,7 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 				return NULL;
 		}
 		sock = f->private_data;
-		if (!known && sock && spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
+		if (!known && sock && is_self(task))
 			spf_sock_fops = fops;
 	} else {
 		struct fdtable *fdt = files->fdt;
@@ -582,7 +582,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 		if (!spf_cfg.positions)
 			return 0;
 		struct task_struct *task = bpf_get_current_task_btf();
-		if (spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
+		if (is_self(task))
 			return 0;
 		return handle_positions(task, regs, kind, nr, ret);
 	}
@@ -601,7 +601,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	struct sock *sk = unix_sock_of_fd(task, fd);
 	if (!sk)
 		return 0;
-	if (spf_cfg.exclude_tgid && task->tgid == spf_cfg.exclude_tgid)
+	if (is_self(task))
 		return 0;
 
 	/* A peek hands the same bytes over again on the next read: capture

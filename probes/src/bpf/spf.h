@@ -179,6 +179,11 @@ struct spf_config {
 	 * user space put there, through every fork). */
 	__u32 follow;
 	__u32 _pad;
+	/* spf's pid namespace (the nsfs device and inode of /proc/self/ns/pid)
+	 * when it is not the initial one: exclude_tgid is then a pid of that
+	 * namespace (see is_self). 0 in the initial namespace. */
+	__u64 self_ns_dev;
+	__u64 self_ns_ino;
 	__u32 pids[SPF_MAX_PIDS];
 	char comms[SPF_MAX_COMMS][SPF_COMM_LEN];
 	struct spf_path_filter paths[SPF_MAX_PATHS];

@@ -25,6 +25,23 @@ const volatile struct spf_config spf_cfg = {
 	.wake_bytes = 1 << 20,
 };
 
+/* Whether the current task, `task`, belongs to spf's own process, whose
+ * traffic is left out (spf's output could feed back into the capture). spf
+ * names itself by its pid as its own pid namespace counts it: in the initial
+ * namespace that is the tgid the kernel keeps; elsewhere the namespace is
+ * asked, a helper call, paid only there. */
+static __always_inline bool is_self(struct task_struct *task)
+{
+	if (!spf_cfg.exclude_tgid)
+		return false;
+	if (!spf_cfg.self_ns_ino)
+		return task->tgid == spf_cfg.exclude_tgid;
+	struct bpf_pidns_info ns = {};
+	if (bpf_get_ns_current_pid_tgid(spf_cfg.self_ns_dev, spf_cfg.self_ns_ino, &ns, sizeof(ns)))
+		return false;
+	return ns.tgid == spf_cfg.exclude_tgid;
+}
+
 /* Events that could not be placed in the ring buffer whole. User space reads it
  * through the mmapped .bss, no syscall needed. */
 __u64 spf_lost = 0;
