@@ -416,7 +416,10 @@ fn own_pid_namespace() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
     let m = std::fs::metadata("/proc/self/ns/pid").ok()?;
-    (m.ino() != PROC_PID_INIT_INO).then(|| (m.dev(), m.ino()))
+    // The helper compares the kernel's own device number (major << 20 |
+    // minor), which stat's encoding matches only for small numbers.
+    let dev = (u64::from(libc::major(m.dev())) << 20) | u64::from(libc::minor(m.dev()));
+    (m.ino() != PROC_PID_INIT_INO).then_some((dev, m.ino()))
 }
 
 impl SourceConfig for UnixConfig {

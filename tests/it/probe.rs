@@ -273,6 +273,45 @@ fn abstract_socket() {
     }
 }
 
+/// Names of every length from 1 to 17 bytes, so that the last of their
+/// 8-byte words ends at every place a word can: each reaches the events whole,
+/// and nothing after it.
+#[test]
+fn abstract_names_of_every_short_length_are_read_whole() {
+    let _g = lock();
+    let Some(cap) = start(
+        "abstract_names_of_every_short_length_are_read_whole",
+        own_pid(),
+    ) else {
+        return;
+    };
+    let mut want = Vec::new();
+    for n in 1..=17usize {
+        // Letters that vary with this process, so that another run's names
+        // are unlikely to be bound already.
+        let name: String = (0..n)
+            .map(|i| char::from(b'A' + ((pid() as usize + n * 7 + i) % 26) as u8))
+            .collect();
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixListener::bind_addr(&addr).unwrap();
+        let mut cli = UnixStream::connect_addr(&addr).unwrap();
+        let (mut srv, _) = listener.accept().unwrap();
+        cli.write_all(name.as_bytes()).unwrap();
+        let mut got = vec![0u8; n];
+        srv.read_exact(&mut got).unwrap();
+        want.push((conn_of(cli.as_raw_fd(), srv.as_raw_fd()), name));
+    }
+    let c = cap.finish();
+    c.assert_no_loss();
+    for (conn, name) in want {
+        let evs = c.of_conn(conn);
+        assert!(!evs.is_empty(), "no event of @{name}");
+        for e in evs {
+            assert_eq!(&*e.path, format!("@{name}"), "{e:?}");
+        }
+    }
+}
+
 #[test]
 fn dgram_sendto_path() {
     let _g = lock();

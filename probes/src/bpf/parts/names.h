@@ -32,13 +32,16 @@ static __always_inline void clear_name(__u8 *dst)
 
 /* Copies the `size` bytes (at most SPF_PATH_MAX) of a name in kernel memory at
  * `src` into `dst` (NAME_WORDS words, clear); returns 0, or a fault's error.
+ * `src` must have at least 8 readable bytes before it: a sockaddr_un's
+ * sun_path, behind the unix_address's header and sun_family.
  *
  * Where plain loads exist (bpf_rdonly_cast), a word at a time: a send's event
- * reads a name, and a helper call costs more than the few loads of a path. The
- * last word is cut to the name's bytes (both supported architectures are
- * little-endian: the first bytes are the low ones), so nothing past the name
- * travels; the load itself may reach up to 7 bytes past the kernel's
- * allocation, which a plain load reads harmlessly (a fault reads as zero). */
+ * reads a name, and a helper call costs more than the few loads of a path.
+ * A load must not reach past the name: the allocation ends there, and a
+ * debugging allocator (KFENCE) puts a guard page right after some objects,
+ * where a plain load faults and reads as zero. So the last, partial word is
+ * the one that ends with the name, shifted down to its bytes (both supported
+ * architectures are little-endian: the first bytes are the low ones). */
 static __always_inline int copy_kernel_name(__u8 *dst, const void *src, __u64 size)
 {
 	if (!bpf_ksym_exists(bpf_rdonly_cast))
@@ -47,11 +50,10 @@ static __always_inline int copy_kernel_name(__u8 *dst, const void *src, __u64 si
 		__u64 at = i * 8;
 		if (at >= size)
 			break;
-		struct rb_node *w = bpf_core_cast((const __u8 *)src + at, struct rb_node);
-		__u64 v = w->__rb_parent_color;
-		if (size - at < 8)
-			v &= (1ULL << ((size - at) * 8)) - 1;
-		((__u64 *)dst)[i] = v;
+		__u64 left = size - at;
+		__u64 back = left < 8 ? 8 - left : 0;
+		struct rb_node *w = bpf_core_cast((const __u8 *)src + at - back, struct rb_node);
+		((__u64 *)dst)[i] = w->__rb_parent_color >> (back * 8);
 	}
 	return 0;
 }
