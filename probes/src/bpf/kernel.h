@@ -108,12 +108,6 @@ struct callback_head {
 	struct callback_head *next;
 };
 
-/* A kernel struct that begins with a word that is not a pointer: only used to
- * load eight bytes of a name as a number (see copy_kernel_name). */
-struct rb_node {
-	unsigned long __rb_parent_color;
-};
-
 struct fdtable {
 	unsigned int max_fds;
 	struct file **fd;

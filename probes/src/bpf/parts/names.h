@@ -30,38 +30,6 @@ static __always_inline void clear_name(__u8 *dst)
 		((__u64 *)dst)[i] = 0;
 }
 
-/* Copies the `size` bytes (at most SPF_PATH_MAX) of a name in kernel memory at
- * `src` into `dst` (NAME_WORDS words, clear); returns 0, or a fault's error.
- * `src` must have at least 8 readable bytes before it: a sockaddr_un's
- * sun_path, behind the unix_address's header and sun_family.
- *
- * Where plain loads exist (bpf_rdonly_cast), a word at a time: a send's event
- * reads a name, and a helper call costs more than the few loads of a path.
- * A load must not reach past the name: the allocation ends there, and a
- * debugging allocator (KFENCE) puts a guard page right after some objects,
- * where a plain load faults and reads as zero. So the last, partial word is
- * the one that ends with the name, shifted down to its bytes (both supported
- * architectures are little-endian: the first bytes are the low ones). */
-static __always_inline int copy_kernel_name(__u8 *dst, const void *src, __u64 size)
-{
-	if (!bpf_ksym_exists(bpf_rdonly_cast))
-		return bpf_probe_read_kernel(dst, size, src);
-	for (int i = 0; i < NAME_WORDS; i++) {
-		__u64 at = i * 8;
-		if (at >= size)
-			break;
-		__u64 left = size - at;
-		__u64 back = left < 8 ? 8 - left : 0;
-		struct rb_node *w = bpf_core_cast((const __u8 *)src + at - back, struct rb_node);
-		((__u64 *)dst)[i] = w->__rb_parent_color >> (back * 8);
-	}
-	return 0;
-}
-
-#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "copy_kernel_name keeps a name's bytes as the low bytes of a word"
-#endif
-
 /* Reads the bound name of `sk` into `dst` (NAME_WORDS words); returns its
  * length, 0 if unnamed. Only the bytes of the name are read; the rest of the
  * buffer is zero. */
@@ -79,7 +47,7 @@ static __always_inline int read_name(struct sock *sk, __u8 *dst)
 	raw -= sizeof(unsigned short);
 	__u64 size = raw > SPF_PATH_MAX ? SPF_PATH_MAX : raw;
 	clear_name(dst);
-	if (copy_kernel_name(dst, &addr->name[0].sun_path, size))
+	if (bpf_probe_read_kernel(dst, size, &addr->name[0].sun_path))
 		return 0;
 	/* A filesystem name's NUL is counted in len; an abstract name (leading
 	 * NUL) is all bytes. */
