@@ -80,7 +80,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub path: Vec<String>,
 
-    /// Capture only traffic of this process (either end). Repeatable.
+    /// Capture only traffic of this process (either end). Repeatable. Pids are
+    /// the host's, also when spf runs in a container with pids of its own.
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
 
@@ -183,7 +184,7 @@ pub struct RunArgs {
     pub container: Vec<String>,
 
     /// Capture only this process and every process it starts from now on.
-    /// Repeatable.
+    /// Repeatable. Pids as for --pid.
     #[arg(long, value_name = "PID")]
     pub pid_tree: Vec<u32>,
 

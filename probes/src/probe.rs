@@ -243,13 +243,16 @@ impl Probe {
     /// skipped syscall moved socket data, so each skip counts as a possible
     /// loss rather than none.
     pub(crate) fn lost(&self) -> u64 {
-        let ring = match self.skel.maps.bss_data.as_deref() {
-            // SAFETY: the kernel updates this counter concurrently; a volatile
+        self.bss_word(|b| &b.spf_lost) + self.skipped_runs()
+    }
+
+    /// A word the programs keep in `.bss`, as they last wrote it.
+    fn bss_word(&self, field: impl FnOnce(&crate::skel::types::bss) -> &u64) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(0, |bss| {
+            // SAFETY: the programs write these words concurrently; a volatile
             // read of an aligned u64 sees either the old or the new value.
-            Some(bss) => unsafe { std::ptr::read_volatile(&bss.spf_lost) },
-            None => 0,
-        };
-        ring + self.skipped_runs()
+            unsafe { std::ptr::read_volatile(field(bss)) }
+        })
     }
 
     /// Takes the capture hooks out of the skeleton into a switch (see
@@ -319,16 +322,6 @@ fn teach_socket_files() {
             let _ = b.read(&mut byte);
         }
     }
-}
-
-/// Whether the syscall exit hook knows the socket files' operations.
-#[cfg(test)]
-fn knows_socket_files(skel: &SpfSkel<'_>) -> bool {
-    skel.maps.bss_data.as_deref().is_some_and(|bss| {
-        // SAFETY: the program writes this word concurrently; a volatile read
-        // of an aligned u64 sees a whole value.
-        unsafe { std::ptr::read_volatile(&bss.spf_sock_fops) != 0 }
-    })
 }
 
 /// The descriptors of the capture programs attached in `skel`: the syscall
@@ -648,7 +641,7 @@ mod tests {
             ..UnixConfig::default()
         };
         let probe = Probe::load(&cfg).expect("loading the probe");
-        assert!(knows_socket_files(&probe.skel));
+        assert_ne!(probe.bss_word(|b| &b.spf_sock_fops), 0);
     }
 
     #[test]

@@ -241,8 +241,19 @@ fn interrupt(
     rx: std::sync::mpsc::Receiver<String>,
     reader: std::thread::JoinHandle<()>,
 ) -> (std::process::ExitStatus, Vec<String>) {
-    // SAFETY: signalling the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    interrupt_pid(child.id(), child, rx, reader)
+}
+
+/// [`interrupt`] where spf is process `pid` under `child` (a wrapper such as
+/// `unshare --fork`): the signal goes to spf, the wait to `child`.
+fn interrupt_pid(
+    pid: u32,
+    child: &mut Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+) -> (std::process::ExitStatus, Vec<String>) {
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let st = child.wait().unwrap();
     let rest: Vec<String> = rx.iter().collect();
     reader.join().unwrap();
@@ -515,12 +526,8 @@ fn spf_in_a_pid_namespace_of_its_own_leaves_its_own_traffic_out() {
     a.write_all(&msg).unwrap();
     let mut got = vec![0u8; msg.len()];
     b.read_exact(&mut got).unwrap();
-    // SAFETY: signalling spf, which this test started (through unshare).
-    unsafe { libc::kill(spf_pid as i32, libc::SIGINT) };
-    let st = child.wait().unwrap();
+    let (st, rest) = interrupt_pid(spf_pid, &mut child, rx, reader);
     guard.0 = None;
-    let rest: Vec<String> = rx.iter().collect();
-    reader.join().unwrap();
     assert!(st.success(), "{st}: {rest:?}");
     // Nothing lost: a dropped event could have been spf's own.
     assert!(rest.iter().any(|l| l.contains("; dropped 0;")), "{rest:?}");

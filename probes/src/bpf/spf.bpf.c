@@ -65,23 +65,23 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 	struct files_struct *files = task->files;
 	if (!files)
 		return NULL;
+	bool cast = bpf_ksym_exists(bpf_rdonly_cast);
+	struct fdtable *fdt = files->fdt;
+	struct file **slot_addr;
+	if (cast && fdt == &files->fdtab) {
+		/* The embedded table's slots are the embedded array: no load of
+		 * its bound or of its slots' address. */
+		if ((unsigned int)fd >= bpf_core_field_size(files->fd_array) / sizeof(void *))
+			return NULL;
+		slot_addr = (struct file **)((void *)files + bpf_core_field_offset(files->fd_array) +
+					     (unsigned int)fd * sizeof(void *));
+	} else {
+		if (!fdt || (unsigned int)fd >= fdt->max_fds)
+			return NULL;
+		slot_addr = &fdt->fd[fd];
+	}
 	struct socket *sock;
-	if (bpf_ksym_exists(bpf_rdonly_cast)) {
-		struct fdtable *fdt = files->fdt;
-		struct file **slot_addr;
-		if (fdt == &files->fdtab) {
-			/* The embedded table's slots are the embedded array:
-			 * no load of its bound or of its slots' address. */
-			if ((unsigned int)fd >= bpf_core_field_size(files->fd_array) / sizeof(void *))
-				return NULL;
-			slot_addr = (struct file **)((void *)files +
-						     bpf_core_field_offset(files->fd_array) +
-						     (unsigned int)fd * sizeof(void *));
-		} else {
-			if (!fdt || (unsigned int)fd >= fdt->max_fds)
-				return NULL;
-			slot_addr = &fdt->fd[fd];
-		}
+	if (cast) {
 		/* The slot read as the first word of some struct: a plain load
 		 * instead of a helper call. */
 		struct callback_head *slot = bpf_core_cast(slot_addr, struct callback_head);
@@ -102,12 +102,8 @@ static __always_inline struct sock *unix_sock_of_fd(struct task_struct *task, in
 		if (!known && sock && is_self(task))
 			spf_sock_fops = fops;
 	} else {
-		struct fdtable *fdt = files->fdt;
-		if (!fdt || (unsigned int)fd >= fdt->max_fds)
-			return NULL;
-		struct file **fds = fdt->fd;
 		struct file *fp = NULL;
-		bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
+		bpf_probe_read_kernel(&fp, sizeof(fp), slot_addr);
 		if (!fp)
 			return NULL;
 		struct inode *inode = BPF_CORE_READ(fp, f_inode);
@@ -572,14 +568,15 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = SYSCALL_NR(regs);
-	__u8 dir = 0;
-	int kind = classify(nr, &dir);
-	if (kind == K_NONE)
+	if ((unsigned long)nr >= sizeof(call_kinds))
 		return 0;
-	if (ret < 0 || !NATIVE_SYSCALL(regs))
+	__u8 call = call_kinds[nr];
+	if (!call || ret < 0)
 		return 0;
+	int kind = CALL_KIND(call);
+	__u8 dir = CALL_DIR(call);
 	if (kind >= K_CONNECT) {
-		if (!spf_cfg.positions)
+		if (!spf_cfg.positions || !NATIVE_SYSCALL(regs))
 			return 0;
 		struct task_struct *task = bpf_get_current_task_btf();
 		if (is_self(task))
@@ -599,7 +596,9 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct sock *sk = unix_sock_of_fd(task, fd);
-	if (!sk)
+	/* A 32-bit process's numbers name other syscalls: checked only now,
+	 * so that the many syscalls on other files do not pay for it. */
+	if (!sk || !NATIVE_SYSCALL(regs))
 		return 0;
 	if (is_self(task))
 		return 0;

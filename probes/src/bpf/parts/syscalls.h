@@ -68,45 +68,30 @@ enum call_kind {
 		       * a buffer the probe can read */
 };
 
-static __always_inline int classify(long nr, __u8 *dir)
-{
-	switch (nr) {
-	case NR_write:
-	case NR_sendto:
-		*dir = DIR_SEND;
-		return K_PLAIN;
-	case NR_read:
-	case NR_recvfrom:
-		*dir = DIR_RECV;
-		return K_PLAIN;
-	case NR_writev:
-		*dir = DIR_SEND;
-		return K_IOV;
-	case NR_readv:
-		*dir = DIR_RECV;
-		return K_IOV;
-	case NR_sendmsg:
-		*dir = DIR_SEND;
-		return K_MSG;
-	case NR_recvmsg:
-		*dir = DIR_RECV;
-		return K_MSG;
-	case NR_sendmmsg:
-		*dir = DIR_SEND;
-		return K_MMSG;
-	case NR_recvmmsg:
-		*dir = DIR_RECV;
-		return K_MMSG;
-	case NR_connect:
-		return K_CONNECT;
-	case NR_socketpair:
-		return K_SOCKETPAIR;
-	case NR_sendfile:
-	case NR_splice:
-		return K_SPLICE;
-	}
-	return K_NONE;
-}
+/* What each syscall number is to the probe: its kind in the low bits, its
+ * direction above them, 0 for a syscall it does not look at. A table, not a
+ * switch: clang turns a switch into a tree of compares that every syscall
+ * on the machine walks (four of them for write); the table is one bound
+ * check and one load. */
+#define CALL(kind, dir) ((kind) | (dir) << 4)
+#define CALL_KIND(c) ((c) & 0xf)
+#define CALL_DIR(c) ((c) >> 4)
+static const __u8 call_kinds[] = {
+	[NR_write] = CALL(K_PLAIN, DIR_SEND),
+	[NR_sendto] = CALL(K_PLAIN, DIR_SEND),
+	[NR_read] = CALL(K_PLAIN, DIR_RECV),
+	[NR_recvfrom] = CALL(K_PLAIN, DIR_RECV),
+	[NR_writev] = CALL(K_IOV, DIR_SEND),
+	[NR_readv] = CALL(K_IOV, DIR_RECV),
+	[NR_sendmsg] = CALL(K_MSG, DIR_SEND),
+	[NR_recvmsg] = CALL(K_MSG, DIR_RECV),
+	[NR_sendmmsg] = CALL(K_MMSG, DIR_SEND),
+	[NR_recvmmsg] = CALL(K_MMSG, DIR_RECV),
+	[NR_connect] = CALL(K_CONNECT, 0),
+	[NR_socketpair] = CALL(K_SOCKETPAIR, 0),
+	[NR_sendfile] = CALL(K_SPLICE, 0),
+	[NR_splice] = CALL(K_SPLICE, 0),
+};
 
 /* The data syscall being looked at, from its saved registers, or the kernel
  * call a kernel-function hook found. It lives in a map value (spf_call), not
