@@ -262,26 +262,55 @@ fn read_capture<R: Read>(
     let mut bytes = 0usize;
     let mut body = Vec::new();
     let mut seq = 0u64;
+    // What cannot be read ends the replay or is skipped, but never takes the
+    // records read before it along: a capture whose writer was killed or ran
+    // out of disk ends inside a record.
+    let skip = |summary: &mut SourceSummary, why: String| {
+        summary.skipped += 1;
+        if summary.skipped <= REPORT_LINES {
+            eprintln!("spf: {}: skipped: {why}", path.display());
+        }
+    };
     loop {
         let mut len = [0u8; 4];
-        match read_full(&mut reader, &mut len).map_err(|e| err(e.to_string()))? {
-            0 => break,
-            4 => {}
-            _ => return Err(err("the capture ends inside a record".into())),
+        let got = read_full(&mut reader, &mut len).map_err(|e| err(e.to_string()))?;
+        if got == 0 {
+            break;
+        }
+        if got < 4 {
+            skip(
+                &mut summary,
+                format!("record {seq}: the capture ends inside its length"),
+            );
+            break;
         }
         let n = u32::from_le_bytes(len) as usize;
         if n > crate::capture::MAX_RECORD {
+            // The framing is lost: nothing after this can be found.
+            out.blocking_send(batch);
             return Err(err(format!(
                 "record {seq}: {}",
                 crate::capture::DecodeError::TooLong(n)
             )));
         }
         body.resize(n, 0);
-        if read_full(&mut reader, &mut body).map_err(|e| err(e.to_string()))? != n {
-            return Err(err("the capture ends inside a record".into()));
+        let got = read_full(&mut reader, &mut body).map_err(|e| err(e.to_string()))?;
+        if got != n {
+            skip(
+                &mut summary,
+                format!("record {seq}: the capture ends inside it ({got} of {n} bytes)"),
+            );
+            break;
         }
-        let item = crate::capture::decode(&body, seq, &mut strings)
-            .map_err(|e| err(format!("record {seq}: {e}")))?;
+        let item = match crate::capture::decode(&body, seq, &mut strings) {
+            Ok(item) => item,
+            Err(e) => {
+                // Its length is whole: the next record is where it says.
+                skip(&mut summary, format!("record {seq}: {e}"));
+                seq += 1;
+                continue;
+            }
+        };
         seq += 1;
         match &item {
             SourceItem::Lost(l) => summary.lost = summary.lost.saturating_add(l.count),
@@ -297,6 +326,13 @@ fn read_capture<R: Read>(
         }
     }
     out.blocking_send(batch);
+    if summary.skipped > REPORT_LINES {
+        eprintln!(
+            "spf: {}: {} unreadable records skipped in all",
+            path.display(),
+            summary.skipped
+        );
+    }
     Ok(summary)
 }
 
