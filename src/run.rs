@@ -344,7 +344,7 @@ pub fn run_config(
         .context("starting the runtime")?;
     let result = rt.block_on(async {
         let stop = StopFlag::default();
-        spawn_signal_handler(stop.clone())?;
+        spawn_signal_handler(stop.clone(), quiet)?;
         // A live capture runs from here, and Ctrl-C is handled: say so, for
         // whoever waits to start their traffic.
         if !quiet && let Some(how) = &capturing {
@@ -390,21 +390,35 @@ pub fn run_config(
     result
 }
 
-/// First SIGINT/SIGTERM: stop cleanly (drain, flush). A second one: leave now.
-fn spawn_signal_handler(stop: StopFlag) -> Result<()> {
+/// A signal this soon after the first is the same interrupt delivered twice:
+/// `timeout -s INT` signals spf and then its whole process group, and a
+/// supervisor may signal the group as well as the process.
+const SAME_INTERRUPT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// First SIGINT/SIGTERM: stop cleanly (drain, flush). Another one, once
+/// `SAME_INTERRUPT` has passed: leave now.
+fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::spawn(async move {
-        for n in 0.. {
+        let mut first: Option<std::time::Instant> = None;
+        loop {
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            if n > 0 {
-                std::process::exit(130);
+            match first {
+                None => {
+                    first = Some(std::time::Instant::now());
+                    stop.set();
+                    if !quiet {
+                        eprintln!("spf: stopping; interrupt again to leave without flushing");
+                    }
+                }
+                Some(t) if t.elapsed() >= SAME_INTERRUPT => std::process::exit(130),
+                Some(_) => {}
             }
-            stop.set();
         }
     });
     Ok(())

@@ -311,6 +311,72 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     assert_eq!(sent, msg);
 }
 
+/// `timeout -s INT` signals spf and then its process group: the second
+/// signal is the same interrupt, not a second Ctrl-C, and everything is still
+/// flushed. spf is kept from finishing by its output, a pipe not yet read.
+#[test]
+fn an_interrupt_delivered_twice_still_flushes_everything() {
+    let name = "an_interrupt_delivered_twice_still_flushes_everything";
+    if !bpf_ready(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("twice.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut child = spf()
+        .args(["run", "--format", "ndjson", "--decoder", "raw", "--path"])
+        .arg(&sock)
+        .args(crate::capture::hook_args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf");
+    let (rx, reader) = wait_until_capturing(&mut child);
+    // Several times what a pipe holds, once encoded.
+    let msg = test_bytes(256 * 1024, 3);
+    let mut a = UnixStream::connect(&sock).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    let writer = {
+        let msg = msg.clone();
+        // Writes within the default snaplen.
+        std::thread::spawn(move || msg.chunks(16 * 1024).for_each(|c| a.write_all(c).unwrap()))
+    };
+    let mut got = vec![0u8; msg.len()];
+    b.read_exact(&mut got).unwrap();
+    writer.join().unwrap();
+    drop(b);
+    let pid = child.id() as i32;
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.starts_with("spf: stopping") => break,
+            Ok(_) => {}
+            Err(e) => panic!("no `spf: stopping` line: {e}"),
+        }
+    }
+    // SAFETY: as above; spf cannot have exited, its output is not read yet.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let mut stdout = child.stdout.take().unwrap();
+    let mut out = Vec::new();
+    stdout.read_to_end(&mut out).unwrap();
+    let st = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().unwrap();
+    assert!(st.success(), "{st}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
+    let out = String::from_utf8(out).unwrap();
+    let got = sent_bytes(&parse_ndjson(&out, "spf's stdout"));
+    assert!(
+        got == msg,
+        "{} bytes captured of {}: {rest:?}",
+        got.len(),
+        msg.len()
+    );
+}
+
 /// Big payloads go into a binary capture straight from their buffers
 /// (`writev`), after spf has dropped its privileges and installed its syscall
 /// filter: every byte must still reach the file.
