@@ -190,7 +190,7 @@ pub struct RunArgs {
 
     /// Stop after this many records (as tcpdump's -c; `-c` names the config).
     /// Every record counts, also those the pretty view shows only with -v.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Show only this connection (its `conn` id), both directions, as

@@ -476,21 +476,35 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
     let run = match root.get("run") {
         None => Some(RunConfig::default()),
         Some(v) => parse_collect::<RunConfig>(v, "run", &mut errors).filter(|run| {
-            let Some(name) = &run.user else { return true };
-            let problem = match crate::account::lookup(name) {
-                Ok(Some(_)) => return true,
-                Ok(None) => format!(
-                    "no user `{name}` on this system; name an existing user (or `root` to keep root)"
-                ),
-                Err(e) => e,
+            let at = |key: &str| {
+                v.get_ref()
+                    .as_table()
+                    .and_then(|t| t.get(key))
+                    .map_or(v.span().start, |u| u.span().start)
             };
-            let at = v
-                .get_ref()
-                .as_table()
-                .and_then(|t| t.get("user"))
-                .map_or(v.span().start, |u| u.span().start);
-            errors.push(at, "run.user".into(), problem);
-            false
+            let mut ok = true;
+            if run.count == Some(0) {
+                errors.push(
+                    at("count"),
+                    "run.count".into(),
+                    "must be at least 1 (0 would stop before the first record)".into(),
+                );
+                ok = false;
+            }
+            if let Some(name) = &run.user {
+                let problem = match crate::account::lookup(name) {
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some(format!(
+                        "no user `{name}` on this system; name an existing user (or `root` to keep root)"
+                    )),
+                    Err(e) => Some(e),
+                };
+                if let Some(problem) = problem {
+                    errors.push(at("user"), "run.user".into(), problem);
+                    ok = false;
+                }
+            }
+            ok
         }),
     };
 
@@ -987,6 +1001,16 @@ mod tests {
             errs[0].message.contains("no user `no-such-user-spf`"),
             "{errs:?}"
         );
+        // Both of the section's errors at once, each at its line.
+        let errs = parse(
+            &reg,
+            "t",
+            &format!("{SOURCE}[run]\ncount = 0\nuser = \"no-such-user-spf\"\n"),
+        )
+        .unwrap_err()
+        .0;
+        let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(keys, [("run.count", 5), ("run.user", 6)], "{errs:?}");
     }
 
     #[test]

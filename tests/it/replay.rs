@@ -547,6 +547,11 @@ fn count_stops_after_that_many_records() {
     let o = spf_output(&["run", "-q", "-c", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 3);
+    // Zero would read nothing and say nothing: an error instead.
+    let capture = crate::plugins::redis_capture();
+    let o = spf_output(&["run", "--replay", capture.to_str().unwrap(), "--count", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr_text(&o).contains("--count"), "{}", stderr_text(&o));
 }
 
 #[test]
