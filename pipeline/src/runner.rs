@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{BuildContext, BuildError, Config, ReorderConfig};
 use crate::connection::{Connections, Output};
-use crate::event::{Event, SourceItem, View};
+use crate::event::{Direction, Event, SourceItem, View};
 use crate::record::{Body, Record};
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
@@ -205,6 +205,9 @@ struct Core {
     records: Vec<Record>,
     conns: FxHashSet<u64>,
     only_conn: Option<u64>,
+    /// The syscall view was told once that receives of this input leave out
+    /// what their senders' capture held.
+    told_covered: bool,
 }
 
 /// The sinks and what the run counts of the records written to them.
@@ -250,6 +253,21 @@ impl Core {
         }
         match &item {
             SourceItem::Event(ev) => {
+                if self.connections.is_none()
+                    && ev.dir == Direction::Recv
+                    && ev.skip > 0
+                    && !self.told_covered
+                {
+                    // Only a capture made in the connection view has them:
+                    // a live syscall view counts no positions.
+                    self.told_covered = true;
+                    eprintln!(
+                        "spf: this input was captured in the connection view: its receives \
+                         leave out the bytes their sender's capture held, so the syscall view \
+                         shows them without those bytes (and decoders see one side of such \
+                         connections); the connection view (the default) shows them whole"
+                    );
+                }
                 let w = &mut self.writer;
                 w.summary.events = w.summary.events.saturating_add(1);
                 w.summary.bytes = w.summary.bytes.saturating_add(ev.len);
@@ -551,6 +569,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
         records: Vec::new(),
         conns: FxHashSet::default(),
         only_conn: opts.only_conn,
+        told_covered: false,
     };
     // When stdout is the terminal too, the records are the live view: a status line
     // on the same screen would only get in their way.

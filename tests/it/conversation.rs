@@ -651,16 +651,21 @@ fn spf_run_shows_each_byte_once_and_its_capture_replays_in_both_views() {
             "--quiet",
         ]);
         assert!(o.status.success(), "{}", crate::util::stderr_text(&o));
-        String::from_utf8(o.stdout)
+        let said = crate::util::stderr_text(&o);
+        let records = String::from_utf8(o.stdout)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (records, said)
     };
-    let joined_again = replay("connection");
+    let (joined_again, said) = replay("connection");
+    assert!(said.is_empty(), "{said}");
     same_bytes(&sent_by(&joined_again, conn, a, "send"), &ab);
     same_bytes(&sent_by(&joined_again, conn, b, "send"), &ba);
-    let syscalls = replay("syscalls");
+    // The receives hold only what no send held: the syscall view says so.
+    let (syscalls, said) = replay("syscalls");
+    assert!(said.contains("captured in the connection view"), "{said}");
     same_bytes(&sent_by(&syscalls, conn, a, "send"), &ab);
     same_bytes(&sent_by(&syscalls, conn, b, "send"), &ba);
     assert!(
