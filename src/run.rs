@@ -370,7 +370,7 @@ pub fn run_config(
         outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
         if outcome.summary.events == 0 && outcome.summary.skipped > 0 {
             anyhow::bail!(
-                "none of the input could be read ({} lines skipped)",
+                "none of the input could be read ({} unreadable lines or records skipped)",
                 outcome.summary.skipped
             );
         }
@@ -413,7 +413,13 @@ fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
                     first = Some(std::time::Instant::now());
                     stop.set();
                     if !quiet {
-                        eprintln!("spf: stopping; interrupt again to leave without flushing");
+                        // Not eprintln: stderr may be a pipe whose reader the
+                        // same Ctrl-C ended, and a panic here would end this
+                        // task and with it every later interrupt.
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "spf: stopping; interrupt again to leave without flushing"
+                        );
                     }
                 }
                 Some(t) if t.elapsed() >= SAME_INTERRUPT => std::process::exit(130),

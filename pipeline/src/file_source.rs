@@ -262,9 +262,9 @@ fn read_capture<R: Read>(
     let mut bytes = 0usize;
     let mut body = Vec::new();
     let mut seq = 0u64;
-    // What cannot be read ends the replay or is skipped, but never takes the
-    // records read before it along: a capture whose writer was killed or ran
-    // out of disk ends inside a record.
+    // What cannot be read ends the replay, but never takes the records read
+    // before it along. A capture whose writer was killed or ran out of disk
+    // ends inside a record: that one is skipped with a warning.
     let skip = |summary: &mut SourceSummary, why: String| {
         summary.skipped += 1;
         if summary.skipped <= REPORT_LINES {
@@ -305,10 +305,11 @@ fn read_capture<R: Read>(
         let item = match crate::capture::decode(&body, seq, &mut strings) {
             Ok(item) => item,
             Err(e) => {
-                // Its length is whole: the next record is where it says.
-                skip(&mut summary, format!("record {seq}: {e}"));
-                seq += 1;
-                continue;
+                // A record that does not decode may have a wrong length too
+                // (a zero-filled tail, a damaged file): what follows cannot be
+                // trusted to start where it says. What came before is kept.
+                out.blocking_send(batch);
+                return Err(err(format!("record {seq}: {e}")));
             }
         };
         seq += 1;

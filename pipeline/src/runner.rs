@@ -261,7 +261,10 @@ impl Core {
                     // Only a capture made in the connection view has them:
                     // a live syscall view counts no positions.
                     self.told_covered = true;
-                    eprintln!(
+                    // A closed stderr must not end the run.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "spf: this input was captured in the connection view: its receives \
                          leave out the bytes their sender's capture held, so the syscall view \
                          shows them without those bytes (and decoders see one side of such \

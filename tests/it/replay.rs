@@ -659,4 +659,22 @@ fn a_binary_capture_replays_as_its_ndjson_twin() {
         whole.len()
     );
     assert_eq!(cut[..], whole[..cut.len()]);
+    // A zero-filled tail (what a crash can leave) is no record: an error that
+    // says where, after every record before it.
+    let mut tail = bytes.clone();
+    tail.extend_from_slice(&[0u8; 64]);
+    std::fs::write(&bin, &tail).unwrap();
+    let o = spf_output(&[
+        "run",
+        "-q",
+        "--replay",
+        bin.to_str().unwrap(),
+        "--decoder",
+        "raw",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr_text(&o));
+    assert!(stderr_text(&o).contains("record "), "{}", stderr_text(&o));
+    assert_eq!(lines(&o), whole);
 }
