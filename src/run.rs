@@ -416,9 +416,16 @@ fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
                         // Not eprintln: stderr may be a pipe whose reader the
                         // same Ctrl-C ended, and a panic here would end this
                         // task and with it every later interrupt.
+                        // Over the live status line, where a terminal shows one.
+                        use std::io::IsTerminal as _;
+                        let clear = if std::io::stderr().is_terminal() {
+                            "\r\x1b[K"
+                        } else {
+                            ""
+                        };
                         let _ = writeln!(
                             std::io::stderr(),
-                            "spf: stopping; interrupt again to leave without flushing"
+                            "{clear}spf: stopping; interrupt again to leave without flushing"
                         );
                     }
                 }
