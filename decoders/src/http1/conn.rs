@@ -1051,11 +1051,31 @@ impl Conn {
                     (Phase::Held, _) => "bytes after an upgrade request".into(),
                     _ => "a message head".into(),
                 };
+                // A response head cut short (a small snaplen, a lost event)
+                // still says how the request was answered, if its status
+                // line came whole.
+                let cut_status = match (&half.phase, &half.msg) {
+                    (Phase::Idle, None) => final_status(&half.buf),
+                    _ => None,
+                };
                 cx.error(
                     ev,
                     "GAP",
                     format!("{n} bytes not captured in the middle of {what}"),
                 );
+                if let Some(status) = cut_status
+                    && let Some(p) = self.pending.pop_front()
+                {
+                    self.pending_bytes -= p.held_bytes();
+                    let a = Answer {
+                        server: p.server.clone(),
+                        request: p,
+                        status,
+                        response_bytes: 0,
+                    };
+                    complete(a, ev, Some("response head not fully captured".into()), cx);
+                }
+                let half = &mut self.halves[side];
                 let dropped = half.buf.len() as u64;
                 self.drop_half(side, cx);
                 let half = &mut self.halves[side];
@@ -1209,6 +1229,23 @@ fn check_start(line: &[u8]) -> Result<(), String> {
 }
 
 /// Whether `b` begins with a whole plausible start line.
+/// The status of a final response whose status line `head` begins with,
+/// whole: `HTTP/1.x NNN ...\r\n`. None for anything else, and for interim
+/// (1xx) responses, which answer nothing yet.
+pub(crate) fn final_status(head: &[u8]) -> Option<u16> {
+    let line = head
+        .split(|&b| b == b'\n')
+        .next()
+        .filter(|_| head.contains(&b'\n'))?;
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let status = std::str::from_utf8(code).ok()?.parse::<u16>().ok()?;
+    (status >= 200).then_some(status)
+}
+
 fn starts_message(b: &[u8]) -> bool {
     matches!(detect::find_start(b, None, b.len(), true), Found::At(0, _))
 }

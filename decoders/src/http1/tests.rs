@@ -740,6 +740,36 @@ fn gaps_inside_bodies_are_stepped_over_and_elsewhere_resynchronised() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["error"]["code"], "GAP");
     assert_eq!(exchanges(&v)[0]["path"], "/found");
+    // A response head cut after its status line (a small snaplen): the
+    // exchange still has its status, and says what is missing.
+    let mut c = Conv::new(3);
+    c.send(CLIENT, GET);
+    c.event(SERVER, b"HTTP/1.1 404 Not Found\r\nServer: x\r\nCont", 80);
+    c.send(CLIENT, GET).send(SERVER, OK_JSON);
+    let v = view(&run(&c.events));
+    assert_eq!(errors(&v)[0]["error"]["code"], "GAP");
+    let x = exchanges(&v);
+    assert_eq!(x[0]["status"], 404, "{x:#?}");
+    assert_eq!(x[0]["error"], "response head not fully captured");
+    assert!(x[0]["latency_ns"].is_u64());
+    // Cut inside the status line itself: nothing to say but that.
+    let mut c = Conv::new(4);
+    c.send(CLIENT, GET);
+    c.event(SERVER, b"HTTP/1.1 20", 80);
+    let v = view(&run(&c.events));
+    assert_eq!(exchanges(&v)[0]["status"], Value::Null);
+}
+
+#[test]
+fn a_final_status_is_read_only_from_a_whole_status_line() {
+    use super::conn::final_status;
+    assert_eq!(final_status(b"HTTP/1.1 200 OK\r\nServ"), Some(200));
+    assert_eq!(final_status(b"HTTP/1.0 503 x\n"), Some(503));
+    assert_eq!(final_status(b"HTTP/1.1 200 OK"), None);
+    assert_eq!(final_status(b"HTTP/1.1 100 Continue\r\n"), None);
+    assert_eq!(final_status(b"HTTP/1.1 2x0 OK\r\n"), None);
+    assert_eq!(final_status(b"GET / HTTP/1.1\r\n"), None);
+    assert_eq!(final_status(b"HTTP/2 200\r\n"), None);
 }
 
 #[test]
