@@ -717,6 +717,27 @@ fn finish(errors: Errors<'_>) -> ConfigErrors {
 /// Deserializes `value` into `T`, recording every error it can find: serde stops at
 /// the first, so after each error the offending key is taken out and the rest is
 /// tried again.
+/// serde names the Rust type it wanted (`expected u64`); a config's reader
+/// knows TOML's.
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, toml) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    out
+}
+
 fn parse_collect<T: DeserializeOwned>(
     value: &Spanned<DeValue<'_>>,
     prefix: &str,
@@ -749,7 +770,7 @@ fn parse_collect<T: DeserializeOwned>(
             format!("{prefix}.{path}")
         };
         let at = err.span().unwrap_or_else(|| value.span()).start;
-        errors.push(at, key, message);
+        errors.push(at, key, plain_types(&message));
         // The first segment as serde saw it: a quoted key may itself hold dots.
         let first = match track.iter().next() {
             Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
@@ -999,6 +1020,16 @@ mod tests {
         );
         assert!(
             errs[0].message.contains("no user `no-such-user-spf`"),
+            "{errs:?}"
+        );
+        // Types as TOML names them, not as Rust does.
+        let errs = parse(&reg, "t", &format!("{SOURCE}[run]\ncount = -1\n"))
+            .unwrap_err()
+            .0;
+        assert!(
+            errs[0]
+                .message
+                .contains("expected a whole number, 0 or more"),
             "{errs:?}"
         );
         // Both of the section's errors at once, each at its line.
