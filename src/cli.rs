@@ -11,8 +11,8 @@ Examples:
   # Watch containerd's gRPC traffic, decoded, as it happens
   sudo spf run --path /run/containerd/containerd.sock --decoder http2
 
-  # Everything on sockets under /run, as NDJSON for jq
-  sudo spf run --path '/run/*' --format ndjson | jq 'select(.dir == \"send\")'
+  # What clients send on sockets under /run, as NDJSON for jq
+  sudo spf run --path '/run/*' --format ndjson | jq 'select(.role == \"client\")'
 
   # Capture now (raw events, replayable), decode later without root
   sudo spf run --path /var/run/docker.sock --output capture.ndjson
