@@ -854,7 +854,32 @@ fn component<'t, T: ?Sized>(
     };
     let name = name.to_string();
     let value = Spanned::new(v.span(), DeValue::Table(table));
-    with_section(errors, key.to_string(), value, factory).map(|c| (name, c))
+    let mark = errors.list.len();
+    let built = with_section(errors, key.to_string(), value, factory).map(|c| (name, c));
+    // The component's own keys are all serde knows of: the keys every
+    // component of this kind takes were taken out before.
+    let shared = if kind == "source" {
+        "`type`, `view`"
+    } else {
+        "`type`"
+    };
+    for (_, e) in &mut errors.list[mark..] {
+        let m = &mut e.message;
+        if !m.starts_with("unknown field") {
+            continue;
+        }
+        if m.contains(", expected one of ") {
+            *m = format!("{m}, {shared}");
+        } else if m.contains(", expected `") {
+            *m = format!(
+                "{}, {shared}",
+                m.replacen(", expected `", ", expected one of `", 1)
+            );
+        } else if m.contains("there are no fields") {
+            *m = m.replacen("there are no fields", &format!("expected only {shared}"), 1);
+        }
+    }
+    built
 }
 
 #[cfg(test)]
@@ -884,6 +909,28 @@ mod tests {
     }
 
     const SOURCE: &str = "[source]\ntype = \"file\"\npath = \"/dev/null\"\n";
+
+    #[test]
+    fn unknown_keys_name_the_shared_keys_too() {
+        let reg = registry(true);
+        let errs = parse(
+            &reg,
+            "t",
+            &format!("{SOURCE}pathh = 1\n[decoder]\ntype = \"null\"\nx = 1\n"),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].message.ends_with(", `type`, `view`"), "{errs:?}");
+        assert!(
+            errs[0].message.contains("expected one of `path`"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].message.ends_with("expected only `type`"),
+            "{errs:?}"
+        );
+    }
 
     #[test]
     fn view_and_limits_are_read_and_checked() {
