@@ -17,6 +17,7 @@ use spf_pipeline::{Direction, Event, Role, SourceItem};
 use spf_probes::{PathFilter, UnixConfig};
 
 use crate::capture::{Captured, lock, start};
+use crate::live::name_thread;
 use crate::util::test_bytes;
 
 fn positions(mut cfg: UnixConfig) -> UnixConfig {
@@ -307,13 +308,6 @@ fn sendfile_bytes_arrive_once_from_the_receive() {
             .all(|e| e.socket == srv_ino && e.peer_socket == cli_ino)
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Sets the calling thread's name, which is what the `comm` filter matches.
-fn name_thread(name: &str) {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 15 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
 }
 
 #[test]
