@@ -5,8 +5,9 @@
 //! name. Without this, a capture of `--comm curl` shows the server it talks to
 //! as `?[pid]`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 /// A name read this long ago is read again: the pid may belong to another
 /// process by now.
@@ -22,7 +23,8 @@ pub(crate) struct PeerNames {
     /// Off where /proc does not number processes as the kernel's events do
     /// (spf in a pid namespace of its own).
     enabled: bool,
-    names: HashMap<u32, (Arc<str>, u64)>,
+    /// Looked up for every event: a cheap hash.
+    names: FxHashMap<u32, (Arc<str>, u64)>,
     reads_left: u32,
     empty: Arc<str>,
 }
@@ -31,7 +33,7 @@ impl PeerNames {
     pub(crate) fn new(enabled: bool) -> Self {
         PeerNames {
             enabled,
-            names: HashMap::new(),
+            names: FxHashMap::default(),
             reads_left: READS_PER_BATCH,
             empty: Arc::from(""),
         }
