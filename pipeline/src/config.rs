@@ -714,9 +714,6 @@ fn finish(errors: Errors<'_>) -> ConfigErrors {
     ConfigErrors(list.into_iter().map(|(_, e)| e).collect())
 }
 
-/// Deserializes `value` into `T`, recording every error it can find: serde stops at
-/// the first, so after each error the offending key is taken out and the rest is
-/// tried again.
 /// serde names the Rust type it wanted (`expected u64`); a config's reader
 /// knows TOML's.
 fn plain_types(message: &str) -> String {
@@ -738,6 +735,9 @@ fn plain_types(message: &str) -> String {
     out
 }
 
+/// Deserializes `value` into `T`, recording every error it can find: serde stops at
+/// the first, so after each error the offending key is taken out and the rest is
+/// tried again.
 fn parse_collect<T: DeserializeOwned>(
     value: &Spanned<DeValue<'_>>,
     prefix: &str,
@@ -864,8 +864,14 @@ fn component<'t, T: ?Sized>(
         "`type`"
     };
     for (_, e) in &mut errors.list[mark..] {
+        // Only the component's own keys: a nested table's are its own.
+        let own_key = e
+            .key
+            .strip_prefix(key)
+            .and_then(|k| k.strip_prefix('.'))
+            .is_some_and(|k| !k.contains('.'));
         let m = &mut e.message;
-        if !m.starts_with("unknown field") {
+        if !own_key || !m.starts_with("unknown field") {
             continue;
         }
         if m.contains(", expected one of ") {

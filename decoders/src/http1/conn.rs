@@ -1053,9 +1053,14 @@ impl Conn {
                 };
                 // A response head cut short (a small snaplen, a lost event)
                 // still says how the request was answered, if its status
-                // line came whole.
+                // line came whole: on the response side, at a start that was
+                // not guessed, and for a request that cannot switch protocols
+                // (whose pairing on_response alone keeps).
+                let seen = half.buf.len() as u64;
                 let cut_status = match (&half.phase, &half.msg) {
-                    (Phase::Idle, None) => final_status(&half.buf),
+                    (Phase::Idle, None) if !half.probing && half.role != Some(Kind::Request) => {
+                        final_status(&half.buf)
+                    }
                     _ => None,
                 };
                 cx.error(
@@ -1063,15 +1068,21 @@ impl Conn {
                     "GAP",
                     format!("{n} bytes not captured in the middle of {what}"),
                 );
+                let plain = self
+                    .pending
+                    .front()
+                    .is_some_and(|p| !p.connect && p.upgrade.is_none());
                 if let Some(status) = cut_status
+                    && plain
+                    && !matches!(self.halves[1 - side].phase, Phase::Held)
                     && let Some(p) = self.pending.pop_front()
                 {
                     self.pending_bytes -= p.held_bytes();
                     let a = Answer {
                         server: p.server.clone(),
+                        response_bytes: p.interim_bytes + seen + n,
                         request: p,
                         status,
-                        response_bytes: 0,
                     };
                     complete(a, ev, Some("response head not fully captured".into()), cx);
                 }
@@ -1228,7 +1239,6 @@ fn check_start(line: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `b` begins with a whole plausible start line.
 /// The status of a final response whose status line `head` begins with,
 /// whole: `HTTP/1.x NNN ...\r\n`. None for anything else, and for interim
 /// (1xx) responses, which answer nothing yet.
@@ -1246,6 +1256,7 @@ pub(crate) fn final_status(head: &[u8]) -> Option<u16> {
     (status >= 200).then_some(status)
 }
 
+/// Whether `b` begins with a whole plausible start line.
 fn starts_message(b: &[u8]) -> bool {
     matches!(detect::find_start(b, None, b.len(), true), Found::At(0, _))
 }
