@@ -407,9 +407,6 @@ impl UnixConfig {
     }
 }
 
-/// The inode number the kernel gives the initial pid namespace.
-pub(crate) const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
-
 /// spf's pid namespace (the device and inode of /proc/self/ns/pid) when it is
 /// not the initial one, where the probe cannot know spf by the kernel's tgid
 /// (see is_self in the probe). The kernel gives the initial namespace a fixed
@@ -417,6 +414,7 @@ pub(crate) const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
 /// pid is then taken as the kernel's, as it was before namespaces counted.
 fn own_pid_namespace() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
     let m = std::fs::metadata("/proc/self/ns/pid").ok()?;
     // The helper compares the kernel's own device number (major << 20 |
     // minor), which stat's encoding matches only for small numbers.

@@ -10,7 +10,6 @@ mod config;
 pub mod containers;
 mod features;
 mod hooks;
-mod peer_names;
 mod pool;
 mod probe;
 mod proc_net;

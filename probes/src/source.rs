@@ -59,9 +59,6 @@ pub struct UnixSource {
     /// What the container runtimes' state names, read while spf is still
     /// root (it is root-only).
     names: crate::containers::Names,
-    /// Whether /proc numbers processes as the kernel's events do, so that a
-    /// peer's name can be read there.
-    peer_names: bool,
 }
 
 /// What the ring's callback works with, on the reader thread only. The callback
@@ -124,9 +121,6 @@ impl UnixSource {
             ring,
             probe,
             names: crate::containers::Names::read(),
-            // Asked now, as root: after the privilege drop /proc/self/ns is
-            // not spf's to read.
-            peer_names: crate::peer_names::in_initial_pid_namespace(),
         })
     }
 
@@ -146,7 +140,6 @@ impl UnixSource {
         ask_for_short_slices();
         let mut conv = Converter::new();
         conv.containers = crate::containers::Resolver::new(self.names.clone());
-        conv.peers = crate::peer_names::PeerNames::new(self.peer_names);
         READER.with(|r| {
             *r.borrow_mut() = Some(Reader {
                 conv,
@@ -355,8 +348,6 @@ pub(crate) struct Converter {
     /// Events in `batch` whose conn waits for the receiver's inode:
     /// (index, destination name, sender's inode as the last resort).
     unresolved: Vec<(usize, Arc<str>, u64)>,
-    /// The names of the processes at the other ends.
-    peers: crate::peer_names::PeerNames,
 }
 
 impl Converter {
@@ -382,7 +373,6 @@ impl Converter {
             containers: crate::containers::Resolver::new(crate::containers::Names::default()),
             learned: HashMap::new(),
             unresolved: Vec::new(),
-            peers: crate::peer_names::PeerNames::new(false),
         }
     }
 
@@ -530,7 +520,6 @@ impl Converter {
             tid: h.tid,
             comm,
             peer_pid: h.peer_pid,
-            peer_comm: self.peers.of(h.peer_pid, h.ts_ns),
             path,
             sock: match h.sock_type {
                 2 => SockKind::Dgram,
@@ -567,7 +556,6 @@ impl Converter {
     /// batch if any, else from /proc/net/unix, else (the receiver is gone) the
     /// sender's own.
     pub(crate) fn take_batch(&mut self) -> Batch {
-        self.peers.new_batch();
         for (idx, path, fallback) in std::mem::take(&mut self.unresolved) {
             let ino = match self.learned.get(&path) {
                 Some(i) => *i,

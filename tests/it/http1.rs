@@ -997,47 +997,6 @@ fn default_decoder_capture_replays_each_byte_once() {
 /// curl against nginx, keep-alive, a 1 MiB file sent with sendfile and an
 /// upload. Each exchange comes out once, paired, with the right processes,
 /// and the sendfile body arrives whole from curl's receives.
-/// Only the client captured: the server is named all the same, from /proc
-/// (nginx answers from a worker, and the kernel's peer credentials name the
-/// master that listened; both are `nginx`).
-#[test]
-fn live_capture_of_the_client_alone_names_the_server() {
-    let _g = crate::capture::lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (_nginx, sock) = nginx(dir.path());
-    www(dir.path(), "small.json", br#"{"ok":true}"#);
-    let args = ["--comm", "h1canary1", "--comm", "curl"];
-    let Some(live) = crate::live::LiveSpf::start(
-        "live_capture_of_the_client_alone_names_the_server",
-        dir.path(),
-        "h1canary1",
-        &args,
-    ) else {
-        return;
-    };
-    let s = sock.to_str().unwrap();
-    curl(&["--unix-socket", s, "http://localhost/small.json"]);
-    let (records, _) = live.stop();
-    let mine: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p == s))
-        .collect();
-    let x: Vec<&Value> = mine.iter().filter_map(|r| r.get("exchange")).collect();
-    assert_eq!(x.len(), 1, "{mine:#?}");
-    assert_eq!(
-        (x[0]["client_comm"].as_str(), x[0]["server_comm"].as_str()),
-        (Some("curl"), Some("nginx")),
-        "{x:#?}"
-    );
-    // The response came through curl's receives: its sender is named too.
-    assert!(
-        mine.iter()
-            .filter(|r| r["via"] == "recv")
-            .all(|r| r["comm"] == "nginx"),
-        "{mine:#?}"
-    );
-}
-
 #[test]
 fn live_spf_run_curl_against_nginx() {
     let _g = crate::capture::lock();

@@ -303,7 +303,7 @@ fn from_sender(
                 e.peer_pid = r.pid;
                 e.peer_comm = Arc::clone(&r.comm);
             } else {
-                e.peer_comm = or_source(idents.comm_of_pid(&src.node, src.peer_pid), src);
+                e.peer_comm = idents.comm_of_pid(&src.node, src.peer_pid);
             }
         }
         Direction::Recv => {
@@ -321,22 +321,12 @@ fn from_sender(
                 }
                 None => {
                     e.pid = src.peer_pid;
-                    e.comm = or_source(idents.comm_of_pid(&src.node, src.peer_pid), src);
+                    e.comm = idents.comm_of_pid(&src.node, src.peer_pid);
                 }
             }
         }
     }
     e
-}
-
-/// A name the connection's own events gave, else the one the source found
-/// for the peer (a live capture reads it from /proc), else none.
-fn or_source(seen: Arc<str>, src: &Event) -> Arc<str> {
-    if seen.is_empty() {
-        Arc::clone(&src.peer_comm)
-    } else {
-        seen
-    }
 }
 
 #[cfg(test)]
