@@ -223,15 +223,36 @@ fn wait_until_capturing(
             }
         }
     });
-    // The wait has a deadline, which is why the reading is on a thread.
+    wait_for_line(&rx, "spf: capturing (");
+    (rx, reader)
+}
+
+/// Waits for a stderr line from `rx` that starts with `prefix`, passing over
+/// the others. The wait has a deadline, which is why the reading is on a
+/// thread.
+fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.starts_with("spf: capturing (") => return (rx, reader),
+            Ok(l) if l.starts_with(prefix) => return,
             Ok(_) => {}
-            Err(e) => panic!("no `spf: capturing` line: {e}"),
+            Err(e) => panic!("no `{prefix}` line: {e}"),
         }
     }
+}
+
+/// Starts `spf run` capturing socket `sock` as raw NDJSON records into
+/// `stdout`, its stderr piped for [`wait_until_capturing`].
+fn capture_raw(sock: &Path, stdout: Stdio) -> Child {
+    spf()
+        .args(["run", "--format", "ndjson", "--decoder", "raw", "--path"])
+        .arg(sock)
+        .args(crate::capture::hook_args())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf")
 }
 
 /// Interrupts `child` as Ctrl-C does and waits for it: its exit status and
@@ -284,15 +305,7 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     let sock = dir.path().join("ready.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let out = dir.path().join("ready.ndjson");
-    let mut child = spf()
-        .args(["run", "--format", "ndjson", "--decoder", "raw", "--path"])
-        .arg(&sock)
-        .args(crate::capture::hook_args())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning spf");
+    let mut child = capture_raw(&sock, std::fs::File::create(&out).unwrap().into());
     let (rx, reader) = wait_until_capturing(&mut child);
     // One write, no canary loop: the line promises it is captured.
     let msg = b"written right after the capturing line";
@@ -323,15 +336,7 @@ fn an_interrupt_delivered_twice_still_flushes_everything() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("twice.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let mut child = spf()
-        .args(["run", "--format", "ndjson", "--decoder", "raw", "--path"])
-        .arg(&sock)
-        .args(crate::capture::hook_args())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning spf");
+    let mut child = capture_raw(&sock, Stdio::piped());
     let (rx, reader) = wait_until_capturing(&mut child);
     // Several times what a pipe holds, once encoded.
     let msg = test_bytes(256 * 1024, 3);
@@ -349,14 +354,7 @@ fn an_interrupt_delivered_twice_still_flushes_everything() {
     let pid = child.id() as i32;
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.starts_with("spf: stopping") => break,
-            Ok(_) => {}
-            Err(e) => panic!("no `spf: stopping` line: {e}"),
-        }
-    }
+    wait_for_line(&rx, "spf: stopping");
     // SAFETY: as above; spf cannot have exited, its output is not read yet.
     unsafe { libc::kill(pid, libc::SIGINT) };
     let mut stdout = child.stdout.take().unwrap();

@@ -618,40 +618,34 @@ fn a_binary_capture_replays_as_its_ndjson_twin() {
     }
     // A cut file (its writer killed, its disk full) gives every record before
     // the cut, and says where it was cut.
-    let whole = spf_output(&[
-        "run",
-        "-q",
-        "--replay",
-        bin.to_str().unwrap(),
-        "--decoder",
-        "raw",
-        "--format",
-        "ndjson",
-    ]);
-    std::fs::write(&bin, &bytes[..bytes.len() - 3]).unwrap();
-    let cut = spf_output(&[
-        "run",
-        "-q",
-        "--replay",
-        bin.to_str().unwrap(),
-        "--decoder",
-        "raw",
-        "--format",
-        "ndjson",
-    ]);
-    assert!(cut.status.success(), "{}", stderr_text(&cut));
-    assert!(
-        stderr_text(&cut).contains("the capture ends inside it"),
-        "{}",
-        stderr_text(&cut)
-    );
+    let replay_raw = || {
+        spf_output(&[
+            "run",
+            "-q",
+            "--replay",
+            bin.to_str().unwrap(),
+            "--decoder",
+            "raw",
+            "--format",
+            "ndjson",
+        ])
+    };
     let lines = |o: &std::process::Output| -> Vec<String> {
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .map(String::from)
             .collect()
     };
-    let (whole, cut) = (lines(&whole), lines(&cut));
+    let whole = lines(&replay_raw());
+    std::fs::write(&bin, &bytes[..bytes.len() - 3]).unwrap();
+    let o = replay_raw();
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("the capture ends inside it"),
+        "{}",
+        stderr_text(&o)
+    );
+    let cut = lines(&o);
     assert!(
         cut.len() + 1 >= whole.len() && cut.len() < whole.len(),
         "{} of {}",
@@ -664,16 +658,7 @@ fn a_binary_capture_replays_as_its_ndjson_twin() {
     let mut tail = bytes.clone();
     tail.extend_from_slice(&[0u8; 64]);
     std::fs::write(&bin, &tail).unwrap();
-    let o = spf_output(&[
-        "run",
-        "-q",
-        "--replay",
-        bin.to_str().unwrap(),
-        "--decoder",
-        "raw",
-        "--format",
-        "ndjson",
-    ]);
+    let o = replay_raw();
     assert_eq!(o.status.code(), Some(1), "{}", stderr_text(&o));
     assert!(stderr_text(&o).contains("record "), "{}", stderr_text(&o));
     assert_eq!(lines(&o), whole);
