@@ -89,7 +89,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "COMM")]
     pub comm: Vec<String>,
 
-    /// Bytes captured per syscall (default 65536).
+    /// Bytes captured per syscall (default 1048576, 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub snaplen: Option<u64>,
 

@@ -10,8 +10,11 @@ use crate::containers::{CgroupId, Names, cgroup_id, container_cgroups};
 use crate::hooks::Hook;
 use crate::skel::types;
 
-/// Bytes captured per event unless `snaplen` says otherwise.
-pub const DEFAULT_SNAPLEN: u32 = 64 * 1024;
+/// Bytes captured per event unless `snaplen` says otherwise. Large enough
+/// for the writes real peers make: gRPC and HTTP/2 stacks write 100-300 KiB
+/// at once when a message is large, and a cut send is only made whole where
+/// its receives are within snaplen too. The ring holds 32 such events.
+pub const DEFAULT_SNAPLEN: u32 = 1024 * 1024;
 /// Largest `snaplen` accepted.
 pub const MAX_SNAPLEN: u32 = 16 * 1024 * 1024;
 /// Ring buffer size unless `ring_size` says otherwise. The ring must hold what
@@ -767,19 +770,20 @@ mod tests {
                 && e.contains("at least 131072"),
             "{e}"
         );
-        // The default snaplen needs 128 KiB.
+        // The default snaplen needs 2 MiB.
         let e = spf_pipeline::config::parse(
             &reg,
             "t.toml",
-            "[source]\ntype = \"unix\"\nring_size = 4096\n",
+            "[source]\ntype = \"unix\"\nring_size = 1048576\n",
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("source.ring_size") && e.contains("snaplen"),
+            e.contains("source.ring_size") && e.contains("at least 2097152"),
             "{e}"
         );
         for ok in [
+            "ring_size = 2097152",
             "snaplen = 65536\nring_size = 131072",
             "snaplen = 64\nring_size = 4096",
             "snaplen = 16777216",

@@ -139,6 +139,7 @@ fn each_byte_once_seen_from_its_sender() {
     let listener = UnixListener::bind(&path).unwrap();
     let cfg = UnixConfig {
         paths: vec![PathFilter::parse(path.to_str().unwrap()).unwrap()],
+        snaplen: 65536,
         ..UnixConfig::default()
     };
     let Some(cap) = start("each_byte_once_seen_from_its_sender", positions(cfg)) else {
@@ -198,8 +199,8 @@ fn each_byte_once_seen_from_its_sender() {
     }
     // The connection was made while the probe watched: its positions are
     // known from the first byte, so no receive copied what a send held. The
-    // 70,000-byte reply's send was cut at the default snaplen (64 KiB): the
-    // client's receive copied exactly the rest.
+    // 70,000-byte reply's send was cut at snaplen (64 KiB): the client's
+    // receive copied exactly the rest.
     let tail = resp.len() - 65536;
     assert_eq!(copied_from_receives(&c, conn), tail);
     let via_recv: Vec<usize> = evs
@@ -214,7 +215,11 @@ fn each_byte_once_seen_from_its_sender() {
 #[test]
 fn bytes_a_send_capture_cut_short_come_from_the_receive() {
     let _g = lock();
-    let Some(cap) = start("bytes_a_send_capture_cut_short", positions(own_pid())) else {
+    let cfg = UnixConfig {
+        snaplen: 65536,
+        ..own_pid()
+    };
+    let Some(cap) = start("bytes_a_send_capture_cut_short", positions(cfg)) else {
         return;
     };
     // Made while the probe watches: counted from its first byte.
@@ -228,8 +233,8 @@ fn bytes_a_send_capture_cut_short_come_from_the_receive() {
         b.write_all(b"thanks").unwrap();
         b
     });
-    // One write of 1 MiB: its capture is cut at the default snaplen (64 KiB);
-    // the reader takes it 16 KiB at a time, as curl does.
+    // One write of 1 MiB: its capture is cut at snaplen (64 KiB); the reader
+    // takes it 16 KiB at a time, as curl does.
     a.write_all(&big).unwrap();
     let mut ack = [0u8; 6];
     a.read_exact(&mut ack).unwrap();
@@ -244,6 +249,47 @@ fn bytes_a_send_capture_cut_short_come_from_the_receive() {
     // The send was cut at 4096 bytes per syscall: the rest came from the
     // receiver's reads, once.
     assert!(evs.iter().any(|e| e.via == Some(Direction::Recv)));
+}
+
+#[test]
+fn every_send_cut_short_has_its_rest_copied_by_the_receive() {
+    let _g = lock();
+    let snaplen = 4096;
+    let Some(cap) = start(
+        "every_send_cut_short",
+        positions(UnixConfig {
+            snaplen,
+            ..own_pid()
+        }),
+    ) else {
+        return;
+    };
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    // Five writes just over snaplen on one connection, each read whole and
+    // acknowledged before the next: every receive passes the hole its send
+    // left, and the next send leaves a hole of its own.
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| test_bytes(5000, 40 + i)).collect();
+    let want = msgs.concat();
+    for m in &msgs {
+        a.write_all(m).unwrap();
+        let got = read_in_chunks(&mut b, m.len());
+        same_bytes(&got, m);
+        b.write_all(b"k").unwrap();
+        let mut k = [0u8; 1];
+        a.read_exact(&mut k).unwrap();
+    }
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = a_ino.min(b_ino);
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, a_ino), &want);
+    // Each receive copied its send's rest and nothing the send held.
+    same_bytes(&lane_bytes(&evs, b_ino), b"kkkkk");
+    assert_eq!(
+        copied_from_receives(&c, conn),
+        5 * (5000 - snaplen as usize)
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@
 					   : BPF_CORE_READ((type *)(ptr), field))
 
 const volatile struct spf_config spf_cfg = {
-	.snaplen = 65536,
+	.snaplen = 1 << 20,
 	.dir_mask = 3,
 	.wake_bytes = 1 << 20,
 };

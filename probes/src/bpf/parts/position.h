@@ -196,6 +196,14 @@ static __always_inline void pos_recv(struct recv_place *out, struct dir_pos *dp,
 	__u64 done = POS_BASE + *(volatile __u64 *)&dp->done;
 	__u64 hole_lo = dp->hole_lo;
 	__u64 hole_end = dp->hole_end;
+	/* This receive passes every hole pending: the next hole a send leaves
+	 * starts the range anew (pos_send_end), rather than stretching it over
+	 * all the bytes sent since, which later receives would then copy again
+	 * from their start, up to snaplen, and the holes further on not at all.
+	 * A send widening the range meanwhile leaves a hole at or after
+	 * hole_end: the range stays one that covers it. */
+	if (hole_lo < hole_end && start + units >= hole_end)
+		dp->hole_lo = hole_end;
 	/* Covered: sent, settled, and outside the hole. The receive skips its
 	 * covered start and copies from there on. */
 	__u64 covered_to = done;
