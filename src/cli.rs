@@ -132,8 +132,9 @@ pub struct RunArgs {
     /// Also write a replayable capture to this file, created with mode 0600:
     /// NDJSON (every raw event plus the decoded records), or, for a name ending
     /// in `.spfcap`, the compact binary format (the events only; several times
-    /// faster to write, for high rates). `--replay` reads both.
-    #[arg(long, short, value_name = "FILE")]
+    /// faster to write, for high rates). `--replay` reads both. For pcapng,
+    /// use `-w`.
+    #[arg(long, short, value_name = "FILE", value_parser = capture_path)]
     pub output: Option<PathBuf>,
 
     /// Also write the capture as pcapng for Wireshark, tshark or tcpdump (every
@@ -142,7 +143,8 @@ pub struct RunArgs {
     #[arg(long = "write", short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
 
-    /// No live status line and no summary at exit.
+    /// No live status line, no `spf: capturing` line at the start and no
+    /// summary at exit; warnings and errors still show.
     #[arg(long, short)]
     pub quiet: bool,
 
@@ -248,5 +250,18 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate { config } => crate::run::validate(&config),
         Command::Plugins(cmd) => crate::plugins_cmd::run(cmd),
         Command::Demo(args) => crate::demo::run(args),
+    }
+}
+
+/// `--output`'s file: not a name that promises pcap, which `-w` writes.
+fn capture_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("pcapng") || e.eq_ignore_ascii_case("pcap") => {
+            Err(format!(
+                "--output writes a capture for `spf run --replay` (NDJSON, or .spfcap); write pcapng with -w {s}"
+            ))
+        }
+        _ => Ok(path),
     }
 }

@@ -39,7 +39,8 @@ impl Held {
         let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         let user = sudo_user();
-        let failed = c"spf: the command could not be started\n";
+        // The child may not format or allocate: its message is made here.
+        let failed = format!("spf: cannot run `{}`: ", argv[0].to_string_lossy());
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: pipe2 fills two fds, both close-on-exec.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -80,7 +81,15 @@ impl Held {
                     libc::_exit(126);
                 }
                 libc::execvp(ptrs[0], ptrs.as_ptr());
-                libc::write(2, failed.as_ptr().cast(), failed.count_bytes());
+                let why: &[u8] = match *libc::__errno_location() {
+                    libc::ENOENT => b"no such file or command\n",
+                    libc::EACCES => b"permission denied\n",
+                    libc::ENOEXEC => b"not an executable format\n",
+                    libc::ENOTDIR => b"a part of its path is not a directory\n",
+                    _ => b"exec failed\n",
+                };
+                libc::write(2, failed.as_ptr().cast(), failed.len());
+                libc::write(2, why.as_ptr().cast(), why.len());
                 libc::_exit(127);
             }
         }

@@ -183,6 +183,9 @@ impl Registry {
     }
 }
 
+/// Longest `[reorder] window_ms`.
+const MAX_WINDOW_MS: u64 = 60_000;
+
 /// `[reorder]`: how long to wait for late events before handing events on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -465,23 +468,43 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
 
     let reorder = match root.get("reorder") {
         None => Some(ReorderConfig::default()),
-        Some(v) => parse_collect::<ReorderConfig>(v, "reorder", &mut errors),
+        Some(v) => parse_collect::<ReorderConfig>(v, "reorder", &mut errors).filter(|r| {
+            if r.window_ms <= MAX_WINDOW_MS {
+                return true;
+            }
+            errors.push(
+                key_at(v, "window_ms"),
+                "reorder.window_ms".into(),
+                format!(
+                    "at most {MAX_WINDOW_MS} (a minute): every event is held that long before it is shown"
+                ),
+            );
+            false
+        }),
     };
 
     let limits = match root.get("limits") {
         None => Some(Limits::default()),
-        Some(v) => parse_collect::<Limits>(v, "limits", &mut errors),
+        Some(v) => parse_collect::<Limits>(v, "limits", &mut errors).filter(|l| {
+            let mut ok = true;
+            for (key, n) in l.needing_one() {
+                if n == 0 {
+                    errors.push(
+                        key_at(v, key),
+                        format!("limits.{key}"),
+                        "must be at least 1 (0 would refuse all traffic)".into(),
+                    );
+                    ok = false;
+                }
+            }
+            ok
+        }),
     };
 
     let run = match root.get("run") {
         None => Some(RunConfig::default()),
         Some(v) => parse_collect::<RunConfig>(v, "run", &mut errors).filter(|run| {
-            let at = |key: &str| {
-                v.get_ref()
-                    .as_table()
-                    .and_then(|t| t.get(key))
-                    .map_or(v.span().start, |u| u.span().start)
-            };
+            let at = |key: &str| key_at(v, key);
             let mut ok = true;
             if run.count == Some(0) {
                 errors.push(
@@ -735,6 +758,16 @@ fn plain_types(message: &str) -> String {
     out
 }
 
+/// Where `key` of the table `section` is written, for errors about its value;
+/// the section itself where the key is not written there.
+fn key_at(section: &Spanned<DeValue<'_>>, key: &str) -> usize {
+    section
+        .get_ref()
+        .as_table()
+        .and_then(|t| t.get(key))
+        .map_or(section.span().start, |v| v.span().start)
+}
+
 /// Deserializes `value` into `T`, recording every error it can find: serde stops at
 /// the first, so after each error the offending key is taken out and the rest is
 /// tried again.
@@ -959,6 +992,26 @@ mod tests {
         let errs = parse(&reg, "t", &text).unwrap_err().0;
         let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
         assert_eq!(keys, [("source.view", 4), ("limits.memroy", 6)], "{errs:?}");
+
+        // Zero where it would refuse all traffic, a window of days: each
+        // named at its line; a zero that means something passes.
+        let text = format!(
+            "{SOURCE}[limits]\nmemory = 0\nline_length = 0\nprotobuf_fields = 0\n[reorder]\nwindow_ms = 99999999999\n"
+        );
+        let errs = parse(&reg, "t", &text).unwrap_err().0;
+        let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("limits.memory", 5),
+                ("limits.line_length", 6),
+                ("reorder.window_ms", 9)
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[1].message.contains("at least 1"), "{errs:?}");
+        let text = format!("{SOURCE}[limits]\nprotobuf_fields = 0\n[reorder]\nwindow_ms = 60000\n");
+        assert!(parse(&reg, "t", &text).is_ok());
     }
 
     #[test]

@@ -71,6 +71,26 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits at which 0 would refuse all traffic (every line too long,
+    /// no connection or byte kept), with their keys. The others have a
+    /// meaning at 0: no CONTINUATION frame, no header table kept, no
+    /// protobuf field shown.
+    pub fn needing_one(&self) -> [(&'static str, usize); 9] {
+        [
+            ("header_list_size", self.header_list_size),
+            ("header_fields", self.header_fields),
+            ("line_length", self.line_length),
+            ("streams_per_connection", self.streams_per_connection),
+            ("message_size", self.message_size),
+            ("decompressed_size", self.decompressed_size),
+            ("connection_buffer", self.connection_buffer),
+            ("connections", self.connections),
+            ("memory", self.memory),
+        ]
+    }
+}
+
 /// The global memory budget for decoder state, shared by every decoder of a
 /// run. Decoders take bytes before they hold them and give them back when they
 /// let go.

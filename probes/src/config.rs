@@ -273,6 +273,17 @@ impl UnixConfig {
         errs
     }
 
+    /// The snaplen used when none is set: DEFAULT_SNAPLEN, or for a ring set
+    /// too small for it the largest power of two that fits, rather than an
+    /// error about a key the user did not write.
+    pub fn default_snaplen(ring_size: u64) -> u32 {
+        let mut s = DEFAULT_SNAPLEN;
+        while s > 64 && Self::ring_bytes_for_event(s) >= ring_size {
+            s /= 2;
+        }
+        s
+    }
+
     /// Ring buffer bytes that one event of `snaplen` captured bytes, read from
     /// one buffer of a named socket, takes: every record the probe writes for
     /// it, each with the kernel's record header, rounded up to 8 bytes as the
@@ -507,7 +518,7 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         comms: Comms::into_vec(raw.comm),
         direction: raw.direction,
         snaplen: match raw.snaplen {
-            None => DEFAULT_SNAPLEN,
+            None => UnixConfig::default_snaplen(raw.ring_size.unwrap_or(DEFAULT_RING_SIZE)),
             Some(v) => u32::try_from(v).unwrap_or(u32::MAX),
         },
         ring_size: raw.ring_size.unwrap_or(DEFAULT_RING_SIZE),
@@ -755,6 +766,26 @@ mod tests {
     }
 
     #[test]
+    fn a_small_ring_lowers_the_default_snaplen() {
+        assert_eq!(
+            UnixConfig::default_snaplen(DEFAULT_RING_SIZE),
+            DEFAULT_SNAPLEN
+        );
+        assert_eq!(UnixConfig::default_snaplen(2 << 20), DEFAULT_SNAPLEN);
+        assert_eq!(UnixConfig::default_snaplen(1 << 20), 512 << 10);
+        assert_eq!(UnixConfig::default_snaplen(131_072), 65_536);
+        assert_eq!(UnixConfig::default_snaplen(4096), 512);
+        let reg = full_registry();
+        let cfg = spf_pipeline::config::parse(
+            &reg,
+            "t.toml",
+            "[source]\ntype = \"unix\"\nring_size = 1048576\n",
+        )
+        .unwrap();
+        assert!(format!("{:?}", cfg.source).contains("snaplen: 524288"));
+    }
+
+    #[test]
     fn a_ring_too_small_for_one_event_is_refused() {
         let reg = full_registry();
         let e = spf_pipeline::config::parse(
@@ -770,11 +801,11 @@ mod tests {
                 && e.contains("at least 131072"),
             "{e}"
         );
-        // The default snaplen needs 2 MiB.
+        // A snaplen set needs its ring.
         let e = spf_pipeline::config::parse(
             &reg,
             "t.toml",
-            "[source]\ntype = \"unix\"\nring_size = 1048576\n",
+            "[source]\ntype = \"unix\"\nsnaplen = 1048576\nring_size = 1048576\n",
         )
         .unwrap_err()
         .to_string();

@@ -148,7 +148,7 @@ fn a_command_that_cannot_start_is_reported() {
         .unwrap();
     assert_eq!(o.status.code(), Some(127), "{}", stderr_text(&o));
     assert!(
-        stderr_text(&o).contains("could not be started"),
+        stderr_text(&o).contains("cannot run `/no/such/program`: no such file or command"),
         "{}",
         stderr_text(&o)
     );

@@ -298,7 +298,7 @@ fn sigint_drains_and_flushes_everything_received() {
     let dir = tempfile::tempdir().unwrap();
     // A long reorder window: at SIGINT the events are still held in the reorder
     // buffer, so this checks that shutdown drains it.
-    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 600_000);
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 60_000);
     let n = 500;
     for i in 0..n {
         writeln!(
@@ -552,6 +552,26 @@ fn count_stops_after_that_many_records() {
     let o = spf_output(&["run", "--replay", capture.to_str().unwrap(), "--count", "0"]);
     assert!(!o.status.success());
     assert!(stderr_text(&o).contains("--count"), "{}", stderr_text(&o));
+}
+
+#[test]
+fn output_to_a_pcapng_name_points_to_w() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.pcapng");
+    let capture = crate::plugins::redis_capture();
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        capture.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
+    assert!(stderr_text(&o).contains("-w "), "{}", stderr_text(&o));
+    assert!(
+        !out.exists(),
+        "nothing written under a name that promises pcapng"
+    );
 }
 
 #[test]

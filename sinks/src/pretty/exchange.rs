@@ -34,7 +34,7 @@ impl Pretty {
         }
         if let Some(g) = x.grpc_status {
             let _ = write!(status, " grpc-status {g}");
-            if let Some(m) = &x.grpc_message {
+            if let Some(m) = x.grpc_message.as_deref().filter(|m| !m.is_empty()) {
                 let _ = write!(status, " ({})", escape_text(m));
             }
         }

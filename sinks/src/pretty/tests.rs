@@ -115,10 +115,16 @@ fn an_exchange_is_one_access_log_line() {
         },
         ..get()
     };
-    let got = render_all(&mut pretty(0), &[exchange(grpc)]);
+    let ok = Exchange {
+        grpc_status: Some(0),
+        grpc_message: Some(String::new()),
+        ..grpc.clone()
+    };
+    let got = render_all(&mut pretty(0), &[exchange(grpc), exchange(ok)]);
     assert_eq!(
         got,
-        "1970-01-01T00:00:02.000000Z ?[?] → nginx[7] grpc POST /echo.Echo/Say 200 grpc-status 5 (no \\u{202e}such) 1.2 ms 78 B → 2.0 KiB\n"
+        "1970-01-01T00:00:02.000000Z ?[?] → nginx[7] grpc POST /echo.Echo/Say 200 grpc-status 5 (no \\u{202e}such) 1.2 ms 78 B → 2.0 KiB\n\
+         1970-01-01T00:00:02.000000Z ?[?] → nginx[7] grpc POST /echo.Echo/Say 200 grpc-status 0 1.2 ms 78 B → 2.0 KiB\n"
     );
     // No response: no status, no latency, the error said; the record's own
     // time when the decoder gave no start.
