@@ -1564,6 +1564,60 @@ fn a_peer_closing_ends_the_connection_and_a_half_close_does_not() {
     assert_eq!(stream(sent), b"still here");
 }
 
+/// A send that fails because the peer is gone: its errno.
+fn send_to_gone_peer(fd: RawFd) -> i32 {
+    // SAFETY: a one-byte send from a valid buffer; MSG_NOSIGNAL keeps the
+    // test process from SIGPIPE.
+    let n = unsafe { libc::send(fd, b"x".as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+    assert_eq!(n, -1, "the send to a closed peer fails");
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+#[test]
+fn a_peer_gone_ends_the_connection() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let (c, d) = socketpair(libc::SOCK_STREAM);
+    let (e, f) = socketpair(libc::SOCK_STREAM);
+    let (ab, cd, ef) = (conn_of(a, b), conn_of(c, d), conn_of(e, f));
+    let Some(cap) = start("a_peer_gone_ends_the_connection", own_pid()) else {
+        return;
+    };
+    // b leaves with a's bytes unread: a's next receive fails with
+    // ECONNRESET (and reads no end-of-file).
+    c_write(a, b"unread");
+    close(b);
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into a buffer of the given size.
+    let n = unsafe { libc::read(a, buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(n, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ECONNRESET)
+    );
+    // d leaves with nothing unread: c's send fails with EPIPE.
+    close(d);
+    assert_eq!(send_to_gone_peer(c), libc::EPIPE);
+    // A half close is no end: e may not send any more (EPIPE), but f may.
+    // SAFETY: plain syscall on an fd this test owns.
+    assert_eq!(unsafe { libc::shutdown(f, libc::SHUT_RD) }, 0);
+    assert_eq!(send_to_gone_peer(e), libc::EPIPE);
+    let cap = cap.finish();
+    for fd in [a, c, e, f] {
+        close(fd);
+    }
+    cap.assert_no_loss();
+    for conn in [ab, cd] {
+        let closes = cap.closed.iter().filter(|(k, _)| *k == conn).count();
+        assert_eq!(closes, 1, "{conn}: {:?}", cap.closed);
+    }
+    assert!(
+        !cap.closed.iter().any(|(k, _)| *k == ef),
+        "a half close is no close: {:?}",
+        cap.closed
+    );
+}
+
 #[test]
 fn an_empty_seqpacket_message_is_no_end() {
     let _g = lock();

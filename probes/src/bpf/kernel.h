@@ -56,6 +56,8 @@ enum {
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define MSG_PEEK 2
+#define EPIPE 32
+#define ECONNRESET 104
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 

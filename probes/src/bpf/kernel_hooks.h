@@ -186,11 +186,11 @@ static __noinline int handle_kernel(struct task_struct *task, struct sock *sk, s
  * and by whom: the current task, or NULL. */
 static __always_inline struct task_struct *kernel_call_task(__u8 dir, long ret, int flags)
 {
-	if (ret < 0)
-		return NULL;
-	/* A read of nothing is end-of-file, looked at whichever directions
-	 * are captured (see handle_eof). */
-	if (ret == 0 ? dir != DIR_RECV : !(spf_cfg.dir_mask & (1u << dir)))
+	/* A read of nothing is end-of-file, and a peer gone ends the
+	 * connection too: both looked at whichever directions are captured
+	 * (see handle_eof). */
+	if (ret < 0 ? !PEER_GONE(ret)
+		    : ret == 0 ? dir != DIR_RECV : !(spf_cfg.dir_mask & (1u << dir)))
 		return NULL;
 	/* A peek hands the same bytes over again on the next read: capture
 	 * them once, when they are really taken. */
@@ -216,8 +216,8 @@ static __always_inline int kernel_msg(struct socket *sock, struct msghdr *msg, _
 	 * seqpacket ones, which are hooked too: each call is seen once. */
 	if (skip_type && KREAD(struct sock, sk, sk_type) == skip_type)
 		return 0;
-	if (ret == 0)
-		return handle_eof(task, sk);
+	if (ret <= 0)
+		return handle_eof(task, sk, ret < 0);
 	__u32 zero = 0;
 	struct call *st = bpf_map_lookup_elem(&spf_call, &zero);
 	if (!st)
@@ -278,7 +278,7 @@ int BPF_PROG(spf_k_sendpage, struct socket *sock, struct page *page, int offset,
 	     int flags, long ret)
 {
 	struct task_struct *task = kernel_call_task(DIR_SEND, ret, 0);
-	if (!task || ret == 0)
+	if (!task || ret <= 0)
 		return 0;
 	struct sock *sk = sock->sk;
 	if (!sk)
@@ -314,8 +314,8 @@ int BPF_PROG(spf_k_splice_read, struct socket *sock, long long *ppos, struct pip
 	struct sock *sk = sock->sk;
 	if (!sk)
 		return 0;
-	if (ret == 0)
-		return handle_eof(task, sk);
+	if (ret <= 0)
+		return handle_eof(task, sk, ret < 0);
 	__u32 zero = 0;
 	struct call *st = bpf_map_lookup_elem(&spf_call, &zero);
 	if (!st)

@@ -336,10 +336,13 @@ static long mmsg_step(__u32 i, void *arg)
 	return 0;
 }
 
-/* A read returned end-of-file. When the peer has closed (its close shuts this
+/* A read returned end-of-file, or a syscall failed because the peer is gone
+ * (`gone`: EPIPE, ECONNRESET). When the peer has closed (its close shuts this
  * end both ways; a shutdown(SHUT_WR) only for receiving), the connection is
- * over: decoders can let go of its state now instead of when it goes idle. */
-static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
+ * over: decoders can let go of its state now instead of when it goes idle.
+ * Without `gone`, a peer that closed without reading what it was sent, and
+ * whose peer never reads again, would leave its connection open for ever. */
+static __noinline int handle_eof(struct task_struct *task, struct sock *sk, bool gone)
 {
 	if (!task || !sk)
 		return 0;
@@ -350,7 +353,7 @@ static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
 		return 0;
 	/* Nothing read although data waits: a read of zero bytes, or a
 	 * seqpacket message of none. */
-	if (KREAD(struct sock, sk, sk_receive_queue.qlen))
+	if (!gone && KREAD(struct sock, sk, sk_receive_queue.qlen))
 		return 0;
 	struct spf_event *hdr = start_header(task, SPF_REC_CLOSED, DIR_RECV);
 	if (!hdr)
@@ -571,10 +574,16 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	if ((unsigned long)nr >= sizeof(call_kinds))
 		return 0;
 	__u8 call = call_kinds[nr];
-	if (!call || ret < 0)
+	if (!call)
 		return 0;
 	int kind = CALL_KIND(call);
 	__u8 dir = CALL_DIR(call);
+	/* The peer is gone: a send after it closed (EPIPE; ECONNRESET first
+	 * when it left bytes unread), or a receive after it closed with bytes
+	 * of ours unread (ECONNRESET). */
+	bool gone = PEER_GONE(ret);
+	if (ret < 0 && (!gone || kind >= K_CONNECT))
+		return 0;
 	if (kind >= K_CONNECT) {
 		if (!spf_cfg.positions || !NATIVE_SYSCALL(regs))
 			return 0;
@@ -589,6 +598,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	bool eof = ret == 0;
 	if (eof && (dir != DIR_RECV || kind == K_MMSG))
 		return 0;
+	eof = eof || gone;
 	if (!eof && !(spf_cfg.dir_mask & (1u << dir)))
 		return 0;
 	int fd = (int)ARG1(regs);
@@ -615,7 +625,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 			return 0;
 	}
 	if (eof)
-		return handle_eof(task, sk);
+		return handle_eof(task, sk, gone);
 
 	__u32 zero = 0;
 	struct call *c = bpf_map_lookup_elem(&spf_call, &zero);

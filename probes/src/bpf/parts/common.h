@@ -7,6 +7,9 @@
 /* sk_shutdown bits: RCV_SHUTDOWN | SEND_SHUTDOWN. */
 #define SHUTDOWN_MASK 3
 
+/* A send or receive failed because the peer is gone (see handle_eof). */
+#define PEER_GONE(ret) ((ret) == -EPIPE || (ret) == -ECONNRESET)
+
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
 #define SOCK_SEQPACKET 5
