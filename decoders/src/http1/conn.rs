@@ -461,6 +461,11 @@ impl Conn {
                                 pos = self.bad(side, pos, "BAD_START_LINE", why, ev, cx);
                                 continue;
                             }
+                            // A valid, plausible start line: what is wrong
+                            // after it is this message's fault, not a sign of
+                            // having joined midway, and is reported even as
+                            // the stream's first bytes.
+                            half.seen = true;
                             match parse::head(&bytes[..n], cx.set.head) {
                                 Ok(h) => {
                                     let head = input.slice(pos..pos + n);

@@ -669,6 +669,32 @@ fn malformed_input_is_named_then_decoding_resumes() {
 }
 
 #[test]
+fn a_malformed_first_request_is_an_error_not_a_midstream_join() {
+    // Bare LF line ends are allowed; the header without a colon is not.
+    let mut c = Conv::new(1);
+    c.send(CLIENT, b"GET /lf HTTP/1.1\nHost: x\nBadHeaderNoColon\n\n")
+        .send(SERVER, OK_JSON);
+    let v = view(&run(&c.events));
+    let e = errors(&v);
+    assert_eq!(e.len(), 1, "{v:#?}");
+    assert_eq!(e[0]["error"]["code"], "BAD_HEADER", "{e:?}");
+    assert!(
+        e[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("header line 3 has no colon"),
+        "{e:?}"
+    );
+    // Without the bad line, the same bytes are a request.
+    let mut c = Conv::new(1);
+    c.send(CLIENT, b"GET /lf HTTP/1.1\nHost: x\n\n")
+        .send(SERVER, OK_JSON);
+    let v = view(&run(&c.events));
+    assert_clean(&v);
+    assert_eq!(exchanges(&v)[0]["path"], "/lf");
+}
+
+#[test]
 fn joining_mid_stream_starts_at_the_first_message_and_says_what_was_skipped() {
     // The tail of a response body, then a keep-alive request and response.
     let mut c = Conv::new(1);
