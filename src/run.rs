@@ -328,7 +328,16 @@ pub fn run_config(
 ) -> Result<ExitCode> {
     // On failure from here on, a held command is dropped: it ends before it
     // ever ran.
-    let pipeline = Pipeline::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pipeline = match Pipeline::build(cfg) {
+        Ok(p) => p,
+        // A value of the config refused (a plugin's init): exit as for the
+        // errors found while reading it.
+        Err(e) if e.in_config => {
+            eprintln!("spf: {e}");
+            return Ok(ExitCode::from(CONFIG_ERROR));
+        }
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    };
     let capturing = pipeline.capture();
     let mut syscalls = cfg.extra_syscalls();
     if command.is_some() {

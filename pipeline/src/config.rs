@@ -63,12 +63,29 @@ impl fmt::Display for ConfigErrors {
 /// A failure while turning a valid config into running stages (opening a file,
 /// loading a BPF program, ...). One line that says what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
+#[error("{msg}")]
+pub struct BuildError {
+    msg: String,
+    /// The config's values were refused (a plugin's `init` turned its keys
+    /// down), rather than the machine (a file, the kernel): a config error
+    /// like those found while reading it.
+    pub in_config: bool,
+}
 
 impl BuildError {
     pub fn new(msg: impl Into<String>) -> Self {
-        BuildError(msg.into())
+        BuildError {
+            msg: msg.into(),
+            in_config: false,
+        }
+    }
+
+    /// A failure caused by the config's values.
+    pub fn in_config(msg: impl Into<String>) -> Self {
+        BuildError {
+            msg: msg.into(),
+            in_config: true,
+        }
     }
 }
 

@@ -719,7 +719,8 @@ fn c_plugin_built_from_the_header_works() {
         "",
     );
     let o = run(&cfg);
-    assert!(!o.status.success());
+    // A config error, as those found while reading it.
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
     let err = stderr_text(&o);
     assert!(
         err.contains("plugin `length` 1.0.0")

@@ -487,7 +487,7 @@ pub(crate) fn init_instance(
     if rc != spf_plugin::SPF_OK || instance.is_null() {
         // SAFETY: last_error(NULL) reports the failed init on this thread.
         let msg = unsafe { last_error(last_err, std::ptr::null_mut()) };
-        return Err(BuildError::new(format!(
+        return Err(BuildError::in_config(format!(
             "{label}: init failed: {}; check the plugin's keys in the config",
             if msg.is_empty() {
                 format!("error code {rc}")

@@ -161,8 +161,9 @@ struct Supervisor {
 
 impl Supervisor {
     /// Starts a process and initialises the plugin in it.
-    fn start(&mut self) -> Result<(), String> {
-        let (mut p, _) = Process::start(&self.lib, self.kind, &self.opts.user, CHECK_DEADLINE)?;
+    fn start(&mut self) -> Result<(), BuildError> {
+        let (mut p, _) = Process::start(&self.lib, self.kind, &self.opts.user, CHECK_DEADLINE)
+            .map_err(BuildError::new)?;
         let config = self.config.clone();
         p.send(frame::INIT, |w| {
             w.bytes(config.as_bytes());
@@ -171,7 +172,7 @@ impl Supervisor {
         let mut result = None;
         while result.is_none() {
             p.wait_io(until, CHECK_DEADLINE)
-                .map_err(|f| f.to_string())?;
+                .map_err(|f| BuildError::new(f.to_string()))?;
             p.messages(&mut |m| {
                 if let Msg::Done { rc, message, .. } = m {
                     result = Some((rc, String::from_utf8_lossy(message).into_owned()));
@@ -179,14 +180,14 @@ impl Supervisor {
                 }
                 true
             })
-            .map_err(|f| f.to_string())?;
+            .map_err(|f| BuildError::new(f.to_string()))?;
         }
         match result {
             Some((spf_plugin::SPF_OK, _)) => {
                 self.proc = Some(p);
                 Ok(())
             }
-            Some((rc, msg)) => Err(format!(
+            Some((rc, msg)) => Err(BuildError::in_config(format!(
                 "{}: init failed: {}; check the plugin's keys in the config",
                 self.label,
                 if msg.is_empty() {
@@ -194,8 +195,8 @@ impl Supervisor {
                 } else {
                     msg
                 }
-            )),
-            None => Err("no answer to init".into()),
+            ))),
+            None => Err(BuildError::new("no answer to init")),
         }
     }
 
@@ -218,7 +219,7 @@ impl Supervisor {
             ));
         }
         self.restarts.push_back(now);
-        self.start()
+        self.start().map_err(|e| e.to_string())
     }
 }
 
@@ -310,7 +311,7 @@ impl IsolatedDecoder {
             proc: None,
             restarts: VecDeque::new(),
         };
-        sup.start().map_err(BuildError::new)?;
+        sup.start()?;
         Ok(IsolatedDecoder {
             name: Arc::from(info.name.as_str()),
             info,
@@ -627,7 +628,7 @@ impl IsolatedSink {
             proc: None,
             restarts: VecDeque::new(),
         };
-        sup.start().map_err(BuildError::new)?;
+        sup.start()?;
         Ok(IsolatedSink {
             sup,
             info,
