@@ -70,7 +70,10 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Read the pipeline from this TOML file (see spf.toml for a commented example).
+    /// Read the pipeline from this TOML file (see spf.toml for a commented
+    /// example). The file then says what the flags that shape the pipeline
+    /// would (what to capture or replay, decoder, outputs, view, pretty
+    /// view's settings): those flags are refused beside it.
     #[arg(short, long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "replay", "decoder", "format", "output", "write", "snaplen", "direction", "view", "hook"])]
     pub config: Option<PathBuf>,
 
@@ -115,7 +118,8 @@ pub struct RunArgs {
     pub hook: Option<HookArg>,
 
     /// Replay a capture written with --output (or an ndjson sink) instead of
-    /// capturing live. Needs no root.
+    /// capturing live. Needs no root. The capture filters (--path, --pid,
+    /// --comm) do not apply to it: --follow CONN picks a connection.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen", "direction", "hook"])]
     pub replay: Option<PathBuf>,
 
