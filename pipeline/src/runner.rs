@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{BuildContext, BuildError, Config, ReorderConfig};
 use crate::connection::{Connections, Output};
-use crate::event::{Direction, Event, SourceItem, View};
+use crate::event::{Event, SourceItem, View};
 use crate::record::{Body, Record};
 use crate::reorder::Reorder;
 use crate::stage::tokio_stop::StopFlag;
@@ -253,11 +253,7 @@ impl Core {
         }
         match &item {
             SourceItem::Event(ev) => {
-                if self.connections.is_none()
-                    && ev.dir == Direction::Recv
-                    && ev.skip > 0
-                    && !self.told_covered
-                {
+                if self.connections.is_none() && ev.skip > 0 && !self.told_covered {
                     // Only a capture made in the connection view has them:
                     // a live syscall view counts no positions.
                     self.told_covered = true;
@@ -265,10 +261,11 @@ impl Core {
                     use std::io::Write as _;
                     let _ = writeln!(
                         std::io::stderr(),
-                        "spf: this input was captured in the connection view: its receives \
-                         leave out the bytes their sender's capture held, so the syscall view \
-                         shows them without those bytes (and decoders see one side of such \
-                         connections); the connection view (the default) shows them whole"
+                        "spf: this input was captured in the connection view: each byte was \
+                         captured once, by its send or by its receive, so the syscall view \
+                         shows some syscalls without bytes the other end's capture held (and \
+                         decoders see such connections in part); the connection view (the \
+                         default) shows them whole"
                     );
                 }
                 let w = &mut self.writer;

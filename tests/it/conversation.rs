@@ -246,7 +246,7 @@ fn bytes_a_send_capture_cut_short_come_from_the_receive() {
     let evs = joined(&c, conn);
     same_bytes(&lane_bytes(&evs, a_ino), &big);
     same_bytes(&lane_bytes(&evs, b_ino), b"thanks");
-    // The send was cut at 4096 bytes per syscall: the rest came from the
+    // The send's capture was cut at snaplen: the rest came from the
     // receiver's reads, once.
     assert!(evs.iter().any(|e| e.via == Some(Direction::Recv)));
 }
@@ -289,6 +289,53 @@ fn every_send_cut_short_has_its_rest_copied_by_the_receive() {
     assert_eq!(
         copied_from_receives(&c, conn),
         5 * (5000 - snaplen as usize)
+    );
+}
+
+#[test]
+fn a_write_read_while_it_blocks_is_copied_once() {
+    let _g = lock();
+    let Some(cap) = start("a_write_read_while_it_blocks", positions(own_pid())) else {
+        return;
+    };
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    // Four times the default snaplen in one write, far more than the socket
+    // holds: the reader takes most of it before the write returns (before
+    // the send's hook runs), the rest while the hook copies.
+    let big = test_bytes(4 << 20, 11);
+    let big2 = big.clone();
+    let reader = std::thread::spawn(move || {
+        let got = read_in_chunks(&mut b, big2.len());
+        same_bytes(&got, &big2);
+        b.write_all(b"ok").unwrap();
+        b
+    });
+    a.write_all(&big).unwrap();
+    let mut ack = [0u8; 2];
+    a.read_exact(&mut ack).unwrap();
+    let _b = reader.join().unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+    let conn = a_ino.min(b_ino);
+    let evs = joined(&c, conn);
+    same_bytes(&lane_bytes(&evs, a_ino), &big);
+    // What reached the ring: each byte once, but for the reads under way
+    // at the moment the send's hook looked (at most two of 16 KiB).
+    let copied: usize = c
+        .events
+        .iter()
+        .filter(|e| {
+            e.conn == conn
+                && ((e.socket == a_ino && e.dir == Direction::Send)
+                    || (e.socket == b_ino && e.dir == Direction::Recv))
+        })
+        .map(|e| e.data.len())
+        .sum();
+    assert!(
+        copied >= big.len() && copied <= big.len() + (32 << 10),
+        "{copied} bytes copied for {}",
+        big.len()
     );
 }
 

@@ -204,6 +204,13 @@ impl LiveSpf {
     }
 }
 
+/// These tests move socket traffic in this process (a flood, among others):
+/// not while another test captures this process's own sockets, whose ring
+/// it would fill.
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    crate::capture::lock()
+}
+
 /// Reads `child`'s stderr line by line on a thread, and returns once spf has
 /// said `spf: capturing (`: the lines after it, and the reading thread.
 fn wait_until_capturing(
@@ -297,6 +304,7 @@ fn sent_bytes(records: &[Value]) -> Vec<u8> {
 
 #[test]
 fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
+    let _g = exclusive();
     let name = "the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled";
     if !bpf_ready(name) {
         return;
@@ -329,6 +337,7 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
 /// flushed. spf is kept from finishing by its output, a pipe not yet read.
 #[test]
 fn an_interrupt_delivered_twice_still_flushes_everything() {
+    let _g = exclusive();
     let name = "an_interrupt_delivered_twice_still_flushes_everything";
     if !bpf_ready(name) {
         return;
@@ -380,6 +389,7 @@ fn an_interrupt_delivered_twice_still_flushes_everything() {
 /// filter: every byte must still reach the file.
 #[test]
 fn a_binary_capture_holds_big_writes_made_after_the_privilege_drop() {
+    let _g = exclusive();
     let name = "a_binary_capture_holds_big_writes_made_after_the_privilege_drop";
     if !bpf_ready(name) {
         return;
@@ -454,6 +464,7 @@ fn a_binary_capture_holds_big_writes_made_after_the_privilege_drop() {
 
 #[test]
 fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
+    let _g = exclusive();
     let name = "ctrl_c_ends_a_capture_that_a_flood_outpaces";
     if !bpf_ready(name) {
         return;
@@ -542,6 +553,7 @@ fn ctrl_c_ends_a_capture_that_a_flood_outpaces() {
 /// to miss it.
 #[test]
 fn spf_in_a_pid_namespace_of_its_own_leaves_its_own_traffic_out() {
+    let _g = exclusive();
     let name = "spf_in_a_pid_namespace_of_its_own_leaves_its_own_traffic_out";
     if !bpf_ready(name) {
         return;

@@ -138,14 +138,25 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 	__u64 units = pos_units(hdr, hdr->len);
 	pos_send_begin(hdr, dp, peer, units);
 	__u64 pos = hdr->pos;
+	/* The units settled: held by this capture, or by receives before it. */
 	__u64 captured = 0;
 	if (match_filters(hdr)) {
+		if (hdr->sock_type == SOCK_STREAM) {
+			/* Receives that ran before this hook copied its first
+			 * bytes; what is left, this capture will hold, for
+			 * receives that run meanwhile (see pos_recv). */
+			__u64 skip = copied_before(dp, pos, units);
+			__u64 rest = units - skip;
+			hdr->skip = skip;
+			dp->promise = promise_of(pos + skip, rest < spf_cfg.snaplen ? rest : spf_cfg.snaplen);
+			captured = skip;
+		}
 		long got = emit_data(hdr, addr, count, mode);
 		/* A message counts whole or not at all. */
 		if (hdr->sock_type == SOCK_SEQPACKET)
 			captured = got == (long)hdr->len;
 		else if (got > 0)
-			captured = got;
+			captured += got;
 	}
 	pos_send_end(dp, pos, units, captured);
 }
@@ -238,7 +249,11 @@ static __always_inline void recv_event(struct spf_event *hdr, struct dir_pos *dp
 	}
 	/* A message is copied whole or not at all. */
 	hdr->skip = hdr->sock_type == SOCK_STREAM ? skip : 0;
-	emit_data(hdr, addr, count, mode);
+	long got = emit_data(hdr, addr, count, mode);
+	/* Copied at a known place: a send whose hook comes later need not
+	 * copy these bytes again (see copied_before). */
+	if (dp && got > 0 && hdr->sock_type == SOCK_STREAM && (hdr->flags & SPF_F_POS))
+		copied_run(dp, hdr->pos + skip, got);
 }
 
 /* One data syscall (or one message of sendmmsg/recvmmsg): the single place the

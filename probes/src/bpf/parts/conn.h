@@ -32,6 +32,14 @@ struct dir_pos {
 	 * begins: lo <= D <= hi. Known once they meet. */
 	__s64 lo;
 	__s64 hi;
+	/* The capture a send of a stream is making right now (see promise_of):
+	 * a receive that takes its bytes before it is settled need not copy
+	 * them. 0: none. */
+	__u64 promise;
+	/* The run of bytes receives have copied into the ring, one after the
+	 * other, in the same packing (see copied_run): a send whose hook comes
+	 * after the receive of its first bytes need not copy them again. */
+	__u64 copied;
 	/* The process whose receives were last reported. */
 	__u32 recv_tgid;
 	/* The bounds crossed: more than one thread sent or received at once, or

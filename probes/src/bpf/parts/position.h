@@ -83,6 +83,66 @@ static __always_inline struct dir_pos *pos_dir(struct spf_event *hdr, struct soc
 	return &v->dir[(hdr->flags & SPF_F_TO_HI) ? 1 : 0];
 }
 
+/* A send's capture in flight, as one word so that a receive on another CPU
+ * never reads half of one: where it begins (above POS_BASE) in the high bits,
+ * how many bytes in the low PROMISE_LEN_BITS (snaplen is at most 16 MiB).
+ * 0 (none) where it does not fit: bytes from before the capture, or past the
+ * first 512 GiB of a connection. */
+#define PROMISE_LEN_BITS 25
+static __always_inline __u64 promise_of(__u64 pos, __u64 len)
+{
+	__u64 off = pos - POS_BASE;
+	if (pos < POS_BASE || off >= (1ULL << (64 - PROMISE_LEN_BITS)) || len == 0 ||
+	    len >= (1ULL << PROMISE_LEN_BITS))
+		return 0;
+	return off << PROMISE_LEN_BITS | len;
+}
+
+/* The range a promise_of word packs, as [*lo, *end). */
+static __always_inline void unpack_range(__u64 p, __u64 *lo, __u64 *end)
+{
+	*lo = POS_BASE + (p >> PROMISE_LEN_BITS);
+	*end = *lo + (p & ((1ULL << PROMISE_LEN_BITS) - 1));
+}
+
+/* A receive copied the `n` bytes at `lo` (the sender's counting) into the
+ * ring: the run of copied bytes grows, or starts anew where it does not
+ * continue it (or would no longer fit its word). Only the receiving thread
+ * writes it. */
+static __always_inline void copied_run(struct dir_pos *dp, __u64 lo, __u64 n)
+{
+	__u64 r = dp->copied;
+	if (r) {
+		__u64 r_lo, r_end;
+		unpack_range(r, &r_lo, &r_end);
+		__u64 grown = promise_of(r_lo, r_end + n - r_lo);
+		if (r_end == lo && grown) {
+			dp->copied = grown;
+			return;
+		}
+	}
+	dp->copied = promise_of(lo, n);
+}
+
+/* How many of the first units of a stream send at `pos` receives have copied
+ * already: its receiver took them before this hook ran, and no send held
+ * them then. Only where positions are exact: elsewhere the connection view
+ * does not keep receives that a send may hold. */
+static __always_inline __u64 copied_before(struct dir_pos *dp, __u64 pos, __u64 units)
+{
+	if (dp->unreliable || dp->lo != dp->hi)
+		return 0;
+	__u64 r = *(volatile __u64 *)&dp->copied;
+	if (!r)
+		return 0;
+	__u64 r_lo, r_end;
+	unpack_range(r, &r_lo, &r_end);
+	if (pos < r_lo || pos >= r_end)
+		return 0;
+	__u64 n = r_end - pos;
+	return n < units ? n : units;
+}
+
 /* The units a syscall moved: bytes, or one message. */
 static __always_inline __u64 pos_units(struct spf_event *hdr, __u64 bytes)
 {
@@ -128,6 +188,8 @@ static __always_inline void pos_send_end(struct dir_pos *dp, __u64 pos, __u64 un
 	}
 	/* After the hole: a receive that sees these units settled sees it. */
 	__sync_fetch_and_add(&dp->done, units);
+	/* Settled: receives go by `done` and the hole now. */
+	dp->promise = 0;
 }
 
 /* Bytes (or messages) that moved without a buffer the probe can read
@@ -212,6 +274,19 @@ static __always_inline void pos_recv(struct recv_place *out, struct dir_pos *dp,
 			return;
 		if (hole_lo < covered_to)
 			covered_to = hole_lo;
+	}
+	/* A send of these bytes whose capture is still being made: the receive
+	 * often runs while it does (the receiver wakes as soon as the bytes are
+	 * queued, before the sender's hook has copied them), and copied them a
+	 * second time. What it promised, right after what is covered, is
+	 * covered too. Should its capture then fail, the send's event says so
+	 * (truncated, or counted as lost). */
+	__u64 p = *(volatile __u64 *)&dp->promise;
+	if (p) {
+		__u64 p_lo, p_end;
+		unpack_range(p, &p_lo, &p_end);
+		if (p_lo <= covered_to && covered_to < p_end)
+			covered_to = p_end;
 	}
 	if (covered_to <= start)
 		return;
