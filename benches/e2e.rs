@@ -25,7 +25,9 @@
 //!
 //! * `ceiling` (only when named): the lossless-capture ceiling, a sender paced
 //!   at rising rates (64 KiB and 64-byte messages) into an ndjson file and into
-//!   the binary capture, up to the first rate that loses anything.
+//!   the binary capture (or the one SPF_E2E_SINK names), up to the first rate
+//!   that loses anything; SPF_E2E_RATES=R1,R2,... tries those MB/s of 64 KiB
+//!   messages instead.
 //!
 //! Settings: SPF_E2E_PAIRS (10), SPF_E2E_SECS (1.0), SPF_E2E_SINK: `file` (an
 //! ndjson file sink, the default), `capture` (the binary capture, a `.spfcap`
@@ -637,16 +639,29 @@ fn main() {
     );
     let _spinners = spin.then(Spinners::start);
     if wanted.iter().any(|x| x == "ceiling") {
-        for (msg, rates) in [
-            // MB/s of 64 KiB messages.
-            (
-                CHUNK,
-                vec![256, 512, 768, 1024, 1280, 1536, 2048, 2560, 3072],
-            ),
+        // SPF_E2E_RATES: MB/s of 64 KiB messages to try instead, in order
+        // (e.g. `1280,1280,1280` for one rate three times); the 64-byte
+        // messages are then left out.
+        let chosen: Option<Vec<u64>> = std::env::var("SPF_E2E_RATES")
+            .ok()
+            .map(|s| s.split(',').map(|r| r.trim().parse().unwrap()).collect());
+        let mut runs = vec![(
+            CHUNK,
+            chosen
+                .clone()
+                .unwrap_or_else(|| vec![256, 512, 768, 1024, 1280, 1536, 2048, 2560, 3072]),
+        )];
+        if chosen.is_none() {
             // Thousands of 64-byte messages per second.
-            (MSG, vec![100, 200, 300, 400, 500, 600, 800, 1000, 1200]),
-        ] {
-            for sink in ["file", "capture"] {
+            runs.push((MSG, vec![100, 200, 300, 400, 500, 600, 800, 1000, 1200]));
+        }
+        let sinks: &[&str] = match std::env::var("SPF_E2E_SINK").as_deref() {
+            Ok("capture") => &["capture"],
+            Ok("file") => &["file"],
+            _ => &["file", "capture"],
+        };
+        for (msg, rates) in runs {
+            for sink in sinks {
                 ceiling(msg, &rates, sink, &hook, secs, dir.path());
             }
         }

@@ -1619,6 +1619,45 @@ fn a_peer_gone_ends_the_connection() {
 }
 
 #[test]
+fn a_peer_gone_with_its_last_words_unread_ends_the_connection_after_them() {
+    let _g = lock();
+    let (a, b) = socketpair(libc::SOCK_STREAM);
+    let ab = conn_of(a, b);
+    let Some(cap) = start("a_peer_gone_with_its_last_words_unread", own_pid()) else {
+        return;
+    };
+    // A server answers and leaves without reading the rest of the request
+    // (a 413 to an upload).
+    c_write(a, b"PUT /big");
+    c_write(b, b"413");
+    close(b);
+    // The client's next write fails; the answer still waits to be read.
+    let e = send_to_gone_peer(a);
+    assert!(e == libc::ECONNRESET || e == libc::EPIPE, "{e}");
+    assert_eq!(c_read_exact(a, 3), b"413");
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into a buffer of the given size.
+    let n = unsafe { libc::read(a, buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n <= 0, "nothing more to read");
+    let cap = cap.finish();
+    close(a);
+    cap.assert_no_loss();
+    let closes: Vec<_> = cap.closed.iter().filter(|(k, _)| *k == ab).collect();
+    assert_eq!(closes.len(), 1, "{:?}", cap.closed);
+    let answer = cap
+        .of_conn(ab)
+        .iter()
+        .filter(|e| e.dir == Direction::Recv && e.len == 3)
+        .map(|e| e.ts_ns)
+        .max()
+        .expect("the answer's receive");
+    assert!(
+        closes[0].1 >= answer,
+        "the end comes after the answer is read"
+    );
+}
+
+#[test]
 fn an_empty_seqpacket_message_is_no_end() {
     let _g = lock();
     let (a, b) = socketpair(libc::SOCK_SEQPACKET);

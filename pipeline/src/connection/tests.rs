@@ -210,6 +210,43 @@ fn a_send_cut_by_snaplen_is_completed_by_the_receive() {
 }
 
 #[test]
+fn a_send_whose_start_its_receives_copied_first_is_joined_once() {
+    let data: Vec<u8> = (0..100u8).collect();
+    // The receives ran before the send's hook: they copied its first 60
+    // bytes, and the send holds the rest (skip 60).
+    let recv_first = vec![
+        ev(1, SERVER_SOCK, Direction::Recv, Some(0), 30, 0, &data[..30]),
+        ev(
+            2,
+            SERVER_SOCK,
+            Direction::Recv,
+            Some(30),
+            30,
+            0,
+            &data[30..60],
+        ),
+        ev(
+            3,
+            CLIENT_SOCK,
+            Direction::Send,
+            Some(0),
+            100,
+            60,
+            &data[60..],
+        ),
+        ev(4, SERVER_SOCK, Direction::Recv, Some(60), 40, 40, b""),
+    ];
+    let out = run(recv_first.clone());
+    assert_eq!(lane_bytes(&events(&out), 0), (data.clone(), vec![]));
+    // Handed over in another order (the send's record reserved first):
+    // the same stream.
+    let mut send_first = recv_first;
+    send_first.swap(0, 2);
+    let out = run(send_first);
+    assert_eq!(lane_bytes(&events(&out), 0), (data, vec![]));
+}
+
+#[test]
 fn units_no_event_holds_become_a_gap() {
     let out = run(vec![
         ev(1, CLIENT_SOCK, Direction::Send, Some(0), 3, 0, b"abc"),

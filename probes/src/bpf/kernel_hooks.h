@@ -217,7 +217,7 @@ static __always_inline int kernel_msg(struct socket *sock, struct msghdr *msg, _
 	if (skip_type && KREAD(struct sock, sk, sk_type) == skip_type)
 		return 0;
 	if (ret <= 0)
-		return handle_eof(task, sk, ret < 0);
+		return handle_eof(task, sk);
 	__u32 zero = 0;
 	struct call *st = bpf_map_lookup_elem(&spf_call, &zero);
 	if (!st)
@@ -315,7 +315,7 @@ int BPF_PROG(spf_k_splice_read, struct socket *sock, long long *ppos, struct pip
 	if (!sk)
 		return 0;
 	if (ret <= 0)
-		return handle_eof(task, sk, ret < 0);
+		return handle_eof(task, sk);
 	__u32 zero = 0;
 	struct call *st = bpf_map_lookup_elem(&spf_call, &zero);
 	if (!st)

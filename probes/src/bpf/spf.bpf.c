@@ -136,16 +136,20 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 	}
 	struct sock *peer = KREAD(struct unix_sock, sk, peer);
 	__u64 units = pos_units(hdr, hdr->len);
-	pos_send_begin(hdr, dp, peer, units);
+	bool checked = pos_send_begin(hdr, dp, peer, units);
 	__u64 pos = hdr->pos;
 	/* The units settled: held by this capture, or by receives before it. */
 	__u64 captured = 0;
 	if (match_filters(hdr)) {
-		if (hdr->sock_type == SOCK_STREAM) {
+		/* Bytes it can read (not pages past what it can map, not
+		 * bytes that moved where it cannot see them). */
+		__u32 src = mode & 0xff;
+		if (hdr->sock_type == SOCK_STREAM && src != SRC_NONE && src != SRC_BVEC &&
+		    src != SRC_PIPE) {
 			/* Receives that ran before this hook copied its first
 			 * bytes; what is left, this capture will hold, for
 			 * receives that run meanwhile (see pos_recv). */
-			__u64 skip = copied_before(dp, pos, units);
+			__u64 skip = checked ? copied_before(dp, pos, units) : 0;
 			__u64 rest = units - skip;
 			hdr->skip = skip;
 			dp->promise = promise_of(pos + skip, rest < spf_cfg.snaplen ? rest : spf_cfg.snaplen);
@@ -352,12 +356,13 @@ static long mmsg_step(__u32 i, void *arg)
 }
 
 /* A read returned end-of-file, or a syscall failed because the peer is gone
- * (`gone`: EPIPE, ECONNRESET). When the peer has closed (its close shuts this
- * end both ways; a shutdown(SHUT_WR) only for receiving), the connection is
+ * (EPIPE, ECONNRESET). When the peer has closed (its close shuts this end
+ * both ways; a shutdown(SHUT_WR) only for receiving), the connection is
  * over: decoders can let go of its state now instead of when it goes idle.
- * Without `gone`, a peer that closed without reading what it was sent, and
- * whose peer never reads again, would leave its connection open for ever. */
-static __noinline int handle_eof(struct task_struct *task, struct sock *sk, bool gone)
+ * Without the failures, a peer that closed without reading what it was
+ * sent, facing one that never reads again, would leave its connection open
+ * for ever. */
+static __noinline int handle_eof(struct task_struct *task, struct sock *sk)
 {
 	if (!task || !sk)
 		return 0;
@@ -367,8 +372,10 @@ static __noinline int handle_eof(struct task_struct *task, struct sock *sk, bool
 	if ((KREAD(struct sock, sk, sk_shutdown) & SHUTDOWN_MASK) != SHUTDOWN_MASK)
 		return 0;
 	/* Nothing read although data waits: a read of zero bytes, or a
-	 * seqpacket message of none. */
-	if (!gone && KREAD(struct sock, sk, sk_receive_queue.qlen))
+	 * seqpacket message of none; or a send failing while the peer's last
+	 * words still wait to be read (a seqpacket receive fails so too):
+	 * the connection ends once they are read. */
+	if (KREAD(struct sock, sk, sk_receive_queue.qlen))
 		return 0;
 	struct spf_event *hdr = start_header(task, SPF_REC_CLOSED, DIR_RECV);
 	if (!hdr)
@@ -640,7 +647,7 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 			return 0;
 	}
 	if (eof)
-		return handle_eof(task, sk, gone);
+		return handle_eof(task, sk);
 
 	__u32 zero = 0;
 	struct call *c = bpf_map_lookup_elem(&spf_call, &zero);

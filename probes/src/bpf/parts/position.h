@@ -150,8 +150,11 @@ static __always_inline __u64 pos_units(struct spf_event *hdr, __u64 bytes)
 }
 
 /* Counts a send of `units` into `receiver`'s queue and gives the event its
- * position. Call before the event is filtered or emitted, then pos_send_end. */
-static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos *dp,
+ * position. Call before the event is filtered or emitted, then pos_send_end.
+ * Returns whether the queue could be counted: only then has this send
+ * checked that its position is right (another thread's bytes queued ahead
+ * of its own cross the bounds). */
+static __always_inline bool pos_send_begin(struct spf_event *hdr, struct dir_pos *dp,
 					   struct sock *receiver, __u64 units)
 {
 	__u64 before = POS_BASE + __sync_fetch_and_add(&dp->sent, units);
@@ -160,7 +163,8 @@ static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos
 	 * bound smaller, never wrong. */
 	__u64 r = POS_BASE + *(volatile __u64 *)&dp->recvd;
 	__u64 queued = 0;
-	if (queued_units(receiver, hdr->sock_type == SOCK_SEQPACKET, &queued)) {
+	bool walked = queued_units(receiver, hdr->sock_type == SOCK_SEQPACKET, &queued);
+	if (walked) {
 		__s64 est = (__s64)(r + queued) - (__s64)after;
 		if (est > dp->lo)
 			dp->lo = est;
@@ -169,6 +173,7 @@ static __always_inline void pos_send_begin(struct spf_event *hdr, struct dir_pos
 	}
 	hdr->pos = before;
 	hdr->flags |= SPF_F_POS;
+	return walked;
 }
 
 /* The send's capture is settled: its first `captured` units reached the ring
@@ -283,9 +288,12 @@ static __always_inline void pos_recv(struct recv_place *out, struct dir_pos *dp,
 	 * (truncated, or counted as lost). */
 	__u64 p = *(volatile __u64 *)&dp->promise;
 	if (p) {
+		/* The first byte the receive would copy: every hole still
+		 * pending lies below the send under way. */
+		__u64 from = covered_to > start ? covered_to : start;
 		__u64 p_lo, p_end;
 		unpack_range(p, &p_lo, &p_end);
-		if (p_lo <= covered_to && covered_to < p_end)
+		if (p_lo <= from && from < p_end)
 			covered_to = p_end;
 	}
 	if (covered_to <= start)
