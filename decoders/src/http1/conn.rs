@@ -105,6 +105,8 @@ pub struct Switch {
     pub protocol: String,
     pub to: Target,
     pub pieces: Vec<(Arc<Event>, Bytes)>,
+    /// For h2c: the request the switch answered, HTTP/2's stream 1.
+    pub request: Option<crate::http2::Upgraded>,
 }
 
 /// The process that sent an event's bytes.
@@ -823,14 +825,30 @@ impl Conn {
             m.answered = true;
         }
         if let Some(protocol) = switch_to {
-            if let Some(a) = answer {
-                complete(*a, ev, None, cx);
-            }
             let to = if protocol.eq_ignore_ascii_case("h2c") {
                 Target::Http2
             } else {
                 Target::Raw
             };
+            let request = match (&answer, &self.halves[1 - side].last) {
+                (Some(a), Some(req_ev)) if matches!(to, Target::Http2) => {
+                    let r = &a.request;
+                    Some(crate::http2::Upgraded {
+                        event: Arc::clone(req_ev),
+                        method: r.method.clone(),
+                        path: r.target.clone(),
+                        authority: r.authority.clone(),
+                        request_bytes: r.request_bytes,
+                        started_ns: r.started_ns,
+                        started_time_ns: r.started_time_ns,
+                        client: r.client.clone(),
+                    })
+                }
+                _ => None,
+            };
+            if let Some(a) = answer {
+                complete(*a, ev, None, cx);
+            }
             let mut pieces = Vec::new();
             let other = &mut self.halves[1 - side];
             if !other.buf.is_empty()
@@ -846,6 +864,7 @@ impl Conn {
                     protocol,
                     to,
                     pieces,
+                    request,
                 }),
                 false,
             );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
-use spf_pipeline::config::{BuildContext, DecoderConfig};
+use spf_pipeline::config::BuildContext;
 use spf_pipeline::{Budget, Decoder, Event, Out, Record};
 
 use super::Http1Config;
@@ -42,7 +42,7 @@ pub struct Http1 {
     conns: FxHashMap<u64, Vec<Entry>>,
     count: usize,
     /// Decodes connections upgraded to h2c; built when the first one is.
-    h2: Option<Box<dyn Decoder>>,
+    h2: Option<crate::http2::Http2>,
     h2_cfg: Http2Config,
     ctx: BuildContext,
     h2_conns: FxHashSet<u64>,
@@ -85,15 +85,11 @@ impl Http1 {
         self.count
     }
 
-    fn h2(&mut self) -> &mut dyn Decoder {
+    fn h2(&mut self) -> &mut crate::http2::Http2 {
         let cfg = &self.h2_cfg;
         let ctx = &self.ctx;
         self.h2
-            .get_or_insert_with(|| {
-                cfg.build(ctx)
-                    .unwrap_or_else(|_| Box::new(crate::raw::Raw::default()))
-            })
-            .as_mut()
+            .get_or_insert_with(|| crate::http2::Http2::with_context(cfg.clone(), ctx))
     }
 
     /// Past `limits.connections`, the longest idle quarter is dropped, as if
@@ -160,6 +156,11 @@ impl Http1 {
         }
         if mode == Mode::Http2 {
             self.h2_conns.insert(conn);
+            // The request that asked for the upgrade is HTTP/2's stream 1:
+            // its response comes there.
+            if let Some(request) = sw.request {
+                self.h2().upgraded(request);
+            }
         }
         for (pev, data) in sw.pieces {
             let e = piece_event(&pev, data);

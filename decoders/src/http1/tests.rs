@@ -529,7 +529,12 @@ fn h2c_upgrade_hands_the_connection_to_http2_from_the_right_byte() {
     let mut server =
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
     server.extend_from_slice(&settings);
-    c.send(SERVER, &server).send(SERVER, &settings_ack);
+    // The response to the upgraded request, on stream 1: `:status: 200`
+    // (HPACK static index 8), END_STREAM and END_HEADERS.
+    let response = [0u8, 0, 1, 1, 5, 0, 0, 0, 1, 0x88];
+    c.send(SERVER, &server)
+        .send(SERVER, &settings_ack)
+        .send(SERVER, &response);
     let v = view(&run(&c.events));
     assert_clean(&v);
     let x = exchanges(&v);
@@ -537,6 +542,30 @@ fn h2c_upgrade_hands_the_connection_to_http2_from_the_right_byte() {
         (x[0]["status"].as_u64(), x[0]["path"].as_str()),
         (Some(101), Some("/up"))
     );
+    // The request's answer, in HTTP/2: one exchange more, the request's.
+    assert_eq!(x.len(), 2, "{x:#?}");
+    let h2x: Vec<&Value> = v
+        .iter()
+        .filter(|r| r.get("exchange").is_some() && r["decoder"] == "http2")
+        .map(|r| &r["exchange"])
+        .collect();
+    assert_eq!(h2x.len(), 1, "{x:#?}");
+    assert_eq!(
+        (
+            h2x[0]["method"].as_str(),
+            h2x[0]["path"].as_str(),
+            h2x[0]["status"].as_u64(),
+            h2x[0]["request_bytes"].as_u64()
+        ),
+        (
+            Some("GET"),
+            Some("/up"),
+            Some(200),
+            x[0]["request_bytes"].as_u64()
+        ),
+        "{h2x:#?}"
+    );
+    assert!(h2x[0]["error"].is_null(), "{h2x:#?}");
     let sw = of_type(&v, "switch");
     assert_eq!(
         sw[0]["http1"],
@@ -551,7 +580,7 @@ fn h2c_upgrade_hands_the_connection_to_http2_from_the_right_byte() {
     // nothing before or in between is taken for HTTP/2.
     assert_eq!(
         types,
-        ["PREFACE", "SETTINGS", "SETTINGS", "SETTINGS"],
+        ["PREFACE", "SETTINGS", "SETTINGS", "SETTINGS", "HEADERS"],
         "{h2:#?}"
     );
     assert!(v.iter().all(|r| r.get("error").is_none()), "{v:#?}");

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use spf_pipeline::{Budget, BuildContext, Decoder, Event, Exchange, Limits, Out, Record};
+use spf_pipeline::{Budget, BuildContext, Decoder, Endpoint, Event, Exchange, Limits, Out, Record};
 
 use super::Http2Config;
 use super::conn::View;
 use super::hpack::HeaderList;
 use super::protobuf;
 use super::record::FrameRecord;
-use super::streams::Protocols;
+use super::streams::{Pending, Protocols, sender_receiver};
 use crate::evict;
 
 /// The `http2` decoder.
@@ -104,6 +104,19 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// The HTTP/1 request an h2c upgrade answered (see [`Http2::upgraded`]).
+pub struct Upgraded {
+    /// An event of the request's side of the connection.
+    pub event: Arc<Event>,
+    pub method: String,
+    pub path: String,
+    pub authority: Option<String>,
+    pub request_bytes: u64,
+    pub started_ns: u64,
+    pub started_time_ns: u64,
+    pub client: Endpoint,
+}
+
 impl Http2 {
     /// A decoder with the default limits and a budget of its own.
     pub fn new(cfg: Http2Config) -> Self {
@@ -129,6 +142,60 @@ impl Http2 {
             conns: FxHashMap::default(),
             views: 0,
         }
+    }
+
+    /// A connection upgraded to h2c: the HTTP/1 request that asked for it
+    /// becomes stream 1, half closed by the client (RFC 7540 §3.2), whose
+    /// response comes in HTTP/2 and completes the exchange.
+    pub fn upgraded(&mut self, u: Upgraded) {
+        if !self.s.cfg.exchanges {
+            return;
+        }
+        let key = u.event.stream_key();
+        let conn = self.conns.entry(key.conn).or_insert_with(|| Conn {
+            views: Vec::with_capacity(1),
+        });
+        let i = match conn.views.iter().position(|v| v.end == key.end) {
+            Some(i) => i,
+            // No room for one more state: the response is decoded without
+            // its request, as for a connection joined midway.
+            None if self.views >= self.s.limits.connections => return,
+            None => {
+                conn.views.push(View::new(key.end, &self.s));
+                self.views += 1;
+                conn.views.len() - 1
+            }
+        };
+        let view = &mut conn.views[i];
+        let held = u.method.len() + u.path.len() + u.authority.as_ref().map_or(0, String::len);
+        if view.streams.entry(1).is_err() || view.streams.charge(1, held).is_err() {
+            return;
+        }
+        let Some(st) = view.streams.get_mut(1) else {
+            return;
+        };
+        let path: Arc<str> = Arc::from(u.path);
+        st.path = Some(Arc::clone(&path));
+        st.ended |= 1 << key.side;
+        let (_, server) = sender_receiver(&u.event);
+        st.exchange = Some(Box::new(Pending {
+            req_side: key.side,
+            grpc: false,
+            method: Some(Arc::from(u.method)),
+            path: Some(path),
+            authority: u.authority.map(Arc::from),
+            status: None,
+            grpc_status: None,
+            grpc_message: None,
+            request_bytes: u.request_bytes,
+            response_bytes: 0,
+            started_ns: u.started_ns,
+            started_time_ns: u.started_time_ns,
+            last_response_ns: None,
+            client: u.client,
+            server,
+            server_seen: false,
+        }));
     }
 
     /// Connection states currently tracked.

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use spf_pipeline::Decoder;
 use spf_pipeline::config::{BuildContext, BuildError, DecoderConfig, Registry, Section};
 
-pub use decoder::Http2;
+pub use decoder::{Http2, Upgraded};
 
 pub fn register(reg: &mut Registry) {
     reg.decoder("http2", |s: &mut Section<'_>| {
