@@ -346,6 +346,12 @@ pub fn run_config(
     }
     privileges::drop_privileges(identity, &syscalls)?;
     let command = command.map(command::Held::release).transpose()?;
+    // SIGINT and SIGTERM wait, blocked, until their handler listens: one
+    // that came between the handler's installation and its listener's
+    // registration was lost (the process showed the signal caught, and
+    // went on). The runtime's threads inherit the block for good; this
+    // thread unblocks them once the handler listens, and receives them.
+    let stop_signals = StopSignals::block();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -354,6 +360,7 @@ pub fn run_config(
     let result = rt.block_on(async {
         let stop = StopFlag::default();
         spawn_signal_handler(stop.clone(), quiet)?;
+        stop_signals.unblock();
         // A live capture runs from here, and Ctrl-C is handled: say so, for
         // whoever waits to start their traffic.
         if !quiet && let Some(how) = &capturing {
@@ -406,6 +413,33 @@ const SAME_INTERRUPT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// First SIGINT/SIGTERM: stop cleanly (drain, flush). Another one, once
 /// `SAME_INTERRUPT` has passed: leave now.
+/// SIGINT and SIGTERM, blocked in the calling thread (and the threads it
+/// starts) until `unblock`.
+struct StopSignals(libc::sigset_t);
+
+impl StopSignals {
+    fn block() -> StopSignals {
+        // SAFETY: a zeroed sigset_t is filled by sigemptyset before use;
+        // pthread_sigmask changes only this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            StopSignals(set)
+        }
+    }
+
+    /// Lets them in on this thread: one that came meanwhile is delivered now.
+    fn unblock(&self) {
+        // SAFETY: as in block.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut());
+        }
+    }
+}
+
 fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
