@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use spf_pipeline::{Budget, BuildContext, Decoder, Endpoint, Event, Exchange, Limits, Out, Record};
+use spf_pipeline::{
+    Budget, BuildContext, Decoder, Endpoint, Event, Exchange, Limits, Out, Record, StreamKey,
+};
 
 use super::Http2Config;
 use super::conn::View;
@@ -144,6 +146,13 @@ impl Http2 {
         }
     }
 
+    /// Whether `key`'s end of its connection has a state.
+    fn knows(&self, key: &StreamKey) -> bool {
+        self.conns
+            .get(&key.conn)
+            .is_some_and(|c| c.views.iter().any(|v| v.end == key.end))
+    }
+
     /// A connection upgraded to h2c: the HTTP/1 request that asked for it
     /// becomes stream 1, half closed by the client (RFC 7540 §3.2), whose
     /// response comes in HTTP/2 and completes the exchange.
@@ -152,20 +161,12 @@ impl Http2 {
             return;
         }
         let key = u.event.stream_key();
-        let conn = self.conns.entry(key.conn).or_insert_with(|| Conn {
-            views: Vec::with_capacity(1),
-        });
-        let i = match conn.views.iter().position(|v| v.end == key.end) {
-            Some(i) => i,
-            // No room for one more state: the response is decoded without
-            // its request, as for a connection joined midway.
-            None if self.views >= self.s.limits.connections => return,
-            None => {
-                conn.views.push(View::new(key.end, &self.s));
-                self.views += 1;
-                conn.views.len() - 1
-            }
-        };
+        // No room for one more state: the response is decoded without its
+        // request, as for a connection joined midway.
+        if !self.knows(&key) && self.views >= self.s.limits.connections {
+            return;
+        }
+        let (conn, i) = view_of(&mut self.conns, &mut self.views, &self.s, &key);
         let view = &mut conn.views[i];
         let held = u.method.len() + u.path.len() + u.authority.as_ref().map_or(0, String::len);
         if view.streams.entry(1).is_err() || view.streams.charge(1, held).is_err() {
@@ -248,6 +249,29 @@ impl Http2 {
     }
 }
 
+/// The state of `key`'s end of its connection, made if new (the caller
+/// checked for room): its connection and its index there. Over the decoder's
+/// fields rather than the decoder, so that its settings stay at hand.
+fn view_of<'a>(
+    conns: &'a mut FxHashMap<u64, Conn>,
+    views: &mut usize,
+    s: &Settings,
+    key: &StreamKey,
+) -> (&'a mut Conn, usize) {
+    let conn = conns.entry(key.conn).or_insert_with(|| Conn {
+        views: Vec::with_capacity(1),
+    });
+    let i = match conn.views.iter().position(|v| v.end == key.end) {
+        Some(i) => i,
+        None => {
+            conn.views.push(View::new(key.end, s));
+            *views += 1;
+            conn.views.len() - 1
+        }
+    };
+    (conn, i)
+}
+
 impl Decoder for Http2 {
     fn name(&self) -> &str {
         &self.name
@@ -255,24 +279,10 @@ impl Decoder for Http2 {
 
     fn decode(&mut self, event: &Arc<Event>, out: &mut Out<'_>) {
         let key = event.stream_key();
-        let known = self
-            .conns
-            .get(&key.conn)
-            .is_some_and(|c| c.views.iter().any(|v| v.end == key.end));
-        if !known && self.views >= self.s.limits.connections {
+        if !self.knows(&key) && self.views >= self.s.limits.connections {
             self.evict_idle(out);
         }
-        let conn = self.conns.entry(key.conn).or_insert_with(|| Conn {
-            views: Vec::with_capacity(1),
-        });
-        let i = match conn.views.iter().position(|v| v.end == key.end) {
-            Some(i) => i,
-            None => {
-                conn.views.push(View::new(key.end, &self.s));
-                self.views += 1;
-                conn.views.len() - 1
-            }
-        };
+        let (conn, i) = view_of(&mut self.conns, &mut self.views, &self.s, &key);
         let (before, rest) = conn.views.split_at_mut(i);
         let (view, after) = rest.split_first_mut().expect("index found above");
         view.last_seq = event.seq;
