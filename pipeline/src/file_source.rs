@@ -197,6 +197,8 @@ fn read_ndjson<R: Read>(
                     if !out
                         .blocking_send(std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH)))
                     {
+                        // All it read went into `partial`: nothing is left
+                        // buffered.
                         return Ok(st.summary);
                     }
                 }
@@ -234,6 +236,7 @@ fn read_ndjson<R: Read>(
         {
             st.bytes = 0;
             if !out.blocking_send(std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH))) {
+                hand_on_buffered(reader.buffer(), &mut st, path, out);
                 return Ok(st.summary);
             }
         }
@@ -423,6 +426,19 @@ impl LineState {
     }
 }
 
+/// Shutdown began (or the pipeline left) with lines already read from the
+/// input and not parsed: they were received, so they are handed on too, while
+/// the pipeline still takes input; nothing more is read. A last line without
+/// its newline is not whole and stays out.
+fn hand_on_buffered(buffered: &[u8], st: &mut LineState, path: &std::path::Path, out: &Emitter) {
+    for line in buffered.split_inclusive(|&b| b == b'\n') {
+        if let Some(line) = line.strip_suffix(b"\n") {
+            st.line(line, path);
+        }
+    }
+    out.blocking_send(std::mem::take(&mut st.batch));
+}
+
 fn read_bytes(
     mut file: File,
     cfg: &FileSourceConfig,
@@ -487,4 +503,29 @@ fn read_bytes(
     }
     out.blocking_send(batch);
     Ok(SourceSummary::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_read_before_a_stop_are_handed_on() {
+        // More lines than one batch, all in one read: the batch that fills
+        // goes out as shutdown begins, and the lines read with it follow.
+        let n = BATCH + 10;
+        let text: String = (0..n)
+            .map(|i| format!("{{\"ts_ns\":{i},\"decoder\":\"raw\",\"data_b64\":\"aGk=\"}}\n"))
+            .collect();
+        let reader = BufReader::with_capacity(text.len(), text.as_bytes());
+        let (out, mut rx, stop) = Emitter::channel(4);
+        stop.set();
+        let summary = read_ndjson(reader, std::path::Path::new("t.ndjson"), &out).unwrap();
+        assert_eq!(summary.skipped, 0);
+        let mut got = 0;
+        while let Ok(batch) = rx.try_recv() {
+            got += batch.len();
+        }
+        assert_eq!(got, n);
+    }
 }

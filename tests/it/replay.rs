@@ -2,6 +2,7 @@
 //! input (no root needed).
 
 use std::io::Write as _;
+use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -285,12 +286,68 @@ fn spf_on_fifo(
             out.display()
         ),
     );
-    let child = spf()
+    let mut child = spf()
         .args(["run", "-q", "-c", cfg.to_str().unwrap()])
         .spawn()
         .unwrap();
-    let w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Opened without blocking, and again until spf has it open for reading: a
+    // blocking open would wait for ever should spf exit first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let w = loop {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(w) => break w,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("spf exited with {status} before opening its input");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spf did not open its input within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Writes block again: the test writes more than the FIFO holds.
+    // SAFETY: an open fd; F_SETFL with flags taken from it.
+    unsafe {
+        let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+        assert_eq!(
+            libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK),
+            0
+        );
+    }
     (child, w, out)
+}
+
+/// Waits until spf has read everything written to the FIFO `w` (nothing is
+/// left in it), or panics should it exit first.
+fn wait_until_read(child: &mut std::process::Child, w: &std::fs::File) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; the fd is open.
+        assert_eq!(
+            unsafe { libc::ioctl(w.as_raw_fd(), libc::FIONREAD, &mut left) },
+            0
+        );
+        if left == 0 {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("spf exited with {status} with {left} bytes unread");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spf left {left} bytes unread for 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -310,9 +367,9 @@ fn sigint_drains_and_flushes_everything_received() {
         .unwrap();
     }
     w.flush().unwrap();
-    // The writer stays open: the source is blocked reading the FIFO when the signal
-    // comes. Give spf time to read what was written.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The writer stays open: the source is blocked reading the FIFO when the
+    // signal comes, with everything written read (and so received).
+    wait_until_read(&mut child, &w);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -494,7 +551,7 @@ fn sigint_keeps_complete_lines_ahead_of_a_partial_one() {
     )
     .unwrap();
     w.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until_read(&mut child, &w);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
