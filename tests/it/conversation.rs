@@ -114,6 +114,32 @@ fn read_in_chunks(s: &mut UnixStream, n: usize) -> Vec<u8> {
     got
 }
 
+/// What the reader of [`write_read_in_chunks`] answers once it has it all.
+const ACK: &[u8] = b"thanks";
+
+/// On a socketpair made while `cap` watches (so counted from its first byte):
+/// one write of `data`, which the other end reads 16 KiB at a time, as curl
+/// does, and acknowledges with [`ACK`]. Returns the capture, checked for
+/// loss, and the writer's and the reader's inodes.
+fn write_read_in_chunks(cap: crate::capture::Capture, data: &[u8]) -> (Captured, u64, u64) {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
+    let want = data.to_vec();
+    let reader = std::thread::spawn(move || {
+        let got = read_in_chunks(&mut b, want.len());
+        same_bytes(&got, &want);
+        b.write_all(ACK).unwrap();
+        b
+    });
+    a.write_all(data).unwrap();
+    let mut ack = [0u8; ACK.len()];
+    a.read_exact(&mut ack).unwrap();
+    let _b = reader.join().unwrap();
+    let c = cap.finish();
+    c.assert_no_loss();
+    (c, a_ino, b_ino)
+}
+
 /// Bytes the probe copied from receives (what the connection view had to take
 /// from the receiving end).
 fn copied_from_receives(c: &Captured, conn: u64) -> usize {
@@ -222,30 +248,15 @@ fn bytes_a_send_capture_cut_short_come_from_the_receive() {
     let Some(cap) = start("bytes_a_send_capture_cut_short", positions(cfg)) else {
         return;
     };
-    // Made while the probe watches: counted from its first byte.
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
-    let big = test_bytes(1 << 20, 9);
-    let big2 = big.clone();
-    let reader = std::thread::spawn(move || {
-        let got = read_in_chunks(&mut b, big2.len());
-        same_bytes(&got, &big2);
-        b.write_all(b"thanks").unwrap();
-        b
-    });
     // One write of 1 MiB: its capture is cut at snaplen (64 KiB); the reader
     // takes it 16 KiB at a time, as curl does.
-    a.write_all(&big).unwrap();
-    let mut ack = [0u8; 6];
-    a.read_exact(&mut ack).unwrap();
-    let _b = reader.join().unwrap();
-    let c = cap.finish();
-    c.assert_no_loss();
+    let big = test_bytes(1 << 20, 9);
+    let (c, a_ino, b_ino) = write_read_in_chunks(cap, &big);
     let conn = a_ino.min(b_ino);
 
     let evs = joined(&c, conn);
     same_bytes(&lane_bytes(&evs, a_ino), &big);
-    same_bytes(&lane_bytes(&evs, b_ino), b"thanks");
+    same_bytes(&lane_bytes(&evs, b_ino), ACK);
     // The send's capture was cut at snaplen: the rest came from the
     // receiver's reads, once.
     assert!(evs.iter().any(|e| e.via == Some(Direction::Recv)));
@@ -298,30 +309,18 @@ fn a_write_read_while_it_blocks_is_copied_once() {
     let Some(cap) = start("a_write_read_while_it_blocks", positions(own_pid())) else {
         return;
     };
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    let (a_ino, b_ino) = (ino(a.as_raw_fd()), ino(b.as_raw_fd()));
     // Four times the default snaplen in one write, far more than the socket
     // holds: the reader takes most of it before the write returns (before
     // the send's hook runs), the rest while the hook copies.
     let big = test_bytes(4 << 20, 11);
-    let big2 = big.clone();
-    let reader = std::thread::spawn(move || {
-        let got = read_in_chunks(&mut b, big2.len());
-        same_bytes(&got, &big2);
-        b.write_all(b"ok").unwrap();
-        b
-    });
-    a.write_all(&big).unwrap();
-    let mut ack = [0u8; 2];
-    a.read_exact(&mut ack).unwrap();
-    let _b = reader.join().unwrap();
-    let c = cap.finish();
-    c.assert_no_loss();
+    let (c, a_ino, b_ino) = write_read_in_chunks(cap, &big);
     let conn = a_ino.min(b_ino);
     let evs = joined(&c, conn);
     same_bytes(&lane_bytes(&evs, a_ino), &big);
-    // What reached the ring: each byte once, but for the reads under way
-    // at the moment the send's hook looked (at most two of 16 KiB).
+    // What reached the ring: each byte once, but for a read under way when
+    // the send's hook promised its capture (one of 16 KiB; the bound allows
+    // two). The send promises before it looks at what reads copied, so no
+    // delay of its CPU in between lets more reads through.
     let copied: usize = c
         .events
         .iter()

@@ -147,12 +147,29 @@ static __always_inline void send_event(struct spf_event *hdr, struct dir_pos *dp
 		if (hdr->sock_type == SOCK_STREAM && src != SRC_NONE && src != SRC_BVEC &&
 		    src != SRC_PIPE) {
 			/* Receives that ran before this hook copied its first
-			 * bytes; what is left, this capture will hold, for
-			 * receives that run meanwhile (see pos_recv). */
+			 * bytes: the capture starts after them. What it will
+			 * hold is promised for receives that run meanwhile (see
+			 * pos_recv), and what receives copied is looked at once
+			 * more after that: a receive that ran in between is
+			 * either seen there or saw the promise, so only one
+			 * already under way copies bytes this capture holds too
+			 * (one per receiving thread), however long this CPU is
+			 * held up in between. The exchange orders the promise
+			 * before the second look (x86 lets a load pass a
+			 * store). A run of copied bytes seen once stays true
+			 * should a receive start a new run, hence the larger. */
 			__u64 skip = checked ? copied_before(dp, pos, units) : 0;
 			__u64 rest = units - skip;
+			__sync_lock_test_and_set(&dp->promise,
+						 pack_range(pos + skip, rest < spf_cfg.snaplen ? rest : spf_cfg.snaplen));
+			__u64 again = checked ? copied_before(dp, pos, units) : 0;
+			if (again > skip) {
+				skip = again;
+				rest = units - skip;
+				dp->promise = pack_range(pos + skip,
+							 rest < spf_cfg.snaplen ? rest : spf_cfg.snaplen);
+			}
 			hdr->skip = skip;
-			dp->promise = promise_of(pos + skip, rest < spf_cfg.snaplen ? rest : spf_cfg.snaplen);
 			captured = skip;
 		}
 		long got = emit_data(hdr, addr, count, mode);

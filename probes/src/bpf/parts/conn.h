@@ -32,7 +32,7 @@ struct dir_pos {
 	 * begins: lo <= D <= hi. Known once they meet. */
 	__s64 lo;
 	__s64 hi;
-	/* The capture a send of a stream is making right now (see promise_of):
+	/* The capture a send of a stream is making right now (see pack_range):
 	 * a receive that takes its bytes before it is settled need not copy
 	 * them. 0: none. */
 	__u64 promise;

@@ -32,20 +32,17 @@
 /* A stream receive queue is walked only this far when counting its bytes. */
 #define QUEUE_WALK_MAX 16
 
-/* The units waiting in `sk`'s receive queue: messages for seqpacket (the
- * queue's length), bytes for a stream (the unread part of each skb). False
- * when they cannot be counted: a queue longer than QUEUE_WALK_MAX, or one that
- * changed while it was walked. The walk takes no lock; a reader taking bytes
- * meanwhile only makes the count include bytes it is taking, which the bounds
- * in this file allow for. */
-static __always_inline bool queued_units(struct sock *sk, bool seqpacket, __u64 *out)
+/* The unread bytes of a stream's receive queue, walked from its head without
+ * a lock: false when the walk does not come back to the head within
+ * QUEUE_WALK_MAX skbs (a reader unlinked the skb it was on, which ends the
+ * walk there). A reader taking bytes meanwhile only makes the count include
+ * bytes it is taking, which the bounds in this file allow for, and a sender
+ * adding an skb meanwhile makes the count of a receive's walk larger, which
+ * they allow for too. With one thread sending and one receiving, an skb a
+ * reader frees under a send's walk cannot come back as this queue's tail (no
+ * other send runs), so the walk cannot wander back to the head through it. */
+static __always_inline bool walk_queue(struct sock *sk, __u64 *out)
 {
-	__u32 qlen = KREAD(struct sock, sk, sk_receive_queue.qlen);
-	*out = qlen;
-	if (seqpacket || qlen == 0)
-		return true;
-	if (qlen > QUEUE_WALK_MAX)
-		return false;
 	struct sk_buff *head = (struct sk_buff *)&sk->sk_receive_queue;
 	struct sk_buff *skb = KREAD(struct sock, sk, sk_receive_queue.next);
 	__u64 total = 0;
@@ -60,10 +57,26 @@ static __always_inline bool queued_units(struct sock *sk, bool seqpacket, __u64 
 		total += len - consumed;
 		skb = KREAD(struct sk_buff, skb, next);
 	}
-	if (skb != head || KREAD(struct sock, sk, sk_receive_queue.qlen) != qlen)
-		return false;
 	*out = total;
-	return true;
+	return skb == head;
+}
+
+/* The units waiting in `sk`'s receive queue: messages for seqpacket (the
+ * queue's length), bytes for a stream (the unread part of each skb). False
+ * when they cannot be counted: a queue longer than QUEUE_WALK_MAX, or one
+ * whose walk a reader cut short twice. A reader under way is common (the
+ * send that woke it is being counted), and a send that cannot count the
+ * queue cannot skip what receives copied (see send_event): so a cut walk is
+ * walked again, once. */
+static __always_inline bool queued_units(struct sock *sk, bool seqpacket, __u64 *out)
+{
+	__u32 qlen = KREAD(struct sock, sk, sk_receive_queue.qlen);
+	*out = qlen;
+	if (seqpacket || qlen == 0)
+		return true;
+	if (qlen > QUEUE_WALK_MAX)
+		return false;
+	return walk_queue(sk, out) || walk_queue(sk, out);
 }
 
 /* The position state of the direction the bytes of this syscall travel, or
@@ -83,26 +96,27 @@ static __always_inline struct dir_pos *pos_dir(struct spf_event *hdr, struct soc
 	return &v->dir[(hdr->flags & SPF_F_TO_HI) ? 1 : 0];
 }
 
-/* A send's capture in flight, as one word so that a receive on another CPU
- * never reads half of one: where it begins (above POS_BASE) in the high bits,
- * how many bytes in the low PROMISE_LEN_BITS (snaplen is at most 16 MiB).
- * 0 (none) where it does not fit: bytes from before the capture, or past the
- * first 512 GiB of a connection. */
-#define PROMISE_LEN_BITS 25
-static __always_inline __u64 promise_of(__u64 pos, __u64 len)
+/* A range of a direction's bytes (a send's capture in flight, the run
+ * receives copied) as one word, so that another CPU never reads half of one:
+ * where it begins (above POS_BASE) in the high bits, how many bytes in the
+ * low RANGE_LEN_BITS (snaplen is at most 16 MiB). 0 (none) where it does not
+ * fit: bytes from before the capture, or past the first 512 GiB of a
+ * connection. */
+#define RANGE_LEN_BITS 25
+static __always_inline __u64 pack_range(__u64 pos, __u64 len)
 {
 	__u64 off = pos - POS_BASE;
-	if (pos < POS_BASE || off >= (1ULL << (64 - PROMISE_LEN_BITS)) || len == 0 ||
-	    len >= (1ULL << PROMISE_LEN_BITS))
+	if (pos < POS_BASE || off >= (1ULL << (64 - RANGE_LEN_BITS)) || len == 0 ||
+	    len >= (1ULL << RANGE_LEN_BITS))
 		return 0;
-	return off << PROMISE_LEN_BITS | len;
+	return off << RANGE_LEN_BITS | len;
 }
 
-/* The range a promise_of word packs, as [*lo, *end). */
+/* The range a pack_range word packs, as [*lo, *end). */
 static __always_inline void unpack_range(__u64 p, __u64 *lo, __u64 *end)
 {
-	*lo = POS_BASE + (p >> PROMISE_LEN_BITS);
-	*end = *lo + (p & ((1ULL << PROMISE_LEN_BITS) - 1));
+	*lo = POS_BASE + (p >> RANGE_LEN_BITS);
+	*end = *lo + (p & ((1ULL << RANGE_LEN_BITS) - 1));
 }
 
 /* A receive copied the `n` bytes at `lo` (the sender's counting) into the
@@ -115,13 +129,13 @@ static __always_inline void copied_run(struct dir_pos *dp, __u64 lo, __u64 n)
 	if (r) {
 		__u64 r_lo, r_end;
 		unpack_range(r, &r_lo, &r_end);
-		__u64 grown = promise_of(r_lo, r_end + n - r_lo);
+		__u64 grown = pack_range(r_lo, r_end + n - r_lo);
 		if (r_end == lo && grown) {
 			dp->copied = grown;
 			return;
 		}
 	}
-	dp->copied = promise_of(lo, n);
+	dp->copied = pack_range(lo, n);
 }
 
 /* How many of the first units of a stream send at `pos` receives have copied
