@@ -325,6 +325,7 @@ fn read_capture<R: Read>(
         if batch.len() >= BATCH || bytes >= BATCH_BYTES || reader.buffer().is_empty() {
             bytes = 0;
             if !out.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))) {
+                hand_on_buffered_records(reader.buffer(), seq, &mut strings, &mut summary, out);
                 return Ok(summary);
             }
         }
@@ -439,6 +440,30 @@ fn hand_on_buffered(buffered: &[u8], st: &mut LineState, path: &std::path::Path,
     out.blocking_send(std::mem::take(&mut st.batch));
 }
 
+/// As [`hand_on_buffered`], for a binary capture: the whole records already
+/// read are handed on; one cut short by the end of the buffer, or that does
+/// not decode, ends it.
+fn hand_on_buffered_records(
+    buffered: &[u8],
+    mut seq: u64,
+    strings: &mut crate::capture::Strings,
+    summary: &mut SourceSummary,
+    out: &Emitter,
+) {
+    let mut batch: Batch = Vec::new();
+    for body in crate::capture::records(buffered) {
+        let Ok(item) = body.and_then(|b| crate::capture::decode(b, seq, strings)) else {
+            break;
+        };
+        seq += 1;
+        if let SourceItem::Lost(l) = &item {
+            summary.lost = summary.lost.saturating_add(l.count);
+        }
+        batch.push(item);
+    }
+    out.blocking_send(batch);
+}
+
 fn read_bytes(
     mut file: File,
     cfg: &FileSourceConfig,
@@ -527,5 +552,30 @@ mod tests {
             got += batch.len();
         }
         assert_eq!(got, n);
+    }
+
+    #[test]
+    fn records_read_before_a_stop_are_handed_on() {
+        // As above, for a binary capture: every record is in the one read.
+        let n = BATCH + 10;
+        let mut bytes = Vec::new();
+        for i in 0..n as u64 {
+            let lost = crate::event::Lost {
+                ts_ns: i,
+                time_ns: i,
+                count: 1,
+            };
+            crate::capture::encode(&SourceItem::Lost(lost), &mut bytes);
+        }
+        let reader = BufReader::with_capacity(bytes.len(), bytes.as_slice());
+        let (out, mut rx, stop) = Emitter::channel(4);
+        stop.set();
+        let summary = read_capture(reader, std::path::Path::new("t.spfcap"), &out).unwrap();
+        let mut got = 0;
+        while let Ok(batch) = rx.try_recv() {
+            got += batch.len();
+        }
+        assert_eq!(got, n);
+        assert_eq!(summary.lost, n as u64);
     }
 }
