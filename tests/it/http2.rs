@@ -1531,7 +1531,7 @@ fn live_connection_view_through_spf_run() {
     // Stop spf as Ctrl-C would.
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    let status = crate::util::wait_stopped(&mut child);
     assert!(
         status.success(),
         "{}",

@@ -282,7 +282,7 @@ fn interrupt_pid(
 ) -> (std::process::ExitStatus, Vec<String>) {
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let st = child.wait().unwrap();
+    let st = crate::util::wait_stopped(child);
     let rest: Vec<String> = rx.iter().collect();
     reader.join().unwrap();
     (st, rest)

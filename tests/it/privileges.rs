@@ -252,7 +252,7 @@ fn a_live_capture_runs_as_nobody_without_capabilities() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    let status = crate::util::wait_stopped(&mut child);
     let mut err = String::new();
     child
         .stderr

@@ -554,7 +554,7 @@ fn sigint_keeps_complete_lines_ahead_of_a_partial_one() {
     wait_until_read(&mut child, &w);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    let status = wait_stopped(&mut child);
     drop(w);
     assert!(status.success(), "{status:?}");
     let lines = read_ndjson(&out);

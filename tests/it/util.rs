@@ -1,7 +1,8 @@
 //! Small helpers shared by the integration tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 /// The spf binary under test.
 pub fn spf() -> Command {
@@ -11,6 +12,23 @@ pub fn spf() -> Command {
 /// Runs spf with `args` and returns its output.
 pub fn spf_output(args: &[&str]) -> Output {
     spf().args(args).output().expect("spawning spf")
+}
+
+/// Waits for `child` to exit after it was told to stop (SIGINT): a test
+/// fails, rather than hangs, should it never do so. Killed after 60 s.
+pub fn wait_stopped(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("spf did not exit within 60 s of being told to stop");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Writes `text` to `dir/name` and returns the path.
