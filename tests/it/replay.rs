@@ -292,27 +292,18 @@ fn spf_on_fifo(
         .unwrap();
     // Opened without blocking, and again until spf has it open for reading: a
     // blocking open would wait for ever should spf exit first.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let w = loop {
+    let w = wait_for(&mut child, "spf to open its input", || {
         use std::os::unix::fs::OpenOptionsExt as _;
         match std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
         {
-            Ok(w) => break w,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Ok(w) => Some(w),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
             Err(e) => panic!("opening the FIFO: {e}"),
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("spf exited with {status} before opening its input");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spf did not open its input within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    });
     // Writes block again: the test writes more than the FIFO holds.
     // SAFETY: an open fd; F_SETFL with flags taken from it.
     unsafe {
@@ -328,26 +319,15 @@ fn spf_on_fifo(
 /// Waits until spf has read everything written to the FIFO `w` (nothing is
 /// left in it), or panics should it exit first.
 fn wait_until_read(child: &mut std::process::Child, w: &std::fs::File) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_for(child, "spf to read the FIFO empty", || {
         let mut left: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int; the fd is open.
         assert_eq!(
             unsafe { libc::ioctl(w.as_raw_fd(), libc::FIONREAD, &mut left) },
             0
         );
-        if left == 0 {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("spf exited with {status} with {left} bytes unread");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spf left {left} bytes unread for 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        (left == 0).then_some(())
+    })
 }
 
 #[test]

@@ -31,6 +31,23 @@ pub fn wait_stopped(child: &mut Child) -> ExitStatus {
     }
 }
 
+/// Polls `ready` every 10 ms until it gives a value, which it returns: a
+/// test fails, rather than hangs, should `child` exit first (`what` says what
+/// was awaited) or 60 s pass.
+pub fn wait_for<T>(child: &mut Child, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("spf exited with {status} while waiting for {what}");
+        }
+        assert!(Instant::now() < deadline, "no {what} within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     let p = dir.join(name);
