@@ -427,11 +427,15 @@ impl LineState {
     }
 }
 
-/// Shutdown began (or the pipeline left) with lines already read from the
-/// input and not parsed: they were received, so they are handed on too, while
-/// the pipeline still takes input; nothing more is read. A last line without
-/// its newline is not whole and stays out.
+/// Shutdown began with lines already read from the input and not parsed: they
+/// were received, so they are handed on too, while the pipeline still takes
+/// input; nothing more is read. A last line without its newline is not whole
+/// and stays out. When the pipeline has left, they are not even parsed (a
+/// malformed one would be reported as skipped for nothing).
 fn hand_on_buffered(buffered: &[u8], st: &mut LineState, path: &std::path::Path, out: &Emitter) {
+    if out.closed() {
+        return;
+    }
     for line in buffered.split_inclusive(|&b| b == b'\n') {
         if let Some(line) = line.strip_suffix(b"\n") {
             st.line(line, path);
@@ -450,6 +454,9 @@ fn hand_on_buffered_records(
     summary: &mut SourceSummary,
     out: &Emitter,
 ) {
+    if out.closed() {
+        return;
+    }
     let mut batch: Batch = Vec::new();
     for body in crate::capture::records(buffered) {
         let Ok(item) = body.and_then(|b| crate::capture::decode(b, seq, strings)) else {
@@ -577,5 +584,20 @@ mod tests {
         }
         assert_eq!(got, n);
         assert_eq!(summary.lost, n as u64);
+    }
+
+    #[test]
+    fn lines_are_not_parsed_once_the_pipeline_left() {
+        // The pipeline is gone (its receiver dropped): the malformed lines
+        // read with the first batch are not parsed, so not reported skipped.
+        let mut text: String = (0..BATCH)
+            .map(|i| format!("{{\"ts_ns\":{i},\"decoder\":\"raw\",\"data_b64\":\"aGk=\"}}\n"))
+            .collect();
+        text.push_str(&"not json\n".repeat(10));
+        let reader = BufReader::with_capacity(text.len(), text.as_bytes());
+        let (out, rx, _stop) = Emitter::channel(4);
+        drop(rx);
+        let summary = read_ndjson(reader, std::path::Path::new("t.ndjson"), &out).unwrap();
+        assert_eq!(summary.skipped, 0);
     }
 }

@@ -97,6 +97,12 @@ impl Emitter {
         self.tx.blocking_send(batch).is_ok() && !self.stopping()
     }
 
+    /// True once the pipeline has left (its output closed, `--count`
+    /// reached): nothing sent now is looked at.
+    pub fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// True once shutdown began: a source should stop reading and return.
     pub fn stopping(&self) -> bool {
         self.stop.is_set()
