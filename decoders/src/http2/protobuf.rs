@@ -74,8 +74,60 @@ pub fn check(buf: &[u8], lim: &Limits) -> Check {
     match parse_fields(buf, &mut p, 0, None, lim, &mut count, None) {
         Ok(()) if p == buf.len() => Check::Message,
         Ok(()) | Err(Stop::NotMessage) => Check::NotMessage,
-        Err(Stop::TooMany) => Check::TooManyFields,
+        // The limit stopped the parse before it could tell: the limit is
+        // reported only for what reads as a message, not for other bytes
+        // (a gRPC service may use another codec) that went on parsing long
+        // enough by chance.
+        Err(Stop::TooMany) if fields_end_to_end(buf, lim.depth) => Check::TooManyFields,
+        Err(Stop::TooMany) => Check::NotMessage,
     }
+}
+
+/// Whether `buf` is a sequence of well-formed fields from its first byte to
+/// its last, groups closed, nesting at most `depth` groups deep. Only the
+/// top level is read (a length-delimited field is passed over whole), so the
+/// work is one step per field whatever the field limit, and nothing is
+/// allocated.
+fn fields_end_to_end(buf: &[u8], depth: usize) -> bool {
+    // The open groups' numbers, innermost last; the limit bounds the work,
+    // the array bounds the memory.
+    let mut open = [0u32; 64];
+    let max = depth.min(open.len());
+    let mut n = 0;
+    let mut p = 0;
+    while p < buf.len() {
+        let Some(tag) = varint(buf, &mut p) else {
+            return false;
+        };
+        let number = tag >> 3;
+        if number == 0 || number > 0x1fff_ffff {
+            return false;
+        }
+        let skip = match tag & 7 {
+            0 => varint(buf, &mut p).map(|_| 0),
+            1 => Some(8),
+            2 => varint(buf, &mut p).and_then(|l| usize::try_from(l).ok()),
+            5 => Some(4),
+            3 => {
+                if n == max {
+                    return false;
+                }
+                open[n] = number as u32;
+                n += 1;
+                Some(0)
+            }
+            4 if n > 0 && open[n - 1] == number as u32 => {
+                n -= 1;
+                Some(0)
+            }
+            _ => None,
+        };
+        match skip.and_then(|k| p.checked_add(k)) {
+            Some(end) if end <= buf.len() => p = end,
+            _ => return false,
+        }
+    }
+    n == 0
 }
 
 fn varint(buf: &[u8], p: &mut usize) -> Option<u64> {
@@ -372,6 +424,22 @@ mod tests {
         };
         assert_eq!(check(&flat, &lim), Check::TooManyFields);
         assert!(parse(&flat, &lim).is_none());
+        // Bytes that read as fields for longer than the limit, then not:
+        // not a message, and no limit to report.
+        for tail in [
+            &[0x00][..],
+            &[0x0a, 0x05, 0x01],
+            &[0x0b, 0x08, 0x01],
+            &[0x0c],
+        ] {
+            let cut = [flat.as_slice(), tail].concat();
+            assert_eq!(check(&cut, &lim), Check::NotMessage, "{tail:?}");
+        }
+        // Groups, closed, are fields too; nested past the depth they are not.
+        let grouped = [&[0x0b][..], flat.as_slice(), &[0x0c]].concat();
+        assert_eq!(check(&grouped, &lim), Check::TooManyFields);
+        let deep = [vec![0x0b; 40], flat.clone(), vec![0x0c; 40]].concat();
+        assert_eq!(check(&deep, &lim), Check::NotMessage);
         assert_eq!(check(&flat, &Limits::default()), Check::Message);
         // Nested 3 deep: field 1 { field 1 { field 1: 1 } }.
         let nested = [0x0a, 0x04, 0x0a, 0x02, 0x08, 0x01];
