@@ -326,6 +326,10 @@ pub fn run_config(
     identity: &privileges::Identity,
     command: Option<command::Held>,
 ) -> Result<ExitCode> {
+    // SIGUSR1 asks for the summary so far, with or without a summary sink;
+    // left to its default it would end spf unflushed. Installed before the
+    // seccomp filter, which allows no new handler.
+    spf_pipeline::signal::install().map_err(|e| anyhow::anyhow!(e))?;
     // On failure from here on, a held command is dropped: it ends before it
     // ever ran.
     let pipeline = match Pipeline::build(cfg) {

@@ -8,6 +8,7 @@ pub mod limits;
 pub mod record;
 pub mod reorder;
 pub mod runner;
+pub mod signal;
 pub mod stage;
 pub mod writer;
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -583,6 +583,7 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
     let mut last_flush = Instant::now();
     let mut released = Vec::new();
     let mut source_result = None;
+    let mut usr1 = crate::signal::received();
 
     loop {
         tokio::select! {
@@ -629,6 +630,17 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
                 }
                 if core.done() {
                     break;
+                }
+                // Asked for, so shown even with -q; over the status line.
+                let signals = crate::signal::received();
+                if signals != usr1 {
+                    usr1 = signals;
+                    status.clear();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "spf (on SIGUSR1): {}",
+                        core.writer.summary
+                    );
                 }
                 status.update(&core.writer.summary, core.conns.len());
             }
@@ -754,6 +766,7 @@ impl Status {
     fn clear(&mut self) {
         if self.shown {
             eprint!("\r\x1b[K");
+            self.shown = false;
         }
     }
 }

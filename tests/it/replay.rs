@@ -1,7 +1,7 @@
 //! Integration tests: the pipeline core, driven through the `spf` binary on replayed
 //! input (no root needed).
 
-use std::io::Write as _;
+use std::io::{BufRead as _, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
@@ -288,6 +288,7 @@ fn spf_on_fifo(
     );
     let mut child = spf()
         .args(["run", "-q", "-c", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Opened without blocking, and again until spf has it open for reading: a
@@ -370,6 +371,53 @@ fn sigint_drains_and_flushes_everything_received() {
         .map(|l| u32::from_be_bytes(b64(l["data_b64"].as_str().unwrap()).try_into().unwrap()))
         .collect();
     assert_eq!(firsts, (0..n as u32).collect::<Vec<_>>());
+}
+
+/// SIGUSR1 without a summary sink: spf says how far it got and goes on (its
+/// default action would end spf with nothing flushed), even under -q.
+#[test]
+fn sigusr1_shows_the_summary_so_far_and_spf_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 60_000);
+    let line = |i: u32| {
+        format!(
+            r#"{{"ts_ns":{i},"pid":1,"tid":1,"comm":"w","path":"/p","sock":"stream","dir":"send","conn":1,"len":1,"captured":1,"decoder":"raw","data_b64":"QQ=="}}"#
+        )
+    };
+    for i in 0..3 {
+        writeln!(w, "{}", line(i)).unwrap();
+    }
+    w.flush().unwrap();
+    wait_until_read(&mut child, &w);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
+    let said = wait_for(&mut child, "spf's line on SIGUSR1", || rx.try_recv().ok());
+    // How many events it counts depends on what the reorder window let
+    // through by then.
+    assert!(
+        said.starts_with("spf (on SIGUSR1): ") && said.contains("; dropped 0;"),
+        "{said}"
+    );
+    // Still running and still reading.
+    writeln!(w, "{}", line(3)).unwrap();
+    w.flush().unwrap();
+    wait_until_read(&mut child, &w);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = wait_stopped(&mut child);
+    drop(w);
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(read_ndjson(&out).len(), 4, "every event written");
 }
 
 #[test]

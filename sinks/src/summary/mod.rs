@@ -8,7 +8,7 @@
 //! histogram, whatever the traffic.
 
 mod histogram;
-mod signal;
+use spf_pipeline::signal;
 mod table;
 
 use std::fs::File;

@@ -1,8 +1,10 @@
-//! SIGUSR1: "print the summary now".
+//! SIGUSR1: "say how the capture goes now".
 //!
-//! The handler only counts; summary sinks compare the count with the one
-//! they last saw whenever the runner flushes them (at least once a second),
-//! so the printing happens on the pipeline's task, not in a signal handler.
+//! The handler only counts; the runner (its one-line summary) and summary
+//! sinks (their tables) compare the count with the one they last saw on
+//! their periodic ticks, so the printing happens on the pipeline's task, not
+//! in a signal handler. spf installs it before anything runs: SIGUSR1's
+//! default action would end spf without flushing a thing.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
