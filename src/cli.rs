@@ -78,8 +78,10 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// Capture sockets with this path: exact, prefix with a trailing `*`, or an
-    /// abstract name as `@name`. Repeatable. Without --path, --pid or --comm every
-    /// Unix socket is captured.
+    /// abstract name as `@name`. Repeatable. A name through a linked directory
+    /// (`/var/run/docker.sock`) also matches the real one (`/run/docker.sock`):
+    /// sockets keep the name they were bound with. Without --path, --pid or
+    /// --comm every Unix socket is captured.
     #[arg(long, value_name = "PATH")]
     pub path: Vec<String>,
 

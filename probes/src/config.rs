@@ -98,6 +98,45 @@ impl PathFilter {
         }
         Ok(PathFilter { raw, prefix })
     }
+
+    /// The same pattern through the real directories, when one on its way
+    /// is a symbolic link (`/var/run` is `/run` on most systems), or the
+    /// socket's name is one: the kernel keeps the name bind() was given, so
+    /// a server that bound `/run/docker.sock` is not matched by
+    /// `/var/run/docker.sock` otherwise. None when nothing resolves
+    /// differently, for abstract names, and when the directory does not
+    /// exist (yet).
+    fn resolved(&self) -> Option<PathFilter> {
+        use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+        if self.raw.first() != Some(&b'/') {
+            return None;
+        }
+        let whole = std::path::Path::new(std::ffi::OsStr::from_bytes(&self.raw));
+        let real = match std::fs::canonicalize(whole) {
+            // An exact name that exists: the socket itself may be a link.
+            Ok(r) if !self.prefix => r.into_os_string().into_vec(),
+            _ => {
+                // The directory part, up to the last `/` (a prefix's rest
+                // may be part of a name).
+                let cut = self.raw.iter().rposition(|&b| b == b'/')?;
+                let (dir, rest) = self.raw.split_at(cut);
+                let dir = if dir.is_empty() { b"/".as_slice() } else { dir };
+                let mut r = std::fs::canonicalize(std::ffi::OsStr::from_bytes(dir))
+                    .ok()?
+                    .into_os_string()
+                    .into_vec();
+                if r.last() == Some(&b'/') {
+                    r.pop();
+                }
+                r.extend_from_slice(rest);
+                r
+            }
+        };
+        (real != self.raw && real.len() <= PATH_MAX).then_some(PathFilter {
+            raw: real,
+            prefix: self.prefix,
+        })
+    }
 }
 
 /// A key that takes one value as well as a list: `path = "x"` or
@@ -474,8 +513,27 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
     let mut paths = Vec::new();
     for p in &Paths::into_vec(raw.path) {
         match PathFilter::parse(p) {
+            // A directory's sockets are named with the directory's name and
+            // more: an exact match would never match one.
+            Ok(f) if !f.prefix && std::fs::metadata(p).is_ok_and(|m| m.is_dir()) => errs.push((
+                "path",
+                format!(
+                    "`{p}` is a directory: `{}/*` matches the sockets in it",
+                    p.trim_end_matches('/')
+                ),
+            )),
             Ok(f) => paths.push(f),
             Err(e) => errs.push(("path", e)),
+        }
+    }
+    // Each name also through the real directories, while the probe has room
+    // for more patterns (the limit counts those given).
+    for i in 0..paths.len() {
+        if let Some(real) = paths[i].resolved()
+            && !paths.contains(&real)
+            && paths.len() < MAX_PATHS
+        {
+            paths.push(real);
         }
     }
     let mut cgroups = Vec::new();
@@ -632,6 +690,63 @@ mod tests {
 
     fn from_toml(text: &str) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         from_raw(toml::from_str(text).expect("valid keys"))
+    }
+
+    #[test]
+    fn a_path_through_a_linked_directory_also_matches_the_real_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = real.with_file_name("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let names = |c: &UnixConfig| -> Vec<(String, bool)> {
+            c.paths
+                .iter()
+                .map(|f| (String::from_utf8(f.raw.clone()).unwrap(), f.prefix))
+                .collect()
+        };
+        let (l, r) = (link.display(), real.display());
+        let c = from_toml(&format!(
+            "path = [\"{l}/s.sock\", \"{l}/p*\", \"{l}/*\", \"{r}/x\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            names(&c),
+            [
+                (format!("{l}/s.sock"), false),
+                (format!("{l}/p"), true),
+                (format!("{l}/"), true),
+                (format!("{r}/x"), false),
+                (format!("{r}/s.sock"), false),
+                (format!("{r}/p"), true),
+                (format!("{r}/"), true),
+            ]
+        );
+        // A socket's own name may be the link.
+        let sock = real.join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::os::unix::fs::symlink(&sock, real.join("alias.sock")).unwrap();
+        let c = from_toml(&format!("path = \"{r}/alias.sock\"\n")).unwrap();
+        assert_eq!(
+            names(&c),
+            [
+                (format!("{r}/alias.sock"), false),
+                (format!("{r}/s.sock"), false)
+            ]
+        );
+        // A directory named without `*` would match no socket.
+        let e = from_toml(&format!("path = \"{l}/\"\n")).unwrap_err();
+        assert_eq!(
+            e,
+            [(
+                "path",
+                format!("`{l}/` is a directory: `{l}/*` matches the sockets in it")
+            )]
+        );
+        // Aliases do not push a full list over the limit.
+        let full: Vec<String> = (0..MAX_PATHS).map(|i| format!("\"{l}/{i}\"")).collect();
+        let c = from_toml(&format!("path = [{}]\n", full.join(","))).unwrap();
+        assert_eq!(c.paths.len(), MAX_PATHS);
     }
 
     #[test]

@@ -332,6 +332,40 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     assert_eq!(sent, msg);
 }
 
+/// A server binds through the real directory and spf is told the name
+/// through a linked one (as `/var/run/docker.sock` names a socket bound as
+/// `/run/docker.sock`): its bytes are captured.
+#[test]
+fn a_path_through_a_linked_directory_captures_the_real_socket() {
+    let _g = exclusive();
+    let name = "a_path_through_a_linked_directory_captures_the_real_socket";
+    if !bpf_ready(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(real.join("s.sock")).unwrap();
+    let out = dir.path().join("linked.ndjson");
+    let mut child = capture_raw(
+        &link.join("s.sock"),
+        std::fs::File::create(&out).unwrap().into(),
+    );
+    let (rx, reader) = wait_until_capturing(&mut child);
+    let msg = b"bound through the real directory";
+    let mut a = UnixStream::connect(real.join("s.sock")).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    a.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    b.read_exact(&mut got).unwrap();
+    drop((a, b));
+    let (st, rest) = interrupt(&mut child, rx, reader);
+    assert!(st.success(), "{st}: {rest:?}");
+    assert_eq!(sent_bytes(&read_ndjson(&out)), msg);
+}
+
 /// `timeout -s INT` signals spf and then its process group: the second
 /// signal is the same interrupt, not a second Ctrl-C, and everything is still
 /// flushed. spf is kept from finishing by its output, a pipe not yet read.
