@@ -8,6 +8,10 @@
 //! the user who invoked `sudo` (`SUDO_USER`, with that user's groups), else as
 //! spf's own user.
 //!
+//! spf's stdout carries its records (or pcapng): unless it is the terminal,
+//! where the two share the screen anyway, the command's stdout is spf's
+//! stderr, so that `spf run ... -- curl ... | jq` reads records only.
+//!
 //! The fork is done by hand: `std::process::Command::spawn` waits for the exec,
 //! which a held child has not done yet. spf is still single-threaded then (the
 //! runtime starts later), and the child makes only async-signal-safe calls.
@@ -39,6 +43,10 @@ impl Held {
         let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         let user = sudo_user();
+        let stdout_to_stderr = {
+            use std::io::IsTerminal as _;
+            !std::io::stdout().is_terminal()
+        };
         // The child may not format or allocate: its message is made here.
         let failed = format!("spf: cannot run `{}`: ", argv[0].to_string_lossy());
         let mut fds = [0 as libc::c_int; 2];
@@ -78,6 +86,9 @@ impl Held {
                         || libc::setgid(*gid) != 0
                         || libc::setuid(*uid) != 0)
                 {
+                    libc::_exit(126);
+                }
+                if stdout_to_stderr && libc::dup2(2, 1) != 1 {
                     libc::_exit(126);
                 }
                 libc::execvp(ptrs[0], ptrs.as_ptr());

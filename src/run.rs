@@ -394,15 +394,26 @@ pub fn run_config(
                 outcome.summary.skipped
             );
         }
-        match exited.map(|mut rx| rx.try_recv()) {
-            Some(Ok(status)) => {
-                let status = status.context("waiting for the command")?;
-                Ok(ExitCode::from(command::exit_code(status)))
+        let Some(mut exited) = exited else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        // The capture ended first (--count, the output closed, Ctrl-C): the
+        // command is not left behind, its status is still spf's. Ctrl-C
+        // reached it too from a terminal; a second one leaves now.
+        let status = match exited.try_recv() {
+            Ok(status) => status,
+            Err(_) => {
+                if !quiet && !outcome.summary.output_closed {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "spf: capture ended; waiting for the command to exit"
+                    );
+                }
+                exited.await.context("waiting for the command")?
             }
-            // Stopped another way (Ctrl-C, the output closed) while the
-            // command runs on: spf's own outcome.
-            _ => Ok(ExitCode::SUCCESS),
-        }
+        };
+        let status = status.context("waiting for the command")?;
+        Ok(ExitCode::from(command::exit_code(status)))
     });
     // A source thread may still be blocked on input (a quiet FIFO); everything it
     // handed over has been written, so do not wait for it.

@@ -42,9 +42,10 @@ fn a_command_and_its_children_are_captured_and_nothing_else() {
     });
     let script = dir.path().join("client.py");
     std::fs::write(&script, CLIENT).unwrap();
-    // A shell that starts two clients, one after the other, and fails with 3.
+    // A shell that starts two clients, one after the other, and fails with 3;
+    // what it prints goes to spf's stderr, not among the records.
     let sh = format!(
-        "python3 {s} first-child {p} && python3 {s} second-child {p}; exit 3",
+        "echo the-command-speaks; python3 {s} first-child {p} && python3 {s} second-child {p}; exit 3",
         s = script.display(),
         p = path.display()
     );
@@ -105,9 +106,10 @@ fn a_command_and_its_children_are_captured_and_nothing_else() {
         "spf exits with the command's status: {err}"
     );
 
+    assert!(err.contains("the-command-speaks"), "{err}");
     let records: Vec<serde_json::Value> = out
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     let sent: Vec<String> = records
         .iter()
@@ -152,4 +154,92 @@ fn a_command_that_cannot_start_is_reported() {
         "{}",
         stderr_text(&o)
     );
+}
+
+/// `--count` ends the capture before the command ends: spf waits for it and
+/// exits with its status, rather than leaving it behind.
+#[test]
+fn a_command_outliving_the_capture_is_waited_for() {
+    let _g = lock();
+    if !bpf_ready("a_command_outliving_the_capture_is_waited_for") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&got).unwrap();
+    });
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, CLIENT).unwrap();
+    // After its client the command waits for this test, on a FIFO.
+    let fifo = dir.path().join("go.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    // Should the test fail part-way, the command is let go all the same.
+    struct Release(std::path::PathBuf);
+    impl Release {
+        /// Opens and closes the FIFO's writing end: done once its reader
+        /// has it open (the open fails until then).
+        fn go(&self) -> bool {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.0)
+                .is_ok()
+        }
+    }
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.go();
+        }
+    }
+    let release = Release(fifo.clone());
+    let sh = format!(
+        "python3 {s} counted {p}; cat {f} >/dev/null; exit 5",
+        s = script.display(),
+        p = path.display(),
+        f = fifo.display()
+    );
+    let mut child = spf()
+        .args(["run", "--format", "ndjson", "--decoder", "raw"])
+        .args(["--count", "1", "--", "sh", "-c", &sh])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // The one record was written, the capture is over, the command still
+    // waits: spf says it waits for it.
+    let mut err = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) if l == "spf: capture ended; waiting for the command to exit" => break,
+            Ok(l) => err.push(l),
+            Err(e) => panic!("spf did not wait for its command ({e}): {err:?}"),
+        }
+    }
+    server.join().unwrap();
+    // Let the command end: spf ends with it, with its status.
+    crate::util::wait_for(&mut child, "the command to open its FIFO", || {
+        release.go().then_some(())
+    });
+    let status = crate::util::wait_stopped(&mut child);
+    err.extend(rx.iter());
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(5), "{err:?}");
 }
