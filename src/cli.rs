@@ -120,7 +120,7 @@ pub struct RunArgs {
     pub hook: Option<HookArg>,
 
     /// Replay a capture written with --output (or an ndjson sink) instead of
-    /// capturing live. Needs no root. The capture filters (--path, --pid,
+    /// capturing live; `-` reads stdin. Needs no root. The capture filters (--path, --pid,
     /// --comm) do not apply to it: --follow CONN picks a connection.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "pid", "comm", "snaplen", "direction", "hook"])]
     pub replay: Option<PathBuf>,
@@ -263,6 +263,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// `--output`'s file: not a name that promises pcap, which `-w` writes.
 fn capture_path(s: &str) -> Result<PathBuf, String> {
+    if s == "-" {
+        return Err(
+            "stdout carries the records: `--format ndjson` writes them there as NDJSON (replayable with `--decoder raw`), `-w -` writes pcapng instead".into(),
+        );
+    }
     let path = PathBuf::from(s);
     match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("pcapng") || e.eq_ignore_ascii_case("pcap") => {

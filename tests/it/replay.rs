@@ -659,6 +659,36 @@ fn output_to_a_pcapng_name_points_to_w() {
     );
 }
 
+/// `-` is stdin for --replay; for --output it is refused (stdout carries
+/// the records), where it used to create a file named `-`.
+#[test]
+fn replay_reads_stdin_and_output_refuses_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = crate::plugins::redis_capture();
+    let from_file = spf_output(&["run", "-q", "--replay", capture.to_str().unwrap()]);
+    assert!(from_file.status.success(), "{}", stderr_text(&from_file));
+    let o = spf()
+        .args(["run", "-q", "--replay", "-"])
+        .stdin(std::fs::File::open(&capture).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert!(!o.stdout.is_empty());
+    assert_eq!(o.stdout, from_file.stdout, "the same records from stdin");
+    let o = spf()
+        .current_dir(dir.path())
+        .args(["run", "--replay", capture.to_str().unwrap(), "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("--format ndjson"),
+        "{}",
+        stderr_text(&o)
+    );
+    assert!(!dir.path().join("-").exists(), "no file named `-`");
+}
+
 #[test]
 fn follow_shows_one_connection_both_ways() {
     let all = replay_redis(&[]);
