@@ -16,14 +16,14 @@ use crate::records::Kinds;
 pub fn register(reg: &mut Registry) {
     reg.sink("ndjson", |s: &mut Section<'_>| {
         let cfg = s.parse::<NdjsonConfig>()?;
+        // Both checks report, whichever fails.
+        let mut ok = true;
         if let Err(e) = check_path(&cfg.path) {
             s.error("path", e);
-            return None;
+            ok = false;
         }
-        if !crate::records::events_kept(s, cfg.events, cfg.records) {
-            return None;
-        }
-        Some(Box::new(cfg) as Box<dyn SinkConfig>)
+        ok &= crate::records::events_kept(s, cfg.events, cfg.records);
+        ok.then(|| Box::new(cfg) as Box<dyn SinkConfig>)
     });
 }
 

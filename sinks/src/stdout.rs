@@ -22,12 +22,20 @@ pub fn register(reg: &mut Registry) {
             ok = false;
         }
         if cfg.format == Format::Ndjson {
-            for (key, set) in [("verbose", cfg.verbose.is_some()), ("time", cfg.time.is_some())] {
+            for (key, set, why) in [
+                (
+                    "verbose",
+                    cfg.verbose.is_some(),
+                    "NDJSON carries every record (choose which with `records`)",
+                ),
+                (
+                    "time",
+                    cfg.time.is_some(),
+                    "NDJSON carries `ts_ns` and an RFC 3339 `time` in UTC",
+                ),
+            ] {
                 if set {
-                    s.error(
-                        key,
-                        "only with format = \"pretty\": NDJSON carries every record (choose which with `records`)",
-                    );
+                    s.error(key, format!("only with format = \"pretty\": {why}"));
                     ok = false;
                 }
             }

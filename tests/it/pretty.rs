@@ -378,7 +378,7 @@ fn sinks_keep_the_kinds_of_record_they_are_told() {
     );
     refused(
         "type = \"stdout\"\ntime = \"utc\"\nformat = \"ndjson\"\n",
-        "sink[0].time: only with format = \"pretty\"",
+        "sink[0].time: only with format = \"pretty\": NDJSON carries `ts_ns` and an RFC 3339 `time` in UTC",
     );
     refused(
         "type = \"stdout\"\ntime = \"gmt\"\n",

@@ -502,6 +502,20 @@ fn every_error_of_one_section_is_reported() {
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
+    // Range checks: each key that fails is named, not the first only.
+    let err = validate_errors(
+        "[[sink]]\ntype = \"summary\"\nmax_keys = 0\ninterval = 100000\n\n\
+         [[sink]]\ntype = \"ndjson\"\npath = \"/no/such/dir/x.ndjson\"\nevents = true\nrecords = [\"exchange\"]\n",
+    );
+    for want in [
+        "spf.toml:3:12: sink[0].max_keys",
+        "spf.toml:4:12: sink[0].interval",
+        "sink[1].path",
+        "sink[1].records",
+        "5 errors", // and the missing [source]
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
 }
 
 #[test]

@@ -26,9 +26,11 @@ pub use table::{Stats, Table};
 pub fn register(reg: &mut Registry) {
     reg.sink("summary", |s: &mut Section<'_>| {
         let cfg = s.parse::<SummaryConfig>()?;
+        // Every problem of the section is reported, not the first only.
+        let mut ok = true;
         if !(1..=MAX_KEYS).contains(&cfg.max_keys) {
             s.error("max_keys", format!("must be 1 to {MAX_KEYS}"));
-            return None;
+            ok = false;
         }
         if cfg.interval > MAX_INTERVAL {
             s.error(
@@ -37,18 +39,18 @@ pub fn register(reg: &mut Registry) {
                     "at most {MAX_INTERVAL} seconds (a day); 0 prints only at exit and on SIGUSR1"
                 ),
             );
-            return None;
+            ok = false;
         }
         if let Some(path) = &cfg.path {
             if let Err(e) = crate::ndjson::check_path(path) {
                 s.error("path", e);
-                return None;
+                ok = false;
             }
         } else if cfg.append {
             s.error("append", "only with a path: the summary goes to stderr");
-            return None;
+            ok = false;
         }
-        Some(Box::new(cfg) as Box<dyn SinkConfig>)
+        ok.then(|| Box::new(cfg) as Box<dyn SinkConfig>)
     });
 }
 
