@@ -38,9 +38,21 @@ pub(crate) fn register(r: &mut Registry) {
         if cfg.path.as_os_str().is_empty() {
             s.error("path", "must name a file");
             ok = false;
-        } else if let Err(e) = std::fs::metadata(&cfg.path) {
-            s.error("path", format!("cannot open `{}`: {e}", cfg.path.display()));
-            ok = false;
+        } else {
+            match std::fs::metadata(&cfg.path) {
+                Err(e) => {
+                    s.error("path", format!("cannot open `{}`: {e}", cfg.path.display()));
+                    ok = false;
+                }
+                Ok(m) if m.is_dir() => {
+                    s.error(
+                        "path",
+                        format!("`{}` is a directory, not a capture", cfg.path.display()),
+                    );
+                    ok = false;
+                }
+                Ok(_) => {}
+            }
         }
         if cfg.chunk == 0 || cfg.chunk > MAX_CHUNK {
             s.error("chunk", format!("must be between 1 and {MAX_CHUNK} bytes"));

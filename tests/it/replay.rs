@@ -483,6 +483,15 @@ fn quick_flag_errors_name_the_flag() {
         err.contains("--decoder: unknown decoder type `nope`; known types:"),
         "{err}"
     );
+    // A directory is refused up front too, not once the run began.
+    let dir = tempfile::tempdir().unwrap();
+    let o = spf_output(&["run", "--replay", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("is a directory, not a capture"),
+        "{}",
+        stderr_text(&o)
+    );
     // Usage errors are exit 2 as well.
     let o = spf_output(&["run", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2));
