@@ -394,6 +394,15 @@ pub fn run_config(
             let _ = writeln!(std::io::stderr(), "spf: {}", outcome.summary);
         }
         outcome.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(conn) = cfg.run.conn
+            && outcome.summary.events == 0
+            && !quiet
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "spf: --follow {conn}: no event of that connection; ids are `conn N` on -v's lines and `conn` in NDJSON"
+            );
+        }
         if outcome.summary.events == 0 && outcome.summary.skipped > 0 {
             anyhow::bail!(
                 "none of the input could be read ({} unreadable lines or records skipped)",

@@ -726,6 +726,21 @@ fn follow_shows_one_connection_both_ways() {
             .any(|r| r["role"] == "client" || r["via"] == "recv")
     );
     assert!(got.iter().any(|r| r["via"] == "send"));
+    // A connection the capture does not have is said so, not met with silence.
+    let capture = crate::plugins::redis_capture();
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        capture.to_str().unwrap(),
+        "--follow",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("--follow 1: no event of that connection"),
+        "{}",
+        stderr_text(&o)
+    );
 }
 
 #[test]
