@@ -733,11 +733,11 @@ fn follow_shows_one_connection_both_ways() {
         "--replay",
         capture.to_str().unwrap(),
         "--follow",
-        "1",
+        "18446744073709551615",
     ]);
     assert!(o.status.success(), "{}", stderr_text(&o));
     assert!(
-        stderr_text(&o).contains("--follow 1: no event of that connection"),
+        stderr_text(&o).contains("--follow 18446744073709551615: no event of that connection"),
         "{}",
         stderr_text(&o)
     );
