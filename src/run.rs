@@ -211,21 +211,27 @@ fn pcapng_to_stdout(args: &RunArgs) -> bool {
     args.write.as_deref() == Some(Path::new("-"))
 }
 
-fn flag_for_key<'a>(key: &'a str, args: &RunArgs) -> &'a str {
-    let replay = args.replay.is_some();
-    let base = key.split('.').take(2).collect::<Vec<_>>().join(".");
-    // The file sinks' paths, in the order config_from_flags adds them.
-    let paths = [
+/// The flag that made sink `i` of the config `config_from_flags` writes,
+/// for the sinks that write a file: `--output` or `-w`.
+fn sink_flag(i: usize, args: &RunArgs) -> Option<&'static str> {
+    // In the order config_from_flags adds them.
+    let sinks = [
         (!pcapng_to_stdout(args), ""),
         (args.output.is_some(), "--output"),
         (args.write.is_some(), "-w"),
     ];
+    let &(_, flag) = sinks.iter().filter(|p| p.0).nth(i)?;
+    (!flag.is_empty()).then_some(flag)
+}
+
+fn flag_for_key<'a>(key: &'a str, args: &RunArgs) -> &'a str {
+    let replay = args.replay.is_some();
+    let base = key.split('.').take(2).collect::<Vec<_>>().join(".");
     if let Some(i) = base
         .strip_prefix("sink[")
         .and_then(|r| r.strip_suffix("].path"))
         .and_then(|i| i.parse::<usize>().ok())
-        && let Some(&(_, flag)) = paths.iter().filter(|p| p.0).nth(i)
-        && !flag.is_empty()
+        && let Some(flag) = sink_flag(i, args)
     {
         return flag;
     }
@@ -282,6 +288,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             for err in &mut e.0 {
                 err.line = 0;
                 err.key = flag_for_key(&err.key, &args).to_string();
+                // A message naming another sink names its flag too.
+                for i in 0..3 {
+                    if let Some(flag) = sink_flag(i, &args) {
+                        err.message = err.message.replace(&format!("sink[{i}]"), flag);
+                    }
+                }
             }
             return Ok(report_config(&e));
         }

@@ -157,6 +157,18 @@ fn two_sinks_or_a_sink_and_the_source_cannot_share_a_file() {
         }
     }
     assert!(!out.exists(), "nothing may be written by a refused config");
+    // From flags, each side is named by its flag, not by a sink number.
+    let o = spf_output(&[
+        "run",
+        "--replay",
+        cap.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+    ]);
+    assert_refused(&o, &["command line: -w:", "is also written by --output;"]);
+    assert!(!out.exists(), "nothing may be written by refused flags");
 
     // A sink on the file the source reads.
     let o = replay_to(&cap, &cap);
