@@ -68,16 +68,6 @@ impl Pretty {
     }
 }
 
-/// `comm[pid]`, with `?` for what is not known.
 fn endpoint(e: &Endpoint) -> String {
-    let comm = if e.comm.is_empty() {
-        "?".into()
-    } else {
-        escape_text(&e.comm)
-    };
-    if e.pid == 0 {
-        format!("{comm}[?]")
-    } else {
-        format!("{comm}[{}]", e.pid)
-    }
+    super::process(&e.comm, e.pid)
 }

@@ -116,15 +116,10 @@ impl Pretty {
             Direction::Send => "→",
             Direction::Recv => "←",
         };
-        let comm = if e.comm.is_empty() {
-            "?".into()
-        } else {
-            escape_text(&e.comm)
-        };
         let who = format!(
-            " {comm}[{}] {arrow} {}",
-            e.pid,
-            peer(&e.peer_comm, e.peer_pid)
+            " {} {arrow} {}",
+            process(&e.comm, e.pid),
+            process(&e.peer_comm, e.peer_pid)
         );
         self.paint(out, BOLD, who.as_bytes());
         let path = if e.path.is_empty() {
@@ -194,13 +189,18 @@ impl Pretty {
     }
 }
 
-/// The other end: `comm[pid]` where its name is known (the connection
-/// view), else its pid, else `?`.
-fn peer(comm: &str, pid: u32) -> String {
-    match (comm.is_empty(), pid) {
-        (false, _) => format!("{}[{pid}]", escape_text(comm)),
-        (true, 0) => "?".into(),
-        (true, _) => pid.to_string(),
+/// A process as every line shows one: `comm[pid]`, `?` for a part not
+/// known (a peer's name outside the connection view, a datagram's receiver).
+fn process(comm: &str, pid: u32) -> String {
+    let comm = if comm.is_empty() {
+        "?".into()
+    } else {
+        escape_text(comm)
+    };
+    if pid == 0 {
+        format!("{comm}[?]")
+    } else {
+        format!("{comm}[{pid}]")
     }
 }
 

@@ -186,7 +186,7 @@ fn verbosity_adds_frames_then_bodies() {
             })
             .collect()
     };
-    let header = "curl[42] → 7 /run/x.sock stream send conn 9 [3 bytes] h";
+    let header = "curl[42] → ?[7] /run/x.sock stream send conn 9 [3 bytes] h";
     let exchange = "curl[42] → nginx[7] http1 GET /v1/info 200 1.2 ms 78 B → 2.0 KiB";
     let error = "  error BAD: x";
     let lost = "*** 3 events lost: the kernel could not hand them over ***";
@@ -289,7 +289,7 @@ fn names_paths_and_fields_are_escaped() {
     let s = render_all(&mut pretty(0), &[rec]);
     assert_eq!(
         s,
-        "1970-01-01T00:00:01.000000Z a\\u{202e}gpj.exe[42] \u{2192} ? /run/\\u{1b}[2Jx\\u{200b}.sock stream send conn 9 [0 bytes] t\n  name: \\u{2066}x\\u{2069}\\u{feff}\n  next \\u{85}line\n"
+        "1970-01-01T00:00:01.000000Z a\\u{202e}gpj.exe[42] \u{2192} ?[?] /run/\\u{1b}[2Jx\\u{200b}.sock stream send conn 9 [0 bytes] t\n  name: \\u{2066}x\\u{2069}\\u{feff}\n  next \\u{85}line\n"
     );
     let x = Exchange {
         method: Some("G\x1bET".into()),
@@ -323,7 +323,7 @@ fn raw_shows_escaped_bytes_and_truncation() {
     );
     assert_eq!(
         s,
-        "1970-01-01T00:00:01.000000Z curl[42] → 7 /run/x.sock stream send conn 9 [10 bytes] (truncated, 6 captured) raw\n  \"GET\\r\\n\\x01\"\n"
+        "1970-01-01T00:00:01.000000Z curl[42] → ?[7] /run/x.sock stream send conn 9 [10 bytes] (truncated, 6 captured) raw\n  \"GET\\r\\n\\x01\"\n"
     );
     // The connection view knows the other end's name, and may not know
     // the sender's.
