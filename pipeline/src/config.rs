@@ -443,7 +443,15 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
     };
     for e in syntax {
         let at = e.span().map_or(0, |s| s.start);
-        errors.push(at, String::new(), e.message().to_string());
+        let mut message = e.message().to_string();
+        // The parser's message does not say which key; its span does.
+        if message == "duplicate key"
+            && let Some(key) = e.span().and_then(|s| text.get(s))
+            && !key.contains('\n')
+        {
+            message = format!("duplicate key `{}`", key.trim());
+        }
+        errors.push(at, String::new(), message);
     }
     if !errors.list.is_empty() {
         return Err(finish(errors));
@@ -984,6 +992,24 @@ mod tests {
         );
         assert!(
             errs[1].message.ends_with("expected only `type`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named() {
+        let reg = registry(true);
+        let errs = parse(&reg, "t", "[a]\nx = 1\n[a]\nx = 2\ny = 1\ny = 2\n")
+            .unwrap_err()
+            .0;
+        let said: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, &*e.message)).collect();
+        assert_eq!(
+            said,
+            [
+                (3, "duplicate key `a`"),
+                (4, "duplicate key `x`"),
+                (6, "duplicate key `y`")
+            ],
             "{errs:?}"
         );
     }
