@@ -163,7 +163,7 @@ macro_rules! one_or_many {
 }
 
 one_or_many!(Paths, String, "a path or a list of paths");
-one_or_many!(Pids, u32, "a pid or a list of pids");
+one_or_many!(Pids, u32, "a pid (a whole number from 1) or a list of pids");
 one_or_many!(Comms, String, "a process name or a list of them");
 
 #[derive(Debug, Deserialize)]
@@ -768,11 +768,14 @@ mod tests {
         let fields: Vec<&str> = e.iter().map(|(f, _)| *f).collect();
         assert_eq!(fields, ["pid", "comm"], "{e:?}");
         // A wrong type says what the key takes.
-        let e = parse("[source]\ntype = \"unix\"\npid = \"12\"\n").unwrap_err();
-        assert!(
-            e.contains("source.pid") && e.contains("a pid or a list of pids"),
-            "{e}"
-        );
+        for bad in ["\"12\"", "-5"] {
+            let e = parse(&format!("[source]\ntype = \"unix\"\npid = {bad}\n")).unwrap_err();
+            assert!(
+                e.contains("source.pid")
+                    && e.contains("a pid (a whole number from 1) or a list of pids"),
+                "{e}"
+            );
+        }
         let e = parse("[source]\ntype = \"unix\"\ncomm = 5\n").unwrap_err();
         assert!(
             e.contains("source.comm") && e.contains("process name"),
