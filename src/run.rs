@@ -61,13 +61,7 @@ fn config_from_flags(args: &RunArgs, command_pid: Option<&u32>) -> String {
     let mut source = toml::Table::new();
     if let Some(replay) = &args.replay {
         source.insert("type".into(), "file".into());
-        // `-`: stdin, as for most tools that read a file.
-        let path = if replay.as_os_str() == "-" {
-            Path::new("/dev/stdin")
-        } else {
-            replay.as_path()
-        };
-        source.insert("path".into(), path.display().to_string().into());
+        source.insert("path".into(), replay.display().to_string().into());
     } else {
         source.insert("type".into(), "unix".into());
         if !args.path.is_empty() {

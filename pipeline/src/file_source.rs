@@ -38,7 +38,7 @@ pub(crate) fn register(r: &mut Registry) {
         if cfg.path.as_os_str().is_empty() {
             s.error("path", "must name a file");
             ok = false;
-        } else {
+        } else if !cfg.is_stdin() {
             match std::fs::metadata(&cfg.path) {
                 Err(e) => {
                     s.error("path", format!("cannot open `{}`: {e}", cfg.path.display()));
@@ -73,7 +73,7 @@ pub enum FileFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// The file (or FIFO) to read.
+    /// The file (or FIFO) to read; `-` is stdin.
     pub path: PathBuf,
     #[serde(default)]
     pub format: FileFormat,
@@ -91,6 +91,12 @@ pub enum Dir {
     #[default]
     Send,
     Recv,
+}
+
+impl FileSourceConfig {
+    fn is_stdin(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
 }
 
 /// Largest `chunk`: the same bound as the probe's largest snaplen.
@@ -114,8 +120,20 @@ impl SourceConfig for FileSourceConfig {
             Dir::Send => Direction::Send,
             Dir::Recv => Direction::Recv,
         };
-        let file = File::open(&self.path)
-            .map_err(|e| BuildError::new(format!("cannot open `{}`: {e}", self.path.display())))?;
+        // stdin is taken as it is (a pipe, a file, a socket): not reopened
+        // through /dev/stdin, which a socket cannot be.
+        let file = if self.is_stdin() {
+            use std::os::fd::AsFd as _;
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .map_err(|e| BuildError::new(format!("cannot read stdin: {e}")))?
+        } else {
+            File::open(&self.path).map_err(|e| {
+                BuildError::new(format!("cannot open `{}`: {e}", self.path.display()))
+            })?
+        };
         Ok(Box::new(FileSource {
             cfg: self.clone(),
             dir,

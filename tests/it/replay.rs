@@ -698,6 +698,23 @@ fn replay_reads_stdin_and_output_refuses_stdout() {
     assert!(o.status.success(), "{}", stderr_text(&o));
     assert!(!o.stdout.is_empty());
     assert_eq!(o.stdout, from_file.stdout, "the same records from stdin");
+    // stdin a socket (as a service manager or another program may hand
+    // over), which cannot be opened again through /dev/stdin.
+    let (mut w, r) = std::os::unix::net::UnixStream::pair().unwrap();
+    let child = spf()
+        .args(["run", "-q", "--replay", "-"])
+        .stdin(std::os::fd::OwnedFd::from(r))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written on a thread: the output is read meanwhile.
+    let bytes = std::fs::read(&capture).unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&bytes));
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(o.status.success(), "{}", stderr_text(&o));
+    assert_eq!(o.stdout, from_file.stdout, "the same records from a socket");
     let o = spf()
         .current_dir(dir.path())
         .args(["run", "--replay", capture.to_str().unwrap(), "-o", "-"])
