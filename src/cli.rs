@@ -208,9 +208,10 @@ pub struct RunArgs {
 
     /// A command to start and capture, with every process it starts: spf stops
     /// when it exits and exits with its status (when the capture ends first,
-    /// as with --count, spf waits for it). Its stdout is spf's stderr unless
-    /// that is the terminal: spf's stdout carries the records. Give it after
-    /// `--`: `spf run -- curl --unix-socket /run/app.sock http://x/`.
+    /// as with --count, spf waits for it; Ctrl-C does not). Its stdout goes to
+    /// spf's stderr unless spf's stdout is a terminal: spf's stdout carries the
+    /// records. Give it after `--`:
+    /// `spf run -- curl --unix-socket /run/app.sock http://x/`.
     #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["config", "replay"])]
     pub command: Vec<std::ffi::OsString>,
 }

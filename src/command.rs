@@ -8,9 +8,9 @@
 //! the user who invoked `sudo` (`SUDO_USER`, with that user's groups), else as
 //! spf's own user.
 //!
-//! spf's stdout carries its records (or pcapng): unless it is the terminal,
-//! where the two share the screen anyway, the command's stdout is spf's
-//! stderr, so that `spf run ... -- curl ... | jq` reads records only.
+//! spf's stdout carries its records (or pcapng): unless spf's stdout is the
+//! terminal, where the two share the screen anyway, the command's stdout is
+//! spf's stderr, so that `spf run ... -- curl ... | jq` reads records only.
 //!
 //! The fork is done by hand: `std::process::Command::spawn` waits for the exec,
 //! which a held child has not done yet. spf is still single-threaded then (the
@@ -88,8 +88,9 @@ impl Held {
                 {
                     libc::_exit(126);
                 }
-                if stdout_to_stderr && libc::dup2(2, 1) != 1 {
-                    libc::_exit(126);
+                // A closed stderr leaves stdout as it was.
+                if stdout_to_stderr {
+                    libc::dup2(2, 1);
                 }
                 libc::execvp(ptrs[0], ptrs.as_ptr());
                 let why: &[u8] = match *libc::__errno_location() {

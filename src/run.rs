@@ -205,17 +205,23 @@ fn pcapng_to_stdout(args: &RunArgs) -> bool {
     args.write.as_deref() == Some(Path::new("-"))
 }
 
-/// The flag that made sink `i` of the config `config_from_flags` writes,
-/// for the sinks that write a file: `--output` or `-w`.
-fn sink_flag(i: usize, args: &RunArgs) -> Option<&'static str> {
-    // In the order config_from_flags adds them.
-    let sinks = [
+/// The sinks `config_from_flags` writes, in its order, each as the flag
+/// that made it: `--output` or `-w` for a file, empty for stdout (the
+/// summary, last, writes no file).
+fn flag_sinks(args: &RunArgs) -> impl Iterator<Item = &'static str> {
+    [
         (!pcapng_to_stdout(args), ""),
         (args.output.is_some(), "--output"),
         (args.write.is_some(), "-w"),
-    ];
-    let &(_, flag) = sinks.iter().filter(|p| p.0).nth(i)?;
-    (!flag.is_empty()).then_some(flag)
+    ]
+    .into_iter()
+    .filter(|p| p.0)
+    .map(|p| p.1)
+}
+
+/// The flag that made sink `i` of the config, for a sink that writes a file.
+fn sink_flag(i: usize, args: &RunArgs) -> Option<&'static str> {
+    flag_sinks(args).nth(i).filter(|f| !f.is_empty())
 }
 
 fn flag_for_key<'a>(key: &'a str, args: &RunArgs) -> &'a str {
@@ -253,6 +259,11 @@ fn flag_for_key<'a>(key: &'a str, args: &RunArgs) -> &'a str {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    // SIGUSR1 asks for the summary so far, with or without a summary sink;
+    // left to its default it would end spf unflushed. Handled from the
+    // start: a held command's fork would die of it too (its exec then
+    // restores the default for the command).
+    spf_pipeline::signal::install().map_err(|e| anyhow::anyhow!(e))?;
     if pcapng_to_stdout(&args) && args.format.is_some() {
         eprintln!("spf: --format: with `-w -` stdout carries pcapng, not records");
         return Ok(ExitCode::from(CONFIG_ERROR));
@@ -283,8 +294,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 err.line = 0;
                 err.key = flag_for_key(&err.key, &args).to_string();
                 // A message naming another sink names its flag too.
-                for i in 0..3 {
-                    if let Some(flag) = sink_flag(i, &args) {
+                for (i, flag) in flag_sinks(&args).enumerate() {
+                    if !flag.is_empty() {
                         err.message = err.message.replace(&format!("sink[{i}]"), flag);
                     }
                 }
@@ -338,9 +349,7 @@ pub fn run_config(
     identity: &privileges::Identity,
     command: Option<command::Held>,
 ) -> Result<ExitCode> {
-    // SIGUSR1 asks for the summary so far, with or without a summary sink;
-    // left to its default it would end spf unflushed. Installed before the
-    // seccomp filter, which allows no new handler.
+    // As in run (once per process): for every way here.
     spf_pipeline::signal::install().map_err(|e| anyhow::anyhow!(e))?;
     // On failure from here on, a held command is dropped: it ends before it
     // ever ran.
@@ -375,7 +384,7 @@ pub fn run_config(
         .context("starting the runtime")?;
     let result = rt.block_on(async {
         let stop = StopFlag::default();
-        spawn_signal_handler(stop.clone(), quiet)?;
+        let signalled = spawn_signal_handler(stop.clone(), quiet)?;
         stop_signals.unblock();
         // A live capture runs from here, and Ctrl-C is handled: say so, for
         // whoever waits to start their traffic.
@@ -388,8 +397,9 @@ pub fn run_config(
             let (tx, rx) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
                 let status = c.wait();
-                stop.set();
+                // The status first: the runner, stopped, finds it there.
                 let _ = tx.send(status);
+                stop.set();
             });
             rx
         });
@@ -418,13 +428,18 @@ pub fn run_config(
         let Some(mut exited) = exited else {
             return Ok(ExitCode::SUCCESS);
         };
-        // The capture ended first (--count, the output closed, Ctrl-C): the
-        // command is not left behind, its status is still spf's. Ctrl-C
-        // reached it too from a terminal; a second one leaves now.
         let status = match exited.try_recv() {
             Ok(status) => status,
+            // Told to stop (Ctrl-C, SIGTERM): spf's own outcome; from a
+            // terminal, Ctrl-C reached the command too.
+            Err(_) if signalled.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // The capture ended first (--count, the output closed): the
+            // command is not left behind, its status is still spf's. Ctrl-C
+            // leaves while it waits.
             Err(_) => {
-                if !quiet && !outcome.summary.output_closed {
+                if !quiet {
                     let _ = writeln!(
                         std::io::stderr(),
                         "spf: capture ended; waiting for the command to exit"
@@ -476,10 +491,16 @@ impl StopSignals {
     }
 }
 
-fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
+/// Returns whether a signal began the stop.
+fn spawn_signal_handler(
+    stop: StopFlag,
+    quiet: bool,
+) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let said = signalled.clone();
     tokio::spawn(async move {
         let mut first: Option<std::time::Instant> = None;
         loop {
@@ -490,6 +511,7 @@ fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
             match first {
                 None => {
                     first = Some(std::time::Instant::now());
+                    said.store(true, std::sync::atomic::Ordering::Relaxed);
                     stop.set();
                     if !quiet {
                         // Not eprintln: stderr may be a pipe whose reader the
@@ -513,5 +535,5 @@ fn spawn_signal_handler(stop: StopFlag, quiet: bool) -> Result<()> {
             }
         }
     });
-    Ok(())
+    Ok(signalled)
 }

@@ -583,7 +583,9 @@ pub async fn run(pipeline: Pipeline, opts: RunOptions, stop: StopFlag) -> Outcom
     let mut last_flush = Instant::now();
     let mut released = Vec::new();
     let mut source_result = None;
-    let mut usr1 = crate::signal::received();
+    // From 0: a SIGUSR1 that came while the pipeline was built is answered
+    // at the first tick.
+    let mut usr1 = 0;
 
     loop {
         tokio::select! {

@@ -3,7 +3,7 @@
 //! The handler only counts; the runner (its one-line summary) and summary
 //! sinks (their tables) compare the count with the one they last saw on
 //! their periodic ticks, so the printing happens on the pipeline's task, not
-//! in a signal handler. spf installs it before anything runs: SIGUSR1's
+//! in a signal handler. spf installs it as `spf run` starts: SIGUSR1's
 //! default action would end spf without flushing a thing.
 
 use std::sync::OnceLock;

@@ -778,6 +778,57 @@ fn abi_1_0_plugin_runs_unchanged() {
     }
 }
 
+/// A plugin host's argv[0] is spf, so `kill -USR1 $(pidof spf)` reaches it:
+/// it ignores SIGUSR1, whose default would end it (and count as a crash).
+#[test]
+fn an_isolated_plugin_host_ignores_sigusr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let resp = example("spf_resp", dir.path());
+    let text = format!(
+        "[source]\ntype = \"file\"\npath = \"-\"\n\n[decoder]\ntype = \"plugin\"\npath = {}\nisolate = true\n",
+        toml_str(&resp)
+    );
+    let cfg = write_file(dir.path(), "spf.toml", text);
+    // stdin stays open while the test looks: spf waits on it, the host runs.
+    let mut child = spf()
+        .args(["run", "-q", "-c"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let spf_pid = child.id();
+    let host = crate::util::wait_for(&mut child, "the plugin host", || {
+        let tasks = std::fs::read_dir(format!("/proc/{spf_pid}/task")).ok()?;
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .find(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"plugin-host"))
+            })
+    });
+    let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    drop(child.stdin.take());
+    let st = crate::util::wait_stopped(&mut child);
+    assert!(st.success(), "{st}");
+    assert_ne!(
+        ignored & (1 << (libc::SIGUSR1 - 1)),
+        0,
+        "SigIgn {ignored:x}"
+    );
+}
+
 /// The RESP plugin in its own process gives exactly the records it gives in
 /// spf, exchanges included.
 #[test]

@@ -140,10 +140,14 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: dup2 and fcntl are async-signal-safe; it gives the child the library on
-        // a known descriptor, without the close-on-exec flag.
+        // SAFETY: signal, dup2 and fcntl are async-signal-safe; it gives the child the
+        // library on a known descriptor, without the close-on-exec flag.
         unsafe {
             cmd.pre_exec(move || {
+                // `kill -USR1 $(pidof spf)` reaches the hosts too (their
+                // argv[0] is spf): ignored, which the exec keeps, rather
+                // than the default that would end them.
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
                 // dup2 onto itself would keep the close-on-exec flag.
                 let r = if lib_fd == LIBRARY_FD {
                     libc::fcntl(lib_fd, libc::F_SETFD, 0)
