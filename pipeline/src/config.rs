@@ -522,6 +522,15 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
                     ok = false;
                 }
             }
+            // Nesting is parsed by recursion: its depth bounds the stack.
+            if l.protobuf_depth > crate::limits::MAX_PROTOBUF_DEPTH {
+                errors.push(
+                    key_at(v, "protobuf_depth"),
+                    "limits.protobuf_depth".into(),
+                    format!("at most {}", crate::limits::MAX_PROTOBUF_DEPTH),
+                );
+                ok = false;
+            }
             ok
         }),
     };
@@ -1055,6 +1064,15 @@ mod tests {
         assert!(errs[1].message.contains("at least 1"), "{errs:?}");
         let text = format!("{SOURCE}[limits]\nprotobuf_fields = 0\n[reorder]\nwindow_ms = 60000\n");
         assert!(parse(&reg, "t", &text).is_ok());
+        // Nesting is bounded: it is parsed by recursion.
+        let deep = |d: usize| format!("{SOURCE}[limits]\nprotobuf_depth = {d}\n");
+        let errs = parse(&reg, "t", &deep(65)).unwrap_err().0;
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].message.as_str()),
+            ("limits.protobuf_depth", "at most 64"),
+            "{errs:?}"
+        );
+        assert!(parse(&reg, "t", &deep(64)).is_ok());
     }
 
     #[test]

@@ -71,6 +71,10 @@ impl Default for Limits {
     }
 }
 
+/// The deepest protobuf nesting `limits.protobuf_depth` may allow: the
+/// schema-less view parses nested messages by recursion.
+pub const MAX_PROTOBUF_DEPTH: usize = 64;
+
 impl Limits {
     /// The limits at which 0 would refuse all traffic (every line too long,
     /// no connection or byte kept), with their keys. The others have a

@@ -515,13 +515,19 @@ fn from_raw(raw: RawConfig) -> Result<UnixConfig, Vec<(&'static str, String)>> {
         match PathFilter::parse(p) {
             // A directory's sockets are named with the directory's name and
             // more: an exact match would never match one.
-            Ok(f) if !f.prefix && std::fs::metadata(p).is_ok_and(|m| m.is_dir()) => errs.push((
-                "path",
-                format!(
-                    "`{p}` is a directory: `{}/*` matches the sockets in it",
-                    p.trim_end_matches('/')
-                ),
-            )),
+            Ok(f)
+                if !f.prefix
+                    && f.raw.first() == Some(&b'/')
+                    && std::fs::metadata(p).is_ok_and(|m| m.is_dir()) =>
+            {
+                errs.push((
+                    "path",
+                    format!(
+                        "`{p}` is a directory: `{}/*` matches the sockets in it",
+                        p.trim_end_matches('/')
+                    ),
+                ))
+            }
             Ok(f) => paths.push(f),
             Err(e) => errs.push(("path", e)),
         }

@@ -270,6 +270,7 @@ fn head_closing_the_pipe_is_a_quiet_success() {
 fn spf_on_fifo(
     dir: &std::path::Path,
     window_ms: u64,
+    stderr: std::process::Stdio,
 ) -> (std::process::Child, std::fs::File, std::path::PathBuf) {
     let fifo = dir.join("in.fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -288,7 +289,7 @@ fn spf_on_fifo(
     );
     let mut child = spf()
         .args(["run", "-q", "-c", cfg.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     // Opened without blocking, and again until spf has it open for reading: a
@@ -336,7 +337,7 @@ fn sigint_drains_and_flushes_everything_received() {
     let dir = tempfile::tempdir().unwrap();
     // A long reorder window: at SIGINT the events are still held in the reorder
     // buffer, so this checks that shutdown drains it.
-    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 60_000);
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 60_000, std::process::Stdio::inherit());
     let n = 500;
     for i in 0..n {
         writeln!(
@@ -378,7 +379,7 @@ fn sigint_drains_and_flushes_everything_received() {
 #[test]
 fn sigusr1_shows_the_summary_so_far_and_spf_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 60_000);
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 60_000, std::process::Stdio::piped());
     let line = |i: u32| {
         format!(
             r#"{{"ts_ns":{i},"pid":1,"tid":1,"comm":"w","path":"/p","sock":"stream","dir":"send","conn":1,"len":1,"captured":1,"decoder":"raw","data_b64":"QQ=="}}"#
@@ -594,7 +595,7 @@ fn closed_stdout_does_not_cut_the_capture_file() {
 #[test]
 fn sigint_keeps_complete_lines_ahead_of_a_partial_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 0);
+    let (mut child, mut w, out) = spf_on_fifo(dir.path(), 0, std::process::Stdio::inherit());
     // One whole line, then the start of the next, which never completes.
     w.write_all(
         br#"{"ts_ns":1,"time":"2026-11-26T10:00:00Z","decoder":"raw","data_b64":"aGk="}

@@ -91,7 +91,7 @@ pub fn check(buf: &[u8], lim: &Limits) -> Check {
 fn fields_end_to_end(buf: &[u8], depth: usize) -> bool {
     // The open groups' numbers, innermost last; the limit bounds the work,
     // the array bounds the memory.
-    let mut open = [0u32; 64];
+    let mut open = [0u32; spf_pipeline::limits::MAX_PROTOBUF_DEPTH];
     let max = depth.min(open.len());
     let mut n = 0;
     let mut p = 0;
