@@ -19,19 +19,22 @@ while s.recv(4096):
     pass
 "#;
 
-#[test]
-fn a_command_and_its_children_are_captured_and_nothing_else() {
-    let _g = lock();
-    if !bpf_ready("a_command_and_its_children_are_captured") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("echo.sock");
+/// An echo server in this process for `n` connections at `dir/echo.sock`,
+/// and the client script in `dir`: the socket, the script, and the server
+/// thread, which returns what each connection sent.
+fn echo_server(
+    dir: &std::path::Path,
+    n: usize,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let path = dir.join("echo.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    // An echo server in this process: not part of the command.
     let server = std::thread::spawn(move || {
         let mut seen = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..n {
             let (mut s, _) = listener.accept().unwrap();
             let mut got = Vec::new();
             s.read_to_end(&mut got).unwrap();
@@ -40,8 +43,20 @@ fn a_command_and_its_children_are_captured_and_nothing_else() {
         }
         seen
     });
-    let script = dir.path().join("client.py");
+    let script = dir.join("client.py");
     std::fs::write(&script, CLIENT).unwrap();
+    (path, script, server)
+}
+
+#[test]
+fn a_command_and_its_children_are_captured_and_nothing_else() {
+    let _g = lock();
+    if !bpf_ready("a_command_and_its_children_are_captured") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // An echo server in this process: not part of the command.
+    let (path, script, server) = echo_server(dir.path(), 3);
     // A shell that starts two clients, one after the other, and fails with 3;
     // what it prints goes to spf's stderr, not among the records.
     let sh = format!(
@@ -165,21 +180,11 @@ fn a_command_outliving_the_capture_is_waited_for() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("echo.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        s.write_all(&got).unwrap();
-    });
-    let script = dir.path().join("client.py");
-    std::fs::write(&script, CLIENT).unwrap();
+    let (path, script, server) = echo_server(dir.path(), 1);
     // After its client the command waits for this test, on a FIFO.
     let fifo = dir.path().join("go.fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    // Open to all: the command may run as the user who ran sudo.
+    crate::util::mkfifo(&fifo, 0o666);
     // Should the test fail part-way, the command is let go all the same.
     struct Release(std::path::PathBuf);
     impl Release {
@@ -213,16 +218,7 @@ fn a_command_outliving_the_capture_is_waited_for() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = crate::util::stderr_lines(&mut child);
     // The one record was written, the capture is over, the command still
     // waits: spf says it waits for it.
     let mut err = Vec::new();

@@ -219,17 +219,7 @@ fn wait_until_capturing(
     std::sync::mpsc::Receiver<String>,
     std::thread::JoinHandle<()>,
 ) {
-    use std::io::BufRead as _;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = crate::util::stderr_lines(child);
     wait_for_line(&rx, "spf: capturing (");
     (rx, reader)
 }
@@ -311,25 +301,37 @@ fn the_capturing_line_means_bytes_are_captured_and_ctrl_c_is_handled() {
     }
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ready.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let out = dir.path().join("ready.ndjson");
-    let mut child = capture_raw(&sock, std::fs::File::create(&out).unwrap().into());
-    let (rx, reader) = wait_until_capturing(&mut child);
     // One write, no canary loop: the line promises it is captured.
     let msg = b"written right after the capturing line";
-    let mut a = UnixStream::connect(&sock).unwrap();
+    let (st, rest, records) = one_write_captured(&sock, &sock, msg);
+    // At once: Ctrl-C is handled (a flush and exit 0, not death by SIGINT).
+    assert!(st.success(), "{st}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
+    // Only the client wrote: every byte sent is the message.
+    let sent = sent_bytes(&records);
+    assert_eq!(sent, msg);
+}
+
+/// A server bound at `bind`, spf started with `--path filter`; once it
+/// captures, a client writes `msg` once, and spf is interrupted: its exit
+/// status, its last stderr lines and its records.
+fn one_write_captured(
+    bind: &Path,
+    filter: &Path,
+    msg: &[u8],
+) -> (std::process::ExitStatus, Vec<String>, Vec<Value>) {
+    let listener = std::os::unix::net::UnixListener::bind(bind).unwrap();
+    let out = bind.with_extension("ndjson");
+    let mut child = capture_raw(filter, std::fs::File::create(&out).unwrap().into());
+    let (rx, reader) = wait_until_capturing(&mut child);
+    let mut a = UnixStream::connect(bind).unwrap();
     let (mut b, _) = listener.accept().unwrap();
     a.write_all(msg).unwrap();
     let mut got = vec![0u8; msg.len()];
     b.read_exact(&mut got).unwrap();
     drop((a, b));
-    // At once: Ctrl-C is handled (a flush and exit 0, not death by SIGINT).
     let (st, rest) = interrupt(&mut child, rx, reader);
-    assert!(st.success(), "{st}: {rest:?}");
-    assert!(rest.iter().any(|l| l.contains(" events, ")), "{rest:?}");
-    // Only the client wrote: every byte sent is the message.
-    let sent = sent_bytes(&read_ndjson(&out));
-    assert_eq!(sent, msg);
+    (st, rest, read_ndjson(&out))
 }
 
 /// A server binds through the real directory and spf is told the name
@@ -347,23 +349,10 @@ fn a_path_through_a_linked_directory_captures_the_real_socket() {
     std::fs::create_dir(&real).unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let listener = std::os::unix::net::UnixListener::bind(real.join("s.sock")).unwrap();
-    let out = dir.path().join("linked.ndjson");
-    let mut child = capture_raw(
-        &link.join("s.sock"),
-        std::fs::File::create(&out).unwrap().into(),
-    );
-    let (rx, reader) = wait_until_capturing(&mut child);
     let msg = b"bound through the real directory";
-    let mut a = UnixStream::connect(real.join("s.sock")).unwrap();
-    let (mut b, _) = listener.accept().unwrap();
-    a.write_all(msg).unwrap();
-    let mut got = vec![0u8; msg.len()];
-    b.read_exact(&mut got).unwrap();
-    drop((a, b));
-    let (st, rest) = interrupt(&mut child, rx, reader);
+    let (st, rest, records) = one_write_captured(&real.join("s.sock"), &link.join("s.sock"), msg);
     assert!(st.success(), "{st}: {rest:?}");
-    assert_eq!(sent_bytes(&read_ndjson(&out)), msg);
+    assert_eq!(sent_bytes(&records), msg);
 }
 
 /// `timeout -s INT` signals spf and then its process group: the second

@@ -641,12 +641,6 @@ impl Fifo {
     }
 }
 
-fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
 #[test]
 fn server_restart_mid_run_loses_nothing_acknowledged_and_counts_the_overflow() {
     server_restart(false);
@@ -665,7 +659,7 @@ fn server_restart(spool: bool) {
     let mut server = NatsServer::start(dir.path(), "");
     create_stream(&server.url());
     let fifo = dir.path().join("events.fifo");
-    mkfifo(&fifo);
+    crate::util::mkfifo(&fifo, 0o600);
     let cfg = node_config(
         dir.path(),
         "node-r",

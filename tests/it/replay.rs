@@ -1,7 +1,7 @@
 //! Integration tests: the pipeline core, driven through the `spf` binary on replayed
 //! input (no root needed).
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
@@ -273,9 +273,7 @@ fn spf_on_fifo(
     stderr: std::process::Stdio,
 ) -> (std::process::Child, std::fs::File, std::path::PathBuf) {
     let fifo = dir.join("in.fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo, 0o600);
     let out = dir.join("out.ndjson");
     let cfg = write_file(
         dir,
@@ -390,16 +388,7 @@ fn sigusr1_shows_the_summary_so_far_and_spf_goes_on() {
     }
     w.flush().unwrap();
     wait_until_read(&mut child, &w);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, _reader) = stderr_lines(&mut child);
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
     let said = wait_for(&mut child, "spf's line on SIGUSR1", || rx.try_recv().ok());

@@ -179,12 +179,6 @@ struct Fed {
     err: PathBuf,
 }
 
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
 /// Opens `fifo` for writing once spf opened it for reading (without
 /// hanging should spf fail first), then blocks on writes as usual.
 fn open_fifo(fifo: &Path, child: &mut Child) -> File {
@@ -215,7 +209,7 @@ fn open_fifo(fifo: &Path, child: &mut Child) -> File {
 impl Fed {
     fn start(dir: &Path, args: &[&str]) -> Fed {
         let fifo = dir.join("feed");
-        mkfifo(&fifo);
+        crate::util::mkfifo(&fifo, 0o600);
         let out = dir.join("out.txt");
         let err = dir.join("err.txt");
         let mut child = spf()
@@ -338,7 +332,7 @@ fn raw_line(conn: u64) -> String {
 fn the_summary_alone_does_not_keep_a_run_going() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("feed");
-    mkfifo(&fifo);
+    crate::util::mkfifo(&fifo, 0o600);
     let err = dir.path().join("err.txt");
     let mut child = spf()
         .args(["run", "-q", "--replay"])

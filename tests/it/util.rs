@@ -106,3 +106,32 @@ pub fn bpf_available(test: &str) -> bool {
     eprintln!("skipping {test}: needs root for BPF (set SPF_REQUIRE_BPF=1 to fail instead)");
     false
 }
+
+/// Reads `child`'s piped stderr line by line on a thread, so that a test can
+/// wait for a line with a deadline: the lines, and the reading thread.
+pub fn stderr_lines(
+    child: &mut Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}
+
+/// Makes a FIFO at `path` with permissions `mode`.
+pub fn mkfifo(path: &Path, mode: libc::mode_t) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), mode) }, 0);
+}
