@@ -309,7 +309,10 @@ impl View {
                 // A frame too long to decode or to hold is for the framer to
                 // report, from its header alone.
                 if h.length <= f.max_frame && total <= ctx.s.limits.connection_buffer {
-                    let take = (total - f.buf.len()).min(rest.len());
+                    // What is held may be more than this frame (bytes held
+                    // while looking for where frames begin): then nothing
+                    // is taken, and the held frames are decoded first.
+                    let take = total.saturating_sub(f.buf.len()).min(rest.len());
                     if let Err(r) = f.buf.extend(&rest[..take], ctx.s.limits.connection_buffer) {
                         self.refused(side, r, ctx);
                         return;
