@@ -342,15 +342,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// Runs a validated config to completion and prints the summary. The pipeline is
 /// built (probe attached, outputs open, plugins loaded) before the runtime starts
-/// a thread, and privileges are dropped in between.
-pub fn run_config(
+/// a thread, and privileges are dropped in between. SIGUSR1 is handled by
+/// then (see run).
+fn run_config(
     cfg: &Config,
     quiet: bool,
     identity: &privileges::Identity,
     command: Option<command::Held>,
 ) -> Result<ExitCode> {
-    // As in run (once per process): for every way here.
-    spf_pipeline::signal::install().map_err(|e| anyhow::anyhow!(e))?;
     // On failure from here on, a held command is dropped: it ends before it
     // ever ran.
     let pipeline = match Pipeline::build(cfg) {
