@@ -37,8 +37,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS);
     }
     if let Some(reason) = spf_probes::bpf_unavailable_reason() {
-        eprintln!("spf demo captures with the eBPF probe, which needs root: {reason}");
-        eprintln!("run it as: sudo spf demo");
+        spf_pipeline::diag!("spf demo captures with the eBPF probe, which needs root: {reason}");
+        spf_pipeline::diag!("run it as: sudo spf demo");
         return Ok(ExitCode::from(1));
     }
     let dir = TempDir::new()?;
@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         let pipeline = Pipeline::build(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let stop = StopFlag::default();
         let run = tokio::spawn(runner::run(pipeline, RunOptions::default(), stop.clone()));
-        eprintln!(
+        spf_pipeline::diag!(
             "spf demo: capturing {} (a tonic gRPC server and client)",
             sock.display()
         );
@@ -102,7 +102,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         if !status.success() {
             bail!("the demo's gRPC client failed ({status})");
         }
-        eprintln!("spf demo: {}", outcome.summary);
+        spf_pipeline::diag!("spf demo: {}", outcome.summary);
         Ok(())
     });
     rt.shutdown_background();

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("spf: {e:#}");
+            spf_pipeline::diag!("spf: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -51,7 +51,7 @@ pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("spf: plugin refused: {e}");
+                    spf_pipeline::diag!("spf: plugin refused: {e}");
                     Ok(ExitCode::from(2))
                 }
             }

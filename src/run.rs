@@ -27,10 +27,10 @@ const CONFIG_ERROR: u8 = 2;
 fn report_config(errors: &ConfigErrors) -> ExitCode {
     let n = errors.0.len();
     for e in &errors.0 {
-        eprintln!("spf: {e}");
+        spf_pipeline::diag!("spf: {e}");
     }
     if n > 1 {
-        eprintln!("spf: {n} errors in the config");
+        spf_pipeline::diag!("spf: {n} errors in the config");
     }
     ExitCode::from(CONFIG_ERROR)
 }
@@ -265,7 +265,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // restores the default for the command).
     spf_pipeline::signal::install().map_err(|e| anyhow::anyhow!(e))?;
     if pcapng_to_stdout(&args) && args.format.is_some() {
-        eprintln!("spf: --format: with `-w -` stdout carries pcapng, not records");
+        spf_pipeline::diag!("spf: --format: with `-w -` stdout carries pcapng, not records");
         return Ok(ExitCode::from(CONFIG_ERROR));
     }
     let reg = registry();
@@ -321,7 +321,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         && held.is_none()
         && !args.quiet
     {
-        eprintln!("spf: no --path, --pid or --comm: capturing every Unix socket on this machine");
+        spf_pipeline::diag!("spf: no --path, --pid or --comm: capturing every Unix socket on this machine");
     }
     // The user to become once the pipeline is built: looked up now, so that a
     // missing one is a config error before anything is loaded.
@@ -333,7 +333,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let identity = match privileges::Identity::resolve(user, explicit) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("spf: {key}: {e}");
+            spf_pipeline::diag!("spf: {key}: {e}");
             return Ok(ExitCode::from(CONFIG_ERROR));
         }
     };
@@ -357,7 +357,7 @@ fn run_config(
         // A value of the config refused (a plugin's init): exit as for the
         // errors found while reading it.
         Err(e) if e.in_config => {
-            eprintln!("spf: {e}");
+            spf_pipeline::diag!("spf: {e}");
             return Ok(ExitCode::from(CONFIG_ERROR));
         }
         Err(e) => return Err(anyhow::anyhow!("{e}")),
@@ -388,7 +388,7 @@ fn run_config(
         // A live capture runs from here, and Ctrl-C is handled: say so, for
         // whoever waits to start their traffic.
         if !quiet && let Some(how) = &capturing {
-            eprintln!("spf: capturing ({how}); Ctrl-C stops and flushes");
+            spf_pipeline::diag!("spf: capturing ({how}); Ctrl-C stops and flushes");
         }
         // The command's end is the capture's end: its exit status is spf's.
         let exited = command.map(|c| {

@@ -242,7 +242,7 @@ fn read_ndjson<R: Read>(
                     st.lineno += 1;
                     st.summary.skipped += 1;
                     if st.summary.skipped <= REPORT_LINES {
-                        eprintln!(
+                        crate::diag!(
                             "spf: {}:{}: skipped: line longer than {} MiB",
                             path.display(),
                             st.lineno,
@@ -273,7 +273,7 @@ fn read_ndjson<R: Read>(
     }
     out.blocking_send(st.batch);
     if st.summary.skipped > REPORT_LINES {
-        eprintln!(
+        crate::diag!(
             "spf: {}: {} malformed lines skipped in all",
             path.display(),
             st.summary.skipped
@@ -301,7 +301,7 @@ fn read_capture<R: Read>(
     let skip = |summary: &mut SourceSummary, why: String| {
         summary.skipped += 1;
         if summary.skipped <= REPORT_LINES {
-            eprintln!("spf: {}: skipped: {why}", path.display());
+            crate::diag!("spf: {}: skipped: {why}", path.display());
         }
     };
     loop {
@@ -362,7 +362,7 @@ fn read_capture<R: Read>(
     }
     out.blocking_send(batch);
     if summary.skipped > REPORT_LINES {
-        eprintln!(
+        crate::diag!(
             "spf: {}: {} unreadable records skipped in all",
             path.display(),
             summary.skipped
@@ -450,7 +450,7 @@ impl LineState {
             Err(e) => {
                 self.summary.skipped += 1;
                 if self.summary.skipped <= REPORT_LINES {
-                    eprintln!("spf: {}:{}: skipped: {e}", path.display(), self.lineno);
+                    crate::diag!("spf: {}:{}: skipped: {e}", path.display(), self.lineno);
                 }
             }
         }

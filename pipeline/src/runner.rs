@@ -753,7 +753,8 @@ impl Status {
         }
         let eps = s.events.saturating_sub(self.last_events) as f64 / dt;
         let bps = s.bytes.saturating_sub(self.last_bytes) as f64 / dt;
-        eprint!(
+        let _ = write!(
+            std::io::stderr(),
             "\r\x1b[K{:.0} events/s, {}/s, open connections {conns}, dropped {}",
             eps,
             human_bytes(bps as u64),
@@ -767,7 +768,7 @@ impl Status {
 
     fn clear(&mut self) {
         if self.shown {
-            eprint!("\r\x1b[K");
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
             self.shown = false;
         }
     }

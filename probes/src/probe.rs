@@ -141,7 +141,7 @@ impl Probe {
         };
         // SPF_BPF_LOG is the probe's verbose mode: which hooks, and why.
         if std::env::var_os("SPF_BPF_LOG").is_some() {
-            eprintln!("spf: hook: {}", probe.hook);
+            spf_pipeline::diag!("spf: hook: {}", probe.hook);
         }
         Ok(probe)
     }
@@ -463,7 +463,7 @@ fn load_error(e: &libbpf_rs::Error) -> BuildError {
     // report needs.
     if std::env::var_os("SPF_BPF_LOG").is_some() {
         for l in &log {
-            eprintln!("{l}");
+            spf_pipeline::diag!("{l}");
         }
     }
     let errno = e.kind();
@@ -635,7 +635,7 @@ mod tests {
                 std::env::var("SPF_REQUIRE_BPF").as_deref() != Ok("1"),
                 "BPF required (SPF_REQUIRE_BPF=1) but unavailable: {why}"
             );
-            eprintln!("skipping: {why}");
+            spf_pipeline::diag!("skipping: {why}");
             return;
         }
         let cfg = UnixConfig {

@@ -265,6 +265,27 @@ fn head_closing_the_pipe_is_a_quiet_success() {
     assert_eq!(err, "", "no error text expected");
 }
 
+#[test]
+fn a_closed_stderr_is_no_panic() {
+    // Diagnostics on a stderr whose reader has gone: `2>&1 | head -1` on an input
+    // that is nothing but unreadable lines. spf's own status (1: nothing could be
+    // read) must come through, not a panic's 101.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = write_file(dir.path(), "junk.ndjson", "junk\n".repeat(10_000));
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' run --replay '{}' 2>&1 | head -1; exit ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_spf"),
+            junk.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "spf's status: {:?}", out.status);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("spf: ") && text.contains("skipped"), "{text}");
+}
+
 /// Starts spf replaying a new FIFO in `dir` into `dir/out.ndjson` with the given
 /// reorder window; returns the child, the FIFO's writing end and the output path.
 fn spf_on_fifo(

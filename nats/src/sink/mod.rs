@@ -402,7 +402,7 @@ impl NatsSink {
         if !self.warned_spool
             && let Some(e) = &self.queue.lock().spool_error
         {
-            eprintln!("spf: {}: {e}; using memory only", self.describe);
+            spf_pipeline::diag!("spf: {}: {e}; using memory only", self.describe);
             self.warned_spool = true;
         }
     }
@@ -444,7 +444,7 @@ impl Sink for NatsSink {
                 _ => None,
             };
             if !self.warned_big {
-                eprintln!(
+                spf_pipeline::diag!(
                     "spf: {}: a record of {line} bytes is longer than the server takes ({}); {}",
                     self.describe,
                     self.max_record,

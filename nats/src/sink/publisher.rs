@@ -117,7 +117,7 @@ impl Publisher {
                     drop(st);
                     self.queue.progress.notify_all();
                     if let Some(what) = failing.take() {
-                        eprintln!("spf: {}: publishing again after: {what}", self.name);
+                        spf_pipeline::diag!("spf: {}: publishing again after: {what}", self.name);
                     }
                     backoff = Duration::from_millis(50);
                 }
@@ -162,7 +162,7 @@ impl Publisher {
     /// Says once per outage that publishing stopped, and why.
     fn outage(&self, e: &impl std::fmt::Display) -> String {
         let (waiting, spooled) = self.queue.lock().waiting();
-        eprintln!(
+        spf_pipeline::diag!(
             "spf: {}: not acknowledged ({e}); keeping records ({waiting} in memory{}) and retrying",
             self.name,
             if spooled { ", more in the spool" } else { "" }

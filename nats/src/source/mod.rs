@@ -284,7 +284,7 @@ async fn open(
                 })
                 .await
                 .inspect(|_| {
-                    eprintln!(
+                    spf_pipeline::diag!(
                         "spf: nats source: created stream `{}` for subjects {}",
                         cfg.stream,
                         c.subjects.join(", ")
@@ -504,7 +504,7 @@ impl Consume {
                 };
                 got += 1;
                 if last_error.take().is_some() {
-                    eprintln!("spf: nats source: receiving again");
+                    spf_pipeline::diag!("spf: nats source: receiving again");
                 }
                 let msg = Message {
                     message: msg,
@@ -550,7 +550,7 @@ impl Consume {
         self.summary.lost = self.summary.lost.saturating_add(parser.summary.lost);
         self.summary.skipped = self.summary.skipped.saturating_add(parser.summary.skipped);
         if parser.crowded() {
-            eprintln!(
+            spf_pipeline::diag!(
                 "spf: nats source: more than {} nodes: the later ones share connection ids",
                 ids::MAX_NODES
             );
@@ -605,7 +605,7 @@ impl Consume {
 
     fn report_error(&self, last: &mut Option<String>, e: String) {
         if last.as_deref() != Some(e.as_str()) {
-            eprintln!("spf: nats source: {e}; retrying");
+            spf_pipeline::diag!("spf: nats source: {e}; retrying");
         }
         *last = Some(e);
     }
@@ -746,7 +746,7 @@ impl Consume {
                 m.ack().await.map_err(|e| e.to_string())
             };
             if let Err(e) = r {
-                eprintln!("spf: nats source: acknowledging: {e}");
+                spf_pipeline::diag!("spf: nats source: acknowledging: {e}");
             }
         }
         if last {

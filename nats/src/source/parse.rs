@@ -150,7 +150,7 @@ impl Parser {
     fn skip(&mut self, what: &str, node: &str, why: &str) {
         self.summary.skipped += 1;
         if self.summary.skipped <= REPORT_LINES {
-            eprintln!("spf: nats source: a {what} from {node} skipped: {why}");
+            spf_pipeline::diag!("spf: nats source: a {what} from {node} skipped: {why}");
         }
     }
 }

@@ -74,10 +74,10 @@ impl PluginSink {
         } else {
             "failed"
         };
-        eprintln!("spf: {} {verb} in {what}: {msg}", self.label);
+        crate::diag!("spf: {} {verb} in {what}: {msg}", self.label);
         if self.max_errors > 0 && self.failures_in_a_row >= self.max_errors {
             self.disabled = true;
-            eprintln!(
+            crate::diag!(
                 "spf: {} failed {} calls in a row and is disabled for the rest of this run; the other sinks go on (raise or zero `max_errors` in its config to change this)",
                 self.label, self.failures_in_a_row
             );

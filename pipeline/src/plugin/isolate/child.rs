@@ -37,13 +37,13 @@ pub fn host_main() -> Option<i32> {
         }
     }
     let Some(kind) = kind else {
-        eprintln!("spf {HOST_ARG}: started without --kind; spf starts this itself");
+        crate::diag!("spf {HOST_ARG}: started without --kind; spf starts this itself");
         return Some(2);
     };
     Some(match serve(kind, &user) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("spf {HOST_ARG}: {e}");
+            crate::diag!("spf {HOST_ARG}: {e}");
             1
         }
     })

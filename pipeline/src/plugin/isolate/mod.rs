@@ -698,10 +698,10 @@ impl IsolatedSink {
             } else {
                 "failed"
             };
-            eprintln!("spf: {} {verb}: {msg}", self.sup.label);
+            crate::diag!("spf: {} {verb}: {msg}", self.sup.label);
             if self.max_errors > 0 && self.failures_in_a_row >= self.max_errors && !self.disabled {
                 self.disabled = true;
-                eprintln!(
+                crate::diag!(
                     "spf: {} failed {} calls in a row and is disabled for the rest of this run; the other sinks go on",
                     self.sup.label, self.failures_in_a_row
                 );
@@ -713,7 +713,7 @@ impl IsolatedSink {
     fn fault(&mut self, f: Fault) {
         let _ = self.take_answers();
         let pid = self.sup.proc.as_ref().map_or(0, |p| p.pid);
-        eprintln!(
+        crate::diag!(
             "spf: {} process {pid} {f}; one record was not written; starting a new one",
             self.sup.label
         );
@@ -735,7 +735,7 @@ impl IsolatedSink {
             }
             Err(why) => {
                 self.disabled = true;
-                eprintln!(
+                crate::diag!(
                     "spf: {} {why} and is disabled for the rest of this run; the other sinks go on",
                     self.sup.label
                 );
