@@ -183,8 +183,27 @@ fn read_capture_file(
         let reader = BufReader::with_capacity(256 * 1024, file);
         return read_capture(reader, path, out);
     }
+    if let Some(what) = packet_capture_kind(&head[..n]) {
+        // Read as lines, a packet capture is millions of unreadable ones.
+        return Err(SourceError(format!(
+            "`{}` is a {what} file, for Wireshark or tshark; --replay reads \
+             what spf wrote with --output (NDJSON, or a binary `.spfcap`)",
+            path.display()
+        )));
+    }
     let rest = std::io::Cursor::new(head[..n].to_vec()).chain(file);
     read_ndjson(BufReader::with_capacity(256 * 1024, rest), path, out)
+}
+
+/// pcapng (its section header block's type) or classic pcap (either byte
+/// order, micro- or nanosecond), told by the first four bytes.
+fn packet_capture_kind(head: &[u8]) -> Option<&'static str> {
+    match head.get(..4)? {
+        [0x0a, 0x0d, 0x0d, 0x0a] => Some("pcapng"),
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] => Some("pcap"),
+        [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] => Some("pcap"),
+        _ => None,
+    }
 }
 
 fn read_ndjson<R: Read>(

@@ -805,6 +805,14 @@ fn datagrams_are_udp_for_tshark() {
         "datagram cut: 7 of its 40 bytes were captured"
     );
     assert_checksums_udp(&pcap);
+
+    // A pcapng file given to --replay is named for what it is, not read as
+    // lines of bad JSON.
+    let o = spf().args(["run", "-q", "--replay"]).arg(&pcap).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr_text(&o);
+    assert!(err.contains("is a pcapng file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// UDP checksums of whole datagrams verify; a cut one carries none.
