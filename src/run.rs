@@ -321,7 +321,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         && held.is_none()
         && !args.quiet
     {
-        spf_pipeline::diag!("spf: no --path, --pid or --comm: capturing every Unix socket on this machine");
+        spf_pipeline::diag!(
+            "spf: no --path, --pid or --comm: capturing every Unix socket on this machine"
+        );
     }
     // The user to become once the pipeline is built: looked up now, so that a
     // missing one is a config error before anything is loaded.

@@ -170,7 +170,7 @@ impl Drop for Server {
     }
 }
 
-fn tool(name: &str) -> String {
+pub(crate) fn tool(name: &str) -> String {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         let p = format!("{dir}/{name}");
         if Path::new(&p).exists() {

@@ -704,6 +704,36 @@ async fn attach_mid_connection_on_real_traffic() {
                 }
                 assert_eq!(resp.headers.len(), got.len() + 1);
             }
+            // Every request after the attach is an exchange with its response's
+            // status, its path shown where the path's table entry is known.
+            let x: Vec<&spf_pipeline::Exchange> = recs
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Decoded(d) => match &d.body {
+                        Body::Exchange(x) => Some(&**x),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(x.len(), seen.len() - k, "exchanges, attached before {k}");
+            for (j, e) in x.iter().enumerate() {
+                let s = &seen[k + j];
+                assert_eq!(e.method.as_deref(), Some(s.method.as_str()));
+                assert!(
+                    e.path.is_none() || e.path.as_deref() == Some(s.path.as_str()),
+                    "exchange {}: {e:?}",
+                    k + j
+                );
+                // 201 is no static table entry: after the attach it may be
+                // an index spf never saw.
+                assert!(
+                    e.status.is_none() || e.status == Some(u32::from(received[k + j].0)),
+                    "exchange {}: {e:?}",
+                    k + j
+                );
+                assert_eq!(e.error, None, "exchange {}", k + j);
+            }
             // The value sent last is there, under its name or, when the name came
             // from a table entry inserted before the attach, under a placeholder.
             let last = reqs.last().unwrap();
@@ -720,6 +750,119 @@ async fn attach_mid_connection_on_real_traffic() {
         placeholders > 0,
         "attaching mid-connection must show table entries from before as placeholders"
     );
+}
+
+/// A client that indexes every header (Python's h2, as gRPC's C core does for
+/// `:path`): three GETs of one path on one connection, each after a line on
+/// stdin, each answered by a line on stdout with the response's status.
+const PY_H2_CLIENT: &str = r#"
+import socket, sys
+import h2.connection, h2.events
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+conn = h2.connection.H2Connection()
+conn.initiate_connection()
+s.sendall(conn.data_to_send())
+for i in range(3):
+    sys.stdin.readline()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":path", "/same/path/every/time"),
+                            (":scheme", "http"), (":authority", "localhost")], end_stream=True)
+    s.sendall(conn.data_to_send())
+    status, done = None, False
+    while not done:
+        data = s.recv(65535)
+        if not data:
+            sys.exit("server closed early")
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = dict(ev.headers)[b":status"].decode()
+            elif isinstance(ev, h2.events.DataReceived):
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                done = True
+        s.sendall(conn.data_to_send())
+    print(status, flush=True)
+conn.close_connection()
+s.sendall(conn.data_to_send())
+s.close()
+"#;
+
+/// Attaching after a request's `:path` went into the client's HPACK table:
+/// later requests name it by an index spf never saw. They are exchanges
+/// still, paired with their responses, the path left out (not guessed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_whose_path_is_an_unseen_table_entry_are_exchanges() {
+    use std::io::{BufRead as _, Write as _};
+    let (s, listener) = setup();
+    let seen = hyper_server(listener);
+    let script = s._dir.path().join("client.py");
+    std::fs::write(&script, PY_H2_CLIENT).unwrap();
+    // Debian's python3, which has python3-h2.
+    let mut child = std::process::Command::new(crate::http1::tool("python3"))
+        .arg(&script)
+        .arg(&s.front)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut statuses = Vec::new();
+    let mut marks = Vec::new();
+    for _ in 0..3 {
+        // The relay records bytes before it passes them on: once the client
+        // has its response, the recording holds all of it.
+        marks.push(s.cap.events.lock().unwrap().len());
+        writeln!(stdin, "go").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        statuses.push(line.trim().parse::<u32>().expect("a status line"));
+    }
+    assert!(child.wait().unwrap().success());
+    closed(&s.cap).await;
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    let events = s.cap.events.lock().unwrap().clone();
+    for (k, &mark) in marks.iter().enumerate().skip(1) {
+        let attached = &events[mark..];
+        for recs in [decode(attached), decode(&connection_view(attached))] {
+            let frames = headers_frames(&recs);
+            let reqs: Vec<&Hdr> = frames.iter().filter(|h| h.dir == Direction::Send).collect();
+            assert_eq!(reqs.len(), 3 - k);
+            // The scenario: the path is a placeholder in every request seen.
+            for h in &reqs {
+                assert!(pseudo(&h.headers, ":path").is_none(), "{:?}", h.headers);
+                assert!(
+                    h.headers
+                        .iter()
+                        .any(|(n, _)| n.starts_with("<unknown index ")),
+                    "{:?}",
+                    h.headers
+                );
+            }
+            let x: Vec<&spf_pipeline::Exchange> = recs
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Decoded(d) => match &d.body {
+                        Body::Exchange(x) => Some(&**x),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(x.len(), 3 - k, "one exchange per request after the attach");
+            for (j, e) in x.iter().enumerate() {
+                assert_eq!(e.method.as_deref(), Some("GET"));
+                assert_eq!(e.path, None);
+                assert!(
+                    e.status.is_none() || e.status == Some(statuses[k + j]),
+                    "{e:?}"
+                );
+                assert_eq!(e.error, None);
+                assert!(e.latency_ns.is_some() && e.response_bytes > 0, "{e:?}");
+            }
+        }
+    }
 }
 
 /// The h2 crate on both ends: a request header too large for one frame (sent

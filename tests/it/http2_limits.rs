@@ -187,7 +187,7 @@ fn replay(capture: &std::path::Path, normal_conn: u64) -> Run {
             let last = v.get("exchange").is_some() && v["conn"] == normal_conn;
             if v.get("error").is_some() {
                 run.errors.push(v);
-            } else {
+            } else if v["conn"] == normal_conn {
                 run.normal.push(v);
             }
             if last {

@@ -808,7 +808,11 @@ fn datagrams_are_udp_for_tshark() {
 
     // A pcapng file given to --replay is named for what it is, not read as
     // lines of bad JSON.
-    let o = spf().args(["run", "-q", "--replay"]).arg(&pcap).output().unwrap();
+    let o = spf()
+        .args(["run", "-q", "--replay"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr_text(&o);
     assert!(err.contains("is a pcapng file"), "{err}");

@@ -283,7 +283,10 @@ fn a_closed_stderr_is_no_panic() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "spf's status: {:?}", out.status);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("spf: ") && text.contains("skipped"), "{text}");
+    assert!(
+        text.starts_with("spf: ") && text.contains("skipped"),
+        "{text}"
+    );
 }
 
 /// Starts spf replaying a new FIFO in `dir` into `dir/out.ndjson` with the given

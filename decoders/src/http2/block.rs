@@ -556,10 +556,12 @@ impl View {
         let is_headers = block.head.kind == frame::HEADERS;
         let request = is_headers && facts.method.is_some();
         // Streams are kept only for what needs them later: a path, gRPC, an
-        // exchange to pair.
+        // exchange to pair. A request is one even when its path is a table
+        // entry from before spf attached: paired, with the path left out.
         let worth = facts.path.is_some()
             || facts.content_type_grpc
             || facts.grpc_status.is_some()
+            || (request && ctx.s.cfg.exchanges)
             || self.streams.get(target).is_some();
         if !worth {
             return None;

@@ -79,7 +79,8 @@ impl PluginSink {
             self.disabled = true;
             crate::diag!(
                 "spf: {} failed {} calls in a row and is disabled for the rest of this run; the other sinks go on (raise or zero `max_errors` in its config to change this)",
-                self.label, self.failures_in_a_row
+                self.label,
+                self.failures_in_a_row
             );
         }
     }

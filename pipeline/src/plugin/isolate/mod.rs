@@ -703,7 +703,8 @@ impl IsolatedSink {
                 self.disabled = true;
                 crate::diag!(
                     "spf: {} failed {} calls in a row and is disabled for the rest of this run; the other sinks go on",
-                    self.sup.label, self.failures_in_a_row
+                    self.sup.label,
+                    self.failures_in_a_row
                 );
             }
         }
