@@ -321,8 +321,10 @@ impl Fields for FrameRecord {
                                 s.msg.data.len(),
                                 s.msg.compressed
                             );
-                            if verbosity >= 2
-                                && !s.msg.compressed
+                            if verbosity < 2 || s.msg.data.is_empty() {
+                                continue;
+                            }
+                            if !s.msg.compressed
                                 && s.view == protobuf::Check::Message
                                 && let Some(fields) = protobuf::parse(&s.msg.data, &g.proto)
                             {
@@ -331,6 +333,10 @@ impl Fields for FrameRecord {
                                 if text.ends_with('\n') {
                                     text.pop();
                                 }
+                            } else {
+                                // Compressed, or not protobuf: its bytes as sent.
+                                text.push_str("\n    | ");
+                                preview(&s.msg.data, text);
                             }
                         }
                         if let Some((have, _)) = g.partial {
@@ -587,21 +593,10 @@ pub(crate) fn lossy(b: &[u8]) -> String {
 
 /// The start of a payload as one line: printable ASCII as is, the rest escaped.
 fn preview(data: &[u8], out: &mut String) {
-    for &b in &data[..data.len().min(PREVIEW)] {
-        match b {
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\x");
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 15) as usize] as char);
-            }
-        }
-    }
+    let mut esc = Vec::with_capacity(PREVIEW * 2);
+    spf_pipeline::escape::escape_bytes(&data[..data.len().min(PREVIEW)], false, &mut esc);
+    // escape_bytes writes ASCII only.
+    out.push_str(std::str::from_utf8(&esc).unwrap_or_default());
     if data.len() > PREVIEW {
         out.push('\u{2026}');
     }
@@ -689,5 +684,47 @@ mod tests {
         assert!(two.ends_with("\n  | hello"), "{two}");
         assert!(json(&r)["http2"].get("data_b64").is_none());
         assert_eq!(r.verbosity(), 1);
+    }
+
+    #[test]
+    fn grpc_messages_show_at_verbosity_two_whatever_they_hold() {
+        let shown = |data: &'static [u8], compressed: bool| Shown {
+            view: protobuf::check(data, &protobuf::Limits::default()),
+            msg: Message {
+                compressed,
+                data: Bytes::from_static(data),
+            },
+        };
+        let mut messages = Messages::default();
+        // Protobuf (field 1, varint 150), JSON, and gzip's first bytes.
+        messages.push(shown(b"\x08\x96\x01", false));
+        messages.push(shown(b"{\"name\":\"x\"}", false));
+        messages.push(shown(b"\x1f\x8b\x08\x00", true));
+        let r = FrameRecord {
+            kind: frame::DATA,
+            flags: 0,
+            stream_id: 1,
+            length: 40,
+            body: Body::Data {
+                pad: None,
+                data: Bytes::new(),
+                b64: false,
+                grpc: Some(GrpcData {
+                    method: None,
+                    inferred: false,
+                    messages,
+                    partial: None,
+                    proto: protobuf::Limits::default(),
+                }),
+            },
+        };
+        let (mut one, mut two) = (String::new(), String::new());
+        r.write_text(1, &mut one);
+        r.write_text(2, &mut two);
+        assert_eq!(one.matches("gRPC message <").count(), 3, "{one}");
+        assert!(!one.contains('|') && !one.contains("150"), "{one}");
+        assert!(two.contains("150"), "{two}");
+        assert!(two.contains("\n    | {\"name\":\"x\"}"), "{two}");
+        assert!(two.contains("\n    | \\x1f\\x8b\\x08\\x00"), "{two}");
     }
 }
