@@ -159,8 +159,17 @@ pub fn flag_iter(kind: u8, flags: u8) -> impl Iterator<Item = Flag> {
     })
 }
 
+/// An error code's name, `UNKNOWN_ERROR(0x..)` for codes RFC 9113 does not name.
 pub fn error_name(code: u32) -> Cow<'static, str> {
-    Cow::Borrowed(match code {
+    match known_error(code) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(format!("UNKNOWN_ERROR(0x{code:x})")),
+    }
+}
+
+/// The name of an error code RFC 9113 names.
+pub fn known_error(code: u32) -> Option<&'static str> {
+    Some(match code {
         0x0 => "NO_ERROR",
         0x1 => "PROTOCOL_ERROR",
         0x2 => "INTERNAL_ERROR",
@@ -175,12 +184,21 @@ pub fn error_name(code: u32) -> Cow<'static, str> {
         0xb => "ENHANCE_YOUR_CALM",
         0xc => "INADEQUATE_SECURITY",
         0xd => "HTTP_1_1_REQUIRED",
-        _ => return Cow::Owned(format!("UNKNOWN_ERROR(0x{code:x})")),
+        _ => return None,
     })
 }
 
+/// A setting's name, `UNKNOWN_SETTING(0x..)` for ids no RFC names.
 pub fn setting_name(id: u16) -> Cow<'static, str> {
-    Cow::Borrowed(match id {
+    match known_setting(id) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(format!("UNKNOWN_SETTING(0x{id:x})")),
+    }
+}
+
+/// The name of a setting an RFC names.
+pub fn known_setting(id: u16) -> Option<&'static str> {
+    Some(match id {
         0x1 => "SETTINGS_HEADER_TABLE_SIZE",
         0x2 => "SETTINGS_ENABLE_PUSH",
         0x3 => "SETTINGS_MAX_CONCURRENT_STREAMS",
@@ -189,7 +207,7 @@ pub fn setting_name(id: u16) -> Cow<'static, str> {
         0x6 => "SETTINGS_MAX_HEADER_LIST_SIZE",
         0x8 => "SETTINGS_ENABLE_CONNECT_PROTOCOL",
         0x9 => "SETTINGS_NO_RFC7540_PRIORITIES",
-        _ => return Cow::Owned(format!("UNKNOWN_SETTING(0x{id:x})")),
+        _ => return None,
     })
 }
 

@@ -401,13 +401,14 @@ impl Fields for FrameRecord {
                 let _ = write!(
                     text,
                     "\n  (error_code={}(0x{code:02x}))",
-                    frame::error_name(*code)
+                    frame::known_error(*code).unwrap_or("UNKNOWN_ERROR")
                 );
             }
             Body::Settings(params) => {
                 let _ = write!(text, "\n  (niv={})", params.len());
                 for (id, v) in params {
-                    let _ = write!(text, "\n  [{}(0x{id:02x}):{v}]", frame::setting_name(*id));
+                    let name = frame::known_setting(*id).unwrap_or("UNKNOWN_SETTING");
+                    let _ = write!(text, "\n  [{name}(0x{id:02x}):{v}]");
                 }
             }
             Body::Ping(data) => {
@@ -425,7 +426,7 @@ impl Fields for FrameRecord {
                 let _ = write!(
                     text,
                     "\n  (last_stream_id={last_stream}, error_code={}(0x{code:02x}), opaque_data(0)=[",
-                    frame::error_name(*code)
+                    frame::known_error(*code).unwrap_or("UNKNOWN_ERROR")
                 );
                 lossy_text(debug, text);
                 text.push_str("])");
@@ -684,6 +685,35 @@ mod tests {
         assert!(two.ends_with("\n  | hello"), "{two}");
         assert!(json(&r)["http2"].get("data_b64").is_none());
         assert_eq!(r.verbosity(), 1);
+    }
+
+    #[test]
+    fn unknown_settings_and_error_codes_name_their_number_once() {
+        let text = |kind, body| {
+            let mut t = String::new();
+            FrameRecord {
+                kind,
+                flags: 0,
+                stream_id: 0,
+                length: 12,
+                body,
+            }
+            .write_text(1, &mut t);
+            t
+        };
+        let t = text(
+            frame::SETTINGS,
+            Body::Settings(vec![(0x3, 100), (0xfe03, 1)]),
+        );
+        assert!(
+            t.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100]"),
+            "{t}"
+        );
+        assert!(t.contains("[UNKNOWN_SETTING(0xfe03):1]"), "{t}");
+        let t = text(frame::RST_STREAM, Body::RstStream(0x99));
+        assert!(t.contains("(error_code=UNKNOWN_ERROR(0x99))"), "{t}");
+        let t = text(frame::RST_STREAM, Body::RstStream(0x8));
+        assert!(t.contains("(error_code=CANCEL(0x08))"), "{t}");
     }
 
     #[test]
