@@ -640,3 +640,67 @@ fn spf_in_a_pid_namespace_of_its_own_leaves_its_own_traffic_out() {
     let of_spf: Vec<&Value> = records.iter().filter(|r| r["pid"] == spf_pid).collect();
     assert!(of_spf.is_empty(), "spf captured itself: {of_spf:?}");
 }
+
+/// A datagram server read by one thread while another sends to it: three
+/// datagrams from a connected socket, four with sendto from an unbound one.
+/// Each shows once, from its sender, in the order sent.
+#[test]
+fn datagrams_of_connected_and_unbound_senders_show_once_each() {
+    use std::os::unix::net::UnixDatagram;
+    let _g = exclusive();
+    let name = "datagrams_of_connected_and_unbound_senders_show_once_each";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(live) = LiveSpf::start(
+        name,
+        dir.path(),
+        "spf-dgram",
+        &["--comm", "spf-dgram", "--decoder", "raw"],
+    ) else {
+        return;
+    };
+    let path = dir.path().join("dgram.sock");
+    let rx = UnixDatagram::bind(&path).unwrap();
+    let sizes = [11usize, 11, 11, 1000, 2000, 3000, 4000];
+    let reader = std::thread::spawn(move || {
+        name_thread("spf-dgram");
+        let mut buf = vec![0u8; 8192];
+        for want in sizes {
+            assert_eq!(rx.recv(&mut buf).unwrap(), want);
+        }
+    });
+    let sender_path = path.clone();
+    std::thread::spawn(move || {
+        name_thread("spf-dgram");
+        let connected = UnixDatagram::unbound().unwrap();
+        connected.connect(&sender_path).unwrap();
+        let unbound = UnixDatagram::unbound().unwrap();
+        for (i, &n) in sizes.iter().enumerate() {
+            let msg = test_bytes(n, i as u64);
+            if i < 3 {
+                connected.send(&msg).unwrap();
+            } else {
+                unbound.send_to(&msg, &sender_path).unwrap();
+            }
+        }
+    })
+    .join()
+    .unwrap();
+    reader.join().unwrap();
+    let (records, err) = live.stop();
+    let me = std::process::id();
+    let got: Vec<(u64, u64)> = records
+        .iter()
+        .filter(|r| r["sock"] == "dgram")
+        .map(|r| (r["len"].as_u64().unwrap(), r["pid"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(u64, u64)> = sizes.iter().map(|&n| (n as u64, u64::from(me))).collect();
+    assert_eq!(got, want, "{err}");
+    let dgrams: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r["sock"] == "dgram")
+        .collect();
+    let sent: Vec<u8> = (0..sizes.len())
+        .flat_map(|i| test_bytes(sizes[i], i as u64))
+        .collect();
+    assert_eq!(sent_bytes(&dgrams), sent);
+}

@@ -118,9 +118,23 @@ impl Lane {
         self.ends.learn(ev);
         if self.kind == SockKind::Dgram {
             if self.dgram.keep(ev) {
+                // Each datagram names its own ends: the receiver is the
+                // connection's socket; the sender is the sending socket, or
+                // for a receive, the peer a connected receiver has (else
+                // unknown: several sockets may send to one).
+                let ends = match ev.dir {
+                    Direction::Send => Ends {
+                        sender: ev.socket,
+                        receiver: ev.conn,
+                    },
+                    Direction::Recv => Ends {
+                        sender: ev.peer_socket,
+                        receiver: ev.socket,
+                    },
+                };
                 out(from_sender(
                     ev,
-                    self.ends,
+                    ends,
                     idents,
                     ev.data.clone(),
                     None,

@@ -162,7 +162,12 @@ impl Connections {
     }
 
     fn key_of(&mut self, ev: &Event) -> LaneKey {
-        let lane = if ev.pos.is_some() || ev.rpos.is_some() || ev.lane != 0 || ev.peer_socket != 0 {
+        // A datagram connection is its receiving socket: one way, one lane,
+        // whoever sends to it, connected or not (the probe tells only a
+        // connected sender's peer).
+        let lane = if ev.sock == SockKind::Dgram {
+            0
+        } else if ev.pos.is_some() || ev.rpos.is_some() || ev.lane != 0 || ev.peer_socket != 0 {
             ev.lane
         } else {
             // A capture without lanes: the two ends are told apart by socket,

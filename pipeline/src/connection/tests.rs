@@ -486,6 +486,88 @@ fn datagrams_seen_at_both_ends_are_kept_once() {
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
 }
 
+/// As the syscall hook saw a Python datagram server (socket 77) and a client
+/// that sends three datagrams on a connected socket (5, whose peer the probe
+/// knows) and four with sendto on an unbound one (6, whose peer it does
+/// not); `early` has the server's first receive come before the sendtos.
+fn mixed_datagram_senders(early: bool) -> Vec<SourceItem> {
+    let dg = |ts, dir, socket, peer_socket, pid, len: usize| {
+        SourceItem::Event(Arc::new(Event {
+            seq: ts,
+            ts_ns: ts,
+            sock: SockKind::Dgram,
+            dir,
+            conn: 77,
+            socket,
+            peer_socket,
+            pid,
+            len: len as u64,
+            data: bytes::Bytes::from(vec![b'a' + (len % 26) as u8; len]),
+            ..Event::default()
+        }))
+    };
+    let (send, recv) = (Direction::Send, Direction::Recv);
+    let mut items = vec![
+        dg(1, send, 5, 77, 300, 11),
+        dg(2, send, 5, 77, 300, 11),
+        dg(3, send, 5, 77, 300, 11),
+    ];
+    if early {
+        items.push(dg(4, recv, 77, 0, 200, 11));
+    }
+    for (ts, len) in [(5, 1000), (6, 2000), (7, 3000), (8, 4000)] {
+        items.push(dg(ts, send, 6, 0, 300, len));
+    }
+    items.push(dg(9, send, 5, 77, 300, 4));
+    if !early {
+        items.push(dg(10, recv, 77, 0, 200, 11));
+    }
+    for (ts, len) in [(11, 11), (12, 11), (13, 1000), (14, 2000), (15, 3000)] {
+        items.push(dg(ts, recv, 77, 0, 200, len));
+    }
+    items.push(dg(16, recv, 77, 0, 200, 4000));
+    items.push(dg(17, recv, 77, 0, 200, 4));
+    items
+}
+
+#[test]
+fn datagrams_of_connected_and_unbound_senders_are_each_kept_once() {
+    let want: Vec<(u64, u32, u64, u64)> = [11, 11, 11]
+        .into_iter()
+        .map(|len| (len, 300, 5, 77))
+        .chain([1000, 2000, 3000, 4000].map(|len| (len, 300, 6, 77)))
+        .chain([(4, 300, 5, 77)])
+        .collect();
+    for early in [false, true] {
+        let evs = events(&run(mixed_datagram_senders(early)));
+        let got: Vec<(u64, u32, u64, u64)> = evs
+            .iter()
+            .map(|e| (e.len, e.pid, e.socket, e.peer_socket))
+            .collect();
+        // Each once, from its sender, to the server.
+        assert_eq!(got, want, "early receive: {early}");
+    }
+    // A datagram queued before the capture: its receive has no send. It is
+    // kept (its sender unknown), and takes the place of no other.
+    let mut items = mixed_datagram_senders(true);
+    let SourceItem::Event(first_recv) = items.remove(3) else {
+        unreachable!()
+    };
+    let queued = Event {
+        len: 7,
+        data: bytes::Bytes::from_static(b"earlier"),
+        ..(*first_recv).clone()
+    };
+    items.insert(0, SourceItem::Event(Arc::new(queued)));
+    let evs = events(&run(items));
+    let got: Vec<(u64, u32, u64, u64)> = evs
+        .iter()
+        .map(|e| (e.len, e.pid, e.socket, e.peer_socket))
+        .collect();
+    assert_eq!(got[0], (7, 0, 0, 77));
+    assert_eq!(got[1..], want[..]);
+}
+
 #[test]
 fn a_loss_is_placed_only_where_lanes_have_positions() {
     let lost = SourceItem::Lost(Lost {
