@@ -3,10 +3,13 @@
 //!
 //! While a connection is undecided its events are held (at most
 //! [`WINDOW`] bytes per direction are looked at, at most [`MAX_EVENTS`]
-//! events), then handed, in order, to the decoder chosen. Records are made
-//! by that decoder and carry its name.
+//! events, at most [`MAX_WAIT`] once the run has caught up with its input),
+//! then handed, in order, to the decoder chosen. Records are made by that
+//! decoder and carry its name.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
@@ -28,6 +31,11 @@ pub const MAX_EVENTS: usize = 16;
 /// shows nothing (joined in the middle of a body), the other's first bytes
 /// may still tell, within this much.
 pub const MAX_HELD: usize = 1 << 20;
+/// How long a connection stays undecided at most, counted from its first
+/// event, once the run has caught up with its input: a live connection
+/// that speaks nothing recognised (an interactive redis-cli) shows within
+/// this, not after its sixteenth event.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Confidence that decides at once.
 const SURE: u8 = 60;
 /// Confidence that is enough when no more bytes can be waited for.
@@ -62,6 +70,10 @@ pub struct Auto {
     count: usize,
     max_conns: usize,
     budget: Arc<Budget>,
+    /// Connections (conn, end) in the order they began undecided, with
+    /// when: the ones to decide once [`MAX_WAIT`] is over. Entries decided
+    /// or gone meanwhile are skipped.
+    waiting: VecDeque<(Instant, u64, u64)>,
 }
 
 impl Auto {
@@ -75,6 +87,24 @@ impl Auto {
             count: 0,
             max_conns: max_conns.max(1),
             budget,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Decides the connections undecided for [`MAX_WAIT`] at `now`.
+    pub fn settle_waited(&mut self, now: Instant, out: &mut Out<'_>) {
+        while let Some(&(since, conn, end)) = self.waiting.front() {
+            if now.saturating_duration_since(since) < MAX_WAIT {
+                break;
+            }
+            self.waiting.pop_front();
+            if let Some(e) = self
+                .conns
+                .get_mut(&conn)
+                .and_then(|l| l.iter_mut().find(|e| e.end == end))
+            {
+                settle(&mut self.delegates, &self.budget, e, out);
+            }
         }
     }
 
@@ -215,6 +245,12 @@ impl Decoder for Auto {
                 })),
             });
             self.count += 1;
+            // Bounded like the connections: past that, the oldest wait
+            // only for their events or their close.
+            if self.waiting.len() >= 2 * self.max_conns {
+                self.waiting.pop_front();
+            }
+            self.waiting.push_back((Instant::now(), key.conn, key.end));
         }
         let Some(e) = self
             .conns
@@ -278,6 +314,7 @@ impl Decoder for Auto {
     fn finish(&mut self, out: &mut Out<'_>) {
         self.settle_all(out);
         self.conns.clear();
+        self.waiting.clear();
         self.count = 0;
         for d in &mut self.delegates {
             d.finish(out);
@@ -285,6 +322,7 @@ impl Decoder for Auto {
     }
 
     fn flush(&mut self, out: &mut Out<'_>) {
+        self.settle_waited(Instant::now(), out);
         for d in &mut self.delegates {
             d.flush(out);
         }

@@ -25,7 +25,7 @@ use spf_pipeline::config::{BuildContext, BuildError, DecoderConfig, Registry, Se
 use spf_pipeline::plugin::{DEFAULT_MAX_ERRORS, PluginDecoderConfig};
 use spf_pipeline::{Decoder, Limits};
 
-pub use decoder::{Auto, HTTP1, HTTP2, MAX_EVENTS, MAX_HELD, RAW, WINDOW};
+pub use decoder::{Auto, HTTP1, HTTP2, MAX_EVENTS, MAX_HELD, MAX_WAIT, RAW, WINDOW};
 
 use crate::http1::{Http1, Http1Config};
 use crate::http2::Http2Config;

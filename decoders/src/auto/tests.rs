@@ -7,7 +7,7 @@ use bytes::Bytes;
 use spf_pipeline::config::{BuildContext, Registry};
 use spf_pipeline::{Body, Decoder, Direction, Event, Limits, Out, Record, Role, SockKind};
 
-use super::{AutoConfig, MAX_EVENTS, MAX_HELD, WINDOW};
+use super::{AutoConfig, MAX_EVENTS, MAX_HELD, MAX_WAIT, WINDOW};
 
 /// A stand-in for a plugin decoder that implements `detect`: claims
 /// connections that open with a RESP array (Redis).
@@ -330,6 +330,31 @@ fn undecided_connections_are_bounded() {
         auto.decode(&event(c + 1, c, 0, b"GET / HTTP/1.1\r\n"), &mut out);
         assert!(auto.connection_count() <= 10);
     }
+}
+
+#[test]
+fn a_connection_undecided_for_max_wait_is_decided_when_the_run_catches_up() {
+    let ctx = BuildContext::default();
+    let mut auto = AutoConfig::default().build_with(&ctx, Vec::new()).unwrap();
+    let mut recs = Vec::new();
+    let mut out = Out::collect(&mut recs);
+    // Two commands of an interactive session of a protocol no candidate
+    // claims: nothing tells, and nothing more comes for a while.
+    auto.decode(&event(1, 1, 0, b"*1\r\n$4\r\nPING\r\n"), &mut out);
+    auto.decode(&event(2, 1, 1, b"+PONG\r\n"), &mut out);
+    let after = std::time::Instant::now();
+    auto.settle_waited(after, &mut out);
+    assert_eq!(auto.chosen(&event(0, 1, 0, b"")), None);
+    assert!(out.pending().is_empty());
+    auto.settle_waited(after + MAX_WAIT, &mut out);
+    assert_eq!(auto.chosen(&event(0, 1, 0, b"")), Some("raw"));
+    assert_eq!(decoders_of(out.pending()), ["raw"]);
+    assert_eq!(out.pending().len(), 2, "both held events, in order");
+    // Decided connections stay decided; the next events go straight on.
+    auto.decode(&event(3, 1, 0, b"*1\r\n$4\r\nPING\r\n"), &mut out);
+    assert_eq!(out.pending().len(), 3);
+    auto.finish(&mut out);
+    assert_eq!(ctx.budget.used(), 0);
 }
 
 #[test]
