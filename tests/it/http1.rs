@@ -383,6 +383,67 @@ async fn nginx_and_curl() {
     assert!(http1_of(&v, c[5], "body").is_empty());
 }
 
+/// Keep-alive responses whose heads a small snaplen cuts: after the first
+/// cut head the decoder looks for the next message start; the next response
+/// begins its write, and is paired with its request from its status line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_cut_by_snaplen_still_answer_their_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nginx, sock) = nginx(dir.path());
+    www(dir.path(), "a.txt", b"first file\n");
+    www(dir.path(), "b.txt", b"second file\n");
+    let cap = Arc::new(Recording::default());
+    let relay = front(dir.path(), "cut", &sock, &cap);
+    let r = relay.to_str().unwrap();
+    let urls = ["/a.txt", "/b.txt", "/a.txt", "/missing", "/b.txt"];
+    let mut args = vec!["--unix-socket", r, "-H", "User-Agent:"];
+    let full: Vec<String> = urls
+        .iter()
+        .map(|u| format!("http://localhost{u}"))
+        .collect();
+    args.extend(full.iter().map(String::as_str));
+    curl(&args);
+    cap.closed().await;
+    // What a 100-byte snaplen captures of each write: the requests whole,
+    // the responses' heads (nginx's run to about 240 bytes) cut.
+    let events: Vec<Arc<Event>> = cap
+        .events()
+        .iter()
+        .map(|e| {
+            let mut e = (**e).clone();
+            e.data = e.data.slice(..e.data.len().min(100));
+            e.truncated = (e.data.len() as u64) < e.len;
+            Arc::new(e)
+        })
+        .collect();
+    assert!(events.iter().any(|e| e.truncated), "some head is cut");
+    let v = decode(decoder("type = \"http1\"").as_mut(), &events);
+    let x = exchanges_of(&v, 1);
+    let got: Vec<(&str, u64)> = x
+        .iter()
+        .map(|x| {
+            (
+                x["path"].as_str().unwrap(),
+                x["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/a.txt", 200),
+            ("/b.txt", 200),
+            ("/a.txt", 200),
+            ("/missing", 404),
+            ("/b.txt", 200)
+        ],
+        "{x:#?}"
+    );
+    for x in &x {
+        assert_eq!(x["error"], "response head not fully captured");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_pair_in_order() {
     let dir = tempfile::tempdir().unwrap();

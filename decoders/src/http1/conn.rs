@@ -249,6 +249,8 @@ struct Half {
     since: Option<(u64, u64)>,
     /// While resynchronising: the bytes kept begin at the start of a line.
     at_line_start: bool,
+    /// The input being decoded begins where an event's bytes begin.
+    event_start: bool,
     last: Option<Arc<Event>>,
     msg: Option<Msg>,
 }
@@ -266,6 +268,7 @@ impl Default for Half {
             seen: false,
             since: None,
             at_line_start: false,
+            event_start: false,
             last: None,
             msg: None,
         }
@@ -273,6 +276,8 @@ impl Default for Half {
 }
 
 impl Half {
+    /// Looks for the next message start; `reason` is why, unless bytes are
+    /// being skipped already (call it before counting the new ones).
     fn resync(&mut self, reason: &'static str) {
         self.phase = Phase::Resync;
         self.scanned = 0;
@@ -323,6 +328,7 @@ impl Conn {
     pub fn feed(&mut self, side: usize, ev: &Arc<Event>, cx: &mut Cx<'_, '_>) -> Option<Switch> {
         self.halves[side].last = Some(Arc::clone(ev));
         let half = &mut self.halves[side];
+        half.event_start = half.buf.is_empty();
         let input = if half.buf.is_empty() {
             ev.data.clone()
         } else if half.buf.len() + ev.data.len() > cx.set.buffer_max {
@@ -338,8 +344,9 @@ impl Conn {
             let dropped = half.buf.len() as u64;
             self.drop_half(side, cx);
             let half = &mut self.halves[side];
-            half.skipped += dropped;
             half.resync(AFTER_ERROR);
+            half.skipped += dropped;
+            half.event_start = true;
             ev.data.clone()
         } else {
             half.buf.extend_from_slice(&ev.data);
@@ -371,6 +378,7 @@ impl Conn {
         if half.buf.is_empty() {
             return None;
         }
+        half.event_start = false;
         let input = Bytes::from(std::mem::take(&mut half.buf));
         let (pos, switch) = self.run(side, &input, &ev, cx);
         if switch.is_some() {
@@ -402,10 +410,16 @@ impl Conn {
                     let starts_line = half.at_line_start;
                     match detect::find_start(&input[pos..], want, cx.set.line, starts_line) {
                         Found::At(p, _) => {
+                            // A start where a write begins, right after bytes
+                            // that were not captured (a head cut by snaplen),
+                            // is no guess: senders write a message from its
+                            // start. Anywhere else it may be inside a body.
+                            let certain =
+                                half.event_start && pos + p == 0 && half.skip_reason == AFTER_GAP;
                             half.skipped += p as u64;
                             pos += p;
                             half.phase = Phase::Idle;
-                            half.probing = true;
+                            half.probing = !certain;
                         }
                         Found::NotYet { keep_from } => {
                             half.skipped += keep_from as u64;
@@ -1066,8 +1080,8 @@ impl Conn {
             Phase::Resync => half.skipped += n,
             Phase::Idle if half.buf.is_empty() && half.msg.is_none() => {
                 // Between messages: whatever follows starts somewhere unknown.
-                half.skipped += n;
                 half.resync(AFTER_GAP);
+                half.skipped += n;
             }
             _ => {
                 let what = match (&half.phase, half.msg.as_ref().map(|m| m.kind)) {
@@ -1114,9 +1128,9 @@ impl Conn {
                 let dropped = half.buf.len() as u64;
                 self.drop_half(side, cx);
                 let half = &mut self.halves[side];
+                half.resync(AFTER_GAP);
                 half.skipped += dropped + n;
                 half.seen = true;
-                half.resync(AFTER_GAP);
             }
         }
     }
@@ -1158,8 +1172,8 @@ impl Conn {
             let dropped = self.halves[side].buf.len() as u64;
             self.drop_half(side, cx);
             let half = &mut self.halves[side];
-            half.skipped += dropped;
             half.resync(AFTER_LOSS);
+            half.skipped += dropped;
         }
         self.drop_pending("no response seen: events were lost", &ev, cx);
     }
@@ -1237,9 +1251,9 @@ impl Conn {
             let dropped = self.halves[side].buf.len() as u64;
             self.drop_half(side, cx);
             let half = &mut self.halves[side];
+            half.resync(AFTER_ERROR);
             half.skipped += dropped;
             half.seen = true;
-            half.resync(AFTER_ERROR);
         }
         if let Some(ev) = self.latest() {
             self.drop_pending("dropped: limits.memory", &ev, cx);
