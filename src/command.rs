@@ -34,6 +34,7 @@ impl Held {
         if argv.is_empty() {
             bail!("no command given after `--`");
         }
+
         // Everything the child needs is made before the fork.
         let args: Vec<CString> = argv
             .iter()
@@ -170,6 +171,21 @@ impl Running {
 
 /// The user who ran `sudo spf ...` (uid, gid, groups), when spf runs as root
 /// through sudo.
+/// Whether `execvp` can find `cmd` as an executable file: a name with a
+/// slash as it is, else in each directory of `PATH`. The exec may still fail
+/// (the user it runs as, the file's format): the child then says why.
+pub fn runnable(cmd: &std::ffi::OsStr) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.as_bytes().contains(&b'/') {
+        return executable(std::path::Path::new(cmd));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path).any(|d| executable(&d.join(cmd)))
+}
+
 fn sudo_user() -> Option<(u32, u32, Vec<libc::gid_t>)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -273,6 +273,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // probe follows it from its first instruction (see command.rs).
     let held = if args.command.is_empty() {
         None
+    } else if !command::runnable(&args.command[0]) {
+        // Said before the probe is loaded, not after a capture of nothing;
+        // 127 as a shell says it.
+        spf_pipeline::diag!(
+            "spf: cannot run `{}`: no such file or command (or not executable)",
+            args.command[0].to_string_lossy()
+        );
+        return Ok(ExitCode::from(127));
     } else {
         Some(command::Held::spawn(&args.command)?)
     };
