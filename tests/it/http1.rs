@@ -377,6 +377,16 @@ async fn nginx_and_curl() {
         .collect();
     assert_eq!(st, [100, 200]);
     assert_eq!(exchanges_of(&v, c[4])[0]["status"], 200);
+    let wire: u64 = events
+        .iter()
+        .filter(|e| e.conn == c[4] && e.role == Role::Client)
+        .map(|e| e.len)
+        .sum();
+    assert_eq!(
+        exchanges_of(&v, c[4])[0]["request_bytes"],
+        wire,
+        "the body sent after the 100 counts"
+    );
     assert_eq!(body_of(&v, c[4], "request", 0, "data_b64"), payload);
     // 304: no body.
     assert_eq!(exchanges_of(&v, c[5])[0]["status"], 304);
