@@ -128,9 +128,9 @@ fn way(e: &Event) -> Direction {
 /// Exchange records: one per request, in order, each pairing the request
 /// the server saw with the status the client got, between the relay's
 /// client (pid 1) and the server (pid 2).
-fn check_exchange_records(recs: &[Record], seen: &[Seen], received: &[(u16, Pairs)]) {
-    let x: Vec<&spf_pipeline::Exchange> = recs
-        .iter()
+/// The exchange records among `recs`, in order.
+fn exchanges(recs: &[Record]) -> Vec<&spf_pipeline::Exchange> {
+    recs.iter()
         .filter_map(|r| match r {
             Record::Decoded(d) => match &d.body {
                 Body::Exchange(x) => Some(&**x),
@@ -138,7 +138,11 @@ fn check_exchange_records(recs: &[Record], seen: &[Seen], received: &[(u16, Pair
             },
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+fn check_exchange_records(recs: &[Record], seen: &[Seen], received: &[(u16, Pairs)]) {
+    let x = exchanges(recs);
     assert_eq!(x.len(), seen.len(), "one exchange per request: {x:?}");
     let last_ts = recs
         .iter()
@@ -706,16 +710,7 @@ async fn attach_mid_connection_on_real_traffic() {
             }
             // Every request after the attach is an exchange with its response's
             // status, its path shown where the path's table entry is known.
-            let x: Vec<&spf_pipeline::Exchange> = recs
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Decoded(d) => match &d.body {
-                        Body::Exchange(x) => Some(&**x),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .collect();
+            let x = exchanges(&recs);
             assert_eq!(x.len(), seen.len() - k, "exchanges, attached before {k}");
             for (j, e) in x.iter().enumerate() {
                 let s = &seen[k + j];
@@ -840,16 +835,7 @@ async fn requests_whose_path_is_an_unseen_table_entry_are_exchanges() {
                     h.headers
                 );
             }
-            let x: Vec<&spf_pipeline::Exchange> = recs
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Decoded(d) => match &d.body {
-                        Body::Exchange(x) => Some(&**x),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .collect();
+            let x = exchanges(&recs);
             assert_eq!(x.len(), 3 - k, "one exchange per request after the attach");
             for (j, e) in x.iter().enumerate() {
                 assert_eq!(e.method.as_deref(), Some("GET"));

@@ -92,7 +92,7 @@ impl Auto {
     }
 
     /// Decides the connections undecided for [`MAX_WAIT`] at `now`.
-    pub fn settle_waited(&mut self, now: Instant, out: &mut Out<'_>) {
+    pub(crate) fn settle_waited(&mut self, now: Instant, out: &mut Out<'_>) {
         while let Some(&(since, conn, end)) = self.waiting.front() {
             if now.saturating_duration_since(since) < MAX_WAIT {
                 break;

@@ -249,8 +249,6 @@ struct Half {
     since: Option<(u64, u64)>,
     /// While resynchronising: the bytes kept begin at the start of a line.
     at_line_start: bool,
-    /// The input being decoded begins where an event's bytes begin.
-    event_start: bool,
     last: Option<Arc<Event>>,
     msg: Option<Msg>,
 }
@@ -268,7 +266,6 @@ impl Default for Half {
             seen: false,
             since: None,
             at_line_start: false,
-            event_start: false,
             last: None,
             msg: None,
         }
@@ -328,7 +325,6 @@ impl Conn {
     pub fn feed(&mut self, side: usize, ev: &Arc<Event>, cx: &mut Cx<'_, '_>) -> Option<Switch> {
         self.halves[side].last = Some(Arc::clone(ev));
         let half = &mut self.halves[side];
-        half.event_start = half.buf.is_empty();
         let input = if half.buf.is_empty() {
             ev.data.clone()
         } else if half.buf.len() + ev.data.len() > cx.set.buffer_max {
@@ -346,13 +342,15 @@ impl Conn {
             let half = &mut self.halves[side];
             half.resync(AFTER_ERROR);
             half.skipped += dropped;
-            half.event_start = true;
             ev.data.clone()
         } else {
             half.buf.extend_from_slice(&ev.data);
             Bytes::from(std::mem::take(&mut half.buf))
         };
-        let (pos, switch) = self.run(side, &input, ev, cx);
+        // Nothing held went in front of the event's bytes: the input
+        // begins where a write began.
+        let at_write = input.len() == ev.data.len();
+        let (pos, switch) = self.run(side, &input, at_write, ev, cx);
         if switch.is_some() {
             return switch;
         }
@@ -378,9 +376,8 @@ impl Conn {
         if half.buf.is_empty() {
             return None;
         }
-        half.event_start = false;
         let input = Bytes::from(std::mem::take(&mut half.buf));
-        let (pos, switch) = self.run(side, &input, &ev, cx);
+        let (pos, switch) = self.run(side, &input, false, &ev, cx);
         if switch.is_some() {
             return switch;
         }
@@ -392,10 +389,12 @@ impl Conn {
 
     /// Decodes `input` (the bytes that continue stream `side`) as far as it
     /// can; returns where it stopped, or the protocol switch it ended with.
+    /// `at_write`: `input` begins where an event's bytes begin.
     fn run(
         &mut self,
         side: usize,
         input: &Bytes,
+        at_write: bool,
         ev: &Arc<Event>,
         cx: &mut Cx<'_, '_>,
     ) -> (usize, Option<Switch>) {
@@ -414,8 +413,7 @@ impl Conn {
                             // that were not captured (a head cut by snaplen),
                             // is no guess: senders write a message from its
                             // start. Anywhere else it may be inside a body.
-                            let certain =
-                                half.event_start && pos + p == 0 && half.skip_reason == AFTER_GAP;
+                            let certain = at_write && pos + p == 0 && half.skip_reason == AFTER_GAP;
                             half.skipped += p as u64;
                             pos += p;
                             half.phase = Phase::Idle;

@@ -115,7 +115,6 @@ impl Lane {
         out: &mut impl FnMut(Event),
     ) {
         self.last_seq = self.last_seq.max(ev.seq);
-        self.ends.learn(ev);
         if self.kind == SockKind::Dgram {
             if self.dgram.keep(ev) {
                 // Each datagram names its own ends: the receiver is the
@@ -143,6 +142,8 @@ impl Lane {
             }
             return;
         }
+        // Datagrams name their own ends, each (above).
+        self.ends.learn(ev);
         if let (Some(pos), Some(rpos)) = (ev.pos, ev.rpos) {
             self.offset = Some((ev.epoch, rpos.wrapping_sub(pos)));
         }
