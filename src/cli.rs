@@ -99,8 +99,8 @@ pub struct RunArgs {
     pub snaplen: Option<u64>,
 
     /// Which syscalls to capture: both ends' sends and receives (the default),
-    /// only sends (half the work; under the syscall hook it misses what
-    /// sendfile and splice move), or only receives.
+    /// only sends (half the work; under the syscall hook what sendfile and
+    /// splice move shows as bytes not captured), or only receives.
     #[arg(long, value_enum, value_name = "WHICH")]
     pub direction: Option<DirectionArg>,
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use spf_pipeline::connection::{Connections, Output};
 use spf_pipeline::{Direction, Event, Role, SourceItem};
-use spf_probes::{PathFilter, UnixConfig};
+use spf_probes::{DirectionFilter, PathFilter, UnixConfig};
 
 use crate::capture::{Captured, lock, start};
 use crate::live::name_thread;
@@ -405,6 +405,72 @@ fn sendfile_bytes_arrive_once_from_the_receive() {
         evs.iter()
             .all(|e| e.socket == srv_ino && e.peer_socket == cli_ino)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Only sends captured (`--direction send`): the bytes sendfile moves cannot be
+/// read by the syscall exit hook, and no receive copies them. They must show
+/// as bytes not captured, in their place, so that what follows them is not
+/// taken for what they were (here: the next response's head for the body).
+#[test]
+fn sendfile_bytes_are_a_declared_gap_when_only_sends_are_captured() {
+    let _g = lock();
+    let dir = tmpdir("sendfile-send");
+    let body = test_bytes(256 << 10, 22);
+    let file_path = dir.join("body.bin");
+    std::fs::write(&file_path, &body).unwrap();
+    let cfg = UnixConfig {
+        direction: DirectionFilter::Send,
+        ..own_pid()
+    };
+    let Some(cap) = start("sendfile_bytes_are_a_declared_gap", cfg) else {
+        return;
+    };
+    let (mut srv, mut cli) = UnixStream::pair().unwrap();
+    let (srv_ino, cli_ino) = (ino(srv.as_raw_fd()), ino(cli.as_raw_fd()));
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 262144\r\n\r\n".to_vec();
+    let next = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+    let expect = [head.clone(), body.clone(), next.clone()].concat();
+    let want = expect.len();
+    let reader = std::thread::spawn(move || read_in_chunks(&mut cli, want));
+    srv.write_all(&head).unwrap();
+    let file = std::fs::File::open(&file_path).unwrap();
+    let mut left = body.len();
+    while left > 0 {
+        // SAFETY: both fds are open; a null offset reads from the file's position.
+        let n = unsafe {
+            libc::sendfile(
+                srv.as_raw_fd(),
+                file.as_raw_fd(),
+                std::ptr::null_mut(),
+                left,
+            )
+        };
+        assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+        left -= n as usize;
+    }
+    srv.write_all(&next).unwrap();
+    same_bytes(&reader.join().unwrap(), &expect);
+    let c = cap.finish();
+    c.assert_no_loss();
+
+    // The server's lane, in order: every byte it holds is the byte sent at
+    // that offset, and its lengths add up to all that was sent.
+    let evs = joined(&c, srv_ino.min(cli_ino));
+    let mut at = 0usize;
+    let mut missing = 0usize;
+    for e in evs.iter().filter(|e| e.socket == srv_ino) {
+        same_bytes(&e.data, &expect[at..at + e.data.len()]);
+        missing += e.len as usize - e.data.len();
+        at += e.len as usize;
+    }
+    assert_eq!(at, expect.len(), "the lane's lengths, {}", c.hook);
+    if c.hook.kernel {
+        // The kernel hooks read sendfile's pages.
+        assert_eq!(missing, 0, "{}", c.hook);
+    } else {
+        assert_eq!(missing, body.len(), "{}", c.hook);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -549,6 +549,31 @@ static __noinline int spliced(struct sock *sk, bool into, __u64 ret)
 	return 0;
 }
 
+/* sendfile or splice moved `ret` bytes into (or, splice, out of) a stream
+ * socket while stream positions are not counted: one direction is captured,
+ * or the syscall view. The probe cannot read those bytes, and when only sends
+ * are captured no receive copies them either: an event without data says how
+ * many went by, so that the bytes after them are not taken for the ones
+ * before (an HTTP body sent with sendfile, then the next response's head). */
+static __noinline int spliced_unseen(struct task_struct *task, struct sock *sk, __u8 dir, long ret)
+{
+	if (!task || !sk || ret <= 0 || !(spf_cfg.dir_mask & (1u << dir)))
+		return 0;
+	if (KREAD(struct sock, sk, sk_type) != SOCK_STREAM)
+		return 0;
+	struct spf_event *hdr = start_header(task, SPF_REC_EVENT, dir);
+	if (!hdr)
+		return 0;
+	fill_meta(hdr, sk, dir);
+	hdr->len = ret;
+	hdr->flags |= SPF_F_TRUNCATED;
+	if (!match_filters(hdr))
+		return 0;
+	if (emit_header(hdr) < 0)
+		count_lost();
+	return 0;
+}
+
 static __noinline int handle_positions(struct task_struct *task, struct pt_regs *regs, int kind,
 				       long nr, long ret)
 {
@@ -624,12 +649,21 @@ int BPF_PROG(spf_sys_exit, struct pt_regs *regs, long ret)
 	if (ret < 0 && (!gone || kind >= K_CONNECT))
 		return 0;
 	if (kind >= K_CONNECT) {
-		if (!spf_cfg.positions || !NATIVE_SYSCALL(regs))
+		if (!NATIVE_SYSCALL(regs))
+			return 0;
+		if (!spf_cfg.positions && (kind != K_SPLICE || ret <= 0))
 			return 0;
 		struct task_struct *task = bpf_get_current_task_btf();
 		if (is_self(task))
 			return 0;
-		return handle_positions(task, regs, kind, nr, ret);
+		if (spf_cfg.positions)
+			return handle_positions(task, regs, kind, nr, ret);
+		/* sendfile(out, in, ...) and splice(in, off, out, ...). */
+		int out = nr == NR_sendfile ? (int)ARG1(regs) : (int)ARG3(regs);
+		spliced_unseen(task, unix_sock_of_fd(task, out), DIR_SEND, ret);
+		if (nr == NR_splice)
+			spliced_unseen(task, unix_sock_of_fd(task, (int)ARG1(regs)), DIR_RECV, ret);
+		return 0;
 	}
 	/* A read of nothing is end-of-file (recvmmsg's 0 is no message, and
 	 * a zero-length datagram is not an end either: see handle_eof). It is
