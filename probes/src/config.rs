@@ -465,6 +465,12 @@ impl UnixConfig {
 /// (see is_self in the probe). The kernel gives the initial namespace a fixed
 /// inode number (PROC_PID_INIT_INO). None also when /proc says nothing: spf's
 /// pid is then taken as the kernel's, as it was before namespaces counted.
+/// Whether spf runs in the initial pid namespace, where /proc's pids are the
+/// kernel's own (the ones the probe reports).
+pub(crate) fn in_initial_pid_namespace() -> bool {
+    own_pid_namespace().is_none()
+}
+
 fn own_pid_namespace() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;

@@ -10,6 +10,7 @@ mod config;
 pub mod containers;
 mod features;
 mod hooks;
+mod peers;
 mod pool;
 mod probe;
 mod proc_net;

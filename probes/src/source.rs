@@ -140,6 +140,7 @@ impl UnixSource {
         ask_for_short_slices();
         let mut conv = Converter::new();
         conv.containers = crate::containers::Resolver::new(self.names.clone());
+        conv.peers = crate::peers::PeerNames::live();
         READER.with(|r| {
             *r.borrow_mut() = Some(Reader {
                 conv,
@@ -341,6 +342,8 @@ pub(crate) struct Converter {
     resolver: Resolver,
     /// The container of each cgroup seen.
     containers: crate::containers::Resolver,
+    /// The names of peers, from /proc (see peers.rs).
+    peers: crate::peers::PeerNames,
     /// Receiving socket inode by bound name, learned from the receivers' own
     /// events: a datagram's receiver may be gone by the time /proc/net/unix
     /// is read.
@@ -371,6 +374,7 @@ impl Converter {
             empty: Arc::from(""),
             resolver: Resolver::default(),
             containers: crate::containers::Resolver::new(crate::containers::Names::default()),
+            peers: crate::peers::PeerNames::off(),
             learned: HashMap::new(),
             unresolved: Vec::new(),
         }
@@ -520,6 +524,7 @@ impl Converter {
             tid: h.tid,
             comm,
             peer_pid: h.peer_pid,
+            peer_comm: self.peers.of(h.peer_pid),
             path,
             sock: match h.sock_type {
                 2 => SockKind::Dgram,
@@ -556,6 +561,7 @@ impl Converter {
     /// batch if any, else from /proc/net/unix, else (the receiver is gone) the
     /// sender's own.
     pub(crate) fn take_batch(&mut self) -> Batch {
+        self.peers.new_batch();
         for (idx, path, fallback) in std::mem::take(&mut self.unresolved) {
             let ino = match self.learned.get(&path) {
                 Some(i) => *i,

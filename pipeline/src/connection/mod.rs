@@ -265,6 +265,16 @@ impl Ends {
     }
 }
 
+/// A name the capture's own events taught, else the one the source found for
+/// the peer (the process may never have made a syscall spf saw).
+fn known_or(seen: Arc<str>, source: &Arc<str>) -> Arc<str> {
+    if seen.is_empty() {
+        Arc::clone(source)
+    } else {
+        seen
+    }
+}
+
 /// The connection-view event for `data` of `src`, seen from the sender.
 fn from_sender(
     src: &Event,
@@ -308,7 +318,7 @@ fn from_sender(
                 e.peer_pid = r.pid;
                 e.peer_comm = Arc::clone(&r.comm);
             } else {
-                e.peer_comm = idents.comm_of_pid(&src.node, src.peer_pid);
+                e.peer_comm = known_or(idents.comm_of_pid(&src.node, src.peer_pid), &src.peer_comm);
             }
         }
         Direction::Recv => {
@@ -326,7 +336,7 @@ fn from_sender(
                 }
                 None => {
                     e.pid = src.peer_pid;
-                    e.comm = idents.comm_of_pid(&src.node, src.peer_pid);
+                    e.comm = known_or(idents.comm_of_pid(&src.node, src.peer_pid), &src.peer_comm);
                 }
             }
         }

@@ -144,6 +144,30 @@ fn bytes_only_the_receiver_saw_come_from_its_receive() {
 }
 
 #[test]
+fn a_peer_never_seen_is_named_as_the_source_found_it() {
+    // Only the client is captured (`spf run -- client`): the server makes no
+    // syscall spf sees, and its name comes from the source (/proc) alone.
+    let named = |item: SourceItem| match item {
+        SourceItem::Event(e) => {
+            let mut e = Arc::unwrap_or_clone(e);
+            e.peer_comm = "dockerd".into();
+            SourceItem::Event(Arc::new(e))
+        }
+        other => other,
+    };
+    let out = run(vec![
+        named(ev(1, CLIENT_SOCK, Direction::Send, None, 3, 0, b"GET")),
+        named(ev(2, CLIENT_SOCK, Direction::Recv, None, 2, 0, b"OK")),
+    ]);
+    let evs = events(&out);
+    assert_eq!(evs.len(), 2, "{evs:#?}");
+    assert_eq!((evs[0].peer_pid, &*evs[0].peer_comm), (200, "dockerd"));
+    // The response, seen from its sender: the server, by that name.
+    assert_eq!((evs[1].pid, &*evs[1].comm), (200, "dockerd"));
+    assert_eq!((evs[1].peer_pid, &*evs[1].peer_comm), (100, "client"));
+}
+
+#[test]
 fn a_receive_before_its_send_is_not_doubled() {
     let out = run(vec![
         ev(
