@@ -80,6 +80,14 @@ impl Sink for CaptureFile {
         self.out.maybe_send()
     }
 
+    fn closed(&mut self, conn: u64, ts_ns: u64) -> Result<(), SinkError> {
+        // Replayed, it ends the connection as the live capture did.
+        let item = SourceItem::Closed { conn, ts_ns };
+        let data = spf_pipeline::capture::encode_head(&item, "", self.out.buf());
+        self.out.put_bytes(data);
+        self.out.maybe_send()
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush()
     }

@@ -107,6 +107,15 @@ impl Sink for NdjsonFile {
         self.out.close()
     }
 
+    fn closed(&mut self, conn: u64, ts_ns: u64) -> Result<(), SinkError> {
+        // Part of a replayable capture, as the events are.
+        if !self.events {
+            return Ok(());
+        }
+        spf_pipeline::ndjson::encode_closed(conn, ts_ns, self.out.buf());
+        self.out.maybe_send()
+    }
+
     fn wants_events(&self) -> bool {
         self.events
     }

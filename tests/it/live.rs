@@ -407,6 +407,75 @@ fn an_interrupt_delivered_twice_still_flushes_everything() {
     );
 }
 
+/// A capture holds the end of a connection as well as its bytes, in either
+/// format, so that a replay ends it as the live run did (decoders let go of
+/// it, pcapng writes its FIN, plugins' `closed` runs).
+#[test]
+fn a_capture_keeps_the_end_of_a_connection_through_replays() {
+    let _g = exclusive();
+    let name = "a_capture_keeps_the_end_of_a_connection_through_replays";
+    if !bpf_ready(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("end.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let live = dir.path().join("live.ndjson");
+    let mut child = spf()
+        .args(["run", "--decoder", "raw", "--path"])
+        .arg(&sock)
+        .args(crate::capture::hook_args())
+        .arg("--output")
+        .arg(&live)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf");
+    let (rx, reader) = wait_until_capturing(&mut child);
+    let mut a = UnixStream::connect(&sock).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    a.write_all(b"last words").unwrap();
+    drop(a);
+    // The server reads to the end: the read of nothing is the end spf sees.
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"last words");
+    let (st, rest) = interrupt(&mut child, rx, reader);
+    assert!(st.success(), "{st}: {rest:?}");
+
+    // The live capture, then a binary copy of it, then an NDJSON copy of that.
+    let binary = dir.path().join("copy.spfcap");
+    let again = dir.path().join("again.ndjson");
+    for (from, to) in [(&live, &binary), (&binary, &again)] {
+        let o = spf()
+            .args(["run", "-q", "--decoder", "raw", "--replay"])
+            .arg(from)
+            .arg("--output")
+            .arg(to)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for file in [&live, &again] {
+        let records = parse_ndjson(&std::fs::read_to_string(file).unwrap(), "a capture");
+        let conns: std::collections::BTreeSet<u64> = records
+            .iter()
+            .filter(|r| r["decoder"] == "raw")
+            .filter_map(|r| r["conn"].as_u64())
+            .collect();
+        let ends: Vec<&Value> = records.iter().filter(|r| r["closed"] == true).collect();
+        assert!(!ends.is_empty(), "no end in {}", file.display());
+        for e in ends {
+            assert!(
+                conns.contains(&e["conn"].as_u64().unwrap()),
+                "{e}: {conns:?}"
+            );
+        }
+    }
+}
+
 /// Big payloads go into a binary capture straight from their buffers
 /// (`writev`), after spf has dropped its privileges and installed its syscall
 /// filter: every byte must still reach the file.

@@ -147,6 +147,18 @@ fn exchange(x: &Exchange, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// The line of a connection's end, in a capture that keeps the source's
+/// events (`events = true`, `--output`): replayed, it ends the connection as
+/// the live capture did (decoders let go of its state, pcapng writes its FIN,
+/// plugins' `closed` runs). `ts_ns` is the kernel's clock, as in events.
+pub fn encode_closed(conn: u64, ts_ns: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"ts_ns\":");
+    push_u64(ts_ns, out);
+    out.extend_from_slice(b",\"conn\":");
+    push_u64(conn, out);
+    out.extend_from_slice(b",\"closed\":true}\n");
+}
+
 fn encode_lost(l: &Lost, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"ts_ns\":");
     push_u64(l.ts_ns, out);

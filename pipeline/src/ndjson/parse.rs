@@ -31,6 +31,7 @@ struct Line<'a> {
     #[serde(borrow)]
     time: Option<std::borrow::Cow<'a, str>>,
     lost: Option<u64>,
+    closed: Option<bool>,
     pid: Option<u32>,
     tid: Option<u32>,
     #[serde(borrow)]
@@ -167,6 +168,13 @@ pub fn parse_line(line: &[u8], seq: u64, interner: &mut Interner) -> Result<Pars
             time_ns,
             count,
         })));
+    }
+    if l.closed == Some(true) {
+        let conn = l.conn.ok_or(ParseError::Field {
+            field: "conn",
+            why: "a connection's end names its connection".into(),
+        })?;
+        return Ok(Parsed::Item(SourceItem::Closed { conn, ts_ns }));
     }
     // Only raw records carry the bytes of an event. Other decoders' records are
     // derived data: replaying them would duplicate what the raw lines already hold.

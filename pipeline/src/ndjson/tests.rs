@@ -99,6 +99,30 @@ fn text_preview_escapes_like_the_original() {
 }
 
 #[test]
+fn closed_round_trip() {
+    let mut out = Vec::new();
+    super::encode_closed(77, 9_000, &mut out);
+    assert_eq!(out, b"{\"ts_ns\":9000,\"conn\":77,\"closed\":true}\n");
+    let back = parse_line(&out, 0, &mut Interner::default()).unwrap();
+    assert_eq!(
+        back,
+        Parsed::Item(SourceItem::Closed {
+            conn: 77,
+            ts_ns: 9_000
+        })
+    );
+    // A close must say which connection ended.
+    assert!(
+        parse_line(
+            b"{\"ts_ns\":1,\"closed\":true}",
+            0,
+            &mut Interner::default()
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn lost_round_trip() {
     let rec = Record::Lost(Lost {
         ts_ns: 5,
