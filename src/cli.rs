@@ -129,7 +129,7 @@ pub struct RunArgs {
     /// How to decode the bytes: auto (the default: each connection by what its
     /// first bytes speak), http1, http2 (HTTP/2 and gRPC) or raw (escaped
     /// bytes). Plugin decoders need a config file (-c).
-    #[arg(long, value_name = "DECODER")]
+    #[arg(long, value_name = "DECODER", value_parser = decoder_name)]
     pub decoder: Option<String>,
 
     /// How to print records on stdout.
@@ -264,6 +264,17 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `--output`'s file: not a name that promises pcap, which `-w` writes.
+/// `--decoder`: any name the registry knows (checked with the rest of the
+/// config), but `plugin`, whose library no flag can name.
+fn decoder_name(s: &str) -> Result<String, String> {
+    if s == "plugin" {
+        return Err(
+            "a plugin decoder needs a config file, which names its library: `[decoder]` with `type = \"plugin\"` and `path = \"/path/to/libNAME.so\"`, run with `spf run -c FILE` (see docs/plugins.md)".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
 fn capture_path(s: &str) -> Result<PathBuf, String> {
     if s == "-" {
         return Err(

@@ -494,17 +494,29 @@ pub fn parse(registry: &Registry, origin: &str, text: &str) -> Result<Config, Co
     let reorder = match root.get("reorder") {
         None => Some(ReorderConfig::default()),
         Some(v) => parse_collect::<ReorderConfig>(v, "reorder", &mut errors).filter(|r| {
-            if r.window_ms <= MAX_WINDOW_MS {
-                return true;
+            let mut ok = true;
+            if r.window_ms > MAX_WINDOW_MS {
+                errors.push(
+                    key_at(v, "window_ms"),
+                    "reorder.window_ms".into(),
+                    format!(
+                        "at most {MAX_WINDOW_MS} (a minute): every event is held that long before it is shown"
+                    ),
+                );
+                ok = false;
             }
-            errors.push(
-                key_at(v, "window_ms"),
-                "reorder.window_ms".into(),
-                format!(
-                    "at most {MAX_WINDOW_MS} (a minute): every event is held that long before it is shown"
-                ),
-            );
-            false
+            for (key, n) in [("max_events", r.max_events), ("max_bytes", r.max_bytes)] {
+                if n == 0 {
+                    errors.push(
+                        key_at(v, key),
+                        format!("reorder.{key}"),
+                        "must be at least 1 (to hand events on as they come, set window_ms = 0)"
+                            .into(),
+                    );
+                    ok = false;
+                }
+            }
+            ok
         }),
     };
 
@@ -1048,7 +1060,7 @@ mod tests {
         // Zero where it would refuse all traffic, a window of days: each
         // named at its line; a zero that means something passes.
         let text = format!(
-            "{SOURCE}[limits]\nmemory = 0\nline_length = 0\nprotobuf_fields = 0\n[reorder]\nwindow_ms = 99999999999\n"
+            "{SOURCE}[limits]\nmemory = 0\nline_length = 0\nprotobuf_fields = 0\n[reorder]\nwindow_ms = 99999999999\nmax_events = 0\nmax_bytes = 0\n"
         );
         let errs = parse(&reg, "t", &text).unwrap_err().0;
         let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
@@ -1057,7 +1069,9 @@ mod tests {
             [
                 ("limits.memory", 5),
                 ("limits.line_length", 6),
-                ("reorder.window_ms", 9)
+                ("reorder.window_ms", 9),
+                ("reorder.max_events", 10),
+                ("reorder.max_bytes", 11)
             ],
             "{errs:?}"
         );

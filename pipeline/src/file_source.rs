@@ -219,6 +219,7 @@ fn read_ndjson<R: Read>(
         seq: 0,
         bytes: 0,
         syscalls: false,
+        derived: 0,
     };
     let read_err = |e: std::io::Error| SourceError(format!("reading `{}`: {e}", path.display()));
     let mut partial = Vec::new();
@@ -297,6 +298,15 @@ fn read_ndjson<R: Read>(
             path.display(),
             st.summary.skipped
         );
+    }
+    if st.seq == 0 && st.derived > 0 {
+        return Err(SourceError(format!(
+            "`{}` holds {} decoded records but no raw events, so there is nothing to \
+             replay: a replayable capture is written by `spf run --output FILE`, or by an \
+             `ndjson` sink with `events = true`",
+            path.display(),
+            st.derived
+        )));
     }
     Ok(st.summary)
 }
@@ -434,6 +444,8 @@ struct LineState {
     /// A syscall event was read: connection-view raw records that follow are
     /// derived from such events (see `line`).
     syscalls: bool,
+    /// Records of decoders other than `raw`: derived, not replayed.
+    derived: u64,
 }
 
 impl LineState {
@@ -465,7 +477,7 @@ impl LineState {
                 self.seq += 1;
                 self.batch.push(item);
             }
-            Ok(Parsed::Skip) => {}
+            Ok(Parsed::Skip) => self.derived += 1,
             Err(e) => {
                 self.summary.skipped += 1;
                 if self.summary.skipped <= REPORT_LINES {

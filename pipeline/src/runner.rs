@@ -101,6 +101,8 @@ impl RunOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub events: u64,
+    /// Bytes the events moved, each once where the capture counted stream
+    /// positions (a receive leaves out what its sender's capture holds).
     pub bytes: u64,
     /// Records written, by decoder name (plus `lost` markers under `lost`).
     pub records: BTreeMap<String, u64>,
@@ -270,7 +272,12 @@ impl Core {
                 }
                 let w = &mut self.writer;
                 w.summary.events = w.summary.events.saturating_add(1);
-                w.summary.bytes = w.summary.bytes.saturating_add(ev.len);
+                // Each byte once: what a receive left out (`skip`) its
+                // sender's capture counted already.
+                w.summary.bytes = w
+                    .summary
+                    .bytes
+                    .saturating_add(ev.len.saturating_sub(ev.skip));
                 w.summary.truncated = w.summary.truncated.saturating_add(u64::from(ev.truncated));
                 // Bounded: only for the status line, so forgetting old connections
                 // under extreme churn is fine.
@@ -899,5 +906,35 @@ mod tests {
                 "close"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_summary_counts_each_byte_once() {
+        // A send of 5 bytes, the receive its capture covers (skip = len), and
+        // a receive that holds 2 bytes of its own after 3 covered ones.
+        let ev = |seq: u64, len: u64, skip: u64| {
+            SourceItem::Event(Arc::new(Event {
+                seq,
+                ts_ns: seq,
+                conn: 9,
+                len,
+                skip,
+                ..Event::default()
+            }))
+        };
+        let pipeline = Pipeline {
+            source: Box::new(Items(vec![ev(1, 5, 0), ev(2, 5, 5), ev(3, 5, 3)])),
+            view: View::Syscalls,
+            reorder: ReorderConfig {
+                window_ms: 0,
+                ..ReorderConfig::default()
+            },
+            decoder: Box::new(Echo),
+            decoder_is_raw: false,
+            sinks: vec![Box::new(Log(Arc::new(Mutex::new(Vec::new()))))],
+        };
+        let outcome = run(pipeline, RunOptions::default(), StopFlag::default()).await;
+        outcome.result.unwrap();
+        assert_eq!((outcome.summary.events, outcome.summary.bytes), (3, 7));
     }
 }

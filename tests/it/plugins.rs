@@ -1231,3 +1231,19 @@ fn broken_foreign_and_non_plugin_libraries_never_reach_the_dynamic_linker() {
         );
     }
 }
+
+#[test]
+fn a_plugin_decoder_named_by_flag_is_sent_to_a_config_file() {
+    // No flag can name the library: say how to, rather than ask for a
+    // `path` key no command line has.
+    let o = spf()
+        .args(["run", "--replay", "/dev/null", "--decoder", "plugin"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr_text(&o);
+    assert!(
+        err.contains("a plugin decoder needs a config file") && err.contains("spf run -c FILE"),
+        "{err}"
+    );
+}

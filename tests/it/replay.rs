@@ -580,6 +580,22 @@ fn replay_refuses_to_overwrite_its_input_and_fails_on_unreadable_input() {
         "{}",
         stderr_text(&o)
     );
+    // The output of an ndjson sink written without `events = true`: decoded
+    // records, which a replay cannot turn back into traffic. Said, not a
+    // silent run over nothing.
+    let decoded = write_file(
+        dir.path(),
+        "decoded.ndjson",
+        "{\"ts_ns\":1,\"decoder\":\"http1\",\"kind\":\"exchange\"}\n\
+         {\"ts_ns\":2,\"decoder\":\"http1\",\"kind\":\"frame\"}\n",
+    );
+    let o = spf_output(&["run", "--replay", decoded.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr_text(&o));
+    assert!(
+        stderr_text(&o).contains("holds 2 decoded records but no raw events"),
+        "{}",
+        stderr_text(&o)
+    );
 }
 
 #[test]
