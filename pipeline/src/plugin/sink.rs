@@ -7,7 +7,7 @@ use spf_plugin::{SPF_OK, SPF_PANIC, SpfSinkVtable};
 use super::{PluginInfo, init_instance, last_error};
 use crate::config::BuildError;
 use crate::record::Record;
-use crate::stage::{Sink, SinkError};
+use crate::stage::{Sink, SinkError, SinkReport};
 
 pub struct PluginSink {
     info: PluginInfo,
@@ -133,5 +133,24 @@ impl Sink for PluginSink {
         let rc = unsafe { flush(self.instance) };
         self.outcome("flush", rc);
         Ok(())
+    }
+
+    fn report(&mut self) -> SinkReport {
+        failed_calls_report(&self.label, self.failures)
+    }
+}
+
+/// A sink plugin's failed calls, said again in the run's summary: each was
+/// reported on stderr as it happened, but a run that ends with "errors 0"
+/// after them reads as a good one (and what the plugin wrote may be empty).
+pub(crate) fn failed_calls_report(label: &str, failures: u64) -> SinkReport {
+    SinkReport {
+        undelivered: 0,
+        note: (failures > 0).then(|| {
+            format!(
+                "{label}: {failures} failed call{} (see above)",
+                if failures == 1 { "" } else { "s" }
+            )
+        }),
     }
 }

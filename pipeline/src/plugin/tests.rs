@@ -635,6 +635,9 @@ fn sink_gets_ndjson_lines_and_survives_panics() {
     s.write(&Record::raw(e, Arc::from("raw2"))).unwrap();
     s.flush().unwrap();
     assert_eq!(s.failures(), 1);
+    // Said again at the end of the run, in the summary.
+    let note = s.report().note.unwrap_or_default();
+    assert!(note.ends_with(": 1 failed call (see above)"), "{note}");
     let lines: Vec<String> = SINK_LINES
         .lock()
         .unwrap()

@@ -33,11 +33,12 @@ pub use process::prepare;
 use super::decoder::{Anchors, event_view};
 use super::load::{Kind, PluginInfo};
 use super::output::{Emit, PLUGIN_DISABLED, PLUGIN_ERROR};
+use super::sink::failed_calls_report;
 use crate::config::BuildError;
 use crate::event::Event;
 use crate::limits::Budget;
 use crate::record::Record;
-use crate::stage::{Decoder, Out, Sink, SinkError};
+use crate::stage::{Decoder, Out, Sink, SinkError, SinkReport};
 use process::{Fault, Msg, Process};
 
 /// Calls sent to a process and not yet answered, at most.
@@ -606,6 +607,8 @@ pub struct IsolatedSink {
     in_flight: VecDeque<(Option<Vec<u8>>, Instant)>,
     max_errors: u64,
     failures_in_a_row: u64,
+    /// Failed calls in all, for the run's summary.
+    failures: u64,
     disabled: bool,
     events: bool,
 }
@@ -636,6 +639,7 @@ impl IsolatedSink {
             in_flight: VecDeque::new(),
             max_errors,
             failures_in_a_row: 0,
+            failures: 0,
             disabled: false,
             events,
         })
@@ -693,6 +697,7 @@ impl IsolatedSink {
                 continue;
             }
             self.failures_in_a_row += 1;
+            self.failures += 1;
             let verb = if rc == spf_plugin::SPF_PANIC {
                 "panicked"
             } else {
@@ -785,5 +790,9 @@ impl Sink for IsolatedSink {
         }
         self.settle(0);
         Ok(())
+    }
+
+    fn report(&mut self) -> SinkReport {
+        failed_calls_report(&self.sup.label, self.failures)
     }
 }
