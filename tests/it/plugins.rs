@@ -578,7 +578,11 @@ fn plugin_built_with_other_struct_sizes_is_refused() {
     );
     let host = host_size("SpfEventView");
     let plugin_bytes = format!("{} bytes in the plugin", host + 8);
-    let host_bytes = format!("{host} bytes in this spf");
+    // The C example declares the ABI of the header it was built with.
+    let host_bytes = format!(
+        "{host} bytes in ABI {}.{}, which the plugin declares",
+        HOST_ABI.0, HOST_ABI.1
+    );
     let needles = [
         "plugin `length` 1.0.0",
         "SpfEventView",

@@ -54,6 +54,10 @@ pub(crate) fn check_sizes(
                 structure,
                 plugin: plugin.into(),
                 host: want[i].into(),
+                whose: format!(
+                    "in ABI {}.{}, which the plugin declares",
+                    decl.abi_major, decl.abi_minor
+                ),
             });
         }
     }

@@ -128,7 +128,7 @@ pub enum LoadError {
         minor: u32,
     },
     #[error(
-        "plugin `{name}` {version} ({path}) was built with a different layout of {structure}: {plugin} bytes in the plugin, {host} bytes in this spf; rebuild the plugin against the spf-plugin SDK of this spf"
+        "plugin `{name}` {version} ({path}) was built with a different layout of {structure}: {plugin} bytes in the plugin, {host} bytes {whose}; rebuild the plugin against the spf-plugin SDK of this spf"
     )]
     Layout {
         path: PathBuf,
@@ -138,6 +138,10 @@ pub enum LoadError {
         structure: &'static str,
         plugin: u64,
         host: u64,
+        /// Where `host` comes from: this spf, or the ABI version the plugin
+        /// declares (a plugin built with a newer header that declares an
+        /// older minor).
+        whose: String,
     },
     #[error(
         "{path}: malformed spf plugin declaration: {what}; rebuild the plugin with the spf-plugin SDK"
@@ -369,6 +373,7 @@ pub(crate) fn handshake(
             structure: "SpfPluginDeclaration",
             plugin: size,
             host: ours,
+            whose: "in this spf".into(),
         });
     }
     // Before any vtable is read or called: a struct that changed size under the

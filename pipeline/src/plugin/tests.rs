@@ -361,7 +361,9 @@ fn handshake_refuses_other_struct_sizes() {
         "plugin `probe` 9.8.7",
         "SpfEventView",
         &format!("{} bytes in the plugin", host_view + 8),
-        &format!("{host_view} bytes in this spf"),
+        &format!(
+            "{host_view} bytes in ABI {SPF_ABI_MAJOR}.{SPF_ABI_MINOR}, which the plugin declares"
+        ),
         "rebuild the plugin against the spf-plugin SDK of this spf",
     ] {
         assert!(msg.contains(want), "{want:?} missing from {msg}");
@@ -373,6 +375,23 @@ fn handshake_refuses_other_struct_sizes() {
     }));
     let e = handshake(path(), sink, None, None).unwrap_err();
     assert!(e.to_string().contains("SpfSinkVtable: 0 bytes"), "{e}");
+
+    // Built with this SDK's header but declaring minor 0: the sizes it is
+    // held to are those of ABI 1.0, and the message says so.
+    let older: &'static SpfPluginDeclaration = Box::leak(Box::new(SpfPluginDeclaration {
+        abi_minor: 0,
+        ..*decl(SPF_ABI_MAJOR, SPF_ABI_MINOR, SPF_KIND_DECODER, b"probe\0")
+    }));
+    let e = handshake(path(), older, None, None)
+        .unwrap_err()
+        .to_string();
+    let want_10 = crate::plugin::abi::sizes_of_minor(0).unwrap()[1];
+    assert!(
+        e.contains(&format!(
+            "SpfEventView: {host_view} bytes in the plugin, {want_10} bytes in ABI {SPF_ABI_MAJOR}.0, which the plugin declares"
+        )),
+        "{e}"
+    );
 
     // A declaration object too short to hold the sizes is refused on its own size,
     // without reading past it.
