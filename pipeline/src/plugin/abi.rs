@@ -54,10 +54,7 @@ pub(crate) fn check_sizes(
                 structure,
                 plugin: plugin.into(),
                 host: want[i].into(),
-                whose: format!(
-                    "in ABI {}.{}, which the plugin declares",
-                    decl.abi_major, decl.abi_minor
-                ),
+                whose: super::load::LayoutOf::Declared(decl.abi_major, decl.abi_minor),
             });
         }
     }

@@ -76,6 +76,26 @@ impl PluginInfo {
     }
 }
 
+/// Whose layout a plugin's struct size was compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutOf {
+    /// This spf's own structs.
+    ThisSpf,
+    /// The structs of the ABI version (major, minor) the plugin declares.
+    Declared(u32, u32),
+}
+
+impl std::fmt::Display for LayoutOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutOf::ThisSpf => f.write_str("in this spf"),
+            LayoutOf::Declared(major, minor) => {
+                write!(f, "in ABI {major}.{minor}, which the plugin declares")
+            }
+        }
+    }
+}
+
 /// Why a plugin was refused. Every message names the file and says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
@@ -141,7 +161,7 @@ pub enum LoadError {
         /// Where `host` comes from: this spf, or the ABI version the plugin
         /// declares (a plugin built with a newer header that declares an
         /// older minor).
-        whose: String,
+        whose: LayoutOf,
     },
     #[error(
         "{path}: malformed spf plugin declaration: {what}; rebuild the plugin with the spf-plugin SDK"
@@ -373,7 +393,7 @@ pub(crate) fn handshake(
             structure: "SpfPluginDeclaration",
             plugin: size,
             host: ours,
-            whose: "in this spf".into(),
+            whose: LayoutOf::ThisSpf,
         });
     }
     // Before any vtable is read or called: a struct that changed size under the
