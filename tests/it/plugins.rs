@@ -448,6 +448,18 @@ fn bad_plugins_are_refused_each_with_its_own_message() {
     expect_refused(&decoder_cfg("nodecl", &none), &needles);
     assert_eq!(check(&none, None).status.code(), Some(2));
 
+    // The name exported as a function: found, and refused for what it is.
+    let func = compile_c(
+        dir.path(),
+        "declfunc",
+        "int spf_plugin_declaration(void) { return 0x53504650; }\n",
+    );
+    let needles = ["exports `spf_plugin_declaration`, but not as a data object"];
+    expect_refused(&decoder_cfg("declfunc", &func), &needles);
+    let o = check(&func, None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_text(&o).contains(needles[0]), "{}", stderr_text(&o));
+
     let newer = compile_c(dir.path(), "newer", C_NEWER_MINOR);
     let needs = format!("needs plugin ABI {host_major}.{}", host_minor + 1);
     let needles = [

@@ -132,9 +132,8 @@ pub fn check(data: &[u8]) -> Result<(), ElfProblem> {
     let symbols = sections
         .symbols(endian, data, elf::SHT_DYNSYM)
         .map_err(|_| malformed("its dynamic symbol table is invalid"))?;
-    let exported = symbols.iter().any(|sym| {
+    let mut named = symbols.iter().filter(|sym| {
         !sym.is_undefined(endian)
-            && sym.st_type() == elf::STT_OBJECT
             && matches!(
                 sym.st_bind(),
                 elf::STB_GLOBAL | elf::STB_WEAK | elf::STB_GNU_UNIQUE
@@ -142,10 +141,15 @@ pub fn check(data: &[u8]) -> Result<(), ElfProblem> {
             && matches!(sym.st_visibility(), elf::STV_DEFAULT | elf::STV_PROTECTED)
             && symbols.symbol_name(endian, sym).ok() == Some(DECLARATION_SYMBOL.as_bytes())
     });
-    if exported {
-        Ok(())
-    } else {
-        Err(ElfProblem::NoDeclaration)
+    match named.next() {
+        Some(sym) if sym.st_type() == elf::STT_OBJECT => Ok(()),
+        // Exported, but not as data: a function of that name is not the
+        // declaration, and reading it as one would read its code.
+        Some(_) => Err(malformed(
+            "it exports `spf_plugin_declaration`, but not as a data object (a function?): \
+             it must be the declaration itself, a static struct",
+        )),
+        None => Err(ElfProblem::NoDeclaration),
     }
 }
 

@@ -348,6 +348,18 @@ pub(crate) fn handshake(
         path: path.to_path_buf(),
         what: what.to_string(),
     };
+    // The header is read below before anything says which ABI this is: it
+    // must lie within the symbol, or spf would read (and follow pointers
+    // in) whatever the library placed after it.
+    let header = (std::mem::offset_of!(SpfPluginDeclaration, version)
+        + std::mem::size_of::<*const std::ffi::c_char>()) as u64;
+    if let Some(size) = object_size
+        && size < header
+    {
+        return Err(malformed(&format!(
+            "`spf_plugin_declaration` is an object of {size} bytes, too small to be one (its header alone is {header})"
+        )));
+    }
     if decl.magic != SPF_PLUGIN_MAGIC {
         return Err(LoadError::BadMagic {
             path: path_buf(),

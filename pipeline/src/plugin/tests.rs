@@ -393,6 +393,18 @@ fn handshake_refuses_other_struct_sizes() {
         "{e}"
     );
 
+    // One too short for the header (a 4-byte object holding the magic) is
+    // refused before its name pointer is followed.
+    let e = handshake(
+        path(),
+        decl(SPF_ABI_MAJOR, 0, SPF_KIND_DECODER, b"probe\0"),
+        Some(4),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("an object of 4 bytes, too small"), "{e}");
+
     // A declaration object too short to hold the sizes is refused on its own size,
     // without reading past it.
     let short = std::mem::size_of::<SpfPluginDeclaration>() as u64 - 20;
