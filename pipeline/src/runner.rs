@@ -869,11 +869,27 @@ mod tests {
         }))
     }
 
+    /// `items` through the syscall view without reordering, the `Echo`
+    /// decoder and a `Log` sink writing into `log`.
+    fn echo_pipeline(items: Vec<SourceItem>, log: Arc<Mutex<Vec<String>>>) -> Pipeline {
+        Pipeline {
+            source: Box::new(Items(items)),
+            view: View::Syscalls,
+            reorder: ReorderConfig {
+                window_ms: 0,
+                ..ReorderConfig::default()
+            },
+            decoder: Box::new(Echo),
+            decoder_is_raw: false,
+            sinks: vec![Box::new(Log(log))],
+        }
+    }
+
     #[tokio::test]
     async fn sinks_see_events_before_their_records_then_closed_connections_and_the_end() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let pipeline = Pipeline {
-            source: Box::new(Items(vec![
+        let pipeline = echo_pipeline(
+            vec![
                 event(1),
                 SourceItem::Lost(Lost {
                     ts_ns: 2,
@@ -882,16 +898,9 @@ mod tests {
                 }),
                 event(3),
                 SourceItem::Closed { conn: 9, ts_ns: 4 },
-            ])),
-            view: View::Syscalls,
-            reorder: ReorderConfig {
-                window_ms: 0,
-                ..ReorderConfig::default()
-            },
-            decoder: Box::new(Echo),
-            decoder_is_raw: false,
-            sinks: vec![Box::new(Log(Arc::clone(&log)))],
-        };
+            ],
+            Arc::clone(&log),
+        );
         let outcome = run(pipeline, RunOptions::default(), StopFlag::default()).await;
         outcome.result.unwrap();
         assert_eq!(
@@ -922,17 +931,10 @@ mod tests {
                 ..Event::default()
             }))
         };
-        let pipeline = Pipeline {
-            source: Box::new(Items(vec![ev(1, 5, 0), ev(2, 5, 5), ev(3, 5, 3)])),
-            view: View::Syscalls,
-            reorder: ReorderConfig {
-                window_ms: 0,
-                ..ReorderConfig::default()
-            },
-            decoder: Box::new(Echo),
-            decoder_is_raw: false,
-            sinks: vec![Box::new(Log(Arc::new(Mutex::new(Vec::new()))))],
-        };
+        let pipeline = echo_pipeline(
+            vec![ev(1, 5, 0), ev(2, 5, 5), ev(3, 5, 3)],
+            Arc::new(Mutex::new(Vec::new())),
+        );
         let outcome = run(pipeline, RunOptions::default(), StopFlag::default()).await;
         outcome.result.unwrap();
         assert_eq!((outcome.summary.events, outcome.summary.bytes), (3, 7));

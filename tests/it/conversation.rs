@@ -101,6 +101,26 @@ fn lane_bytes(evs: &[Arc<Event>], from: u64) -> Vec<u8> {
     out
 }
 
+/// Sends the first `len` bytes of the file at `path` into `sock` with
+/// sendfile, as many calls as it takes.
+fn sendfile_all(sock: &UnixStream, path: &std::path::Path, len: usize) {
+    let file = std::fs::File::open(path).unwrap();
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: both fds are open; a null offset reads from the file's position.
+        let n = unsafe {
+            libc::sendfile(
+                sock.as_raw_fd(),
+                file.as_raw_fd(),
+                std::ptr::null_mut(),
+                left,
+            )
+        };
+        assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+        left -= n as usize;
+    }
+}
+
 /// Reads `n` bytes 16 KiB at a time, as curl reads a response.
 fn read_in_chunks(s: &mut UnixStream, n: usize) -> Vec<u8> {
     let mut got = Vec::with_capacity(n);
@@ -358,21 +378,7 @@ fn sendfile_bytes_arrive_once_from_the_receive() {
     // them too; see each_byte_once_seen_from_its_sender).
     srv.write_all(&head).unwrap();
     let reader = std::thread::spawn(move || read_in_chunks(&mut cli, want));
-    let file = std::fs::File::open(&file_path).unwrap();
-    let mut left = body.len();
-    while left > 0 {
-        // SAFETY: both fds are open; a null offset reads from the file's position.
-        let n = unsafe {
-            libc::sendfile(
-                srv.as_raw_fd(),
-                file.as_raw_fd(),
-                std::ptr::null_mut(),
-                left,
-            )
-        };
-        assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
-        left -= n as usize;
-    }
+    sendfile_all(&srv, &file_path, body.len());
     let got = reader.join().unwrap();
     same_bytes(&got, &expect);
     let c = cap.finish();
@@ -434,21 +440,7 @@ fn sendfile_bytes_are_a_declared_gap_when_only_sends_are_captured() {
     let want = expect.len();
     let reader = std::thread::spawn(move || read_in_chunks(&mut cli, want));
     srv.write_all(&head).unwrap();
-    let file = std::fs::File::open(&file_path).unwrap();
-    let mut left = body.len();
-    while left > 0 {
-        // SAFETY: both fds are open; a null offset reads from the file's position.
-        let n = unsafe {
-            libc::sendfile(
-                srv.as_raw_fd(),
-                file.as_raw_fd(),
-                std::ptr::null_mut(),
-                left,
-            )
-        };
-        assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
-        left -= n as usize;
-    }
+    sendfile_all(&srv, &file_path, body.len());
     srv.write_all(&next).unwrap();
     same_bytes(&reader.join().unwrap(), &expect);
     let c = cap.finish();

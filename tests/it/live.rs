@@ -252,6 +252,22 @@ fn capture_raw(sock: &Path, stdout: Stdio) -> Child {
         .expect("spawning spf")
 }
 
+/// Starts `spf run` capturing socket `sock` raw into the capture file `out`
+/// (`--output`), its stderr piped for [`wait_until_capturing`].
+fn capture_to_file(sock: &Path, out: &Path) -> Child {
+    spf()
+        .args(["run", "--decoder", "raw", "--path"])
+        .arg(sock)
+        .args(crate::capture::hook_args())
+        .arg("--output")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning spf")
+}
+
 /// Interrupts `child` as Ctrl-C does and waits for it: its exit status and
 /// the stderr lines `wait_until_capturing` left.
 fn interrupt(
@@ -421,17 +437,7 @@ fn a_capture_keeps_the_end_of_a_connection_through_replays() {
     let sock = dir.path().join("end.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let live = dir.path().join("live.ndjson");
-    let mut child = spf()
-        .args(["run", "--decoder", "raw", "--path"])
-        .arg(&sock)
-        .args(crate::capture::hook_args())
-        .arg("--output")
-        .arg(&live)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning spf");
+    let mut child = capture_to_file(&sock, &live);
     let (rx, reader) = wait_until_capturing(&mut child);
     let mut a = UnixStream::connect(&sock).unwrap();
     let (mut b, _) = listener.accept().unwrap();
@@ -490,17 +496,7 @@ fn a_binary_capture_holds_big_writes_made_after_the_privilege_drop() {
     let sock = dir.path().join("big.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let cap = dir.path().join("big.spfcap");
-    let mut child = spf()
-        .args(["run", "--decoder", "raw", "--path"])
-        .arg(&sock)
-        .args(crate::capture::hook_args())
-        .arg("--output")
-        .arg(&cap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning spf");
+    let mut child = capture_to_file(&sock, &cap);
     let (rx, reader) = wait_until_capturing(&mut child);
     // Sizes on both sides of what the sink copies (none above the default
     // snaplen), several megabytes in all.
